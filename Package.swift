@@ -1,0 +1,42 @@
+// swift-tools-version:6.0
+import PackageDescription
+
+// Data flow: ProteinData -> ESM -> Training / Attribution -> (Store) -> Pipeline -> kneuron CLI.
+// Compute modules never import Store; Store never imports compute; Pipeline is where they meet.
+let package = Package(
+    name: "kneuron",
+    platforms: [.macOS(.v13)],
+    products: [
+        .executable(name: "kneuron", targets: ["kneuron"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
+        .package(url: "https://github.com/groue/GRDB.swift", from: "7.0.0"),
+        .package(url: "https://github.com/jpsim/Yams", from: "6.0.0"),
+        .package(url: "https://github.com/apple/swift-crypto", from: "3.12.0"),
+    ],
+    targets: [
+        .systemLibrary(name: "CBLAS", path: "Sources/CBLAS", pkgConfig: "openblas",
+                       providers: [.apt(["libopenblas-dev"])]),
+        .target(name: "ProteinData"),
+        .target(name: "ESM", dependencies: ["CBLAS"],
+                swiftSettings: [.unsafeFlags(["-Ounchecked"], .when(configuration: .release))]),
+        .target(name: "Training", dependencies: ["ESM"]),
+        .target(name: "Attribution", dependencies: ["ESM"]),
+        .target(name: "Store", dependencies: [.product(name: "GRDB", package: "GRDB.swift")]),
+        .target(name: "Pipeline", dependencies: [
+            "ProteinData", "ESM", "Training", "Attribution", "Store",
+            .product(name: "Yams", package: "Yams"),
+            .product(name: "Crypto", package: "swift-crypto"),
+        ]),
+        .executableTarget(name: "kneuron", dependencies: [
+            "Pipeline",
+            .product(name: "ArgumentParser", package: "swift-argument-parser"),
+        ]),
+        .testTarget(name: "ProteinDataTests", dependencies: ["ProteinData"]),
+        .testTarget(name: "ESMTests", dependencies: ["ESM", "Training"], resources: [.copy("Fixtures")]),
+        .testTarget(name: "AttributionTests", dependencies: ["Attribution", "ESM"]),
+        .testTarget(name: "StoreTests", dependencies: ["Store"]),
+        .testTarget(name: "PipelineTests", dependencies: ["Pipeline", "Store", "ProteinData"]),
+    ]
+)

@@ -1,0 +1,1 @@
+// ProteinData module placeholder
