@@ -23,7 +23,8 @@ let package = Package(
                 swiftSettings: [.unsafeFlags(["-Ounchecked"], .when(configuration: .release))]),
         .target(name: "Training", dependencies: ["ESM"]),
         .target(name: "Attribution", dependencies: ["ESM"]),
-        .target(name: "Store", dependencies: [.product(name: "GRDB", package: "GRDB.swift")]),
+        .target(name: "Store", dependencies: [.product(name: "GRDB", package: "GRDB.swift")],
+                resources: [.copy("Migrations")]),
         .target(name: "Pipeline", dependencies: [
             "ProteinData", "ESM", "Training", "Attribution", "Store",
             .product(name: "Yams", package: "Yams"),

@@ -1,0 +1,313 @@
+import Foundation
+import Yams
+import ESM
+import ProteinData
+
+/// Errors in a pipeline spec, each naming the key path (`at train.learning_rate: ...`).
+public enum SpecError: Error, CustomStringConvertible, Equatable {
+    /// The spec file cannot be read.
+    case unreadable(path: String, reason: String)
+    /// The YAML itself is malformed.
+    case yaml(path: String, message: String)
+    /// A key the spec format does not know (a typo would otherwise be a silent default).
+    case unknownKey(path: String, key: String, allowed: [String])
+    /// A value of the wrong type or out of range.
+    case invalid(path: String, message: String)
+
+    public var description: String {
+        switch self {
+        case .unreadable(let path, let reason): return "cannot read pipeline spec \(path): \(reason)"
+        case .yaml(let path, let message): return "pipeline spec \(path) is not valid YAML: \(message)"
+        case .unknownKey(let path, let key, let allowed):
+            return "at \(path.isEmpty ? key : path + "." + key): unknown key; allowed here: \(allowed.sorted().joined(separator: ", "))"
+        case .invalid(let path, let message): return "at \(path.isEmpty ? "(top level)" : path): \(message)"
+        }
+    }
+}
+
+/// Coding key for arbitrary YAML keys (used to find unknown ones).
+struct AnyKey: CodingKey {
+    var stringValue: String
+    var intValue: Int?
+    init(stringValue: String) { self.stringValue = stringValue }
+    init?(intValue: Int) { self.stringValue = String(intValue); self.intValue = intValue }
+}
+
+/// Throws `SpecError.unknownKey` for any key of the current mapping that `K` does not list.
+func rejectUnknownKeys<K: CodingKey & CaseIterable>(_ decoder: Decoder, _: K.Type) throws {
+    let c = try decoder.container(keyedBy: AnyKey.self)
+    let allowed = K.allCases.map(\.stringValue)
+    for key in c.allKeys where !allowed.contains(key.stringValue) {
+        throw SpecError.unknownKey(path: keyPath(c.codingPath), key: key.stringValue, allowed: allowed)
+    }
+}
+
+func keyPath(_ path: [CodingKey]) -> String {
+    path.map { $0.intValue.map { "[\($0)]" } ?? $0.stringValue }.joined(separator: ".").replacingOccurrences(of: ".[", with: "[")
+}
+
+/// Where the data comes from. Paths are relative to the spec file's directory.
+public struct InputsSpec: Codable, Sendable, Equatable {
+    /// FASTA files (`>ID description`, UniProt `sp|ACC|NAME` headers give the accession).
+    public var fasta: [String]
+    /// EC label files (UniProt TSV `Entry<TAB>EC number`, the combined table, or CSV).
+    public var labels: [String]
+    enum CodingKeys: String, CodingKey, CaseIterable { case fasta, labels }
+    public init(fasta: [String], labels: [String]) { self.fasta = fasta; self.labels = labels }
+    public init(from decoder: Decoder) throws {
+        try rejectUnknownKeys(decoder, CodingKeys.self)
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        fasta = try c.decodeIfPresent([String].self, forKey: .fasta) ?? []
+        labels = try c.decode([String].self, forKey: .labels)
+    }
+}
+
+/// Which split neurons are selected on.
+public enum SelectOn: String, Codable, Sendable { case select, test }
+
+/// Stratified train/select/test split.
+public struct SplitSpec: Codable, Sendable, Equatable {
+    public var train: Double = 0.70
+    public var select: Double = 0.15
+    public var test: Double = 0.15
+    public var seed: UInt64 = 1
+    /// `select` (default, no leak) or `test` (the paper's protocol: select and evaluate on test).
+    public var selectOn: SelectOn = .select
+    enum CodingKeys: String, CodingKey, CaseIterable { case train, select, test, seed, selectOn = "select_on" }
+    public init() {}
+    public init(from decoder: Decoder) throws {
+        try rejectUnknownKeys(decoder, CodingKeys.self)
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        train = try c.decodeIfPresent(Double.self, forKey: .train) ?? train
+        select = try c.decodeIfPresent(Double.self, forKey: .select) ?? select
+        test = try c.decodeIfPresent(Double.self, forKey: .test) ?? test
+        seed = try c.decodeIfPresent(UInt64.self, forKey: .seed) ?? seed
+        selectOn = try c.decodeIfPresent(SelectOn.self, forKey: .selectOn) ?? selectOn
+        for (k, v) in [("train", train), ("select", select), ("test", test)] where !(v >= 0 && v <= 1) {
+            throw SpecError.invalid(path: keyPath(c.codingPath + [AnyKey(stringValue: k)]), message: "expected a fraction between 0 and 1, got \(v)")
+        }
+        if abs(train + select + test - 1) > 1e-6 {
+            throw SpecError.invalid(path: keyPath(c.codingPath), message: "train + select + test must be 1, got \(train + select + test)")
+        }
+        if test == 0 || train == 0 {
+            throw SpecError.invalid(path: keyPath(c.codingPath), message: "train and test fractions must be positive")
+        }
+        if select == 0 && selectOn == .select {
+            throw SpecError.invalid(path: keyPath(c.codingPath), message: "select is 0 but select_on is select; give select a fraction or set select_on: test")
+        }
+    }
+}
+
+/// The model: a preset (seeded random initialisation) or an HF checkpoint directory.
+public struct ModelSpec: Codable, Sendable, Equatable {
+    /// One of `ESMConfig.presetNames`; ignored when `checkpoint` is set.
+    public var preset: String? = "small"
+    /// HF ESM-2 directory (config.json + model.safetensors), relative to the spec.
+    public var checkpoint: String?
+    /// Pooling of the classification head (`cls` as HuggingFace, or `mean`).
+    public var pooling: Pooling = .cls
+    /// Maximum tokens per sequence including `<cls>` and `<eos>` (at most 1026).
+    public var maxLength: Int = 1024
+    /// What to do with longer sequences (`head`, `center` or `reject`).
+    public var crop: CropPolicy = .head
+    /// Seed of the random initialisation.
+    public var seed: UInt64 = 0
+    enum CodingKeys: String, CodingKey, CaseIterable { case preset, checkpoint, pooling, maxLength = "max_length", crop, seed }
+    public init() {}
+    public init(from decoder: Decoder) throws {
+        try rejectUnknownKeys(decoder, CodingKeys.self)
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        preset = try c.decodeIfPresent(String.self, forKey: .preset) ?? preset
+        checkpoint = try c.decodeIfPresent(String.self, forKey: .checkpoint)
+        pooling = try c.decodeIfPresent(Pooling.self, forKey: .pooling) ?? pooling
+        maxLength = try c.decodeIfPresent(Int.self, forKey: .maxLength) ?? maxLength
+        crop = try c.decodeIfPresent(CropPolicy.self, forKey: .crop) ?? crop
+        seed = try c.decodeIfPresent(UInt64.self, forKey: .seed) ?? seed
+        if !(3 ... 1026).contains(maxLength) {
+            throw SpecError.invalid(path: keyPath(c.codingPath + [CodingKeys.maxLength]), message: "expected 3...1026 tokens, got \(maxLength)")
+        }
+        if checkpoint == nil, let p = preset, !ESMConfig.presetNames.contains(p) {
+            throw SpecError.invalid(path: keyPath(c.codingPath + [CodingKeys.preset]),
+                                    message: "unknown preset '\(p)'; choose one of \(ESMConfig.presetNames.joined(separator: ", "))")
+        }
+    }
+}
+
+/// Fine-tuning hyper-parameters (AdamW, cross-entropy).
+public struct TrainSpec: Codable, Sendable, Equatable {
+    /// Epochs; 0 keeps the loaded/initial weights.
+    public var epochs: Int = 10
+    public var batchSize: Int = 16
+    public var learningRate: Float = 1e-3
+    public var weightDecay: Float = 0.01
+    /// Global gradient-norm clip; absent = no clipping.
+    public var maxGradNorm: Float? = 1.0
+    /// Seed of the data order.
+    public var seed: UInt64 = 0
+    enum CodingKeys: String, CodingKey, CaseIterable {
+        case epochs, batchSize = "batch_size", learningRate = "learning_rate", weightDecay = "weight_decay", maxGradNorm = "max_grad_norm", seed
+    }
+    public init() {}
+    public init(from decoder: Decoder) throws {
+        try rejectUnknownKeys(decoder, CodingKeys.self)
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        epochs = try c.decodeIfPresent(Int.self, forKey: .epochs) ?? epochs
+        batchSize = try c.decodeIfPresent(Int.self, forKey: .batchSize) ?? batchSize
+        learningRate = try c.decodeIfPresent(Float.self, forKey: .learningRate) ?? learningRate
+        weightDecay = try c.decodeIfPresent(Float.self, forKey: .weightDecay) ?? weightDecay
+        if c.contains(.maxGradNorm) { maxGradNorm = try c.decodeIfPresent(Float.self, forKey: .maxGradNorm) }
+        seed = try c.decodeIfPresent(UInt64.self, forKey: .seed) ?? seed
+        if epochs < 0 { throw SpecError.invalid(path: keyPath(c.codingPath + [CodingKeys.epochs]), message: "expected 0 or more, got \(epochs)") }
+        if batchSize < 1 { throw SpecError.invalid(path: keyPath(c.codingPath + [CodingKeys.batchSize]), message: "expected 1 or more, got \(batchSize)") }
+        if !(learningRate > 0) { throw SpecError.invalid(path: keyPath(c.codingPath + [CodingKeys.learningRate]), message: "expected a positive number") }
+    }
+}
+
+/// Scoring method of the attribute stage.
+public enum AttributionMethod: String, Codable, Sendable, CaseIterable {
+    /// mean over sequences and non-padding positions of |w_ij x_j|.
+    case activation
+    /// integrated gradients of P(true class) w.r.t. the q/k/v weights, zero baseline.
+    case integratedGradients = "integrated_gradients"
+}
+
+/// The attribute stage's parameters.
+public struct AttributionSpec: Codable, Sendable, Equatable {
+    public var methods: [AttributionMethod] = [.activation, .integratedGradients]
+    /// Riemann steps of integrated gradients.
+    public var steps: Int = 20
+    /// Sequences per shard (the unit of resumable work).
+    public var shardSize: Int = 16
+    /// Use at most this many sequences of the selection split (first by id); absent = all.
+    public var maxSequences: Int?
+    enum CodingKeys: String, CodingKey, CaseIterable { case methods, steps, shardSize = "shard_size", maxSequences = "max_sequences" }
+    public init() {}
+    public init(from decoder: Decoder) throws {
+        try rejectUnknownKeys(decoder, CodingKeys.self)
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        methods = try c.decodeIfPresent([AttributionMethod].self, forKey: .methods) ?? methods
+        steps = try c.decodeIfPresent(Int.self, forKey: .steps) ?? steps
+        shardSize = try c.decodeIfPresent(Int.self, forKey: .shardSize) ?? shardSize
+        maxSequences = try c.decodeIfPresent(Int.self, forKey: .maxSequences)
+        if methods.isEmpty { throw SpecError.invalid(path: keyPath(c.codingPath + [CodingKeys.methods]), message: "give at least one method: activation, integrated_gradients") }
+        if steps < 1 { throw SpecError.invalid(path: keyPath(c.codingPath + [CodingKeys.steps]), message: "expected 1 or more, got \(steps)") }
+        if shardSize < 1 { throw SpecError.invalid(path: keyPath(c.codingPath + [CodingKeys.shardSize]), message: "expected 1 or more, got \(shardSize)") }
+        if let m = maxSequences, m < 1 { throw SpecError.invalid(path: keyPath(c.codingPath + [CodingKeys.maxSequences]), message: "expected 1 or more, got \(m)") }
+    }
+}
+
+/// The select stage's parameters.
+public struct SelectionSpec: Codable, Sendable, Equatable {
+    /// Fractions of all q/k/v weights to keep.
+    public var retentionFractions: [Double] = [0.50, 0.25, 0.10, 0.01]
+    /// Seeds of the random baseline (at least 3).
+    public var randomSeeds: [Int] = [1, 2, 3]
+    enum CodingKeys: String, CodingKey, CaseIterable { case retentionFractions = "retention_fractions", randomSeeds = "random_seeds" }
+    public init() {}
+    public init(from decoder: Decoder) throws {
+        try rejectUnknownKeys(decoder, CodingKeys.self)
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        retentionFractions = try c.decodeIfPresent([Double].self, forKey: .retentionFractions) ?? retentionFractions
+        randomSeeds = try c.decodeIfPresent([Int].self, forKey: .randomSeeds) ?? randomSeeds
+        for f in retentionFractions where !(f > 0 && f <= 1) {
+            throw SpecError.invalid(path: keyPath(c.codingPath + [CodingKeys.retentionFractions]), message: "expected fractions in (0, 1], got \(f)")
+        }
+        if Set(randomSeeds).count < 3 {
+            throw SpecError.invalid(path: keyPath(c.codingPath + [CodingKeys.randomSeeds]), message: "give at least 3 distinct seeds for the random baseline")
+        }
+    }
+}
+
+/// A pipeline spec (YAML). Decoding is strict: an unknown key or a wrong type is an
+/// error that names the key path.
+public struct PipelineSpec: Codable, Sendable, Equatable {
+    /// Run name; the default database is `runs/<name>.sqlite`.
+    public var name: String
+    public var inputs: InputsSpec
+    /// EC level of the class label: 1 = EC class (default) ... 4 = full number.
+    public var labelLevel: Int = 1
+    public var split = SplitSpec()
+    public var model = ModelSpec()
+    public var train = TrainSpec()
+    public var attribution = AttributionSpec()
+    public var selection = SelectionSpec()
+
+    enum CodingKeys: String, CodingKey, CaseIterable {
+        case name, inputs, labelLevel = "label_level", split, model, train, attribution, selection
+    }
+
+    public init(name: String, inputs: InputsSpec) { self.name = name; self.inputs = inputs }
+
+    public init(from decoder: Decoder) throws {
+        try rejectUnknownKeys(decoder, CodingKeys.self)
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        name = try c.decode(String.self, forKey: .name)
+        inputs = try c.decode(InputsSpec.self, forKey: .inputs)
+        labelLevel = try c.decodeIfPresent(Int.self, forKey: .labelLevel) ?? 1
+        split = try c.decodeIfPresent(SplitSpec.self, forKey: .split) ?? split
+        model = try c.decodeIfPresent(ModelSpec.self, forKey: .model) ?? model
+        train = try c.decodeIfPresent(TrainSpec.self, forKey: .train) ?? train
+        attribution = try c.decodeIfPresent(AttributionSpec.self, forKey: .attribution) ?? attribution
+        selection = try c.decodeIfPresent(SelectionSpec.self, forKey: .selection) ?? selection
+        if !(1 ... 4).contains(labelLevel) {
+            throw SpecError.invalid(path: "label_level", message: "expected 1...4 (1 = EC class), got \(labelLevel)")
+        }
+        if name.isEmpty || name.contains("/") {
+            throw SpecError.invalid(path: "name", message: "expected a non-empty name without '/'")
+        }
+        if inputs.labels.isEmpty {
+            throw SpecError.invalid(path: "inputs.labels", message: "give at least one label file")
+        }
+    }
+
+    /// Parses YAML text. `path` is only used in messages.
+    /// - Throws: `SpecError` naming the key path of the first problem.
+    public static func parse(yaml: String, path: String = "<spec>") throws -> PipelineSpec {
+        do {
+            return try YAMLDecoder().decode(PipelineSpec.self, from: yaml)
+        } catch let e as SpecError {
+            throw e
+        } catch let e as DecodingError {
+            throw translate(e)
+        } catch {
+            throw SpecError.yaml(path: path, message: "\(error)")
+        }
+    }
+
+    /// Reads and parses a spec file.
+    /// - Throws: `SpecError.unreadable` or any parse error.
+    public static func load(path: String) throws -> PipelineSpec {
+        guard let data = FileManager.default.contents(atPath: path), let text = String(data: data, encoding: .utf8) else {
+            throw SpecError.unreadable(path: path, reason: FileManager.default.fileExists(atPath: path) ? "not UTF-8 text" : "no such file")
+        }
+        return try parse(yaml: text, path: path)
+    }
+
+    static func translate(_ e: DecodingError) -> SpecError {
+        switch e {
+        case .typeMismatch(let type, let ctx):
+            return .invalid(path: keyPath(ctx.codingPath), message: "expected \(describe(type))")
+        case .valueNotFound(let type, let ctx):
+            return .invalid(path: keyPath(ctx.codingPath), message: "expected \(describe(type)), found nothing")
+        case .keyNotFound(let key, let ctx):
+            return .invalid(path: keyPath(ctx.codingPath + [key]), message: "required key is missing")
+        case .dataCorrupted(let ctx):
+            return .invalid(path: keyPath(ctx.codingPath), message: ctx.debugDescription)
+        @unknown default:
+            return .invalid(path: "", message: "\(e)")
+        }
+    }
+
+    static func describe(_ type: Any.Type) -> String {
+        switch type {
+        case is Int.Type, is UInt64.Type: return "an integer"
+        case is Float.Type, is Double.Type: return "a number"
+        case is String.Type: return "a string"
+        case is Bool.Type: return "true or false"
+        default:
+            let name = "\(type)"
+            if name.hasPrefix("Array") { return "a list" }
+            return "a \(name)"
+        }
+    }
+}

@@ -1,0 +1,132 @@
+import Crypto
+import Foundation
+import Store
+
+/// kneuron's version, recorded in every run.
+public let kneuronVersion = "0.1.0"
+
+/// Errors raised while running pipeline stages.
+public enum PipelineError: Error, CustomStringConvertible {
+    /// A stage needs a stage that has not finished.
+    case missingStage(stage: String, needs: String)
+    /// Recorded work was made from other inputs or parameters.
+    case changedInputs(stage: String, recorded: String, now: String)
+    /// An input file cannot be read.
+    case unreadableInput(path: String, reason: String)
+    /// A checkpoint on disk is not the one recorded (changed or deleted).
+    case checkpointChanged(path: String, recorded: String, found: String)
+    /// Nothing usable in a stage's input (e.g. no accepted sequence).
+    case empty(stage: String, what: String)
+    /// An unknown stage name.
+    case unknownStage(String)
+
+    public var description: String {
+        switch self {
+        case .missingStage(let stage, let needs):
+            return "stage \(stage) needs stage \(needs) to be done first; run `kneuron \(needs)` or `kneuron run SPEC`"
+        case .changedInputs(let stage, let recorded, let now):
+            return "stage \(stage) was recorded with other inputs or parameters (recorded key \(recorded.prefix(16)), now \(now.prefix(16))). Use `--force \(stage)` to redo it and the stages after it, or a new --db."
+        case .unreadableInput(let path, let reason):
+            return "cannot read input \(path): \(reason)"
+        case .checkpointChanged(let path, let recorded, let found):
+            return "checkpoint \(path) changed since it was recorded (sha256 \(recorded.prefix(12)) recorded, \(found.prefix(12)) found). Use `--force train` to retrain."
+        case .empty(let stage, let what):
+            return "stage \(stage): \(what)"
+        case .unknownStage(let s):
+            return "unknown stage '\(s)'; stages are: \(Stage.allCases.map(\.rawValue).joined(separator: ", "))"
+        }
+    }
+}
+
+/// The pipeline's stages in run order.
+public enum Stage: String, CaseIterable, Sendable, Comparable {
+    case ingest, tokenize, split, train, attribute, select, evaluate, report
+
+    /// Version of the stage's algorithm; part of its content key.
+    var version: Int { 1 }
+
+    public static func < (a: Stage, b: Stage) -> Bool { allCases.firstIndex(of: a)! < allCases.firstIndex(of: b)! }
+
+    /// The stage whose output this stage reads.
+    var previous: Stage? {
+        let i = Stage.allCases.firstIndex(of: self)!
+        return i == 0 ? nil : Stage.allCases[i - 1]
+    }
+}
+
+/// Everything a stage needs: the spec, where it lives, the database and the artifacts
+/// directory (`<db without .sqlite>.artifacts/`: checkpoints, training state, reports).
+public final class RunContext: @unchecked Sendable {
+    public let spec: PipelineSpec
+    /// Path of the spec file (inputs are relative to its directory).
+    public let specPath: String
+    public let db: RunDatabase
+    /// Directory for files too large for the database.
+    public let artifactsDirectory: String
+    /// Silences progress output.
+    public let quiet: Bool
+
+    /// Opens the run: loads nothing itself; registers the spec in the database.
+    /// - Throws: `StoreError` when the run cannot be recorded.
+    public init(spec: PipelineSpec, specPath: String, db: RunDatabase, quiet: Bool) throws {
+        self.spec = spec
+        self.specPath = specPath
+        self.db = db
+        self.quiet = quiet
+        let base = db.path.hasSuffix(".sqlite") ? String(db.path.dropLast(7)) : db.path
+        artifactsDirectory = base + ".artifacts"
+        let yaml = (try? String(contentsOfFile: specPath, encoding: .utf8)) ?? ""
+        try db.registerRun(RunRecord(name: spec.name, specPath: specPath, specYAML: yaml,
+                                     specSHA256: Hashing.sha256(Data(yaml.utf8)), kneuronVersion: kneuronVersion))
+    }
+
+    /// Resolves a path from the spec relative to the spec file's directory.
+    public func resolve(_ path: String) -> String {
+        if path.hasPrefix("/") { return path }
+        let dir = (specPath as NSString).deletingLastPathComponent
+        return ((dir.isEmpty ? "." : dir) as NSString).appendingPathComponent(path)
+    }
+
+    /// Writes a line to stderr unless quiet.
+    func log(_ message: String) { Pipeline.log(message, quiet: quiet) }
+}
+
+/// SHA-256 helpers (swift-crypto).
+public enum Hashing {
+    /// Hex SHA-256 of bytes.
+    public static func sha256(_ data: Data) -> String {
+        SHA256.hash(data: data).map { String(format: "%02x", $0) }.joined()
+    }
+
+    /// Hex SHA-256 and size of a file, streamed in 1 MiB chunks.
+    /// - Throws: `PipelineError.unreadableInput`.
+    public static func sha256(file path: String) throws -> (hex: String, size: Int64) {
+        guard let h = FileHandle(forReadingAtPath: path) else {
+            throw PipelineError.unreadableInput(path: path, reason: FileManager.default.fileExists(atPath: path) ? "permission denied" : "no such file")
+        }
+        defer { try? h.close() }
+        var hasher = SHA256()
+        var size: Int64 = 0
+        while true {
+            let chunk = h.readData(ofLength: 1 << 20)
+            if chunk.isEmpty { break }
+            size += Int64(chunk.count)
+            hasher.update(data: chunk)
+        }
+        return (hasher.finalize().map { String(format: "%02x", $0) }.joined(), size)
+    }
+
+    /// The content key of a stage: `stage@version:` + SHA-256 of the previous key and the
+    /// stage's parameters (rendered as sorted-key JSON by the caller).
+    static func contentKey(_ stage: Stage, previous: String?, parameters: String) -> String {
+        let body = "\(stage.rawValue)@\(stage.version)\n\(previous ?? "")\n\(parameters)"
+        return "\(stage.rawValue)@\(stage.version):" + sha256(Data(body.utf8))
+    }
+}
+
+/// Sorted-key JSON of an Encodable value (stable parameter rendering for content keys).
+func canonicalJSON<T: Encodable>(_ value: T) -> String {
+    let enc = JSONEncoder()
+    enc.outputFormatting = [.sortedKeys]
+    return (try? enc.encode(value)).flatMap { String(data: $0, encoding: .utf8) } ?? ""
+}

@@ -1,0 +1,98 @@
+import Attribution
+import ESM
+import Foundation
+import Store
+
+/// Stage 5: scores every q/k/v weight by each method over the selection split, in shards.
+///
+/// The selection split's sequences (ordered by id, optionally capped by
+/// `attribution.max_sequences`) are cut into shards of `shard_size`. A shard's partial
+/// sums and its done mark are one row of `shards`, committed in one transaction, so an
+/// interrupted run redoes only unfinished shards. When every shard is done the sums are
+/// added in shard order (a fixed order: the result does not depend on interruptions) and
+/// the final scores are written to `neuron_scores`.
+///
+/// Shard sums: `activation` holds, per layer l and input feature j, the sum over the
+/// shard's sequences of mean_t |x_tj| ((layers, H) float64); `integrated_gradients`
+/// holds the sum over the shard's sequences of the attributions in canonical order.
+enum AttributeStage {
+    /// Sequences of the attribution split, in shard order.
+    static func sequences(_ ctx: RunContext) throws -> SplitData {
+        let split = ctx.spec.split.selectOn == .select ? "select" : "test"
+        return try SplitData.load(ctx, split: split, limit: ctx.spec.attribution.maxSequences)
+    }
+
+    static func run(_ ctx: RunContext, key: String) throws -> Int {
+        let start = Date()
+        let spec = ctx.spec.attribution
+        let model = try ModelStore.finalModel(ctx, stage: "attribute")
+        let data = try sequences(ctx)
+        guard !data.examples.isEmpty else { throw PipelineError.empty(stage: "attribute", what: "the selection split is empty") }
+        let shardCount = (data.examples.count + spec.shardSize - 1) / spec.shardSize
+        let shape = ScoredWeights(config: model.config)
+        var gradients = ParameterBuffer(layout: model.parameters.layout)
+
+        for method in spec.methods {
+            let done = try ctx.db.finishedShards(method: method.rawValue)
+            let todo = (0 ..< shardCount).filter { !done.contains($0) }
+            if todo.isEmpty { continue }
+            ctx.log("  \(method.rawValue): \(todo.count) of \(shardCount) shards to do (\(done.count) already done)")
+            let progress = ProgressReporter("attribute \(method.rawValue)", total: shardCount, unit: "shards", quiet: ctx.quiet)
+            var finished = done.count
+            for shard in todo {
+                let t0 = Date()
+                let lo = shard * spec.shardSize, hi = min(lo + spec.shardSize, data.examples.count)
+                let examples = Array(data.examples[lo ..< hi])
+                var sums: [Double]
+                var completeness: [CompletenessRecord] = []
+                switch method {
+                case .activation:
+                    sums = ActivationAttribution.sumMeanAbsInputs(model: model, sequences: examples.map(\.tokens))
+                case .integratedGradients:
+                    sums = [Double](repeating: 0, count: shape.count)
+                    for (k, ex) in examples.enumerated() {
+                        let r = IntegratedGradients.attribute(model: model, tokens: ex.tokens, target: ex.label,
+                                                              steps: spec.steps, gradients: &gradients)
+                        for i in 0 ..< shape.count { sums[i] += Double(r.attributions[i]) }
+                        completeness.append(CompletenessRecord(sequenceID: data.ids[lo + k], shardIndex: shard, targetClass: ex.label,
+                                                               pFull: r.pFull, pBaseline: r.pBaseline, attributionSum: r.attributionSum))
+                    }
+                }
+                try ctx.db.commitShard(ShardRecord(method: method.rawValue, shardIndex: shard, nSequences: examples.count,
+                                                   sums: sums, seconds: Date().timeIntervalSince(t0)), completeness: completeness)
+                finished += 1
+                progress.update(finished)
+            }
+        }
+
+        // Every shard of every method is done: combine in shard order.
+        var scores: [(method: String, values: [Float])] = []
+        for method in spec.methods {
+            let shards = try ctx.db.shards(method: method.rawValue)
+            guard shards.count == shardCount else {
+                throw PipelineError.empty(stage: "attribute", what: "\(method.rawValue) has \(shards.count) of \(shardCount) shards; run attribute again")
+            }
+            var total = [Double](repeating: 0, count: shards[0].sums.count)
+            var n = 0
+            for s in shards {
+                for i in 0 ..< total.count { total[i] += s.sums[i] }
+                n += s.nSequences
+            }
+            switch method {
+            case .activation:
+                scores.append((method.rawValue, ActivationAttribution.scores(parameters: model.parameters, sums: total, count: n)))
+            case .integratedGradients:
+                scores.append((method.rawValue, total.map { Float($0 / Double(n)) }))
+                let gaps = try ctx.db.completeness().map { abs($0.gap) }
+                if !gaps.isEmpty {
+                    ctx.log(String(format: "  integrated gradients completeness |gap|: mean %.4g, max %.4g over %d sequences (%d steps)",
+                                   gaps.reduce(0, +) / Double(gaps.count), gaps.max()!, gaps.count, spec.steps))
+                }
+            }
+        }
+        let n = try ctx.db.commitScores(scores, shape: ScoreShape(layers: shape.layers, rows: shape.hidden, cols: shape.hidden),
+                                        ledger: StageRecord(stage: "attribute", contentKey: key, rowsWritten: 0,
+                                                            seconds: Date().timeIntervalSince(start)))
+        return n
+    }
+}

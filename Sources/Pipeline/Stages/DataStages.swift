@@ -1,0 +1,162 @@
+import Foundation
+import ProteinData
+import Store
+
+/// Stage 1: reads FASTA and label files, joins them by ID, keeps every unusable record in
+/// `rejected_records` with its reason, records input files with size and SHA-256.
+enum IngestStage {
+    static func run(_ ctx: RunContext, key: String) throws -> Int {
+        let start = Date()
+        let spec = ctx.spec
+        var files: [InputFileRecord] = []
+        var fasta: [(file: String, records: [FastaRecord])] = []
+        var labels: [(file: String, records: [LabelRecord])] = []
+        var rejected: [RejectedRecord] = []
+        for p in spec.inputs.fasta {
+            let path = ctx.resolve(p)
+            let h = try Hashing.sha256(file: path)
+            files.append(InputFileRecord(path: path, role: "fasta", sizeBytes: h.size, sha256: h.hex))
+            let r = try FastaReader.read(path: path)
+            fasta.append((path, r.records))
+            rejected += r.rejected
+            ctx.log("  \(path): \(r.records.count) records, \(r.rejected.count) rejected")
+        }
+        for p in spec.inputs.labels {
+            let path = ctx.resolve(p)
+            let h = try Hashing.sha256(file: path)
+            files.append(InputFileRecord(path: path, role: "labels", sizeBytes: h.size, sha256: h.hex))
+            let r = try LabelFileReader.read(path: path)
+            labels.append((path, r.records))
+            rejected += r.rejected
+            ctx.log("  \(path): \(r.records.count) label rows, \(r.rejected.count) rejected")
+        }
+        let assembled = DatasetAssembler.assemble(fasta: fasta, labels: labels, level: spec.labelLevel)
+        rejected += assembled.rejected
+        guard !assembled.accepted.isEmpty else {
+            throw PipelineError.empty(stage: "ingest", what: "no sequence could be used (\(rejected.count) rejected); check that FASTA IDs match the label file's Entry column")
+        }
+        let labelSet = Set(assembled.accepted.map { $0.label })
+        let classes = labelSet.sorted().enumerated().map { i, ec in
+            ClassRecord(classIndex: i, ecLabel: ec.description,
+                        name: spec.labelLevel == 1 ? ec.ecClass.flatMap { ECClassNames.builtinClassNames[$0] } : nil)
+        }
+        let sequences = assembled.accepted.map { s in
+            SequenceRecord(id: s.id, sequence: s.sequence, ecLabel: s.label.description, ecNumbers: s.ecNumbers.map(\.description),
+                           sourceFile: s.sourceFile, sourceLine: s.line, notes: s.notes.joined(separator: "; "))
+        }
+        let rows = rejected.map { RejectedRow(file: $0.file, line: $0.line ?? 0, recordID: $0.id ?? "", reason: $0.reason) }
+        var reasons: [String: Int] = [:]
+        for r in rejected { reasons[Self.reasonKind(r.reason), default: 0] += 1 }
+        ctx.log("  accepted \(sequences.count) sequences in \(classes.count) classes; rejected \(rejected.count)"
+            + (reasons.isEmpty ? "" : ": " + reasons.sorted { $0.value > $1.value }.map { "\($0.value) \($0.key)" }.joined(separator: ", ")))
+        let n = sequences.count + rows.count
+        try ctx.db.commitIngest(files: files, classes: classes, sequences: sequences, rejected: rows,
+                                ledger: StageRecord(stage: "ingest", contentKey: key, rowsWritten: n, seconds: Date().timeIntervalSince(start)))
+        return n
+    }
+
+    /// The reason without record-specific details (for the summary line).
+    static func reasonKind(_ reason: String) -> String {
+        let cut = reason.firstIndex(where: { $0 == ":" || $0 == "(" }) ?? reason.endIndex
+        return String(reason[..<cut]).trimmingCharacters(in: .whitespaces)
+    }
+}
+
+/// Stage 2: ESM-2 tokens (`<cls>` residues `<eos>`), cropped by the spec's policy.
+/// A sequence the `reject` policy refuses is reported and left out of later stages.
+enum TokenizeStage {
+    static func run(_ ctx: RunContext, key: String) throws -> Int {
+        let start = Date()
+        let tokenizer = Tokenizer(maxLength: ctx.spec.model.maxLength, cropPolicy: ctx.spec.model.crop)
+        var tokens: [TokenRecord] = []
+        var refused = 0
+        for s in try ctx.db.sequences() {
+            do {
+                let t = try tokenizer.encode(s.sequence)
+                tokens.append(TokenRecord(sequenceID: s.id, ids: t.ids, residueStart: t.residueStart, residueEnd: t.residueEnd, originalLength: t.originalLength))
+            } catch {
+                refused += 1
+                ctx.log("  \(s.id): not tokenized: \(error)")
+            }
+        }
+        let cropped = tokens.filter(\.cropped).count
+        ctx.log("  \(tokens.count) sequences tokenized, \(cropped) cropped to \(ctx.spec.model.maxLength) tokens (policy \(ctx.spec.model.crop.rawValue)), \(refused) refused")
+        try ctx.db.commitTokens(tokens, ledger: StageRecord(stage: "tokenize", contentKey: key, rowsWritten: tokens.count, seconds: Date().timeIntervalSince(start)))
+        return tokens.count
+    }
+}
+
+/// Stage 3: stratified train/select/test split with a seed; identical sequences are kept
+/// together (grouped by sequence before assignment), so they never straddle splits.
+enum SplitStage {
+    static func run(_ ctx: RunContext, key: String) throws -> Int {
+        let start = Date()
+        let s = ctx.spec.split
+        let tokens = try ctx.db.tokens()
+        let sequences = try ctx.db.sequences().filter { tokens[$0.id] != nil }
+        let assignment = assign(sequences.map { (id: $0.id, sequence: $0.sequence, label: $0.ecLabel) },
+                                fractions: (s.train, s.select, s.test), seed: s.seed)
+        var counts: [String: Int] = [:]
+        for v in assignment.values { counts[v, default: 0] += 1 }
+        ctx.log("  train \(counts["train"] ?? 0), select \(counts["select"] ?? 0), test \(counts["test"] ?? 0)")
+        try ctx.db.commitSplits(assignment, ledger: StageRecord(stage: "split", contentKey: key, rowsWritten: assignment.count, seconds: Date().timeIntervalSince(start)))
+        return assignment.count
+    }
+
+    /// Assigns groups of identical sequences to splits, per class: groups are shuffled with
+    /// the seed, then filled into train/select/test to the fractions' cumulative targets
+    /// (largest-remainder rounding per class). Returns sequence id -> split.
+    static func assign(_ items: [(id: String, sequence: String, label: String)], fractions: (Double, Double, Double), seed: UInt64) -> [String: String] {
+        // Group identical sequences; a group's class is its first member's (members of a
+        // group share a sequence, so normally a label too).
+        var groups: [String: [Int]] = [:]
+        for (i, it) in items.enumerated() { groups[it.sequence, default: []].append(i) }
+        var byClass: [String: [[Int]]] = [:]
+        for g in groups.values.sorted(by: { items[$0[0]].id < items[$1[0]].id }) {
+            byClass[items[g[0]].label, default: []].append(g)
+        }
+        var out: [String: String] = [:]
+        var rng = SplitMix64(seed: seed)
+        for label in byClass.keys.sorted() {
+            var gs = byClass[label]!
+            rng.shuffle(&gs)
+            let total = Double(gs.reduce(0) { $0 + $1.count })
+            let trainTarget = (total * fractions.0).rounded()
+            let selectTarget = (total * (fractions.0 + fractions.1)).rounded()
+            var filled = 0.0
+            for g in gs {
+                let split = filled < trainTarget ? "train" : filled < selectTarget ? "select" : "test"
+                for i in g { out[items[i].id] = split }
+                filled += Double(g.count)
+            }
+        }
+        return out
+    }
+}
+
+/// A small portable PRNG (SplitMix64; Steele, Lea & Flood 2014): the same seed gives the
+/// same stream on every machine, unlike the system generator.
+public struct SplitMix64: RandomNumberGenerator, Sendable {
+    var state: UInt64
+    /// Seeds the generator.
+    public init(seed: UInt64) { state = seed }
+    /// The next 64 random bits.
+    public mutating func next() -> UInt64 {
+        state &+= 0x9E37_79B9_7F4A_7C15
+        var z = state
+        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+        return z ^ (z >> 31)
+    }
+    /// A uniform Double in [0, 1) from the top 53 bits.
+    public mutating func nextUnit() -> Double { Double(next() >> 11) * 0x1p-53 }
+    /// Fisher-Yates shuffle driven only by this generator (portable, unlike `shuffle(using:)`'s
+    /// unspecified algorithm).
+    public mutating func shuffle<T>(_ a: inout [T]) {
+        guard a.count > 1 else { return }
+        for i in stride(from: a.count - 1, to: 0, by: -1) {
+            let j = Int(next() % UInt64(i + 1))
+            a.swapAt(i, j)
+        }
+    }
+}

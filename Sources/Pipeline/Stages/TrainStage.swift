@@ -1,0 +1,142 @@
+import ESM
+import Foundation
+import Store
+import Training
+
+/// Examples of one split, built from the database (tokens + class index), ordered by id.
+struct SplitData {
+    var ids: [String]
+    var examples: [Example]
+
+    static func load(_ ctx: RunContext, split: String, limit: Int? = nil) throws -> SplitData {
+        let classes = try ctx.db.classes()
+        let index = Dictionary(uniqueKeysWithValues: classes.map { ($0.ecLabel, $0.classIndex) })
+        let labels = Dictionary(uniqueKeysWithValues: try ctx.db.sequences().map { ($0.id, $0.ecLabel) })
+        let tokens = try ctx.db.tokens()
+        var ids = try ctx.db.sequenceIDs(split: split)
+        if let limit { ids = Array(ids.prefix(limit)) }
+        let examples = try ids.map { id -> Example in
+            guard let t = tokens[id], let l = labels[id], let c = index[l] else {
+                throw StoreError.corrupt("sequence \(id) of split \(split) has no tokens or label")
+            }
+            return Example(tokens: t.ids, label: c)
+        }
+        return SplitData(ids: ids, examples: examples)
+    }
+}
+
+/// Loading and saving models for the stages.
+enum ModelStore {
+    /// The initial model of the spec: an HF checkpoint or a seeded preset, with the run's classes.
+    static func initialModel(_ ctx: RunContext, classes: [ClassRecord]) throws -> ESMClassifier {
+        let spec = ctx.spec.model
+        var config: ESMConfig
+        var parameters: ParameterBuffer?
+        if let dir = spec.checkpoint {
+            let loaded = try Checkpoint.load(directory: ctx.resolve(dir), numLabels: classes.count, seed: spec.seed)
+            if loaded.config.numLabels != classes.count {
+                throw PipelineError.empty(stage: "train", what: "checkpoint \(dir) predicts \(loaded.config.numLabels) classes but the data has \(classes.count)")
+            }
+            if !loaded.initialisedTensors.isEmpty {
+                ctx.log("  checkpoint has no classifier; initialised \(loaded.initialisedTensors.joined(separator: ", ")) with seed \(spec.seed)")
+            }
+            config = loaded.config
+            config.classifierPooling = spec.pooling
+            parameters = loaded.parameters
+        } else {
+            config = try ESMConfig.preset(spec.preset ?? "small", numLabels: classes.count, pooling: spec.pooling)
+        }
+        config.maxPositionEmbeddings = max(config.maxPositionEmbeddings, spec.maxLength)
+        config.id2label = Dictionary(uniqueKeysWithValues: classes.map { (String($0.classIndex), $0.name.map { n in "\($0.ecLabel) \(n)" } ?? $0.ecLabel) })
+        if let p = parameters {
+            return try ESMClassifier(config: config, parameters: ParameterBuffer(layout: ParameterLayout(config: config), values: p.values))
+        }
+        return ESMClassifier(config: config, seed: spec.seed)
+    }
+
+    /// Loads the fine-tuned model, checking its SHA-256 against the recorded one.
+    /// - Throws: `PipelineError.missingStage`, `PipelineError.checkpointChanged`, checkpoint errors.
+    static func finalModel(_ ctx: RunContext, stage: String) throws -> ESMClassifier {
+        guard let rec = try ctx.db.checkpoint(named: "final") else { throw PipelineError.missingStage(stage: stage, needs: "train") }
+        let file = (rec.directory as NSString).appendingPathComponent("model.safetensors")
+        let found = (try? Hashing.sha256(file: file).hex) ?? "missing"
+        guard found == rec.sha256 else { throw PipelineError.checkpointChanged(path: file, recorded: rec.sha256, found: found) }
+        let loaded = try Checkpoint.load(directory: rec.directory)
+        return try ESMClassifier(config: loaded.config, parameters: loaded.parameters)
+    }
+}
+
+extension ParameterBuffer {
+    /// A buffer of `layout` holding `values` (must have `layout.count` elements).
+    init(layout: ParameterLayout, values: [Float]) {
+        self.init(layout: layout)
+        self.values = values
+    }
+}
+
+/// Stage 4: full fine-tuning with AdamW and cross-entropy. After every epoch the model and
+/// optimizer state are saved (`train-state/state.safetensors`, atomically) and the epoch's
+/// curve point recorded, so an interrupted run resumes from the last finished epoch.
+enum TrainStage {
+    static func run(_ ctx: RunContext, key: String) throws -> Int {
+        let start = Date()
+        let spec = ctx.spec.train
+        let classes = try ctx.db.classes()
+        let train = try SplitData.load(ctx, split: "train")
+        let select = try SplitData.load(ctx, split: ctx.spec.split.selectOn == .select ? "select" : "test")
+        guard !train.examples.isEmpty else { throw PipelineError.empty(stage: "train", what: "the train split is empty") }
+        let model = try ModelStore.initialModel(ctx, classes: classes)
+        let trainer = Trainer(model: model,
+                              optimizer: AdamWConfig(learningRate: spec.learningRate, weightDecay: spec.weightDecay),
+                              batchSize: spec.batchSize, maxGradNorm: spec.maxGradNorm)
+        ctx.log("  model \(ctx.spec.model.checkpoint ?? ctx.spec.model.preset ?? "?"): \(model.config.numHiddenLayers) layers, hidden \(model.config.hiddenSize), \(model.parameters.layout.count) parameters, \(classes.count) classes, pooling \(model.config.classifierPooling.rawValue)")
+        ctx.log("  train \(train.examples.count) sequences, select \(select.examples.count)")
+
+        let stateDir = (ctx.artifactsDirectory as NSString).appendingPathComponent("train-state")
+        let statePath = (stateDir as NSString).appendingPathComponent("state.safetensors")
+        var firstEpoch = 1
+        let recorded = try ctx.db.epochs()
+        if let last = recorded.last, let state = try? SafeTensorsFile(path: statePath),
+           state.metadata["content_key"] == key, state.metadata["epoch"] == String(last.epoch) {
+            model.parameters.values = try state.floats("parameters")
+            trainer.optimizer.m.values = try state.floats("adam_m")
+            trainer.optimizer.v.values = try state.floats("adam_v")
+            trainer.optimizer.step = Int(state.metadata["step"] ?? "0") ?? 0
+            firstEpoch = last.epoch + 1
+            ctx.log("  resuming after epoch \(last.epoch) (optimizer step \(trainer.optimizer.step))")
+        } else if !recorded.isEmpty {
+            ctx.log("  no matching saved state for the \(recorded.count) recorded epochs; training from the start")
+            try ctx.db.deleteEpochs(after: 0)
+        }
+        try FileManager.default.createDirectory(atPath: stateDir, withIntermediateDirectories: true)
+        if firstEpoch <= spec.epochs {
+            for epoch in firstEpoch ... spec.epochs {
+                let t0 = Date()
+                let progress = ProgressReporter("train epoch \(epoch)/\(spec.epochs)", total: train.examples.count, unit: "seq", quiet: ctx.quiet)
+                let stats = trainer.trainEpoch(train.examples, seed: spec.seed, epoch: epoch) { done, _ in progress.update(done) }
+                let sel = select.examples.isEmpty ? nil : trainer.evaluate(select.examples, batchSize: spec.batchSize).stats
+                let layout = model.parameters.layout
+                try SafeTensorsWriter.write([
+                    ("parameters", [layout.count], model.parameters.values),
+                    ("adam_m", [layout.count], trainer.optimizer.m.values),
+                    ("adam_v", [layout.count], trainer.optimizer.v.values),
+                ], metadata: ["content_key": key, "epoch": String(epoch), "step": String(trainer.optimizer.step)], to: statePath)
+                let record = EpochRecord(epoch: epoch, trainLoss: stats.loss, trainAccuracy: stats.accuracy,
+                                         selectLoss: sel?.loss ?? .nan, selectAccuracy: sel?.accuracy ?? .nan,
+                                         seconds: Date().timeIntervalSince(t0))
+                try ctx.db.recordEpoch(record)
+                ctx.log(String(format: "  epoch %d: train loss %.4f acc %.3f | select loss %.4f acc %.3f | %.1f s",
+                               epoch, record.trainLoss, record.trainAccuracy, record.selectLoss, record.selectAccuracy, record.seconds))
+            }
+        }
+        let finalDir = (ctx.artifactsDirectory as NSString).appendingPathComponent("final")
+        try Checkpoint.save(config: model.config, parameters: model.parameters, to: finalDir)
+        let h = try Hashing.sha256(file: (finalDir as NSString).appendingPathComponent("model.safetensors"))
+        let epochs = try ctx.db.epochs()
+        try ctx.db.commitTraining(checkpoints: [CheckpointRecord(name: "final", directory: finalDir, sha256: h.hex, sizeBytes: h.size)],
+                                  ledger: StageRecord(stage: "train", contentKey: key, rowsWritten: epochs.count + 1,
+                                                      seconds: epochs.reduce(0) { $0 + $1.seconds } + Date().timeIntervalSince(start) - epochs.filter { $0.epoch >= firstEpoch }.reduce(0) { $0 + $1.seconds }))
+        ctx.log("  saved \(finalDir) (sha256 \(h.hex.prefix(12)))")
+        return epochs.count + 1
+    }
+}

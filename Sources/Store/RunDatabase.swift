@@ -1,0 +1,167 @@
+import Foundation
+import GRDB
+
+/// Errors raised by the run database.
+public enum StoreError: Error, CustomStringConvertible {
+    /// The database file could not be opened or created.
+    case cannotOpen(path: String, reason: String)
+    /// A migration file is missing or unreadable (a broken installation).
+    case migrationsMissing(String)
+    /// `query` was given a statement that would write.
+    case notReadOnly(String)
+    /// A stored value is malformed (e.g. a BLOB of the wrong length).
+    case corrupt(String)
+    /// An underlying SQLite failure, with the operation that failed.
+    case sqlite(operation: String, message: String)
+
+    public var description: String {
+        switch self {
+        case .cannotOpen(let path, let reason):
+            return "cannot open database \(path): \(reason). Check that the directory exists and is writable."
+        case .migrationsMissing(let m):
+            return "schema migrations not found (\(m)); reinstall kneuron (the Store resource bundle is missing)"
+        case .notReadOnly(let sql):
+            return "refusing to run a statement that writes: \(sql.prefix(120)). `kneuron query` is read-only."
+        case .corrupt(let what):
+            return "database content is malformed: \(what)"
+        case .sqlite(let op, let message):
+            return "SQLite error while \(op): \(message)"
+        }
+    }
+}
+
+/// The SQLite database of one run. It owns the connection pool (WAL, foreign keys on,
+/// busy timeout), applies the migrations in `migrations/NNNN_name.sql` in order when
+/// opened (recorded in GRDB's `grdb_migrations` table), and offers one write method
+/// per stage, each a single transaction that includes the stage's ledger row.
+public final class RunDatabase: @unchecked Sendable {
+    /// Path of the database file.
+    public let path: String
+    let pool: DatabasePool
+
+    /// Opens (creating when needed) the database at `path` and migrates it.
+    /// - Parameter readOnly: open without write access (no migration; for `query`/`status`).
+    /// - Throws: `StoreError.cannotOpen`, `StoreError.migrationsMissing`.
+    public init(path: String, readOnly: Bool = false) throws {
+        self.path = path
+        var config = Configuration()
+        config.readonly = readOnly
+        config.busyMode = .timeout(60)
+        config.foreignKeysEnabled = true
+        do {
+            if !readOnly {
+                let dir = (path as NSString).deletingLastPathComponent
+                if !dir.isEmpty { try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true) }
+            } else if !FileManager.default.fileExists(atPath: path) {
+                throw StoreError.cannotOpen(path: path, reason: "no such file")
+            }
+            pool = try DatabasePool(path: path, configuration: config)
+        } catch let e as StoreError {
+            throw e
+        } catch {
+            throw StoreError.cannotOpen(path: path, reason: "\(error)")
+        }
+        if !readOnly { try migrate() }
+    }
+
+    /// The migration files bundled with the Store module, in name order.
+    /// - Throws: `StoreError.migrationsMissing`.
+    public static func migrationFiles() throws -> [(name: String, sql: String)] {
+        guard let dir = Bundle.module.url(forResource: "Migrations", withExtension: nil) else {
+            throw StoreError.migrationsMissing("resource directory Migrations")
+        }
+        let names = (try? FileManager.default.contentsOfDirectory(atPath: dir.path)) ?? []
+        let sqlNames = names.filter { $0.hasSuffix(".sql") }.sorted()
+        if sqlNames.isEmpty { throw StoreError.migrationsMissing(dir.path) }
+        return try sqlNames.map { name in
+            guard let sql = try? String(contentsOf: dir.appendingPathComponent(name), encoding: .utf8) else {
+                throw StoreError.migrationsMissing(name)
+            }
+            return (String(name.dropLast(4)), sql)
+        }
+    }
+
+    private func migrate() throws {
+        var migrator = DatabaseMigrator()
+        for m in try Self.migrationFiles() {
+            migrator.registerMigration(m.name) { db in try db.execute(sql: m.sql) }
+        }
+        try wrap("migrating \(path)") { try migrator.migrate(pool) }
+    }
+
+    /// Runs `body` in one write transaction. Internal: stage writes use it.
+    func write<T>(_ operation: String, _ body: (Database) throws -> T) throws -> T {
+        try wrap(operation) { try pool.write(body) }
+    }
+
+    /// Runs `body` with a read-only connection. Internal.
+    func read<T>(_ operation: String, _ body: (Database) throws -> T) throws -> T {
+        try wrap(operation) { try pool.read(body) }
+    }
+
+    func wrap<T>(_ operation: String, _ body: () throws -> T) throws -> T {
+        do { return try body() } catch let e as DatabaseError {
+            throw StoreError.sqlite(operation: operation, message: "\(e.message ?? "") (code \(e.resultCode.rawValue))")
+        }
+    }
+
+    /// Names of the applied migrations, in order.
+    public func appliedMigrations() throws -> [String] {
+        try read("reading migrations") { db in
+            try String.fetchAll(db, sql: "SELECT identifier FROM grdb_migrations ORDER BY rowid")
+        }
+    }
+
+    /// Size of the database file plus its WAL, in bytes.
+    public func sizeBytes() -> Int64 {
+        var total: Int64 = 0
+        for suffix in ["", "-wal"] {
+            if let attrs = try? FileManager.default.attributesOfItem(atPath: path + suffix),
+               let n = attrs[.size] as? NSNumber { total += n.int64Value }
+        }
+        return total
+    }
+
+    /// Checkpoints the WAL into the main file (for an accurate size and a single-file copy).
+    public func checkpoint() throws {
+        try wrap("checkpointing WAL") { _ = try pool.writeWithoutTransaction { db in try db.checkpoint(.truncate) } }
+    }
+
+    // MARK: Read-only queries
+
+    /// The result of `query`: column names and rows of optional text values.
+    public struct QueryResult: Sendable {
+        /// Column names in select order.
+        public var columns: [String]
+        /// Rows; `nil` is SQL NULL; numbers are rendered as SQLite prints them.
+        public var rows: [[String?]]
+    }
+
+    /// Runs one read-only SQL statement and returns its rows.
+    /// - Throws: `StoreError.notReadOnly` when the statement would write (checked by
+    ///   SQLite's `sqlite3_stmt_readonly`), `StoreError.sqlite` for a bad statement.
+    public func query(_ sql: String) throws -> QueryResult {
+        try wrap("running query") {
+            try pool.read { db in
+                let statement = try db.makeStatement(sql: sql)
+                guard statement.isReadonly else { throw StoreError.notReadOnly(sql) }
+                var columns = statement.columnNames
+                var rows: [[String?]] = []
+                let cursor = try Row.fetchCursor(statement)
+                while let row = try cursor.next() {
+                    if columns.isEmpty { columns = Array(row.columnNames) }
+                    rows.append(row.databaseValues.map { v -> String? in
+                        switch v.storage {
+                        case .null: return nil
+                        case .int64(let i): return String(i)
+                        case .double(let d): return String(d)
+                        case .string(let s): return s
+                        case .blob(let b): return "<blob \(b.count) bytes>"
+                        }
+                    })
+                }
+                return QueryResult(columns: columns, rows: rows)
+            }
+        }
+    }
+}

@@ -1,0 +1,435 @@
+import Foundation
+import GRDB
+
+/// Little-endian packing of numeric arrays into BLOBs.
+enum Blob {
+    static func pack<T: FixedWidthInteger>(_ values: [T]) -> Data {
+        var data = Data(capacity: values.count * MemoryLayout<T>.size)
+        for v in values { withUnsafeBytes(of: v.littleEndian) { data.append(contentsOf: $0) } }
+        return data
+    }
+    static func pack(_ values: [Double]) -> Data { pack(values.map { $0.bitPattern }) }
+    static func unpack<T: FixedWidthInteger>(_ data: Data, as: T.Type) throws -> [T] {
+        let size = MemoryLayout<T>.size
+        guard data.count % size == 0 else { throw StoreError.corrupt("BLOB of \(data.count) bytes is not a multiple of \(size)") }
+        return data.withUnsafeBytes { raw in
+            (0 ..< data.count / size).map { T(littleEndian: raw.loadUnaligned(fromByteOffset: $0 * size, as: T.self)) }
+        }
+    }
+    static func unpackDoubles(_ data: Data) throws -> [Double] { try unpack(data, as: UInt64.self).map(Double.init(bitPattern:)) }
+}
+
+extension RunDatabase {
+    // MARK: Run and ledger
+
+    /// Records the spec of this invocation (the latest one wins; stage content keys,
+    /// not this row, decide whether recorded work is still valid).
+    public func registerRun(_ run: RunRecord) throws {
+        try write("registering the run") { db in
+            try db.execute(sql: """
+                INSERT INTO run (id, name, spec_path, spec_yaml, spec_sha256, kneuron_version) VALUES (1, ?, ?, ?, ?, ?)
+                ON CONFLICT(id) DO UPDATE SET name = excluded.name, spec_path = excluded.spec_path,
+                  spec_yaml = excluded.spec_yaml, spec_sha256 = excluded.spec_sha256, kneuron_version = excluded.kneuron_version
+                """, arguments: [run.name, run.specPath, run.specYAML, run.specSHA256, run.kneuronVersion])
+        }
+    }
+
+    /// The recorded run, if any.
+    public func run() throws -> RunRecord? {
+        try read("reading the run") { db in
+            try Row.fetchOne(db, sql: "SELECT name, spec_path, spec_yaml, spec_sha256, kneuron_version FROM run WHERE id = 1").map {
+                RunRecord(name: $0[0], specPath: $0[1], specYAML: $0[2], specSHA256: $0[3], kneuronVersion: $0[4])
+            }
+        }
+    }
+
+    /// The ledger row of `stage`, or nil when the stage has not finished.
+    public func stage(_ stage: String) throws -> StageRecord? {
+        try stages().first { $0.stage == stage }
+    }
+
+    /// Every finished stage.
+    public func stages() throws -> [StageRecord] {
+        try read("reading the stage ledger") { db in
+            try Row.fetchAll(db, sql: "SELECT stage, content_key, rows_written, seconds, finished_at FROM stages").map {
+                StageRecord(stage: $0[0], contentKey: $0[1], rowsWritten: $0[2], seconds: $0[3], finishedAt: $0[4])
+            }
+        }
+    }
+
+    static func insertLedger(_ db: Database, _ s: StageRecord) throws {
+        try db.execute(sql: "INSERT INTO stages (stage, content_key, rows_written, seconds) VALUES (?, ?, ?, ?)",
+                       arguments: [s.stage, s.contentKey, s.rowsWritten, s.seconds])
+    }
+
+    /// Deletes the rows of the given stages and their ledger rows, later stages first, in
+    /// one transaction (used by `--force`). Returns the rows deleted per table.
+    public func discard(stages names: [String]) throws -> [(table: String, rows: Int)] {
+        let deletes: [(stage: String, table: String, sql: String)] = [
+            ("evaluate", "evaluation_classes", "DELETE FROM evaluation_classes"),
+            ("evaluate", "evaluations", "DELETE FROM evaluations"),
+            ("select", "selection_density", "DELETE FROM selection_density"),
+            ("select", "selections", "DELETE FROM selections"),
+            ("select", "neuron_scores (random)", "DELETE FROM neuron_scores WHERE method = 'random'"),
+            ("attribute", "neuron_scores", "DELETE FROM neuron_scores WHERE method != 'random'"),
+            ("attribute", "ig_completeness", "DELETE FROM ig_completeness"),
+            ("attribute", "shards", "DELETE FROM shards"),
+            ("train", "training_epochs", "DELETE FROM training_epochs"),
+            ("train", "checkpoints", "DELETE FROM checkpoints"),
+            ("split", "splits", "DELETE FROM splits"),
+            ("tokenize", "tokens", "DELETE FROM tokens"),
+            ("ingest", "labels", "DELETE FROM labels"),
+            ("ingest", "rejected_records", "DELETE FROM rejected_records"),
+            ("ingest", "sequences", "DELETE FROM sequences"),
+            ("ingest", "classes", "DELETE FROM classes"),
+            ("ingest", "input_files", "DELETE FROM input_files"),
+        ]
+        return try write("discarding stages \(names.joined(separator: ", "))") { db in
+            var out: [(String, Int)] = []
+            for d in deletes where names.contains(d.stage) {
+                try db.execute(sql: d.sql)
+                out.append((d.table, db.changesCount))
+            }
+            for name in names { try db.execute(sql: "DELETE FROM stages WHERE stage = ?", arguments: [name]) }
+            return out
+        }
+    }
+
+    // MARK: ingest
+
+    /// Writes ingest's output and ledger row in one transaction.
+    public func commitIngest(files: [InputFileRecord], classes: [ClassRecord], sequences: [SequenceRecord],
+                             rejected: [RejectedRow], ledger: StageRecord) throws {
+        try write("writing ingest results") { db in
+            for f in files {
+                try db.execute(sql: "INSERT INTO input_files (path, role, size_bytes, sha256) VALUES (?, ?, ?, ?)",
+                               arguments: [f.path, f.role, f.sizeBytes, f.sha256])
+            }
+            for c in classes {
+                try db.execute(sql: "INSERT INTO classes (class_index, ec_label, name) VALUES (?, ?, ?)",
+                               arguments: [c.classIndex, c.ecLabel, c.name])
+            }
+            let seq = try db.makeStatement(sql: "INSERT INTO sequences (id, sequence, length, ec_label, source_file, source_line, notes) VALUES (?, ?, ?, ?, ?, ?, ?)")
+            let lab = try db.makeStatement(sql: "INSERT OR IGNORE INTO labels (sequence_id, ec_number) VALUES (?, ?)")
+            for s in sequences {
+                try seq.execute(arguments: [s.id, s.sequence, s.sequence.count, s.ecLabel, s.sourceFile, s.sourceLine, s.notes])
+                for ec in s.ecNumbers { try lab.execute(arguments: [s.id, ec]) }
+            }
+            let rej = try db.makeStatement(sql: "INSERT OR IGNORE INTO rejected_records (file, line, record_id, reason) VALUES (?, ?, ?, ?)")
+            for r in rejected { try rej.execute(arguments: [r.file, r.line, r.recordID, r.reason]) }
+            try Self.insertLedger(db, ledger)
+        }
+    }
+
+    /// Input files recorded by ingest.
+    public func inputFiles() throws -> [InputFileRecord] {
+        try read("reading input files") { db in
+            try Row.fetchAll(db, sql: "SELECT path, role, size_bytes, sha256 FROM input_files ORDER BY path").map {
+                InputFileRecord(path: $0[0], role: $0[1], sizeBytes: $0[2], sha256: $0[3])
+            }
+        }
+    }
+
+    /// Classes ordered by index.
+    public func classes() throws -> [ClassRecord] {
+        try read("reading classes") { db in
+            try Row.fetchAll(db, sql: "SELECT class_index, ec_label, name FROM classes ORDER BY class_index").map {
+                ClassRecord(classIndex: $0[0], ecLabel: $0[1], name: $0[2])
+            }
+        }
+    }
+
+    /// Accepted sequences ordered by id, with their EC numbers.
+    public func sequences() throws -> [SequenceRecord] {
+        try read("reading sequences") { db in
+            var ecs: [String: [String]] = [:]
+            for row in try Row.fetchAll(db, sql: "SELECT sequence_id, ec_number FROM labels ORDER BY sequence_id, ec_number") {
+                ecs[row[0], default: []].append(row[1])
+            }
+            return try Row.fetchAll(db, sql: "SELECT id, sequence, ec_label, source_file, source_line, notes FROM sequences ORDER BY id").map {
+                let id: String = $0[0]
+                return SequenceRecord(id: id, sequence: $0[1], ecLabel: $0[2], ecNumbers: ecs[id] ?? [],
+                                      sourceFile: $0[3], sourceLine: $0[4], notes: $0[5])
+            }
+        }
+    }
+
+    /// Rejected records, ordered by file and line.
+    public func rejectedRecords() throws -> [RejectedRow] {
+        try read("reading rejected records") { db in
+            try Row.fetchAll(db, sql: "SELECT file, line, record_id, reason FROM rejected_records ORDER BY file, line, record_id").map {
+                RejectedRow(file: $0[0], line: $0[1], recordID: $0[2], reason: $0[3])
+            }
+        }
+    }
+
+    // MARK: tokenize
+
+    /// Writes the token rows and the ledger row in one transaction.
+    public func commitTokens(_ tokens: [TokenRecord], ledger: StageRecord) throws {
+        try write("writing tokens") { db in
+            let st = try db.makeStatement(sql: "INSERT INTO tokens (sequence_id, token_ids, n_tokens, residue_start, residue_end, original_length, cropped) VALUES (?, ?, ?, ?, ?, ?, ?)")
+            for t in tokens {
+                try st.execute(arguments: [t.sequenceID, Blob.pack(t.ids), t.ids.count, t.residueStart, t.residueEnd, t.originalLength, t.cropped ? 1 : 0])
+            }
+            try Self.insertLedger(db, ledger)
+        }
+    }
+
+    /// Token rows by sequence id.
+    /// - Throws: `StoreError.corrupt` for a malformed BLOB.
+    public func tokens() throws -> [String: TokenRecord] {
+        try read("reading tokens") { db in
+            var out: [String: TokenRecord] = [:]
+            for row in try Row.fetchAll(db, sql: "SELECT sequence_id, token_ids, residue_start, residue_end, original_length FROM tokens") {
+                let id: String = row[0]
+                let data: Data = row[1]
+                out[id] = TokenRecord(sequenceID: id, ids: try Blob.unpack(data, as: Int32.self), residueStart: row[2], residueEnd: row[3], originalLength: row[4])
+            }
+            return out
+        }
+    }
+
+    // MARK: split
+
+    /// Writes the split assignment and the ledger row in one transaction.
+    public func commitSplits(_ splits: [String: String], ledger: StageRecord) throws {
+        try write("writing splits") { db in
+            let st = try db.makeStatement(sql: "INSERT INTO splits (sequence_id, split) VALUES (?, ?)")
+            for (id, split) in splits.sorted(by: { $0.key < $1.key }) { try st.execute(arguments: [id, split]) }
+            try Self.insertLedger(db, ledger)
+        }
+    }
+
+    /// Sequence ids of one split, ordered by id.
+    public func sequenceIDs(split: String) throws -> [String] {
+        try read("reading split \(split)") { db in
+            try String.fetchAll(db, sql: "SELECT sequence_id FROM splits WHERE split = ? ORDER BY sequence_id", arguments: [split])
+        }
+    }
+
+    // MARK: train
+
+    /// Records one finished epoch (no ledger row: the stage finishes with `commitTraining`).
+    /// Re-recording an epoch replaces it (a crashed and restarted training run).
+    public func recordEpoch(_ e: EpochRecord) throws {
+        try write("recording epoch \(e.epoch)") { db in
+            try db.execute(sql: "INSERT OR REPLACE INTO training_epochs (epoch, train_loss, train_accuracy, select_loss, select_accuracy, seconds) VALUES (?, ?, ?, ?, ?, ?)",
+                           arguments: [e.epoch, e.trainLoss, e.trainAccuracy, e.selectLoss, e.selectAccuracy, e.seconds])
+        }
+    }
+
+    /// Deletes epochs after `epoch` (a restart from an earlier state).
+    public func deleteEpochs(after epoch: Int) throws {
+        try write("deleting epochs") { db in
+            try db.execute(sql: "DELETE FROM training_epochs WHERE epoch > ?", arguments: [epoch])
+        }
+    }
+
+    /// The training curve, ordered by epoch.
+    public func epochs() throws -> [EpochRecord] {
+        try read("reading epochs") { db in
+            try Row.fetchAll(db, sql: "SELECT epoch, train_loss, train_accuracy, select_loss, select_accuracy, seconds FROM training_epochs ORDER BY epoch").map {
+                EpochRecord(epoch: $0[0], trainLoss: $0[1], trainAccuracy: $0[2], selectLoss: $0[3], selectAccuracy: $0[4], seconds: $0[5])
+            }
+        }
+    }
+
+    /// Writes the checkpoints and the train ledger row in one transaction.
+    public func commitTraining(checkpoints: [CheckpointRecord], ledger: StageRecord) throws {
+        try write("writing checkpoints") { db in
+            for c in checkpoints {
+                try db.execute(sql: "INSERT OR REPLACE INTO checkpoints (name, directory, sha256, size_bytes) VALUES (?, ?, ?, ?)",
+                               arguments: [c.name, c.directory, c.sha256, c.sizeBytes])
+            }
+            try Self.insertLedger(db, ledger)
+        }
+    }
+
+    /// A checkpoint by name.
+    public func checkpoint(named name: String) throws -> CheckpointRecord? {
+        try read("reading checkpoint \(name)") { db in
+            try Row.fetchOne(db, sql: "SELECT name, directory, sha256, size_bytes FROM checkpoints WHERE name = ?", arguments: [name]).map {
+                CheckpointRecord(name: $0[0], directory: $0[1], sha256: $0[2], sizeBytes: $0[3])
+            }
+        }
+    }
+
+    // MARK: attribute
+
+    /// Commits one finished shard: its partial sums (the done mark) and its completeness
+    /// rows, in one transaction. Committing a shard that is already recorded is a no-op
+    /// (returns false), so a duplicate worker can never count a shard twice.
+    @discardableResult
+    public func commitShard(_ shard: ShardRecord, completeness: [CompletenessRecord]) throws -> Bool {
+        try write("committing shard \(shard.method)/\(shard.shardIndex)") { db in
+            try db.execute(sql: "INSERT OR IGNORE INTO shards (method, shard_index, n_sequences, sums, seconds) VALUES (?, ?, ?, ?, ?)",
+                           arguments: [shard.method, shard.shardIndex, shard.nSequences, Blob.pack(shard.sums), shard.seconds])
+            guard db.changesCount == 1 else { return false }
+            let st = try db.makeStatement(sql: "INSERT INTO ig_completeness (sequence_id, shard_index, target_class, p_full, p_baseline, attribution_sum, gap) VALUES (?, ?, ?, ?, ?, ?, ?)")
+            for c in completeness {
+                try st.execute(arguments: [c.sequenceID, c.shardIndex, c.targetClass, c.pFull, c.pBaseline, c.attributionSum, c.gap])
+            }
+            return true
+        }
+    }
+
+    /// Indices of the finished shards of `method`.
+    public func finishedShards(method: String) throws -> Set<Int> {
+        try read("reading shards") { db in
+            Set(try Int.fetchAll(db, sql: "SELECT shard_index FROM shards WHERE method = ?", arguments: [method]))
+        }
+    }
+
+    /// Every finished shard of `method`, ordered by shard index (the fixed summation order).
+    public func shards(method: String) throws -> [ShardRecord] {
+        try read("reading shards") { db in
+            try Row.fetchAll(db, sql: "SELECT method, shard_index, n_sequences, sums, seconds FROM shards WHERE method = ? ORDER BY shard_index", arguments: [method]).map {
+                ShardRecord(method: $0[0], shardIndex: $0[1], nSequences: $0[2], sums: try Blob.unpackDoubles($0[3]), seconds: $0[4])
+            }
+        }
+    }
+
+    /// Completeness rows ordered by sequence id.
+    public func completeness() throws -> [CompletenessRecord] {
+        try read("reading completeness") { db in
+            try Row.fetchAll(db, sql: "SELECT sequence_id, shard_index, target_class, p_full, p_baseline, attribution_sum FROM ig_completeness ORDER BY sequence_id").map {
+                CompletenessRecord(sequenceID: $0[0], shardIndex: $0[1], targetClass: $0[2], pFull: $0[3], pBaseline: $0[4], attributionSum: $0[5])
+            }
+        }
+    }
+
+    static func insertScores(_ db: Database, method: String, seed: Int, shape: ScoreShape, scores: [Float]) throws -> Int {
+        precondition(scores.count == shape.count, "score array does not match its shape")
+        // rank: 1 = highest score; ties by canonical index.
+        let order = (0 ..< scores.count).sorted { a, b in
+            scores[a] != scores[b] ? scores[a] > scores[b] : a < b
+        }
+        var rank = [Int32](repeating: 0, count: scores.count)
+        for (r, i) in order.enumerated() { rank[i] = Int32(r + 1) }
+        let st = try db.makeStatement(sql: "INSERT INTO neuron_scores (method, seed, layer, module, row, col, score, rank) VALUES (?, ?, ?, ?, ?, ?, ?, ?)")
+        var i = 0
+        for layer in 0 ..< shape.layers {
+            for module in ScoreShape.modules {
+                for row in 0 ..< shape.rows {
+                    for col in 0 ..< shape.cols {
+                        st.setUncheckedArguments([method, seed, layer, module, row, col, Double(scores[i]), Int(rank[i])])
+                        try st.execute()
+                        i += 1
+                    }
+                }
+            }
+        }
+        return scores.count
+    }
+
+    /// Writes the final per-weight scores of each method (canonical order, see
+    /// `ScoreShape`) with their ranks, and the attribute ledger row, in one transaction.
+    /// Returns the number of rows written.
+    @discardableResult
+    public func commitScores(_ scores: [(method: String, values: [Float])], shape: ScoreShape, ledger: StageRecord) throws -> Int {
+        try write("writing neuron scores") { db in
+            var n = 0
+            for s in scores { n += try Self.insertScores(db, method: s.method, seed: 0, shape: shape, scores: s.values) }
+            var l = ledger
+            l.rowsWritten = n
+            try Self.insertLedger(db, l)
+            return n
+        }
+    }
+
+    /// Scores of (method, seed) in canonical order.
+    public func scores(method: String, seed: Int = 0) throws -> [Float] {
+        try read("reading scores of \(method)") { db in
+            try Double.fetchAll(db, sql: "SELECT score FROM neuron_scores WHERE method = ? AND seed = ? ORDER BY layer, CASE module WHEN 'query' THEN 0 WHEN 'key' THEN 1 ELSE 2 END, row, col",
+                                arguments: [method, seed]).map(Float.init)
+        }
+    }
+
+    /// Ranks (1 = highest) of (method, seed) in canonical order.
+    public func ranks(method: String, seed: Int = 0) throws -> [Int] {
+        try read("reading ranks of \(method)") { db in
+            try Int.fetchAll(db, sql: "SELECT rank FROM neuron_scores WHERE method = ? AND seed = ? ORDER BY layer, CASE module WHEN 'query' THEN 0 WHEN 'key' THEN 1 ELSE 2 END, row, col",
+                             arguments: [method, seed])
+        }
+    }
+
+    // MARK: select
+
+    /// Writes the random-baseline scores, the selections and their densities, and the
+    /// select ledger row, in one transaction.
+    public func commitSelections(randomScores: [(seed: Int, values: [Float])], shape: ScoreShape,
+                                 selections: [SelectionRecord], densities: [DensityRecord], ledger: StageRecord) throws {
+        try write("writing selections") { db in
+            for r in randomScores { _ = try Self.insertScores(db, method: "random", seed: r.seed, shape: shape, scores: r.values) }
+            for s in selections {
+                try db.execute(sql: "INSERT INTO selections (method, retention_fraction, seed, n_kept, n_total, min_kept_score) VALUES (?, ?, ?, ?, ?, ?)",
+                               arguments: [s.method, s.retentionFraction, s.seed, s.nKept, s.nTotal, s.minKeptScore])
+            }
+            let st = try db.makeStatement(sql: "INSERT INTO selection_density (method, retention_fraction, seed, layer, module, n_kept, n_total) VALUES (?, ?, ?, ?, ?, ?, ?)")
+            for d in densities {
+                try st.execute(arguments: [d.method, d.retentionFraction, d.seed, d.layer, d.module, d.nKept, d.nTotal])
+            }
+            try Self.insertLedger(db, ledger)
+        }
+    }
+
+    /// Stored selections, ordered by method, fraction (descending) and seed.
+    public func selections() throws -> [SelectionRecord] {
+        try read("reading selections") { db in
+            try Row.fetchAll(db, sql: "SELECT method, retention_fraction, seed, n_kept, n_total, min_kept_score FROM selections ORDER BY method, retention_fraction DESC, seed").map {
+                SelectionRecord(method: $0[0], retentionFraction: $0[1], seed: $0[2], nKept: $0[3], nTotal: $0[4], minKeptScore: $0[5])
+            }
+        }
+    }
+
+    /// Density rows ordered by selection, layer and module.
+    public func densities() throws -> [DensityRecord] {
+        try read("reading densities") { db in
+            try Row.fetchAll(db, sql: "SELECT method, retention_fraction, seed, layer, module, n_kept, n_total FROM selection_density ORDER BY method, retention_fraction DESC, seed, layer, CASE module WHEN 'query' THEN 0 WHEN 'key' THEN 1 ELSE 2 END").map {
+                DensityRecord(method: $0[0], retentionFraction: $0[1], seed: $0[2], layer: $0[3], module: $0[4], nKept: $0[5], nTotal: $0[6])
+            }
+        }
+    }
+
+    // MARK: evaluate
+
+    /// Writes evaluations (with per-class rows) and the evaluate ledger row in one transaction.
+    public func commitEvaluations(_ evaluations: [EvaluationRecord], ledger: StageRecord) throws {
+        try write("writing evaluations") { db in
+            for e in evaluations {
+                try db.execute(sql: "INSERT INTO evaluations (method, retention_fraction, seed, n_test, n_correct, accuracy, macro_f1) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                               arguments: [e.method, e.retentionFraction, e.seed, e.nTest, e.nCorrect, e.accuracy, e.macroF1])
+                for c in e.perClass {
+                    try db.execute(sql: "INSERT INTO evaluation_classes (method, retention_fraction, seed, class_index, n, n_correct, accuracy, f1) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                                   arguments: [e.method, e.retentionFraction, e.seed, c.classIndex, c.n, c.nCorrect,
+                                               c.n > 0 ? Double(c.nCorrect) / Double(c.n) : nil, c.f1])
+                }
+            }
+            try Self.insertLedger(db, ledger)
+        }
+    }
+
+    /// Evaluations ordered by method, fraction (descending), seed; per-class rows included.
+    public func evaluations() throws -> [EvaluationRecord] {
+        try read("reading evaluations") { db in
+            var perClass: [String: [(classIndex: Int, n: Int, nCorrect: Int, f1: Double)]] = [:]
+            for r in try Row.fetchAll(db, sql: "SELECT method, retention_fraction, seed, class_index, n, n_correct, f1 FROM evaluation_classes ORDER BY class_index") {
+                let key = "\(r[0] as String)|\(r[1] as Double)|\(r[2] as Int)"
+                perClass[key, default: []].append((r[3], r[4], r[5], r[6]))
+            }
+            return try Row.fetchAll(db, sql: "SELECT method, retention_fraction, seed, n_test, n_correct, accuracy, macro_f1 FROM evaluations ORDER BY method, retention_fraction DESC, seed").map {
+                let key = "\($0[0] as String)|\($0[1] as Double)|\($0[2] as Int)"
+                return EvaluationRecord(method: $0[0], retentionFraction: $0[1], seed: $0[2], nTest: $0[3], nCorrect: $0[4],
+                                        accuracy: $0[5], macroF1: $0[6], perClass: perClass[key] ?? [])
+            }
+        }
+    }
+
+    // MARK: report
+
+    /// Marks a stage done that writes no rows of its own (report), with its ledger row.
+    public func commitLedger(_ ledger: StageRecord) throws {
+        try write("recording stage \(ledger.stage)") { db in try Self.insertLedger(db, ledger) }
+    }
+}

@@ -1,0 +1,14 @@
+import ArgumentParser
+
+/// The `kneuron` command: the root only lists subcommands (one file each).
+@main
+struct Kneuron: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "kneuron",
+        abstract: "Find knowledge neurons in protein language models (ESM-2, EC classification).",
+        discussion: "Run a whole pipeline with `kneuron run SPEC.yaml`, or one stage at a time. Every result is in SQLite (`kneuron query`).",
+        subcommands: [RunCommand.self, IngestCommand.self, TokenizeCommand.self, SplitCommand.self, TrainCommand.self,
+                      AttributeCommand.self, SelectCommand.self, EvaluateCommand.self, ReportCommand.self,
+                      StatusCommand.self, QueryCommand.self]
+    )
+}

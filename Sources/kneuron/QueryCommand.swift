@@ -1,0 +1,44 @@
+import ArgumentParser
+import Foundation
+import Store
+
+/// `kneuron query --db PATH "SQL"`: read-only SQL over a run's database.
+struct QueryCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "query",
+        abstract: "Run one read-only SQL statement against a run's database.",
+        discussion: "Statements that write are refused. Views: selection_members, top_neurons, kept_density, accuracy_table."
+    )
+    enum Format: String, ExpressibleByArgument { case table, csv, json }
+
+    @Option(help: "Database path.") var db: String
+    @Option(help: "Output format: table, csv or json.") var format: Format = .table
+    @Argument(help: "SQL statement.") var sql: String
+
+    func run() throws {
+        let database = try RunDatabase(path: db, readOnly: true)
+        let result = try database.query(sql)
+        switch format {
+        case .csv:
+            print(result.columns.map(csvField).joined(separator: ","))
+            for r in result.rows { print(r.map { csvField($0 ?? "") }.joined(separator: ",")) }
+        case .json:
+            let objects: [[String: Any]] = result.rows.map { row in
+                Dictionary(zip(result.columns, row.map { $0.map { $0 as Any } ?? NSNull() }), uniquingKeysWith: { a, _ in a })
+            }
+            let data = try JSONSerialization.data(withJSONObject: objects, options: [.sortedKeys])
+            print(String(decoding: data, as: UTF8.self))
+        case .table:
+            let cells = [result.columns] + result.rows.map { $0.map { $0 ?? "NULL" } }
+            let widths = result.columns.indices.map { c in cells.map { $0[c].count }.max() ?? 0 }
+            for (i, r) in cells.enumerated() {
+                print(r.enumerated().map { $1.padding(toLength: widths[$0], withPad: " ", startingAt: 0) }.joined(separator: "  "))
+                if i == 0 { print(widths.map { String(repeating: "-", count: $0) }.joined(separator: "  ")) }
+            }
+        }
+    }
+
+    func csvField(_ s: String) -> String {
+        s.contains(where: { $0 == "," || $0 == "\"" || $0 == "\n" }) ? "\"" + s.replacingOccurrences(of: "\"", with: "\"\"") + "\"" : s
+    }
+}
