@@ -1,0 +1,218 @@
+import Foundation
+
+/// A sequence joined with its EC label, ready for tokenization.
+///
+/// `ecNumbers` are all ECs of the label row; `label` their common truncation at the level the
+/// dataset was assembled at (1 = EC class); `sourceFile`/`line` locate the sequence (the FASTA
+/// header, or the label-table row when the sequence came from a combined table); `notes`
+/// collect what readers and assembly changed or merged.
+public struct LabeledSequence: Sendable, Equatable {
+    public var id: String
+    public var sequence: String
+    public var ecNumbers: [ECNumber]
+    public var label: ECNumber
+    public var sourceFile: String
+    public var line: Int
+    public var notes: [String]
+
+    public init(id: String, sequence: String, ecNumbers: [ECNumber], label: ECNumber,
+                sourceFile: String, line: Int, notes: [String] = []) {
+        self.id = id
+        self.sequence = sequence
+        self.ecNumbers = ecNumbers
+        self.label = label
+        self.sourceFile = sourceFile
+        self.line = line
+        self.notes = notes
+    }
+}
+
+/// Joins FASTA sequences with label rows by ID and applies the dataset rules.
+public enum DatasetAssembler {
+    /// Joins sequences with labels by ID and applies the rules below; `level` 1...4 (1 = EC class).
+    ///
+    /// Rules (each rejection carries file, line, id and one of these reasons):
+    /// - a sequence with no label row: "no EC label";
+    /// - a label row whose ID has no FASTA record and no table sequence: "label without sequence";
+    /// - an empty sequence: "empty sequence";
+    /// - ECs that disagree at a known level `<= level`: "ECs span several classes at level N: a; b";
+    /// - ECs none of which is known down to `level` (e.g. `1.-.-.-` at level 2): "ECs unknown at level N: ...";
+    /// - the same ID in several FASTA records with different sequences: ALL copies rejected, each
+    ///   naming another copy's file:line (the ID's label rows are rejected too);
+    ///   with the same sequence: kept once, a note names the other copies;
+    /// - the same ID in several label rows with different EC sets: all rows rejected (and the
+    ///   ID's sequences); with the same EC set: kept once, noted;
+    /// - a combined-table sequence is used when no FASTA record has the ID; when both exist and
+    ///   differ, both the FASTA record and the label row are rejected.
+    /// ECs less specific than `level` are ignored when another EC of the row is known at `level`
+    /// and agrees with them (noted). The label is the truncation to `level` of the known ECs.
+    /// Accepted records come in FASTA order, then table-only records in label order.
+    /// An invalid `level` rejects every input record, naming the valid range.
+    public static func assemble(fasta: [(file: String, records: [FastaRecord])],
+                                labels: [(file: String, records: [LabelRecord])],
+                                level: Int) -> (accepted: [LabeledSequence], rejected: [RejectedRecord]) {
+        var rejected: [RejectedRecord] = []
+        guard (1...4).contains(level) else {
+            let reason = "invalid EC level \(level): pass 1...4 (1 = EC class)"
+            for (file, records) in fasta {
+                for r in records { rejected.append(RejectedRecord(file: file, line: r.line, id: r.id, reason: reason)) }
+            }
+            for (file, records) in labels {
+                for r in records { rejected.append(RejectedRecord(file: file, line: r.line, id: r.id, reason: reason)) }
+            }
+            return ([], rejected)
+        }
+
+        struct Seq { var file: String; var record: FastaRecord }
+        struct Lab { var file: String; var record: LabelRecord }
+
+        var seqOrder: [String] = [], seqGroups: [String: [Seq]] = [:]
+        for (file, records) in fasta {
+            for r in records {
+                if seqGroups[r.id] == nil { seqOrder.append(r.id) }
+                seqGroups[r.id, default: []].append(Seq(file: file, record: r))
+            }
+        }
+        var labOrder: [String] = [], labGroups: [String: [Lab]] = [:]
+        for (file, records) in labels {
+            for r in records {
+                if labGroups[r.id] == nil { labOrder.append(r.id) }
+                labGroups[r.id, default: []].append(Lab(file: file, record: r))
+            }
+        }
+
+        // Resolve duplicate IDs among FASTA records.
+        var seqByID: [String: Seq] = [:]
+        var deadSequence: [String: String] = [:]   // id -> why its sequences were rejected
+        for id in seqOrder {
+            let group = seqGroups[id]!
+            var keep = group[0]
+            if group.count > 1 {
+                if group.allSatisfy({ $0.record.sequence == keep.record.sequence }) {
+                    for other in group.dropFirst() {
+                        keep.record.notes.append("duplicate ID also at \(other.file):\(other.record.line) with the identical sequence; kept once")
+                    }
+                } else {
+                    for s in group {
+                        let other = group.first { $0.record.sequence != s.record.sequence }!
+                        rejected.append(RejectedRecord(file: s.file, line: s.record.line, id: id,
+                            reason: "duplicate ID with a different sequence (also at \(other.file):\(other.record.line))"))
+                    }
+                    deadSequence[id] = "its sequences were rejected: duplicate ID with different sequences"
+                    continue
+                }
+            }
+            seqByID[id] = keep
+        }
+
+        // Resolve duplicate IDs among label rows.
+        var labByID: [String: Lab] = [:]
+        var deadLabel: [String: String] = [:]
+        for id in labOrder {
+            let group = labGroups[id]!
+            func tableSeq(_ l: Lab) -> String? {
+                guard let s = l.record.sequence, !s.isEmpty else { return nil }
+                return s
+            }
+            let ecSet = Set(group[0].record.ecNumbers)
+            let seqs = Set(group.compactMap(tableSeq))
+            if group.count > 1 {
+                if group.allSatisfy({ Set($0.record.ecNumbers) == ecSet }) && seqs.count <= 1 {
+                    var keep = group.first { tableSeq($0) != nil } ?? group[0]
+                    for other in group where !(other.file == keep.file && other.record.line == keep.record.line) {
+                        keep.record.notes.append("duplicate label row also at \(other.file):\(other.record.line) with the same ECs; kept once")
+                    }
+                    labByID[id] = keep
+                } else {
+                    for l in group {
+                        let other = group.first { !($0.file == l.file && $0.record.line == l.record.line) }!
+                        let what = seqs.count > 1 ? "different sequences" : "different EC labels"
+                        rejected.append(RejectedRecord(file: l.file, line: l.record.line, id: id,
+                            reason: "duplicate ID with \(what) (also at \(other.file):\(other.record.line): '\(other.record.rawLabel)')"))
+                    }
+                    deadLabel[id] = "its label rows were rejected: duplicate ID with conflicting labels"
+                }
+            } else {
+                labByID[id] = group[0]
+            }
+        }
+
+        var accepted: [LabeledSequence] = []
+        func build(id: String, sequence: String, lab: Lab, file: String, line: Int, notes: [String]) {
+            guard !sequence.isEmpty else {
+                rejected.append(RejectedRecord(file: file, line: line, id: id, reason: "empty sequence"))
+                return
+            }
+            let result = label(for: lab.record.ecNumbers, level: level)
+            guard let label = result.label else {
+                rejected.append(RejectedRecord(file: file, line: line, id: id, reason: result.reason ?? "no EC label"))
+                return
+            }
+            accepted.append(LabeledSequence(id: id, sequence: sequence, ecNumbers: lab.record.ecNumbers,
+                                            label: label, sourceFile: file, line: line,
+                                            notes: notes + lab.record.notes + result.notes))
+        }
+
+        for id in seqOrder {
+            guard let s = seqByID[id] else { continue }
+            guard let lab = labByID[id] else {
+                rejected.append(RejectedRecord(file: s.file, line: s.record.line, id: id,
+                                               reason: deadLabel[id] ?? "no EC label"))
+                continue
+            }
+            if let t = lab.record.sequence, !t.isEmpty, t != s.record.sequence {
+                rejected.append(RejectedRecord(file: s.file, line: s.record.line, id: id,
+                    reason: "sequence differs from the one in the label table at \(lab.file):\(lab.record.line)"))
+                rejected.append(RejectedRecord(file: lab.file, line: lab.record.line, id: id,
+                    reason: "table sequence differs from the FASTA record at \(s.file):\(s.record.line)"))
+                continue
+            }
+            build(id: id, sequence: s.record.sequence, lab: lab, file: s.file, line: s.record.line, notes: s.record.notes)
+        }
+        for id in labOrder where seqGroups[id] == nil {
+            guard let lab = labByID[id] else { continue }
+            if let why = deadSequence[id] {
+                rejected.append(RejectedRecord(file: lab.file, line: lab.record.line, id: id, reason: why))
+                continue
+            }
+            guard let t = lab.record.sequence else {
+                rejected.append(RejectedRecord(file: lab.file, line: lab.record.line, id: id, reason: "label without sequence"))
+                continue
+            }
+            build(id: id, sequence: t, lab: lab, file: lab.file, line: lab.record.line, notes: [])
+        }
+        // Label rows whose ID's FASTA copies were all rejected as conflicting duplicates.
+        for id in labOrder where seqGroups[id] != nil && seqByID[id] == nil {
+            guard let lab = labByID[id], let why = deadSequence[id] else { continue }
+            rejected.append(RejectedRecord(file: lab.file, line: lab.record.line, id: id, reason: why))
+        }
+        return (accepted, rejected)
+    }
+
+    /// The label of a set of ECs at `level` (1...4): the common truncation of the ECs known at
+    /// `level`, or a rejection reason when they disagree at a known level `<= level` ("ECs span
+    /// several classes at level N: ...") or none is known down to `level` ("ECs unknown at level N").
+    /// `notes` mentions less specific ECs that were ignored.
+    public static func label(for ecs: [ECNumber], level: Int) -> (label: ECNumber?, reason: String?, notes: [String]) {
+        guard !ecs.isEmpty else { return (nil, "no EC label", []) }
+        guard (1...4).contains(level) else { return (nil, "invalid EC level \(level): pass 1...4", []) }
+        let list = ecs.map(\.description).joined(separator: "; ")
+        for i in 0..<ecs.count {
+            for j in (i + 1)..<max(i + 1, ecs.count) {
+                for k in 0..<level {
+                    if let a = ecs[i].levels[k], let b = ecs[j].levels[k], a != b {
+                        return (nil, "ECs span several classes at level \(level): \(list)", [])
+                    }
+                }
+            }
+        }
+        let known = ecs.filter { $0.knownDepth >= level }
+        guard let first = known.first else {
+            return (nil, "ECs unknown at level \(level): \(list)", [])
+        }
+        let vague = ecs.filter { $0.knownDepth < level }
+        let notes = vague.isEmpty ? [] :
+            ["less specific ECs ignored at level \(level): " + vague.map(\.description).joined(separator: "; ")]
+        return (first.truncated(toLevel: level), nil, notes)
+    }
+}

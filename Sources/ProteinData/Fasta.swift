@@ -1,0 +1,121 @@
+import Foundation
+
+/// One protein sequence read from a FASTA file.
+///
+/// `id` is the first word of the header (for UniProt `sp|ACC|NAME` / `tr|ACC|NAME` headers,
+/// the accession `ACC`); `description` the rest of the header; `sequence` the residues,
+/// uppercase, from the alphabet 20 standard + X B Z U O; `line` the 1-based line of the header;
+/// `notes` what the reader changed (e.g. "lowercase residues uppercased", "trailing * stripped").
+public struct FastaRecord: Sendable, Equatable {
+    public var id: String
+    public var description: String
+    public var sequence: String
+    public var line: Int
+    public var notes: [String]
+
+    public init(id: String, description: String = "", sequence: String, line: Int, notes: [String] = []) {
+        self.id = id
+        self.description = description
+        self.sequence = sequence
+        self.line = line
+        self.notes = notes
+    }
+}
+
+/// Reads FASTA files: wrapped or single-line records, `>ID description` or UniProt headers.
+///
+/// Accepts LF, CRLF and CR line ends, a UTF-8 BOM, blank lines and trailing whitespace.
+/// Lowercase residues are uppercased and a trailing `*` is stripped (both noted on the record).
+/// Rejected, with file, line and id: `>` with no ID, a header with no sequence, a character
+/// outside 20 standard + X B Z U O (the reason names it and its 1-based position), gap
+/// characters `-`/`.`, and text before the first header. Every header line yields exactly one
+/// record or one rejection. Duplicate IDs are kept here; `DatasetAssembler` decides about them.
+public enum FastaReader {
+    /// Reads the FASTA file at `path` as bytes.
+    ///
+    /// - Throws: `ProteinDataError.fileUnreadable`, `.gzipNotSupported` (file starts with `1f 8b`).
+    public static func read(path: String) throws -> (records: [FastaRecord], rejected: [RejectedRecord]) {
+        let bytes = try TextFile.readBytes(path: path)
+        return parse(bytes: bytes, file: path)
+    }
+
+    /// Parses FASTA content held in memory; `file` is used in rejections. Never throws and
+    /// never traps on any byte sequence.
+    public static func parse(data: Data, file: String) throws -> (records: [FastaRecord], rejected: [RejectedRecord]) {
+        let bytes = [UInt8](data)
+        try TextFile.checkNotGzip(bytes, path: file)
+        return parse(bytes: bytes, file: file)
+    }
+
+    static func parse(bytes: [UInt8], file: String) -> (records: [FastaRecord], rejected: [RejectedRecord]) {
+        var records: [FastaRecord] = []
+        var rejected: [RejectedRecord] = []
+
+        // The record being read.
+        var headerLine = 0
+        var header: (id: String?, description: String, problem: String?)? = nil
+        var residues: [UInt8] = []
+        var strayStart: Int? = nil
+
+        func finish() {
+            guard let h = header else { return }
+            defer { header = nil; residues.removeAll(keepingCapacity: true) }
+            if let problem = h.problem {
+                rejected.append(RejectedRecord(file: file, line: headerLine, id: h.id, reason: problem))
+                return
+            }
+            guard let id = h.id else { return }
+            switch ResidueCheck.normalise(residues) {
+            case .ok(let sequence, let notes):
+                records.append(FastaRecord(id: id, description: h.description, sequence: sequence,
+                                           line: headerLine, notes: notes))
+            case .rejected(let reason):
+                rejected.append(RejectedRecord(file: file, line: headerLine, id: id, reason: reason))
+            }
+        }
+
+        for line in TextFile.lines(bytes) {
+            let t = TextFile.trimmed(line.bytes)
+            if t.isEmpty { continue }
+            if t.first == UInt8(ascii: ">") {
+                finish()
+                if let s = strayStart {
+                    rejected.append(RejectedRecord(file: file, line: s, id: nil,
+                        reason: "text before the first '>' header is not part of any record (lines \(s)-\(line.number - 1))"))
+                    strayStart = nil
+                }
+                headerLine = line.number
+                header = parseHeader(t.dropFirst())
+            } else if header != nil {
+                for b in t where !TextFile.isSpace(b) { residues.append(b) }
+            } else if strayStart == nil && records.isEmpty && rejected.isEmpty {
+                strayStart = line.number
+            }
+        }
+        finish()
+        if let s = strayStart {
+            rejected.append(RejectedRecord(file: file, line: s, id: nil,
+                reason: "no '>' header found: this does not look like a FASTA file"))
+        }
+        return (records, rejected)
+    }
+
+    /// Splits a header (without `>`) into id and description; UniProt `sp|ACC|NAME` gives `ACC`.
+    static func parseHeader(_ h: ArraySlice<UInt8>) -> (id: String?, description: String, problem: String?) {
+        let t = TextFile.trimmed(h)
+        guard !t.isEmpty else { return (nil, "", "header '>' has no ID") }
+        var end = t.startIndex
+        while end < t.endIndex && !TextFile.isSpace(t[end]) { end += 1 }
+        let token = TextFile.string(t[t.startIndex..<end])
+        let description = TextFile.string(TextFile.trimmed(t[end..<t.endIndex]))
+        let parts = token.split(separator: "|", omittingEmptySubsequences: false)
+        if parts.count >= 2, parts[0] == "sp" || parts[0] == "tr" {
+            let acc = String(parts[1])
+            if acc.isEmpty {
+                return (token, description, "UniProt header '\(token)' has an empty accession")
+            }
+            return (acc, description, nil)
+        }
+        return (token, description, nil)
+    }
+}

@@ -1,0 +1,217 @@
+import Foundation
+
+/// One row of a label file: an ID and its EC numbers (several for multi-function enzymes).
+///
+/// `line` is the 1-based line of the row; `sequence` is set for combined tables that carry a
+/// sequence column (uppercased and checked like FASTA residues; `""` when the cell is empty);
+/// `rawLabel` is the EC cell as written; `notes` what the reader changed.
+public struct LabelRecord: Sendable, Equatable {
+    public var id: String
+    public var ecNumbers: [ECNumber]
+    public var line: Int
+    public var sequence: String?
+    public var rawLabel: String
+    public var notes: [String]
+
+    public init(id: String, ecNumbers: [ECNumber], line: Int, sequence: String? = nil,
+                rawLabel: String, notes: [String] = []) {
+        self.id = id
+        self.ecNumbers = ecNumbers
+        self.line = line
+        self.sequence = sequence
+        self.rawLabel = rawLabel
+        self.notes = notes
+    }
+}
+
+/// Reads EC label tables, detected by their header line.
+///
+/// Supported: UniProt TSV (`Entry<TAB>EC number`, several ECs separated by `; `), the combined
+/// TSV (`Entry<TAB>EC number<TAB>Sequence`), and CSV (`id,ec_number,seq`; RFC 4180 quoting, so a
+/// multi-EC cell is `"1.1.1.46,1.1.1.48"`). Delimiter: tab if the header has one, else comma.
+/// Columns are matched case-insensitively (`_`/`-` count as spaces) among
+/// `idColumnNames`, `ecColumnNames`, `sequenceColumnNames`; `idColumn`/`ecColumn` override.
+/// In an EC cell, ECs are separated by `;` or `,`.
+///
+/// Rejected rows (with line and reason): wrong number of fields, empty ID, empty label,
+/// `non Enzyme`-style labels ("not an enzyme"), any unparseable EC (the row is rejected,
+/// naming the bad one), an invalid residue in the sequence column. Blank lines are skipped.
+public enum LabelFileReader {
+    /// Accepted ID column names (normalised: lowercase, `_`/`-` as spaces).
+    public static let idColumnNames = ["entry", "id", "accession", "entry id", "uniprot id",
+                                       "uniprot accession", "uniprot", "protein id"]
+    /// Accepted EC column names.
+    public static let ecColumnNames = ["ec number", "ec", "ec numbers", "ec label", "ec labels"]
+    /// Accepted sequence column names.
+    public static let sequenceColumnNames = ["sequence", "seq", "protein sequence"]
+
+    /// Reads the label file at `path`.
+    ///
+    /// - Throws: `ProteinDataError.fileUnreadable`, `.gzipNotSupported`, `.unrecognisedHeader`
+    ///   (no header line, or no ID / EC column; the message lists the columns seen and what to pass).
+    public static func read(path: String, idColumn: String? = nil, ecColumn: String? = nil) throws
+        -> (records: [LabelRecord], rejected: [RejectedRecord]) {
+        let bytes = try TextFile.readBytes(path: path)
+        return try parse(bytes: bytes, file: path, idColumn: idColumn, ecColumn: ecColumn)
+    }
+
+    /// Parses a label table held in memory; `file` is used in errors and rejections.
+    ///
+    /// - Throws: `.gzipNotSupported`, `.unrecognisedHeader`.
+    public static func parse(data: Data, file: String, idColumn: String? = nil, ecColumn: String? = nil) throws
+        -> (records: [LabelRecord], rejected: [RejectedRecord]) {
+        let bytes = [UInt8](data)
+        try TextFile.checkNotGzip(bytes, path: file)
+        return try parse(bytes: bytes, file: file, idColumn: idColumn, ecColumn: ecColumn)
+    }
+
+    static func normaliseName(_ s: String) -> String {
+        let lowered = s.lowercased().map { ($0 == "_" || $0 == "-") ? " " : $0 }
+        return String(lowered).split(separator: " ").joined(separator: " ")
+    }
+
+    static func parse(bytes: [UInt8], file: String, idColumn: String?, ecColumn: String?) throws
+        -> (records: [LabelRecord], rejected: [RejectedRecord]) {
+        let lines = TextFile.lines(bytes)
+        guard let headerIndex = lines.firstIndex(where: { !TextFile.trimmed($0.bytes).isEmpty }) else {
+            throw ProteinDataError.unrecognisedHeader(path: file, header: "",
+                hint: "the file is empty; expected a header such as 'Entry<TAB>EC number' or 'id,ec_number,seq'")
+        }
+        let headerBytes = lines[headerIndex].bytes
+        let delimiter: UInt8 = headerBytes.contains(0x09) ? 0x09 : UInt8(ascii: ",")
+        guard let headerFields = splitFields(headerBytes, delimiter: delimiter) else {
+            throw ProteinDataError.unrecognisedHeader(path: file, header: TextFile.string(headerBytes),
+                hint: "the header has an unterminated quote")
+        }
+        let names = headerFields.map { normaliseName($0) }
+        let headerText = TextFile.string(headerBytes)
+        let seen = "columns seen: " + headerFields.map { "'\($0)'" }.joined(separator: ", ")
+
+        func find(_ override: String?, _ candidates: [String], _ what: String, _ arg: String) throws -> Int? {
+            if let o = override {
+                guard let i = names.firstIndex(of: normaliseName(o)) else {
+                    throw ProteinDataError.unrecognisedHeader(path: file, header: headerText,
+                        hint: "no column named '\(o)' (\(arg)); \(seen)")
+                }
+                return i
+            }
+            for c in candidates { if let i = names.firstIndex(of: c) { return i } }
+            return nil
+        }
+        let idIndex = try find(idColumn, idColumnNames, "ID", "idColumn")
+        let ecIndex = try find(ecColumn, ecColumnNames, "EC", "ecColumn")
+        let seqIndex = try find(nil, sequenceColumnNames, "sequence", "")
+        guard let idIndex, let ecIndex else {
+            var missing: [String] = []
+            if idIndex == nil { missing.append("no ID column (looked for \(idColumnNames.joined(separator: "/")); pass idColumn:)") }
+            if ecIndex == nil { missing.append("no EC column (looked for \(ecColumnNames.joined(separator: "/")); pass ecColumn:)") }
+            throw ProteinDataError.unrecognisedHeader(path: file, header: headerText,
+                hint: missing.joined(separator: "; ") + "; " + seen)
+        }
+
+        var records: [LabelRecord] = []
+        var rejected: [RejectedRecord] = []
+        for line in lines[(headerIndex + 1)...] {
+            if TextFile.trimmed(line.bytes).isEmpty { continue }
+            func reject(_ id: String?, _ reason: String) {
+                rejected.append(RejectedRecord(file: file, line: line.number, id: id, reason: reason))
+            }
+            guard var fields = splitFields(line.bytes, delimiter: delimiter) else {
+                reject(nil, "unterminated quote in the row")
+                continue
+            }
+            guard fields.count <= headerFields.count else {
+                var reason = "row has \(fields.count) fields but the header has \(headerFields.count)"
+                if delimiter != 0x09 { reason += " (a cell holding several ECs must be quoted: \"1.1.1.1,2.7.1.1\")" }
+                reject(fields.indices.contains(idIndex) ? fields[idIndex].trimmingCharacters(in: .whitespaces) : nil, reason)
+                continue
+            }
+            // Missing trailing cells count as empty (e.g. `P12345` with no EC cell at all).
+            while fields.count < headerFields.count { fields.append("") }
+            let id = fields[idIndex].trimmingCharacters(in: .whitespaces)
+            guard !id.isEmpty else { reject(nil, "empty ID"); continue }
+            let raw = fields[ecIndex]
+            let label = raw.trimmingCharacters(in: .whitespaces)
+            guard !label.isEmpty else { reject(id, "empty label"); continue }
+            if isNonEnzyme(label) { reject(id, "not an enzyme"); continue }
+
+            var ecs: [ECNumber] = []
+            var bad: String? = nil
+            for piece in label.split(whereSeparator: { $0 == ";" || $0 == "," }) {
+                let text = piece.trimmingCharacters(in: .whitespaces)
+                if text.isEmpty { continue }
+                guard let ec = try? ECNumber(text, where: "\(file) line \(line.number)") else { bad = text; break }
+                if !ecs.contains(ec) { ecs.append(ec) }
+            }
+            if let bad {
+                reject(id, "invalid EC number '\(bad)' in label '\(label)'")
+                continue
+            }
+            guard !ecs.isEmpty else { reject(id, "empty label"); continue }
+
+            var sequence: String? = nil
+            var notes: [String] = []
+            if let seqIndex {
+                let cell = Array(fields[seqIndex].utf8).filter { !TextFile.isSpace($0) }
+                if cell.isEmpty {
+                    sequence = ""
+                } else {
+                    switch ResidueCheck.normalise(cell) {
+                    case .ok(let s, let n): sequence = s; notes = n
+                    case .rejected(let reason): reject(id, "sequence column: " + reason); continue
+                    }
+                }
+            }
+            records.append(LabelRecord(id: id, ecNumbers: ecs, line: line.number, sequence: sequence,
+                                       rawLabel: raw, notes: notes))
+        }
+        return (records, rejected)
+    }
+
+    /// True for labels such as `non Enzyme`, `non-enzyme`, `not an enzyme`, `no EC`.
+    static func isNonEnzyme(_ label: String) -> Bool {
+        let letters = label.lowercased().filter { $0.isLetter }
+        return ["nonenzyme", "notanenzyme", "noenzyme", "notenzyme", "noec", "nonenzymatic"].contains(letters)
+    }
+
+    /// Splits one line into fields on `delimiter` with RFC 4180 quoting (`"a,b"`, `""` for a
+    /// quote inside quotes). Returns nil for an unterminated quote.
+    static func splitFields(_ line: ArraySlice<UInt8>, delimiter: UInt8) -> [String]? {
+        var fields: [String] = []
+        var current: [UInt8] = []
+        var i = line.startIndex
+        let quote = UInt8(ascii: "\"")
+        var inQuotes = false
+        var fieldStart = true
+        while i < line.endIndex {
+            let b = line[i]
+            if inQuotes {
+                if b == quote {
+                    if i + 1 < line.endIndex && line[i + 1] == quote {
+                        current.append(quote); i += 1
+                    } else {
+                        inQuotes = false
+                    }
+                } else {
+                    current.append(b)
+                }
+            } else if b == delimiter {
+                fields.append(TextFile.string(current))
+                current.removeAll(keepingCapacity: true)
+                fieldStart = true
+                i += 1
+                continue
+            } else if b == quote && (fieldStart || TextFile.trimmed(current[...]).isEmpty) {
+                current.removeAll(keepingCapacity: true)
+                inQuotes = true
+            } else {
+                current.append(b)
+            }
+            fieldStart = false
+            i += 1
+        }
+        if inQuotes { return nil }
+        fields.append(TextFile.string(current))
+        return fields
+    }
+}

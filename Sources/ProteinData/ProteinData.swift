@@ -1,1 +1,0 @@
-// ProteinData module placeholder

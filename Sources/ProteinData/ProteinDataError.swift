@@ -1,0 +1,73 @@
+import Foundation
+
+/// Errors thrown by the ProteinData readers, `ECNumber` parsing and the `Tokenizer`.
+///
+/// Every message says what was wrong, where (path, line, position) and what to do next.
+/// Per-record problems in a file do not throw: they become `RejectedRecord`s so a run can
+/// report them and go on. Only problems that make a whole file or call unusable throw.
+public enum ProteinDataError: Error, CustomStringConvertible, Equatable, Sendable {
+    /// The file could not be opened or read at all.
+    case fileUnreadable(path: String, reason: String)
+    /// The file starts with the gzip magic bytes `1f 8b`; compressed input is not supported yet.
+    case gzipNotSupported(path: String)
+    /// `text` is not an EC number; `where` says where it came from (e.g. "file.tsv line 12").
+    case invalidEC(text: String, where: String)
+    /// A residue letter outside the ESM alphabet (20 standard + X B Z U O) at a 1-based position.
+    case unknownResidue(letter: String, position: Int)
+    /// A sequence of `length` residues does not fit in `maxResidues` and the crop policy is `reject`.
+    case tooLong(length: Int, maxResidues: Int)
+    /// `Tokenizer(maxLength:)` was given fewer than 3 tokens (room for `<cls>`, one residue, `<eos>`).
+    case invalidMaxLength(Int)
+    /// The header of a label file has no recognisable ID or EC column.
+    /// `header` is the header line as seen; `hint` says what to pass (`idColumn:` / `ecColumn:`).
+    case unrecognisedHeader(path: String, header: String, hint: String)
+    /// The file was read but its content is not in the expected format.
+    case malformedFile(path: String, reason: String)
+
+    public var description: String {
+        switch self {
+        case .fileUnreadable(let path, let reason):
+            return "cannot read '\(path)': \(reason); check the path and its permissions"
+        case .gzipNotSupported(let path):
+            return "'\(path)' is gzip-compressed; gzip input is not supported yet -- run `gunzip \(path)` and pass the uncompressed file"
+        case .invalidEC(let text, let place):
+            return "invalid EC number '\(text)' (\(place)): expected up to 4 dot-separated levels like 1.1.1.1, 3.4.-.-, 3.4.21, 4.2.2.n1 or 3.2.1.B3, class 1-7"
+        case .unknownResidue(let letter, let position):
+            return "unknown residue \(letter) at position \(position); allowed are the 20 standard amino acids and X B Z U O (uppercase) -- clean the sequence or replace it with X"
+        case .tooLong(let length, let maxResidues):
+            return "sequence of \(length) residues is longer than the \(maxResidues) residues that fit; choose crop policy head or center, or raise maxLength"
+        case .invalidMaxLength(let n):
+            return "maxLength \(n) is too small: it counts <cls> and <eos>, so it must be at least 3 (ESM-2 allows up to 1026)"
+        case .unrecognisedHeader(let path, let header, let hint):
+            return "unrecognised label-file header in '\(path)': '\(header)'; \(hint)"
+        case .malformedFile(let path, let reason):
+            return "'\(path)' is not in the expected format: \(reason)"
+        }
+    }
+}
+
+/// A record rejected by a reader or by dataset assembly; nothing is dropped silently.
+///
+/// `line` is the 1-based line of the record's header / row when known; `id` the record's ID
+/// when one could be read; `reason` a sentence saying what was wrong.
+public struct RejectedRecord: Sendable, Equatable, CustomStringConvertible {
+    public var file: String
+    public var line: Int?
+    public var id: String?
+    public var reason: String
+
+    public init(file: String, line: Int?, id: String?, reason: String) {
+        self.file = file
+        self.line = line
+        self.id = id
+        self.reason = reason
+    }
+
+    /// `file:line [id]: reason`.
+    public var description: String {
+        var s = file
+        if let line { s += ":\(line)" }
+        if let id { s += " [\(id)]" }
+        return s + ": " + reason
+    }
+}

@@ -1,0 +1,150 @@
+import Foundation
+
+/// Byte-level line splitting shared by the readers.
+///
+/// Files are read as bytes so invalid UTF-8 cannot crash anything; a UTF-8 BOM is skipped;
+/// lines end at LF, CRLF or a lone CR. Line numbers are 1-based.
+enum TextFile {
+    /// One physical line: its 1-based number and its bytes without the line end.
+    struct Line {
+        var number: Int
+        var bytes: ArraySlice<UInt8>
+    }
+
+    /// Reads `path` as bytes; throws `fileUnreadable` or `gzipNotSupported`.
+    static func readBytes(path: String) throws -> [UInt8] {
+        var isDirectory: ObjCBool = false
+        guard FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory) else {
+            throw ProteinDataError.fileUnreadable(path: path, reason: "no such file")
+        }
+        if isDirectory.boolValue {
+            throw ProteinDataError.fileUnreadable(path: path, reason: "it is a directory, not a file")
+        }
+        let data: Data
+        do {
+            data = try Data(contentsOf: URL(fileURLWithPath: path))
+        } catch {
+            throw ProteinDataError.fileUnreadable(path: path, reason: error.localizedDescription)
+        }
+        let bytes = [UInt8](data)
+        try checkNotGzip(bytes, path: path)
+        return bytes
+    }
+
+    /// Throws `gzipNotSupported` when `bytes` start with the gzip magic `1f 8b`.
+    static func checkNotGzip(_ bytes: [UInt8], path: String) throws {
+        if bytes.count >= 2 && bytes[0] == 0x1f && bytes[1] == 0x8b {
+            throw ProteinDataError.gzipNotSupported(path: path)
+        }
+    }
+
+    /// Splits bytes into lines (LF, CRLF, CR), skipping a leading UTF-8 BOM.
+    static func lines(_ bytes: [UInt8]) -> [Line] {
+        var result: [Line] = []
+        var start = 0
+        if bytes.count >= 3 && bytes[0] == 0xEF && bytes[1] == 0xBB && bytes[2] == 0xBF { start = 3 }
+        var i = start
+        var number = 1
+        let n = bytes.count
+        while i < n {
+            let b = bytes[i]
+            if b == 0x0A || b == 0x0D {
+                result.append(Line(number: number, bytes: bytes[start..<i]))
+                number += 1
+                if b == 0x0D && i + 1 < n && bytes[i + 1] == 0x0A { i += 1 }
+                i += 1
+                start = i
+            } else {
+                i += 1
+            }
+        }
+        if start < n { result.append(Line(number: number, bytes: bytes[start..<n])) }
+        return result
+    }
+
+    /// ASCII space, tab, vertical tab, form feed.
+    @inline(__always) static func isSpace(_ b: UInt8) -> Bool {
+        b == 0x20 || b == 0x09 || b == 0x0B || b == 0x0C
+    }
+
+    /// The slice without leading and trailing ASCII whitespace.
+    static func trimmed(_ s: ArraySlice<UInt8>) -> ArraySlice<UInt8> {
+        var lo = s.startIndex, hi = s.endIndex
+        while lo < hi && isSpace(s[lo]) { lo += 1 }
+        while hi > lo && isSpace(s[hi - 1]) { hi -= 1 }
+        return s[lo..<hi]
+    }
+
+    /// Lossy UTF-8 decoding (invalid bytes become U+FFFD).
+    static func string<S: Collection>(_ s: S) -> String where S.Element == UInt8 {
+        String(decoding: s, as: UTF8.self)
+    }
+}
+
+/// Checks and normalises residue letters, shared by the FASTA reader and label tables.
+enum ResidueCheck {
+    /// Uppercase letters accepted as residues: 20 standard + X B Z U O.
+    static let allowed: [Bool] = {
+        var t = [Bool](repeating: false, count: 256)
+        for c in "ACDEFGHIKLMNPQRSTVWYXBZUO".utf8 { t[Int(c)] = true }
+        return t
+    }()
+
+    /// Outcome: the uppercase sequence and notes, or a rejection reason.
+    enum Outcome {
+        case ok(sequence: String, notes: [String])
+        case rejected(reason: String)
+    }
+
+    /// Validates residue bytes (whitespace already removed). Strips trailing `*`, uppercases
+    /// lowercase letters (both noted), rejects gaps `-`/`.` and any other character, naming the
+    /// first offending character and its 1-based position in the sequence as written.
+    static func normalise(_ input: [UInt8]) -> Outcome {
+        var bytes = input
+        var notes: [String] = []
+        if bytes.last == UInt8(ascii: "*") {
+            while bytes.last == UInt8(ascii: "*") { bytes.removeLast() }
+            notes.append("trailing * stripped")
+        }
+        if bytes.isEmpty {
+            return .rejected(reason: "empty record: header with no sequence")
+        }
+        var lowered = false
+        var firstBad: (index: Int, byte: UInt8)? = nil
+        var badCount = 0
+        var firstGap: Int? = nil
+        for i in 0..<bytes.count {
+            var b = bytes[i]
+            if b >= 0x61 && b <= 0x7A {
+                b -= 0x20
+                bytes[i] = b
+                lowered = true
+            }
+            if !allowed[Int(b)] {
+                if b == UInt8(ascii: "-") || b == UInt8(ascii: ".") {
+                    if firstGap == nil { firstGap = i }
+                } else {
+                    if firstBad == nil { firstBad = (i, input[i]) }
+                    badCount += 1
+                }
+            }
+        }
+        if let bad = firstBad {
+            var reason = "unknown residue \(describe(byte: bad.byte)) at position \(bad.index + 1)"
+            if badCount > 1 { reason += " (and \(badCount - 1) more invalid characters)" }
+            reason += "; allowed are the 20 standard amino acids and X B Z U O"
+            return .rejected(reason: reason)
+        }
+        if let gap = firstGap {
+            return .rejected(reason: "gap character '\(Character(UnicodeScalar(bytes[gap])))' at position \(gap + 1): aligned sequences are not supported; remove the gaps")
+        }
+        if lowered { notes.append("lowercase residues uppercased") }
+        return .ok(sequence: String(decoding: bytes, as: UTF8.self), notes: notes)
+    }
+
+    /// `'J'` for a printable ASCII byte, otherwise `byte 0xC3`.
+    static func describe(byte: UInt8) -> String {
+        if byte >= 0x21 && byte < 0x7F { return "'\(Character(UnicodeScalar(byte)))'" }
+        return String(format: "byte 0x%02X", Int(byte))
+    }
+}
