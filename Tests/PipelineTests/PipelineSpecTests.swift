@@ -1,0 +1,95 @@
+import XCTest
+@testable import Pipeline
+
+final class PipelineSpecTests: XCTestCase {
+    let minimal = """
+    name: t
+    inputs:
+      fasta: [a.fasta]
+      labels: [a.tsv]
+    """
+
+    func testDefaults() throws {
+        let s = try PipelineSpec.parse(yaml: minimal)
+        XCTAssertEqual(s.labelLevel, 1)
+        XCTAssertEqual(s.split.train, 0.70)
+        XCTAssertEqual(s.split.selectOn, .select)
+        XCTAssertEqual(s.attribution.steps, 20)
+        XCTAssertEqual(s.attribution.methods, [.activation, .integratedGradients])
+        XCTAssertEqual(s.selection.retentionFractions, [0.50, 0.25, 0.10, 0.01])
+        XCTAssertEqual(s.selection.randomSeeds.count, 3)
+        XCTAssertEqual(s.model.pooling, .cls)
+    }
+
+    func testQuickstartSpecParses() throws {
+        let path = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+            .deletingLastPathComponent().appendingPathComponent("pipelines/quickstart.yaml").path
+        let s = try PipelineSpec.load(path: path)
+        XCTAssertEqual(s.name, "quickstart")
+        XCTAssertEqual(s.inputs.fasta.count, 2)
+        XCTAssertEqual(s.model.pooling, .mean)
+    }
+
+    func assertSpecError(_ yaml: String, _ expected: String, file: StaticString = #filePath, line: UInt = #line) {
+        XCTAssertThrowsError(try PipelineSpec.parse(yaml: yaml), file: file, line: line) { error in
+            XCTAssertEqual("\(error)", expected, file: file, line: line)
+        }
+    }
+
+    func testWrongTypeNamesKeyPath() {
+        assertSpecError(minimal + "\ntrain:\n  learning_rate: fast\n", "at train.learning_rate: expected a number")
+        assertSpecError(minimal + "\nattribution:\n  steps: [1]\n", "at attribution.steps: expected an integer")
+    }
+
+    func testUnknownKeyIsAnError() {
+        assertSpecError(minimal + "\ntrain:\n  learnig_rate: 0.1\n",
+                        "at train.learnig_rate: unknown key; allowed here: batch_size, epochs, learning_rate, max_grad_norm, seed, weight_decay")
+        XCTAssertThrowsError(try PipelineSpec.parse(yaml: minimal + "\nextra: 1\n")) { e in
+            XCTAssertTrue("\(e)".hasPrefix("at extra: unknown key"), "\(e)")
+        }
+    }
+
+    func testMissingRequiredKey() {
+        assertSpecError("name: t\ninputs:\n  fasta: [a]\n", "at inputs.labels: required key is missing")
+    }
+
+    func testRangeChecks() {
+        assertSpecError(minimal + "\nsplit:\n  train: 0.8\n  select: 0.15\n  test: 0.15\n", "at split: train + select + test must be 1, got 1.1")
+        assertSpecError(minimal + "\nselection:\n  random_seeds: [1, 1, 2]\n", "at selection.random_seeds: give at least 3 distinct seeds for the random baseline")
+        assertSpecError(minimal + "\nmodel:\n  max_length: 5000\n", "at model.max_length: expected 3...1026 tokens, got 5000")
+        assertSpecError(minimal + "\nlabel_level: 7\n", "at label_level: expected 1...4 (1 = EC class), got 7")
+        assertSpecError(minimal + "\nmodel:\n  preset: huge\n", "at model.preset: unknown preset 'huge'; choose one of esm2_t6_8M, esm2_t12_35M, esm2_t30_150M, esm2_t33_650M, small, mini, tiny")
+    }
+
+    func testSplitAssignmentIsStratifiedSeededAndKeepsDuplicatesTogether() {
+        var items: [(id: String, sequence: String, label: String)] = []
+        for c in 0 ..< 3 { for i in 0 ..< 40 { items.append(("C\(c)S\(i)", "SEQ\(c)_\(i)", "\(c + 1).-.-.-")) } }
+        items.append(("DUP1", "SHARED", "1.-.-.-"))
+        items.append(("DUP2", "SHARED", "1.-.-.-"))
+        let a = SplitStage.assign(items, fractions: (0.7, 0.15, 0.15), seed: 7)
+        XCTAssertEqual(a, SplitStage.assign(items, fractions: (0.7, 0.15, 0.15), seed: 7), "same seed, same split")
+        XCTAssertNotEqual(a, SplitStage.assign(items, fractions: (0.7, 0.15, 0.15), seed: 8))
+        XCTAssertEqual(a["DUP1"], a["DUP2"])
+        for c in 2 ... 3 {
+            let ids = items.filter { $0.label == "\(c).-.-.-" }.map(\.id)
+            XCTAssertEqual(ids.filter { a[$0] == "train" }.count, 28)
+            XCTAssertEqual(ids.filter { a[$0] == "select" }.count, 6)
+            XCTAssertEqual(ids.filter { a[$0] == "test" }.count, 6)
+        }
+    }
+
+    func testMetrics() {
+        let m = ClassificationMetrics(labels: [0, 0, 1, 1, 2], predictions: [0, 1, 1, 1, 0], classes: 3)
+        XCTAssertEqual(m.correct, 3)
+        XCTAssertEqual(m.accuracy, 0.6, accuracy: 1e-12)
+        // F1: class0 tp1 fp1 fn1 -> 0.5; class1 tp2 fp1 fn0 -> 0.8; class2 tp0 fn1 -> 0
+        XCTAssertEqual(m.macroF1, (0.5 + 0.8 + 0) / 3, accuracy: 1e-12)
+        XCTAssertEqual(m.perClass.map(\.n), [2, 2, 1])
+    }
+
+    func testKeptCount() {
+        XCTAssertEqual(SelectStage.keptCount(0.5, total: 12), 6)
+        XCTAssertEqual(SelectStage.keptCount(0.01, total: 12), 1)
+        XCTAssertEqual(SelectStage.keptCount(0.25, total: 294_912), 73_728)
+    }
+}

@@ -1,0 +1,151 @@
+import Foundation
+import XCTest
+@testable import Store
+
+final class RunDatabaseTests: XCTestCase {
+    var dir: URL!
+
+    override func setUpWithError() throws {
+        dir = FileManager.default.temporaryDirectory.appendingPathComponent("kneuron-store-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+    }
+
+    override func tearDownWithError() throws { try? FileManager.default.removeItem(at: dir) }
+
+    func open() throws -> RunDatabase { try RunDatabase(path: dir.appendingPathComponent("run.sqlite").path) }
+
+    func ledger(_ stage: String) -> StageRecord { StageRecord(stage: stage, contentKey: "\(stage)@1:abc", rowsWritten: 1, seconds: 0.5) }
+
+    func ingestSample(_ db: RunDatabase) throws {
+        try db.commitIngest(
+            files: [InputFileRecord(path: "a.fasta", role: "fasta", sizeBytes: 10, sha256: "00")],
+            classes: [ClassRecord(classIndex: 0, ecLabel: "1.-.-.-", name: "Oxidoreductases"),
+                      ClassRecord(classIndex: 1, ecLabel: "3.-.-.-", name: "Hydrolases")],
+            sequences: [SequenceRecord(id: "P1", sequence: "MKV", ecLabel: "1.-.-.-", ecNumbers: ["1.1.1.1", "1.2.-.-"], sourceFile: "a.fasta", sourceLine: 1, notes: ""),
+                        SequenceRecord(id: "P2", sequence: "MAAL", ecLabel: "3.-.-.-", ecNumbers: ["3.4.21.n1"], sourceFile: "a.fasta", sourceLine: 3, notes: "trailing * stripped")],
+            rejected: [RejectedRow(file: "a.fasta", line: 5, recordID: "P3", reason: "no EC label")],
+            ledger: ledger("ingest"))
+    }
+
+    func testMigrationsAppliedOnceAndRecorded() throws {
+        let db = try open()
+        XCTAssertEqual(try db.appliedMigrations(), ["0001_initial"])
+        // Reopening applies nothing new and keeps the data.
+        try ingestSample(db)
+        let again = try open()
+        XCTAssertEqual(try again.appliedMigrations(), ["0001_initial"])
+        XCTAssertEqual(try again.sequences().map(\.id), ["P1", "P2"])
+        XCTAssertEqual(try again.query("PRAGMA journal_mode").rows, [["wal"]])
+        XCTAssertEqual(try again.query("PRAGMA foreign_keys").rows, [["1"]])
+    }
+
+    func testIngestRoundTripAndNoDuplicates() throws {
+        let db = try open()
+        try ingestSample(db)
+        let seqs = try db.sequences()
+        XCTAssertEqual(seqs[0].ecNumbers, ["1.1.1.1", "1.2.-.-"])
+        XCTAssertEqual(seqs[1].notes, "trailing * stripped")
+        XCTAssertEqual(try db.rejectedRecords(), [RejectedRow(file: "a.fasta", line: 5, recordID: "P3", reason: "no EC label")])
+        XCTAssertEqual(try db.stage("ingest")?.contentKey, "ingest@1:abc")
+        // A second commit of the same stage violates the unique keys and changes nothing.
+        XCTAssertThrowsError(try ingestSample(db))
+        XCTAssertEqual(try db.query("SELECT COUNT(*) FROM sequences").rows, [["2"]])
+        XCTAssertEqual(try db.query("SELECT COUNT(*) FROM labels").rows, [["3"]])
+    }
+
+    func testForeignKeysEnforced() throws {
+        let db = try open()
+        try ingestSample(db)
+        XCTAssertThrowsError(try db.commitSplits(["NOPE": "train"], ledger: ledger("split")))
+        XCTAssertNil(try db.stage("split"), "a failed stage transaction leaves no ledger row")
+    }
+
+    func testQueryRefusesWrites() throws {
+        let db = try open()
+        try ingestSample(db)
+        for sql in ["DELETE FROM sequences", "INSERT INTO classes VALUES (9, 'x', 'y')", "DROP TABLE sequences", "UPDATE sequences SET length = 0"] {
+            XCTAssertThrowsError(try db.query(sql), sql) { error in
+                guard case StoreError.notReadOnly = error else { return XCTFail("\(sql): \(error)") }
+            }
+        }
+        XCTAssertEqual(try db.query("SELECT id, length FROM sequences ORDER BY id").rows, [["P1", "3"], ["P2", "4"]])
+    }
+
+    func testTokensRoundTrip() throws {
+        let db = try open()
+        try ingestSample(db)
+        try db.commitTokens([TokenRecord(sequenceID: "P1", ids: [0, 20, 15, 7, 2], residueStart: 0, residueEnd: 3, originalLength: 3),
+                             TokenRecord(sequenceID: "P2", ids: [0, 20, 5, 2], residueStart: 1, residueEnd: 3, originalLength: 4)],
+                            ledger: ledger("tokenize"))
+        let t = try db.tokens()
+        XCTAssertEqual(t["P1"]?.ids, [0, 20, 15, 7, 2])
+        XCTAssertEqual(t["P2"]?.cropped, true)
+        XCTAssertEqual(t["P1"]?.cropped, false)
+        XCTAssertEqual(try db.query("SELECT cropped FROM tokens ORDER BY sequence_id").rows, [["0"], ["1"]])
+    }
+
+    func testShardCommitIsIdempotent() throws {
+        let db = try open()
+        try ingestSample(db)
+        let shard = ShardRecord(method: "integrated_gradients", shardIndex: 0, nSequences: 1, sums: [0.25, -1.5, 3e-9], seconds: 1)
+        let c = CompletenessRecord(sequenceID: "P1", shardIndex: 0, targetClass: 0, pFull: 0.6, pBaseline: 0.1, attributionSum: 0.45)
+        XCTAssertTrue(try db.commitShard(shard, completeness: [c]))
+        XCTAssertFalse(try db.commitShard(shard, completeness: [c]), "a shard already recorded is not counted twice")
+        XCTAssertEqual(try db.shards(method: "integrated_gradients").map(\.sums), [[0.25, -1.5, 3e-9]])
+        XCTAssertEqual(try db.completeness().count, 1)
+        XCTAssertEqual(try db.completeness()[0].gap, 0.45 - 0.5, accuracy: 1e-12)
+    }
+
+    func testScoresRanksSelectionViewsAndDensity() throws {
+        let db = try open()
+        let shape = ScoreShape(layers: 1, rows: 2, cols: 2)  // 12 weights
+        let scores: [Float] = [0.5, 0.1, 0.9, 0.9, 0, 0, 0.3, 0.2, 0.8, 0.05, 0.01, 0.7]
+        XCTAssertEqual(try db.commitScores([("activation", scores)], shape: shape, ledger: ledger("attribute")), 12)
+        XCTAssertEqual(try db.scores(method: "activation"), scores)
+        // Ties (0.9, 0.9) broken by canonical order.
+        XCTAssertEqual(try db.ranks(method: "activation"), [4, 7, 1, 2, 11, 12, 6, 8, 3, 9, 10, 5])
+        try db.commitSelections(randomScores: [], shape: shape,
+                                selections: [SelectionRecord(method: "activation", retentionFraction: 0.25, seed: 0, nKept: 3, nTotal: 12, minKeptScore: 0.8)],
+                                densities: [DensityRecord(method: "activation", retentionFraction: 0.25, seed: 0, layer: 0, module: "query", nKept: 2, nTotal: 4),
+                                            DensityRecord(method: "activation", retentionFraction: 0.25, seed: 0, layer: 0, module: "value", nKept: 1, nTotal: 4)],
+                                ledger: ledger("select"))
+        let members = try db.query("SELECT module, row, col FROM selection_members ORDER BY rank").rows
+        XCTAssertEqual(members, [["query", "1", "0"], ["query", "1", "1"], ["value", "0", "0"]])
+        XCTAssertEqual(try db.query("SELECT module, density FROM kept_density ORDER BY module").rows, [["query", "0.5"], ["value", "0.25"]])
+        let top = try db.query("SELECT module, row, col FROM top_neurons WHERE module = 'key' AND module_rank = 1").rows
+        XCTAssertEqual(top, [["key", "1", "0"]])
+    }
+
+    func testAccuracyTableViewMeanAndSD() throws {
+        let db = try open()
+        try ingestSample(db)
+        let per = [(classIndex: 0, n: 2, nCorrect: 1, f1: 0.5), (classIndex: 1, n: 2, nCorrect: 1, f1: 0.5)]
+        let evals = [0.2, 0.3, 0.4].enumerated().map { i, acc in
+            EvaluationRecord(method: "random", retentionFraction: 0.5, seed: i + 1, nTest: 10, nCorrect: Int(acc * 10), accuracy: acc, macroF1: acc / 2, perClass: per)
+        }
+        try db.commitEvaluations(evals, ledger: ledger("evaluate"))
+        let row = try db.query("SELECT n_seeds, accuracy_mean, accuracy_sd FROM accuracy_table").rows[0]
+        XCTAssertEqual(row[0], "3")
+        XCTAssertEqual(Double(row[1]!)!, 0.3, accuracy: 1e-12)
+        XCTAssertEqual(Double(row[2]!)!, 0.1, accuracy: 1e-9)
+        XCTAssertEqual(try db.evaluations().map(\.seed), [1, 2, 3])
+        XCTAssertEqual(try db.evaluations()[0].perClass.map(\.nCorrect), [1, 1])
+    }
+
+    func testDiscardRemovesStageAndLaterRows() throws {
+        let db = try open()
+        try ingestSample(db)
+        try db.commitSplits(["P1": "train", "P2": "test"], ledger: ledger("split"))
+        let deleted = try db.discard(stages: ["split", "train", "attribute", "select", "evaluate", "report"])
+        XCTAssertEqual(deleted.first { $0.table == "splits" }?.rows, 2)
+        XCTAssertNil(try db.stage("split"))
+        XCTAssertNotNil(try db.stage("ingest"))
+        XCTAssertEqual(try db.sequences().count, 2)
+    }
+
+    func testReadOnlyOpenOfMissingFileFails() {
+        XCTAssertThrowsError(try RunDatabase(path: dir.appendingPathComponent("nope.sqlite").path, readOnly: true)) { e in
+            XCTAssertTrue("\(e)".contains("no such file"), "\(e)")
+        }
+    }
+}
