@@ -50,3 +50,13 @@ final class ECNumberTests: XCTestCase {
         XCTAssertThrowsError(try JSONDecoder().decode([ECNumber].self, from: Data("[\"1.x\"]".utf8)))
     }
 }
+
+final class ECNumberLevelsInitTests: XCTestCase {
+    func testInitFromLevels() throws {
+        XCTAssertEqual(try ECNumber(levels: ["3", "4", nil, nil]).description, "3.4.-.-")
+        XCTAssertEqual(try ECNumber(levels: ["3", "4"]).description, "3.4.-.-")
+        XCTAssertThrowsError(try ECNumber(levels: ["1", "1", "1", "1", "1"]))
+        XCTAssertThrowsError(try ECNumber(levels: []))
+        XCTAssertThrowsError(try ECNumber(levels: [nil, "1"]))
+    }
+}
