@@ -33,9 +33,9 @@ public struct ECNumber: Hashable, Comparable, Sendable, CustomStringConvertible,
 
     /// Builds from levels already split; `nil` = unknown. Throws `invalidEC` when invalid.
     public init(levels: [String?]) throws {
-        let text = (0..<4).map { $0 < levels.count ? (levels[$0] ?? "-") : "-" }.joined(separator: ".")
-        guard levels.count <= 4 else {
-            throw ProteinDataError.invalidEC(text: levels.map { $0 ?? "-" }.joined(separator: "."), where: "levels")
+        let text = levels.map { $0 ?? "-" }.joined(separator: ".")
+        guard (1...4).contains(levels.count) else {
+            throw ProteinDataError.invalidEC(text: text, where: "levels")
         }
         try self.init(text, where: "levels")
     }

@@ -39,8 +39,10 @@ public enum FastaReader {
         return parse(bytes: bytes, file: path)
     }
 
-    /// Parses FASTA content held in memory; `file` is used in rejections. Never throws and
-    /// never traps on any byte sequence.
+    /// Parses FASTA content held in memory; `file` is used in rejections. Never traps on any
+    /// byte sequence.
+    ///
+    /// - Throws: `ProteinDataError.gzipNotSupported` when the bytes start with `1f 8b`.
     public static func parse(data: Data, file: String) throws -> (records: [FastaRecord], rejected: [RejectedRecord]) {
         let bytes = [UInt8](data)
         try TextFile.checkNotGzip(bytes, path: file)

@@ -33,7 +33,7 @@ public enum ProteinDataError: Error, CustomStringConvertible, Equatable, Sendabl
         case .invalidEC(let text, let place):
             return "invalid EC number '\(text)' (\(place)): expected up to 4 dot-separated levels like 1.1.1.1, 3.4.-.-, 3.4.21, 4.2.2.n1 or 3.2.1.B3, class 1-7"
         case .unknownResidue(let letter, let position):
-            return "unknown residue \(letter) at position \(position); allowed are the 20 standard amino acids and X B Z U O (uppercase) -- clean the sequence or replace it with X"
+            return "unknown residue '\(letter)' at position \(position); allowed are the 20 standard amino acids and X B Z U O (uppercase) -- clean the sequence or replace it with X"
         case .tooLong(let length, let maxResidues):
             return "sequence of \(length) residues is longer than the \(maxResidues) residues that fit; choose crop policy head or center, or raise maxLength"
         case .invalidMaxLength(let n):

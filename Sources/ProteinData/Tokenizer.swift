@@ -93,7 +93,7 @@ public struct Tokenizer: Sendable {
             position += 1
             let id: Int32 = scalar.isASCII ? ESMAlphabet.table[Int(scalar.value)] : -1
             guard id >= 0 else {
-                throw ProteinDataError.unknownResidue(letter: "'\(Character(scalar))'", position: position)
+                throw ProteinDataError.unknownResidue(letter: String(Character(scalar)), position: position)
             }
             residues.append(id)
         }
