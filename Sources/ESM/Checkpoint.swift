@@ -202,30 +202,10 @@ public enum Checkpoint {
             throw CheckpointError.writeFailed(path: directory, detail: error.localizedDescription)
         }
 
-        // config.json: ESMConfig's own keys plus what HF needs to rebuild the model.
+        // config.json: every ESMConfig field plus what HF needs to rebuild the model.
         let configPath = dir.appendingPathComponent("config.json")
         do {
-            let encoded = try JSONEncoder().encode(config)
-            guard var json = try JSONSerialization.jsonObject(with: encoded) as? [String: Any] else {
-                throw CheckpointError.writeFailed(path: configPath.path, detail: "config did not encode as a JSON object")
-            }
-            let labels = config.id2label ?? Dictionary(uniqueKeysWithValues: (0 ..< config.numLabels).map { ("\($0)", "LABEL_\($0)") })
-            json["id2label"] = labels
-            json["label2id"] = Dictionary(labels.map { ($0.value, Int($0.key) ?? 0) }, uniquingKeysWith: { a, _ in a })
-            json["layer_norm_eps"] = Double("\(config.layerNormEps)") ?? Double(config.layerNormEps)
-            json["architectures"] = ["EsmForSequenceClassification"]
-            json["model_type"] = "esm"
-            json["hidden_dropout_prob"] = 0.0
-            json["attention_probs_dropout_prob"] = 0.0
-            json["initializer_range"] = 0.02
-            json["is_decoder"] = false
-            json["tie_word_embeddings"] = false
-            json["problem_type"] = "single_label_classification"
-            json["dtype"] = "float32"
-            let body = try JSONSerialization.data(withJSONObject: json, options: [.prettyPrinted, .sortedKeys])
-            try (body + Data("\n".utf8)).write(to: configPath, options: .atomic)
-        } catch let e as CheckpointError {
-            throw e
+            try Data(configJSON(config).utf8).write(to: configPath, options: .atomic)
         } catch {
             throw CheckpointError.writeFailed(path: configPath.path, detail: error.localizedDescription)
         }
@@ -236,6 +216,75 @@ public enum Checkpoint {
     }
 
     // MARK: - Private helpers
+
+    /// A JSON value for config.json. Floats are always written with a decimal point or an
+    /// exponent: transformers 5.x validates config fields strictly and rejects `0` for a
+    /// float field such as `hidden_dropout_prob` (JSONSerialization would write `0`).
+    private enum ConfigValue {
+        case int(Int), float(Double), bool(Bool), string(String)
+        case strings([String]), labels([String: String]), ids([String: Int])
+
+        var text: String {
+            switch self {
+            case .int(let v): return "\(v)"
+            case .float(let v):
+                let t = "\(v)"  // Swift prints 0.0, 0.02, 1e-05: valid JSON with a float marker
+                return t.contains(".") || t.contains("e") ? t : t + ".0"
+            case .bool(let v): return v ? "true" : "false"
+            case .string(let v): return jsonString(v)
+            case .strings(let v): return "[" + v.map(jsonString).joined(separator: ", ") + "]"
+            case .labels(let v):
+                let body = v.sorted { (Int($0.key) ?? 0, $0.key) < (Int($1.key) ?? 0, $1.key) }
+                    .map { "    \(jsonString($0.key)): \(jsonString($0.value))" }
+                return "{\n" + body.joined(separator: ",\n") + "\n  }"
+            case .ids(let v):
+                let body = v.sorted { $0.key < $1.key }.map { "    \(jsonString($0.key)): \($0.value)" }
+                return "{\n" + body.joined(separator: ",\n") + "\n  }"
+            }
+        }
+    }
+
+    /// The config.json text of an HF EsmForSequenceClassification with `config`
+    /// (keys from `ESMConfig.CodingKeys`, sorted, two-space indented).
+    static func configJSON(_ config: ESMConfig) -> String {
+        typealias K = ESMConfig.CodingKeys
+        let labels = config.id2label
+            ?? Dictionary(uniqueKeysWithValues: (0 ..< config.numLabels).map { ("\($0)", "LABEL_\($0)") })
+        var fields: [String: ConfigValue] = [
+            K.vocabSize.rawValue: .int(config.vocabSize),
+            K.hiddenSize.rawValue: .int(config.hiddenSize),
+            K.numHiddenLayers.rawValue: .int(config.numHiddenLayers),
+            K.numAttentionHeads.rawValue: .int(config.numAttentionHeads),
+            K.intermediateSize.rawValue: .int(config.intermediateSize),
+            K.maxPositionEmbeddings.rawValue: .int(config.maxPositionEmbeddings),
+            // Float -> shortest decimal -> Double, so 1e-5 is written as 1e-05, not 9.99999974e-06.
+            K.layerNormEps.rawValue: .float(Double("\(config.layerNormEps)") ?? Double(config.layerNormEps)),
+            K.tokenDropout.rawValue: .bool(config.tokenDropout),
+            K.maskTokenId.rawValue: .int(config.maskTokenId),
+            K.padTokenId.rawValue: .int(config.padTokenId),
+            K.numLabels.rawValue: .int(config.numLabels),
+            K.id2label.rawValue: .labels(labels),
+            K.classifierPooling.rawValue: .string(config.classifierPooling.rawValue),
+            K.positionEmbeddingType.rawValue: .string("rotary"),
+            K.embLayerNormBefore.rawValue: .bool(false),
+            K.hiddenAct.rawValue: .string("gelu"),
+            "label2id": .ids(Dictionary(labels.map { ($0.value, Int($0.key) ?? 0) }, uniquingKeysWith: { a, _ in a })),
+            "architectures": .strings(["EsmForSequenceClassification"]),
+            "model_type": .string("esm"),
+            "hidden_dropout_prob": .float(0),
+            "attention_probs_dropout_prob": .float(0),
+            "initializer_range": .float(0.02),
+            "rope_theta": .float(10000),
+            "is_decoder": .bool(false),
+            "tie_word_embeddings": .bool(false),
+            "problem_type": .string("single_label_classification"),
+            "dtype": .string("float32"),
+            "eos_token_id": .int(2),
+            "cls_token_id": .int(0),
+        ]
+        let body = fields.sorted { $0.key < $1.key }.map { "  \(jsonString($0.key)): \($0.value.text)" }
+        return "{\n" + body.joined(separator: ",\n") + "\n}\n"
+    }
 
     private static func readConfig(_ path: String, directory: String) throws -> ESMConfig {
         guard FileManager.default.fileExists(atPath: path) else { throw CheckpointError.missingConfig(directory: directory) }

@@ -72,7 +72,10 @@ final class CheckpointTests: XCTestCase {
 
     func testSaveThenLoadIsExact() throws {
         let (config, parameters, _) = try Checkpoint.load(directory: Fixture.tinyESM.path)
-        let dir = try temporaryDirectory(self).appendingPathComponent("saved").path
+        // scripts/reference/check_roundtrip.py sets KNEURON_ROUNDTRIP_DIR to load the saved
+        // directory with transformers' EsmForSequenceClassification.from_pretrained.
+        let dir = try ProcessInfo.processInfo.environment["KNEURON_ROUNDTRIP_DIR"]
+            ?? temporaryDirectory(self).appendingPathComponent("saved").path
         try Checkpoint.save(config: config, parameters: parameters, to: dir)
         let again = try Checkpoint.load(directory: dir)
         XCTAssertEqual(again.config, config)
@@ -87,6 +90,12 @@ final class CheckpointTests: XCTestCase {
         XCTAssertEqual(json["model_type"] as? String, "esm")
         XCTAssertEqual((json["label2id"] as? [String: Int])?["Ligases"], 5)
         XCTAssertEqual(json["layer_norm_eps"] as? Double, 1e-5)
+        XCTAssertEqual(json["num_labels"] as? Int, 7)
+        XCTAssertEqual((json["id2label"] as? [String: String])?["2"], "Hydrolases")
+        // transformers 5.x rejects `0` for float fields: floats must carry a decimal point.
+        let text = try String(contentsOfFile: dir + "/config.json", encoding: .utf8)
+        XCTAssertTrue(text.contains("\"hidden_dropout_prob\": 0.0,"), text)
+        XCTAssertTrue(text.contains("\"layer_norm_eps\": 1e-05,"), text)
     }
 
     func testSaveRejectsForeignLayout() throws {
