@@ -71,8 +71,8 @@ EC_CLASSES = ["Oxidoreductases", "Transferases", "Hydrolases", "Lyases",
 SEQUENCES = [
     "MKX",
     "MAGBLUVSE",
-    "MTEZIKLOWCHRDPQ#",
-    "MSTNPKPQRKTKRNTYRRAAGYLF",
+    "MTEZIKLOWCHRDP#",
+    "MSTNPKPQRKTKRNTYRRAAGY",
 ]
 LABELS = [0, 3, 6, 2]
 
