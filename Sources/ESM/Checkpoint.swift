@@ -1,0 +1,397 @@
+import Foundation
+
+/// A HuggingFace ESM-2 checkpoint directory that cannot be loaded or saved.
+/// Malformed safetensors files raise `SafeTensorsError` instead.
+public enum CheckpointError: Error, CustomStringConvertible, Equatable {
+    /// The directory has no config.json.
+    case missingConfig(directory: String)
+    /// config.json is unreadable, not JSON, or a field is missing, mistyped or unsupported.
+    case badConfig(path: String, field: String, detail: String)
+    /// The directory has neither model.safetensors nor model.safetensors.index.json.
+    case missingWeights(directory: String)
+    /// model.safetensors.index.json is malformed.
+    case badIndex(path: String, detail: String)
+    /// A tensor the model needs is absent.
+    case missingTensor(name: String, file: String)
+    /// A tensor has a shape other than the one config.json implies.
+    case wrongShape(name: String, expected: [Int], found: [Int], file: String)
+    /// A tensor that is neither an ESM-2 classifier tensor nor a known ignorable extra.
+    case unexpectedTensor(name: String, file: String)
+    /// Two stored tensors map to the same parameter (e.g. `LayerNorm.gamma` and
+    /// `LayerNorm.weight`, or one name in two shards).
+    case duplicateTensor(name: String, files: [String])
+    /// The checkpoint has no classifier head and no `numLabels` was given.
+    case numLabelsRequired(directory: String)
+    /// The parameter buffer does not match the configuration being saved.
+    case layoutMismatch(detail: String)
+    /// Writing the directory failed.
+    case writeFailed(path: String, detail: String)
+
+    public var description: String {
+        switch self {
+        case .missingConfig(let dir):
+            return "\(dir): no config.json; a HuggingFace ESM-2 checkpoint directory holds config.json and model.safetensors"
+        case .badConfig(let path, let field, let detail):
+            return "\(path): field '\(field)': \(detail)"
+        case .missingWeights(let dir):
+            return "\(dir): neither model.safetensors nor model.safetensors.index.json; convert pytorch_model.bin to safetensors first (e.g. save_pretrained(..., safe_serialization=True))"
+        case .badIndex(let path, let detail):
+            return "\(path): \(detail)"
+        case .missingTensor(let name, let file):
+            return "\(file): tensor '\(name)' is missing; the checkpoint does not match config.json"
+        case .wrongShape(let name, let expected, let found, let file):
+            return "\(file): tensor '\(name)' has shape \(found) but config.json implies \(expected)"
+        case .unexpectedTensor(let name, let file):
+            return "\(file): unexpected tensor '\(name)'; kneuron reads HuggingFace ESM-2 names (EsmModel, EsmForMaskedLM or EsmForSequenceClassification); fair-esm .pt files must be converted with transformers first"
+        case .duplicateTensor(let name, let files):
+            return "tensor '\(name)' is stored more than once (\(files.joined(separator: ", "))), e.g. as both LayerNorm.gamma and LayerNorm.weight"
+        case .numLabelsRequired(let dir):
+            return "\(dir): the checkpoint has no classifier head (EsmModel or EsmForMaskedLM); give the number of classes so a new head can be initialised"
+        case .layoutMismatch(let detail):
+            return "parameters do not match the configuration: \(detail)"
+        case .writeFailed(let path, let detail):
+            return "\(path): cannot write: \(detail)"
+        }
+    }
+}
+
+/// Reading and writing HuggingFace ESM-2 checkpoint directories (config.json + safetensors).
+///
+/// Name mapping lives in one place, `canonicalName(_:)`: stored names are mapped to the
+/// `EsmForSequenceClassification` names of `ParameterLayout`.
+public enum Checkpoint {
+    /// The classifier-head tensors, initialised when a checkpoint has none.
+    static let classifierTensors: [GlobalTensor] = [.classifierDenseWeight, .classifierDenseBias,
+                                                     .classifierOutWeight, .classifierOutBias]
+
+    /// Loads an HF ESM-2 directory: config.json (with `id2label`) and model.safetensors or a
+    /// sharded model.safetensors.index.json. Tensor names may carry the prefix `esm.`
+    /// (EsmForSequenceClassification / EsmForMaskedLM) or none (EsmModel); `LayerNorm.gamma`
+    /// and `LayerNorm.beta` (written by transformers 5.x) are aliases of `weight` and `bias`.
+    /// Known ignorable extras are skipped: `*.rotary_embeddings.inv_freq` (recomputed),
+    /// `esm.contact_head.*`, `lm_head.*`, `esm.pooler.*`, `esm.embeddings.position_ids`.
+    /// Any other extra tensor is an error. F32, F16, BF16 and F64 tensors are converted
+    /// to Float32.
+    ///
+    /// When the checkpoint has no classifier (EsmForMaskedLM / EsmModel), `numLabels` must
+    /// be given; `classifier.{dense,out_proj}.weight` are then drawn from N(0, 0.02) with a
+    /// generator seeded by `seed`, the biases are zero, and their names are returned in
+    /// `initialisedTensors`. When `numLabels` is given it overrides config.json (and drops
+    /// its `id2label` when the count differs); a stored classifier of another size is then
+    /// a `wrongShape` error.
+    ///
+    /// - Returns: the configuration, every parameter in `ParameterLayout(config:)` order,
+    ///   and the names of tensors initialised rather than loaded.
+    /// - Throws: `CheckpointError` (`.missingConfig`, `.badConfig`, `.missingWeights`,
+    ///   `.badIndex`, `.missingTensor`, `.wrongShape`, `.unexpectedTensor`,
+    ///   `.duplicateTensor`, `.numLabelsRequired`) and `SafeTensorsError` for malformed files.
+    public static func load(directory: String, numLabels: Int? = nil, seed: UInt64 = 0) throws
+        -> (config: ESMConfig, parameters: ParameterBuffer, initialisedTensors: [String]) {
+        let dir = URL(fileURLWithPath: directory)
+        var config = try readConfig(dir.appendingPathComponent("config.json").path, directory: directory)
+
+        // Collect the stored tensors by canonical name.
+        let files = try weightFiles(dir, directory: directory)
+        var found: [String: (file: SafeTensorsFile, info: SafeTensorInfo)] = [:]
+        for file in files {
+            for stored in file.tensors.keys.sorted() {
+                guard let name = canonicalName(stored) else { continue }
+                if let previous = found[name] {
+                    throw CheckpointError.duplicateTensor(name: name, files: [previous.file.path + ":" + previous.info.name,
+                                                                              file.path + ":" + stored])
+                }
+                found[name] = (file, file.tensors[stored]!)
+            }
+        }
+
+        let presentHead = classifierTensors.filter { found[$0.rawValue] != nil }
+        let hasHead = !presentHead.isEmpty
+        if let n = numLabels {
+            if n != config.numLabels {
+                config.numLabels = n
+                if config.id2label?.count != n { config.id2label = nil }
+            }
+        } else if !hasHead {
+            throw CheckpointError.numLabelsRequired(directory: directory)
+        }
+        do { try config.validate() } catch let e as ESMConfigError {
+            if case .unsupported(let field, let value, let expected) = e {
+                throw CheckpointError.badConfig(path: dir.appendingPathComponent("config.json").path, field: field,
+                                                detail: "is \(value); expected \(expected)")
+            }
+            throw e
+        }
+
+        let layout = ParameterLayout(config: config)
+        var parameters = ParameterBuffer(layout: layout)
+        var initialised: [String] = []
+        var used = Set<String>()
+        let firstFile = files.first?.path ?? directory
+        for spec in layout.tensors {
+            guard let (file, info) = found[spec.name] else {
+                if !hasHead, let g = GlobalTensor(rawValue: spec.name), classifierTensors.contains(g) {
+                    initialised.append(spec.name)
+                    continue
+                }
+                throw CheckpointError.missingTensor(name: spec.name, file: firstFile)
+            }
+            guard info.shape == spec.shape else {
+                throw CheckpointError.wrongShape(name: spec.name, expected: spec.shape, found: info.shape, file: file.path)
+            }
+            try parameters.values.withUnsafeMutableBufferPointer { all in
+                try file.copyFloats(info, into: UnsafeMutableBufferPointer(rebasing: all[spec.range]))
+            }
+            used.insert(spec.name)
+        }
+        if let extra = found.keys.sorted().first(where: { !used.contains($0) }) {
+            let (file, info) = found[extra]!
+            throw CheckpointError.unexpectedTensor(name: info.name, file: file.path)
+        }
+
+        if !initialised.isEmpty {
+            var rng = SeededNormal(seed: seed)
+            for g in [GlobalTensor.classifierDenseWeight, .classifierOutWeight] {
+                let range = layout.spec(g).range
+                for i in range { parameters.values[i] = 0.02 * rng.next() }
+            }
+        }
+        return (config, parameters, initialised)
+    }
+
+    /// Maps a stored tensor name to its `ParameterLayout` name, or nil for a known
+    /// ignorable extra. Unknown names are returned unchanged (the caller reports them).
+    /// - `embeddings.*`, `encoder.*`, `contact_head.*`, `pooler.*` (EsmModel) gain `esm.`;
+    /// - `...LayerNorm.gamma`/`.beta` (and `layer_norm`) become `.weight`/`.bias`.
+    static func canonicalName(_ stored: String) -> String? {
+        var name = stored
+        for p in ["embeddings.", "encoder.", "contact_head.", "pooler.", "rotary_embeddings."] where name.hasPrefix(p) {
+            name = "esm." + name
+        }
+        if name.hasSuffix(".rotary_embeddings.inv_freq") || name.hasPrefix("esm.contact_head.")
+            || name.hasPrefix("lm_head.") || name.hasPrefix("esm.pooler.") || name == "esm.embeddings.position_ids" {
+            return nil
+        }
+        var parts = name.split(separator: ".", omittingEmptySubsequences: false).map(String.init)
+        if parts.count >= 2, let parent = parts.dropLast().last, parent.lowercased().hasSuffix("layernorm") || parent.hasSuffix("layer_norm") || parent.hasPrefix("emb_layer_norm") {
+            if parts[parts.count - 1] == "gamma" { parts[parts.count - 1] = "weight" }
+            if parts[parts.count - 1] == "beta" { parts[parts.count - 1] = "bias" }
+            name = parts.joined(separator: ".")
+        }
+        return name
+    }
+
+    /// Writes an HF EsmForSequenceClassification directory (created if needed):
+    /// config.json (`architectures` ["EsmForSequenceClassification"], `model_type` "esm",
+    /// every `ESMConfig` field, `id2label`/`label2id`, ESM-2 dropout 0) and model.safetensors
+    /// (F32, every tensor by its HF name, metadata `format: pt`). Both files are written
+    /// atomically. The caller hashes model.safetensors if it needs a content key.
+    /// - Throws: `CheckpointError.layoutMismatch` when `parameters` was not laid out for
+    ///   `config`, `.writeFailed`, and `SafeTensorsError.io`.
+    public static func save(config: ESMConfig, parameters: ParameterBuffer, to directory: String) throws {
+        let layout = ParameterLayout(config: config)
+        guard parameters.layout.tensors == layout.tensors else {
+            throw CheckpointError.layoutMismatch(detail: "the buffer has \(parameters.layout.tensors.count) tensors laid out for another configuration than the \(layout.tensors.count) of hidden_size \(config.hiddenSize), \(config.numHiddenLayers) layers, \(config.numLabels) labels")
+        }
+        guard parameters.values.count == layout.count else {
+            throw CheckpointError.layoutMismatch(detail: "the buffer holds \(parameters.values.count) values, the layout needs \(layout.count)")
+        }
+        let dir = URL(fileURLWithPath: directory)
+        do {
+            try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        } catch {
+            throw CheckpointError.writeFailed(path: directory, detail: error.localizedDescription)
+        }
+
+        // config.json: every ESMConfig field plus what HF needs to rebuild the model.
+        let configPath = dir.appendingPathComponent("config.json")
+        do {
+            try Data(configJSON(config).utf8).write(to: configPath, options: .atomic)
+        } catch {
+            throw CheckpointError.writeFailed(path: configPath.path, detail: error.localizedDescription)
+        }
+
+        let tensors = layout.tensors.map { (name: $0.name, shape: $0.shape, values: parameters.tensor($0)) }
+        try SafeTensorsWriter.write(tensors, metadata: ["format": "pt"],
+                                    to: dir.appendingPathComponent("model.safetensors").path)
+    }
+
+    // MARK: - Private helpers
+
+    /// A JSON value for config.json. Floats are always written with a decimal point or an
+    /// exponent: transformers 5.x validates config fields strictly and rejects `0` for a
+    /// float field such as `hidden_dropout_prob` (JSONSerialization would write `0`).
+    private enum ConfigValue {
+        case int(Int), float(Double), bool(Bool), string(String)
+        case strings([String]), labels([String: String]), ids([String: Int])
+
+        var text: String {
+            switch self {
+            case .int(let v): return "\(v)"
+            case .float(let v):
+                let t = "\(v)"  // Swift prints 0.0, 0.02, 1e-05: valid JSON with a float marker
+                return t.contains(".") || t.contains("e") ? t : t + ".0"
+            case .bool(let v): return v ? "true" : "false"
+            case .string(let v): return jsonString(v)
+            case .strings(let v): return "[" + v.map(jsonString).joined(separator: ", ") + "]"
+            case .labels(let v):
+                let body = v.sorted { (Int($0.key) ?? 0, $0.key) < (Int($1.key) ?? 0, $1.key) }
+                    .map { "    \(jsonString($0.key)): \(jsonString($0.value))" }
+                return "{\n" + body.joined(separator: ",\n") + "\n  }"
+            case .ids(let v):
+                let body = v.sorted { $0.key < $1.key }.map { "    \(jsonString($0.key)): \($0.value)" }
+                return "{\n" + body.joined(separator: ",\n") + "\n  }"
+            }
+        }
+    }
+
+    /// The config.json text of an HF EsmForSequenceClassification with `config`
+    /// (keys from `ESMConfig.CodingKeys`, sorted, two-space indented).
+    static func configJSON(_ config: ESMConfig) -> String {
+        typealias K = ESMConfig.CodingKeys
+        let labels = config.id2label
+            ?? Dictionary(uniqueKeysWithValues: (0 ..< config.numLabels).map { ("\($0)", "LABEL_\($0)") })
+        var fields: [String: ConfigValue] = [
+            K.vocabSize.rawValue: .int(config.vocabSize),
+            K.hiddenSize.rawValue: .int(config.hiddenSize),
+            K.numHiddenLayers.rawValue: .int(config.numHiddenLayers),
+            K.numAttentionHeads.rawValue: .int(config.numAttentionHeads),
+            K.intermediateSize.rawValue: .int(config.intermediateSize),
+            K.maxPositionEmbeddings.rawValue: .int(config.maxPositionEmbeddings),
+            // Float -> shortest decimal -> Double, so 1e-5 is written as 1e-05, not 9.99999974e-06.
+            K.layerNormEps.rawValue: .float(Double("\(config.layerNormEps)") ?? Double(config.layerNormEps)),
+            K.tokenDropout.rawValue: .bool(config.tokenDropout),
+            K.maskTokenId.rawValue: .int(config.maskTokenId),
+            K.padTokenId.rawValue: .int(config.padTokenId),
+            K.numLabels.rawValue: .int(config.numLabels),
+            K.id2label.rawValue: .labels(labels),
+            K.classifierPooling.rawValue: .string(config.classifierPooling.rawValue),
+            K.positionEmbeddingType.rawValue: .string("rotary"),
+            K.embLayerNormBefore.rawValue: .bool(false),
+            K.hiddenAct.rawValue: .string("gelu"),
+            "label2id": .ids(Dictionary(labels.map { ($0.value, Int($0.key) ?? 0) }, uniquingKeysWith: { a, _ in a })),
+            "architectures": .strings(["EsmForSequenceClassification"]),
+            "model_type": .string("esm"),
+            "hidden_dropout_prob": .float(0),
+            "attention_probs_dropout_prob": .float(0),
+            "initializer_range": .float(0.02),
+            "rope_theta": .float(10000),
+            "is_decoder": .bool(false),
+            "tie_word_embeddings": .bool(false),
+            "problem_type": .string("single_label_classification"),
+            "dtype": .string("float32"),
+            "eos_token_id": .int(2),
+            "cls_token_id": .int(0),
+        ]
+        let body = fields.sorted { $0.key < $1.key }.map { "  \(jsonString($0.key)): \($0.value.text)" }
+        return "{\n" + body.joined(separator: ",\n") + "\n}\n"
+    }
+
+    private static func readConfig(_ path: String, directory: String) throws -> ESMConfig {
+        guard FileManager.default.fileExists(atPath: path) else { throw CheckpointError.missingConfig(directory: directory) }
+        let data: Data
+        do { data = try Data(contentsOf: URL(fileURLWithPath: path)) } catch {
+            throw CheckpointError.badConfig(path: path, field: "(file)", detail: error.localizedDescription)
+        }
+        if let object = try? JSONSerialization.jsonObject(with: data) as? [String: Any],
+           let type = object["model_type"] as? String, type != "esm" {
+            throw CheckpointError.badConfig(path: path, field: "model_type", detail: "is '\(type)'; expected 'esm'")
+        }
+        do {
+            return try JSONDecoder().decode(ESMConfig.self, from: data)
+        } catch let e as ESMConfigError {
+            if case .unsupported(let field, let value, let expected) = e {
+                throw CheckpointError.badConfig(path: path, field: field, detail: "is \(value); expected \(expected)")
+            }
+            throw CheckpointError.badConfig(path: path, field: "(config)", detail: e.description)
+        } catch let e as DecodingError {
+            switch e {
+            case .keyNotFound(let key, let ctx):
+                throw CheckpointError.badConfig(path: path, field: fieldPath(ctx.codingPath + [key]), detail: "is missing")
+            case .typeMismatch(_, let ctx), .valueNotFound(_, let ctx):
+                throw CheckpointError.badConfig(path: path, field: fieldPath(ctx.codingPath), detail: ctx.debugDescription)
+            case .dataCorrupted(let ctx):
+                throw CheckpointError.badConfig(path: path, field: ctx.codingPath.isEmpty ? "(file)" : fieldPath(ctx.codingPath),
+                                                detail: "not valid JSON: \(ctx.debugDescription)")
+            @unknown default:
+                throw CheckpointError.badConfig(path: path, field: "(config)", detail: "\(e)")
+            }
+        }
+    }
+
+    private static func fieldPath(_ path: [CodingKey]) -> String {
+        path.map { $0.intValue.map(String.init) ?? $0.stringValue }.joined(separator: ".")
+    }
+
+    /// The safetensors files of a directory: model.safetensors, else the shards named by
+    /// model.safetensors.index.json (`weight_map`: tensor name -> file name).
+    private static func weightFiles(_ dir: URL, directory: String) throws -> [SafeTensorsFile] {
+        let single = dir.appendingPathComponent("model.safetensors").path
+        if FileManager.default.fileExists(atPath: single) { return [try SafeTensorsFile(path: single)] }
+        let indexPath = dir.appendingPathComponent("model.safetensors.index.json").path
+        guard FileManager.default.fileExists(atPath: indexPath) else { throw CheckpointError.missingWeights(directory: directory) }
+        let map: [String: String]
+        do {
+            let data = try Data(contentsOf: URL(fileURLWithPath: indexPath))
+            guard let object = try JSONSerialization.jsonObject(with: data) as? [String: Any],
+                  let weightMap = object["weight_map"] as? [String: String] else {
+                throw CheckpointError.badIndex(path: indexPath, detail: "no 'weight_map' object of tensor name -> file name")
+            }
+            map = weightMap
+        } catch let e as CheckpointError {
+            throw e
+        } catch {
+            throw CheckpointError.badIndex(path: indexPath, detail: "not readable JSON: \(error.localizedDescription)")
+        }
+        var files: [SafeTensorsFile] = []
+        for name in Set(map.values).sorted() {
+            guard !name.contains("/"), !name.hasPrefix(".") else {
+                throw CheckpointError.badIndex(path: indexPath, detail: "shard '\(name)' is not a file name in the checkpoint directory")
+            }
+            let path = dir.appendingPathComponent(name).path
+            guard FileManager.default.fileExists(atPath: path) else {
+                throw CheckpointError.badIndex(path: indexPath, detail: "shard '\(name)' does not exist")
+            }
+            files.append(try SafeTensorsFile(path: path))
+        }
+        for (tensor, shard) in map.sorted(by: { $0.key < $1.key }) {
+            guard let file = files.first(where: { URL(fileURLWithPath: $0.path).lastPathComponent == shard }),
+                  file.tensors[tensor] != nil else {
+                throw CheckpointError.missingTensor(name: tensor, file: dir.appendingPathComponent(shard).path)
+            }
+        }
+        return files
+    }
+}
+
+/// A portable seeded N(0,1) generator: SplitMix64 (Steele, Lea & Flood 2014) feeding
+/// Box-Muller. Identical sequences on every platform for a given seed.
+struct SeededNormal {
+    private var state: UInt64
+    private var spare: Float?
+
+    init(seed: UInt64) { state = seed }
+
+    /// The next SplitMix64 output.
+    mutating func nextUInt64() -> UInt64 {
+        state &+= 0x9E37_79B9_7F4A_7C15
+        var z = state
+        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+        return z ^ (z >> 31)
+    }
+
+    /// A uniform double in (0, 1] from the top 53 bits.
+    private mutating func uniform() -> Double {
+        Double((nextUInt64() >> 11) + 1) * 0x1.0p-53
+    }
+
+    /// The next standard normal sample.
+    mutating func next() -> Float {
+        if let s = spare { spare = nil; return s }
+        let u1 = uniform(), u2 = uniform()
+        let r = (-2 * Foundation.log(u1)).squareRoot()
+        let theta = 2 * Double.pi * u2
+        spare = Float(r * Foundation.sin(theta))
+        return Float(r * Foundation.cos(theta))
+    }
+}
