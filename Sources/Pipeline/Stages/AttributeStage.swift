@@ -16,6 +16,10 @@ import Store
 /// shard's sequences of mean_t |x_tj| ((layers, H) float64); `integrated_gradients`
 /// holds the sum over the shard's sequences of the attributions in canonical order.
 enum AttributeStage {
+    /// Test hook: `KNEURON_DEBUG_SHARD_DELAY_MS` pauses after each committed shard so the
+    /// crash test can kill the process mid-attribution. Unset in normal use.
+    static let debugShardDelayMilliseconds: Int? = ProcessInfo.processInfo.environment["KNEURON_DEBUG_SHARD_DELAY_MS"].flatMap { Int($0) }
+
     /// Sequences of the attribution split, in shard order.
     static func sequences(_ ctx: RunContext) throws -> SplitData {
         let split = ctx.spec.split.selectOn == .select ? "select" : "test"
@@ -62,6 +66,7 @@ enum AttributeStage {
                                                    sums: sums, seconds: Date().timeIntervalSince(t0)), completeness: completeness)
                 finished += 1
                 progress.update(finished)
+                if let ms = debugShardDelayMilliseconds { usleep(UInt32(ms) * 1000) }
             }
         }
 

@@ -1,0 +1,157 @@
+import Foundation
+import XCTest
+@testable import Pipeline
+import Store
+
+/// The whole pipeline on a slice of the real data (sample-test-280: 280 Swiss-Prot
+/// enzymes, 40 per EC class) with the `tiny` model: tables, a second run that does
+/// nothing, and a run killed (SIGKILL) during attribution and resumed.
+final class EndToEndTests: XCTestCase {
+    static let packageRoot = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+
+    /// The real data directory (`swissprot-ec`): `KNEURON_DATA`, `data/` (after
+    /// `data/fetch.sh`), or `../shared/data`.
+    static func dataDirectory() -> URL? {
+        var candidates: [URL] = []
+        if let env = ProcessInfo.processInfo.environment["KNEURON_DATA"] { candidates.append(URL(fileURLWithPath: env)) }
+        candidates.append(packageRoot.appendingPathComponent("data"))
+        candidates.append(packageRoot.deletingLastPathComponent().appendingPathComponent("shared/data"))
+        return candidates.map { $0.appendingPathComponent("swissprot-ec") }
+            .first { FileManager.default.fileExists(atPath: $0.appendingPathComponent("sample-test-280.fasta").path) }
+    }
+
+    var dir: URL!
+
+    override func setUpWithError() throws {
+        dir = FileManager.default.temporaryDirectory.appendingPathComponent("kneuron-e2e-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+    }
+
+    override func tearDownWithError() throws { try? FileManager.default.removeItem(at: dir) }
+
+    func writeSpec() throws -> String {
+        guard let data = Self.dataDirectory() else { throw XCTSkip("real data not found: run data/fetch.sh --from ../shared/data or set KNEURON_DATA") }
+        let spec = """
+        name: e2e
+        inputs:
+          fasta: [\(data.appendingPathComponent("sample-test-280.fasta").path)]
+          labels: [\(data.appendingPathComponent("sample-test-280.ec.tsv").path)]
+        split: {train: 0.6, select: 0.2, test: 0.2, seed: 3}
+        model: {preset: tiny, pooling: mean, max_length: 40, crop: head, seed: 5}
+        train: {epochs: 2, batch_size: 16, learning_rate: 0.002, seed: 1}
+        attribution: {steps: 4, shard_size: 3, max_sequences: 24}
+        selection: {retention_fractions: [0.5, 0.1], random_seeds: [1, 2, 3]}
+        """
+        let path = dir.appendingPathComponent("e2e.yaml").path
+        try spec.write(toFile: path, atomically: true, encoding: .utf8)
+        return path
+    }
+
+    func runInProcess(spec: String, db: String) throws -> [StageOutcome] {
+        let database = try RunDatabase(path: db)
+        let ctx = try RunContext(spec: try PipelineSpec.load(path: spec), specPath: spec, db: database, quiet: true)
+        return try PipelineRunner(context: ctx).run(Stage.allCases)
+    }
+
+    func count(_ db: RunDatabase, _ sql: String) throws -> Int { Int(try db.query(sql).rows[0][0]!)! }
+
+    func testWholePipelineThenNothingToDo() throws {
+        let spec = try writeSpec()
+        let dbPath = dir.appendingPathComponent("e2e.sqlite").path
+        let first = try runInProcess(spec: spec, db: dbPath)
+        XCTAssertEqual(first.map(\.ran), Array(repeating: true, count: 8))
+        let db = try RunDatabase(path: dbPath, readOnly: true)
+        XCTAssertEqual(try count(db, "SELECT COUNT(*) FROM sequences"), 280)
+        XCTAssertEqual(try count(db, "SELECT COUNT(*) FROM rejected_records"), 0)
+        XCTAssertEqual(try count(db, "SELECT COUNT(*) FROM classes"), 7)
+        XCTAssertEqual(try db.query("SELECT name FROM classes WHERE ec_label = '3.-.-.-'").rows, [["Hydrolases"]])
+        XCTAssertEqual(try count(db, "SELECT COUNT(*) FROM input_files"), 2)
+        // Stratified 60/20/20 of 40 per class: 24/8/8 per class.
+        XCTAssertEqual(try db.query("SELECT split, COUNT(*) FROM splits GROUP BY split ORDER BY split").rows,
+                       [["select", "56"], ["test", "56"], ["train", "168"]])
+        // Cropping keeps <cls> and <eos>: 40 tokens = 38 residues.
+        XCTAssertEqual(try count(db, "SELECT MAX(n_tokens) FROM tokens"), 40)
+        XCTAssertEqual(try count(db, "SELECT COUNT(*) FROM tokens WHERE cropped = 1 AND residue_end - residue_start != 38"), 0)
+        XCTAssertEqual(try count(db, "SELECT COUNT(*) FROM training_epochs"), 2)
+        XCTAssertEqual(try count(db, "SELECT COUNT(*) FROM checkpoints WHERE name = 'final' AND length(sha256) = 64"), 1)
+        // tiny: 2 layers x 3 matrices x 32 x 32 = 6144 weights per method and seed.
+        XCTAssertEqual(try db.query("SELECT method, COUNT(*) FROM neuron_scores GROUP BY method ORDER BY method").rows,
+                       [["activation", "6144"], ["integrated_gradients", "6144"], ["random", "18432"]])
+        XCTAssertEqual(try count(db, "SELECT COUNT(*) FROM shards"), 16)  // 24 sequences / 3, two methods
+        XCTAssertEqual(try count(db, "SELECT COUNT(*) FROM ig_completeness"), 24)
+        XCTAssertEqual(try count(db, "SELECT COUNT(*) FROM selections"), 10)
+        XCTAssertEqual(try count(db, "SELECT n_kept FROM selections WHERE method = 'activation' AND retention_fraction = 0.1"), 614)
+        XCTAssertEqual(try count(db, "SELECT COUNT(*) FROM selection_members WHERE method = 'random' AND seed = 2 AND retention_fraction = 0.5"), 3072)
+        XCTAssertEqual(try count(db, "SELECT SUM(n_kept) FROM selection_density WHERE method = 'integrated_gradients' AND retention_fraction = 0.5"), 3072)
+        XCTAssertEqual(try count(db, "SELECT COUNT(*) FROM evaluations"), 11)
+        XCTAssertEqual(try count(db, "SELECT n_test FROM evaluations WHERE method = 'full'"), 56)
+        XCTAssertEqual(try count(db, "SELECT COUNT(*) FROM evaluation_classes WHERE method = 'full'"), 7)
+        XCTAssertEqual(try count(db, "SELECT COUNT(*) FROM accuracy_table"), 5)
+        // Activation scores are |w| * mean|x| >= 0; the ig completeness identity holds per row.
+        XCTAssertEqual(try count(db, "SELECT COUNT(*) FROM neuron_scores WHERE method = 'activation' AND score < 0"), 0)
+        XCTAssertEqual(try count(db, "SELECT COUNT(*) FROM ig_completeness WHERE abs(gap - (attribution_sum - (p_full - p_baseline))) > 1e-9"), 0)
+        let report = try String(contentsOfFile: dir.appendingPathComponent("e2e.artifacts/report.md").path, encoding: .utf8)
+        XCTAssertTrue(report.contains("| integrated gradients |"), report)
+        XCTAssertTrue(report.contains("| 100% | 50% | 10% |"), report)
+
+        let second = try runInProcess(spec: spec, db: dbPath)
+        XCTAssertEqual(second.map(\.ran), Array(repeating: false, count: 8), "a second run does nothing")
+        XCTAssertEqual(try count(db, "SELECT COUNT(*) FROM neuron_scores"), 30720)
+    }
+
+    /// The built `kneuron` executable next to the test bundle.
+    static func executable() -> String? {
+        let bundleDir = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent()
+        for candidate in [bundleDir, Bundle.main.bundleURL.deletingLastPathComponent(), Bundle.main.bundleURL] {
+            let p = candidate.appendingPathComponent("kneuron").path
+            if FileManager.default.isExecutableFile(atPath: p) { return p }
+        }
+        return nil
+    }
+
+    func testKilledDuringAttributionResumesToIdenticalScores() throws {
+        let spec = try writeSpec()
+        guard let exe = Self.executable() else { throw XCTSkip("kneuron executable not found next to the test bundle") }
+        let reference = dir.appendingPathComponent("reference.sqlite").path
+        _ = try runInProcess(spec: spec, db: reference)
+
+        let killed = dir.appendingPathComponent("killed.sqlite").path
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: exe)
+        p.arguments = ["run", spec, "--db", killed, "--quiet"]
+        p.environment = ProcessInfo.processInfo.environment.merging(["KNEURON_DEBUG_SHARD_DELAY_MS": "150"]) { $1 }
+        p.standardOutput = FileHandle.nullDevice
+        try p.run()
+        var shardsAtKill = 0
+        let deadline = Date().addingTimeInterval(300)
+        while Date() < deadline {
+            usleep(20_000)
+            if FileManager.default.fileExists(atPath: killed),
+               let db = try? RunDatabase(path: killed, readOnly: true),
+               let n = try? count(db, "SELECT COUNT(*) FROM shards"), n >= 3 {
+                shardsAtKill = n
+                break
+            }
+            if !p.isRunning { break }
+        }
+        XCTAssertTrue(p.isRunning, "the run finished before it could be killed")
+        kill(p.processIdentifier, SIGKILL)
+        p.waitUntilExit()
+        XCTAssertGreaterThanOrEqual(shardsAtKill, 3)
+        let partial = try RunDatabase(path: killed, readOnly: true)
+        XCTAssertNil(try partial.stage("attribute"), "killed during attribution")
+        XCTAssertLessThan(try count(partial, "SELECT COUNT(*) FROM shards"), 16)
+
+        let resumed = try runInProcess(spec: spec, db: killed)
+        XCTAssertEqual(resumed.prefix(4).map(\.ran), [false, false, false, false], "ingest..train are not redone")
+        XCTAssertTrue(resumed[4].ran)
+        let a = try RunDatabase(path: reference, readOnly: true), b = try RunDatabase(path: killed, readOnly: true)
+        for method in ["activation", "integrated_gradients"] {
+            XCTAssertEqual(try a.scores(method: method), try b.scores(method: method), method)
+        }
+        XCTAssertEqual(try count(b, "SELECT COUNT(*) FROM shards"), 16)
+        XCTAssertEqual(try count(b, "SELECT COUNT(*) FROM ig_completeness"), 24)
+        XCTAssertEqual(try a.evaluations(), try b.evaluations())
+        XCTAssertEqual(try b.query("PRAGMA integrity_check").rows, [["ok"]])
+    }
+}
