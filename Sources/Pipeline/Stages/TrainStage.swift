@@ -47,7 +47,7 @@ enum ModelStore {
             config = try ESMConfig.preset(spec.preset ?? "small", numLabels: classes.count, pooling: spec.pooling)
         }
         config.maxPositionEmbeddings = max(config.maxPositionEmbeddings, spec.maxLength)
-        config.id2label = Dictionary(uniqueKeysWithValues: classes.map { (String($0.classIndex), $0.name.map { n in "\($0.ecLabel) \(n)" } ?? $0.ecLabel) })
+        config.id2label = Dictionary(uniqueKeysWithValues: classes.map { c in (String(c.classIndex), c.name.map { n in "\(c.ecLabel) \(n)" } ?? c.ecLabel) })
         if let p = parameters {
             return try ESMClassifier(config: config, parameters: ParameterBuffer(layout: ParameterLayout(config: config), values: p.values))
         }

@@ -1,13 +1,10 @@
-// PENDING: move to Tests/ESMTests/ParityTests.swift once ESMClassifier, TokenBatch and Loss
-// exist (they are written on another branch). Uses Tests/ESMTests/FixtureSupport.swift.
-// Run in release: `swift test -c release --filter ESMTests.ParityTests`.
 //
 // Compares the Swift ESM-2 classifier with HuggingFace transformers 5.24 / torch 2.13 on the
 // tiny-esm fixture (scripts/reference/make_fixtures.py): logits, per-layer hidden states,
 // loss and the gradient of every parameter. Prints the max difference of every tensor
 // (llm.c test_gpt2.c style).
 //
-// API assumed (adapt the four marked lines if the model's API differs):
+// API used:
 //   ESMClassifier(config:parameters:)            (throws or not)
 //   TokenBatch(sequences: [[Int]])               unpadded token ids incl. <cls>/<eos>
 //   model.forward(batch) -> [Float]              logits (B,C) row-major
@@ -64,8 +61,8 @@ final class ParityTests: XCTestCase {
         let b = sequences.count, c = config.numLabels, h = config.hiddenSize, layers = config.numHiddenLayers
 
         let model = try ESMClassifier(config: config, parameters: parameters)          // API
-        let batch = try TokenBatch(sequences: sequences)                               // API
-        let logits = try model.forward(batch)                                          // API
+        let batch = TokenBatch(sequences: sequences.map { $0.map(Int32.init) }, padTokenId: Int32(config.padTokenId))
+        let logits = model.forward(batch)
         XCTAssertEqual(logits.count, b * c)
 
         // Logits: 1e-5 absolute.
@@ -74,20 +71,29 @@ final class ParityTests: XCTestCase {
         print(String(format: "parity: logits max |diff| %.3e", logitDiff))
         XCTAssertLessThan(logitDiff, 1e-5)
 
-        // Hidden states after each block: 1e-4 absolute on real tokens.
+        // Embeddings and the residual stream after each block: 1e-4 absolute on real tokens.
+        // HF 5.x overwrites hidden_states[L] with the output of emb_layer_norm_after, so the
+        // last block is compared with `final_block_output` and the final LayerNorm separately.
+        let embDiff = maxDiff(swift: model.embeddingOutput(), reference: parity.hidden_states[0], lengths: lengths, hidden: h)
+        print(String(format: "parity: hidden_states[0] (embeddings) max |diff| %.3e", embDiff))
+        XCTAssertLessThan(embDiff, 1e-5)
         for i in 0 ..< layers {
-            let ours = try model.hiddenStates(afterLayer: i)                            // API
-            let diff = maxDiff(swift: ours, reference: parity.hidden_states[i + 1], lengths: lengths, hidden: h)
+            let ours = model.hiddenStates(afterLayer: i)
+            let reference = i == layers - 1 ? parity.final_block_output : parity.hidden_states[i + 1]
+            let diff = maxDiff(swift: ours, reference: reference, lengths: lengths, hidden: h)
             print(String(format: "parity: hidden_states[%d] (after layer %d) max |diff| %.3e", i + 1, i, diff))
             XCTAssertLessThan(diff, 1e-4, "after layer \(i)")
         }
+        let finalDiff = maxDiff(swift: model.finalHiddenStates(), reference: parity.hidden_states[layers], lengths: lengths, hidden: h)
+        print(String(format: "parity: last_hidden_state (after emb_layer_norm_after) max |diff| %.3e", finalDiff))
+        XCTAssertLessThan(finalDiff, 1e-4)
 
         // Loss and gradients.
         let (loss, dLogits) = Loss.crossEntropy(logits: logits, labels: parity.labels, classes: c)   // API
         print(String(format: "parity: loss %.9f (PyTorch %.9f)", Double(loss), parity.loss))
         XCTAssertEqual(Double(loss), parity.loss, accuracy: 1e-5)
         var grads = ParameterBuffer(layout: parameters.layout)
-        try model.backward(dLogits: dLogits, into: &grads)                              // API
+        model.backward(dLogits: dLogits, into: &grads)
 
         let reference = try SafeTensorsFile(path: Fixture.tinyESM.appendingPathComponent("grads.safetensors").path)
         XCTAssertEqual(Set(reference.tensors.keys), Set(parameters.layout.tensors.map(\.name)),
