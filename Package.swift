@@ -23,8 +23,11 @@ let package = Package(
                 swiftSettings: [.unsafeFlags(["-Ounchecked"], .when(configuration: .release))]),
         .target(name: "Training", dependencies: ["ESM"]),
         .target(name: "Attribution", dependencies: ["ESM"]),
+        // migrations/*.sql are compiled into the Store module by the EmbedMigrations plugin.
+        .executableTarget(name: "MigrationEmbedder"),
+        .plugin(name: "EmbedMigrations", capability: .buildTool(), dependencies: ["MigrationEmbedder"]),
         .target(name: "Store", dependencies: [.product(name: "GRDB", package: "GRDB.swift")],
-                resources: [.copy("Migrations")]),
+                plugins: ["EmbedMigrations"]),
         .target(name: "Pipeline", dependencies: [
             "ProteinData", "ESM", "Training", "Attribution", "Store",
             .product(name: "Yams", package: "Yams"),

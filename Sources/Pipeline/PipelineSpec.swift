@@ -268,6 +268,13 @@ public struct PipelineSpec: Codable, Sendable, Equatable {
         } catch let e as SpecError {
             throw e
         } catch let e as DecodingError {
+            // Yams wraps errors thrown inside `init(from:)` (our SpecError) and parser errors
+            // in `dataCorrupted` at the top level; unwrap them.
+            if case .dataCorrupted(let ctx) = e, let inner = ctx.underlyingError {
+                if let spec = inner as? SpecError { throw spec }
+                if let d = inner as? DecodingError { throw translate(d) }
+                throw SpecError.yaml(path: path, message: "\(inner)")
+            }
             throw translate(e)
         } catch {
             throw SpecError.yaml(path: path, message: "\(error)")
@@ -304,6 +311,9 @@ public struct PipelineSpec: Codable, Sendable, Equatable {
         case is Float.Type, is Double.Type: return "a number"
         case is String.Type: return "a string"
         case is Bool.Type: return "true or false"
+        case is Node.Scalar.Type: return "a single value, not a list or mapping"
+        case is Node.Mapping.Type: return "a mapping of keys to values"
+        case is Node.Sequence.Type: return "a list"
         default:
             let name = "\(type)"
             if name.hasPrefix("Array") { return "a list" }

@@ -19,7 +19,7 @@ public enum StoreError: Error, CustomStringConvertible {
         case .cannotOpen(let path, let reason):
             return "cannot open database \(path): \(reason). Check that the directory exists and is writable."
         case .migrationsMissing(let m):
-            return "schema migrations not found (\(m)); reinstall kneuron (the Store resource bundle is missing)"
+            return "schema migrations not found (\(m)); rebuild kneuron from a checkout that has migrations/*.sql"
         case .notReadOnly(let sql):
             return "refusing to run a statement that writes: \(sql.prefix(120)). `kneuron query` is read-only."
         case .corrupt(let what):
@@ -64,21 +64,13 @@ public final class RunDatabase: @unchecked Sendable {
         if !readOnly { try migrate() }
     }
 
-    /// The migration files bundled with the Store module, in name order.
-    /// - Throws: `StoreError.migrationsMissing`.
+    /// The schema migrations compiled into the binary from `migrations/NNNN_name.sql` (build
+    /// plugin EmbedMigrations), in name order.
+    /// - Throws: `StoreError.migrationsMissing` when the build embedded none.
     public static func migrationFiles() throws -> [(name: String, sql: String)] {
-        guard let dir = Bundle.module.url(forResource: "Migrations", withExtension: nil) else {
-            throw StoreError.migrationsMissing("resource directory Migrations")
-        }
-        let names = (try? FileManager.default.contentsOfDirectory(atPath: dir.path)) ?? []
-        let sqlNames = names.filter { $0.hasSuffix(".sql") }.sorted()
-        if sqlNames.isEmpty { throw StoreError.migrationsMissing(dir.path) }
-        return try sqlNames.map { name in
-            guard let sql = try? String(contentsOf: dir.appendingPathComponent(name), encoding: .utf8) else {
-                throw StoreError.migrationsMissing(name)
-            }
-            return (String(name.dropLast(4)), sql)
-        }
+        let all = EmbeddedMigrations.all.sorted { $0.name < $1.name }
+        if all.isEmpty { throw StoreError.migrationsMissing("no migrations were embedded at build time") }
+        return all
     }
 
     private func migrate() throws {

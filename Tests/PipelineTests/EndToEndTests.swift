@@ -86,7 +86,9 @@ final class EndToEndTests: XCTestCase {
         XCTAssertEqual(try count(db, "SELECT COUNT(*) FROM evaluations"), 11)
         XCTAssertEqual(try count(db, "SELECT n_test FROM evaluations WHERE method = 'full'"), 56)
         XCTAssertEqual(try count(db, "SELECT COUNT(*) FROM evaluation_classes WHERE method = 'full'"), 7)
-        XCTAssertEqual(try count(db, "SELECT COUNT(*) FROM accuracy_table"), 5)
+        // full + {activation, integrated_gradients, random} x {0.5, 0.1}; random has 3 seeds.
+        XCTAssertEqual(try count(db, "SELECT COUNT(*) FROM accuracy_table"), 7)
+        XCTAssertEqual(try count(db, "SELECT n_seeds FROM accuracy_table WHERE method = 'random' AND retention_fraction = 0.5"), 3)
         // Activation scores are |w| * mean|x| >= 0; the ig completeness identity holds per row.
         XCTAssertEqual(try count(db, "SELECT COUNT(*) FROM neuron_scores WHERE method = 'activation' AND score < 0"), 0)
         XCTAssertEqual(try count(db, "SELECT COUNT(*) FROM ig_completeness WHERE abs(gap - (attribution_sum - (p_full - p_baseline))) > 1e-9"), 0)

@@ -38,7 +38,7 @@ final class PipelineSpecTests: XCTestCase {
 
     func testWrongTypeNamesKeyPath() {
         assertSpecError(minimal + "\ntrain:\n  learning_rate: fast\n", "at train.learning_rate: expected a number")
-        assertSpecError(minimal + "\nattribution:\n  steps: [1]\n", "at attribution.steps: expected an integer")
+        assertSpecError(minimal + "\nattribution:\n  steps: [1]\n", "at attribution.steps: expected a single value, not a list or mapping")
     }
 
     func testUnknownKeyIsAnError() {

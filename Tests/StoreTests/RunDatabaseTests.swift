@@ -35,8 +35,8 @@ final class RunDatabaseTests: XCTestCase {
         let again = try open()
         XCTAssertEqual(try again.appliedMigrations(), ["0001_initial"])
         XCTAssertEqual(try again.sequences().map(\.id), ["P1", "P2"])
-        XCTAssertEqual(try again.query("PRAGMA journal_mode").rows, [["wal"]])
-        XCTAssertEqual(try again.query("PRAGMA foreign_keys").rows, [["1"]])
+        XCTAssertEqual(try again.query("SELECT journal_mode FROM pragma_journal_mode").rows, [["wal"]])
+        XCTAssertEqual(try again.query("SELECT foreign_keys FROM pragma_foreign_keys").rows, [["1"]])
     }
 
     func testIngestRoundTripAndNoDuplicates() throws {
@@ -103,7 +103,7 @@ final class RunDatabaseTests: XCTestCase {
         XCTAssertEqual(try db.commitScores([("activation", scores)], shape: shape, ledger: ledger("attribute")), 12)
         XCTAssertEqual(try db.scores(method: "activation"), scores)
         // Ties (0.9, 0.9) broken by canonical order.
-        XCTAssertEqual(try db.ranks(method: "activation"), [4, 7, 1, 2, 11, 12, 6, 8, 3, 9, 10, 5])
+        XCTAssertEqual(try db.ranks(method: "activation"), [5, 8, 1, 2, 11, 12, 6, 7, 3, 9, 10, 4])
         try db.commitSelections(randomScores: [], shape: shape,
                                 selections: [SelectionRecord(method: "activation", retentionFraction: 0.25, seed: 0, nKept: 3, nTotal: 12, minKeptScore: 0.8)],
                                 densities: [DensityRecord(method: "activation", retentionFraction: 0.25, seed: 0, layer: 0, module: "query", nKept: 2, nTotal: 4),
