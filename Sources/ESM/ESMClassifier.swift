@@ -1,3 +1,4 @@
+import CBLAS
 import Foundation
 
 /// Errors raised by `ESMClassifier`.
@@ -70,8 +71,10 @@ public final class ESMClassifier {
     public let config: ESMConfig
     /// All parameters, one flat buffer in `ParameterLayout(config:)` order.
     public var parameters: ParameterBuffer
-    /// Threads used for attention (split by (row, head)); default min(2, cores).
-    public var attentionWorkers: Int = min(2, ProcessInfo.processInfo.activeProcessorCount)
+    /// Threads used by the kernels (attention split by (row, head), Linear products by rows);
+    /// default min(2, cores). OpenBLAS itself is set to one thread (see `init`), so the two
+    /// levels of threading never oversubscribe the cores. Results do not depend on it.
+    public var workers: Int = min(2, ProcessInfo.processInfo.activeProcessorCount)
 
     private let layers: [LayerOffsets]
     private let wteOff: Int, lnFinalW: Int, lnFinalB: Int, denseW: Int, denseB: Int, outW: Int, outB: Int
@@ -128,6 +131,9 @@ public final class ESMClassifier {
         outW = layout.spec(.classifierOutWeight).offset
         outB = layout.spec(.classifierOutBias).offset
         lnScratch.ensure(2 * config.hiddenSize)
+        // OpenBLAS's own threads spin-wait between calls and fight the kernels' workers for the
+        // cores (measured: >50% of training time in sched_yield); parallelism is done here.
+        openblas_set_num_threads(1)
     }
 
     /// A freshly initialised model as HF `EsmPreTrainedModel._init_weights`: embeddings and
@@ -191,7 +197,7 @@ public final class ESMClassifier {
         rowScales.ensure(2 * B)
         rope.ensure(T * config.headDim)
         tmp.ensure(N * max(H, I))
-        attScratch.ensure(max(1, attentionWorkers) * 2 * T * T)
+        attScratch.ensure(max(1, workers) * 2 * T * T)
     }
 
     /// Runs the classifier and caches what `backward` needs.
@@ -254,23 +260,23 @@ public final class ESMClassifier {
                         layerNormForward(la, mean: sa, rstd: sa + N, inp: x, weight: P + w.lnAW, bias: P + w.lnAB,
                                          N: N, H: H, eps: eps)
                         linearForward(tmp.pointer, inp: la, weight: P + w.qW, bias: P + w.qB, N: N, IN: H, OUT: H,
-                                      rowScale: rs, rowsPerScale: T)
+                                      rowScale: rs, rowsPerScale: T, workers: workers)
                         rotaryForward(q, inp: tmp.pointer, cos: cosT, sin: sinT, scale: qScale, B: B, T: T, NH: NH, HD: HD)
                         linearForward(tmp.pointer, inp: la, weight: P + w.kW, bias: P + w.kB, N: N, IN: H, OUT: H,
-                                      rowScale: rs, rowsPerScale: T)
+                                      rowScale: rs, rowsPerScale: T, workers: workers)
                         rotaryForward(k, inp: tmp.pointer, cos: cosT, sin: sinT, scale: 1, B: B, T: T, NH: NH, HD: HD)
                         linearForward(v, inp: la, weight: P + w.vW, bias: P + w.vB, N: N, IN: H, OUT: H,
-                                      rowScale: rs, rowsPerScale: T)
+                                      rowScale: rs, rowsPerScale: T, workers: workers)
                         attentionForward(ao, q: q, k: k, v: v, lengths: lens.baseAddress!, B: B, T: T, NH: NH, HD: HD,
-                                         scratch: attScratch.pointer, workers: attentionWorkers)
-                        linearForward(tmp.pointer, inp: ao, weight: P + w.oW, bias: P + w.oB, N: N, IN: H, OUT: H)
+                                         scratch: attScratch.pointer, workers: workers)
+                        linearForward(tmp.pointer, inp: ao, weight: P + w.oW, bias: P + w.oB, N: N, IN: H, OUT: H, workers: workers)
                         residualForward(xm, a: x, b: tmp.pointer, count: NHsz)
                         // x_next = x_mid + W2 gelu(W1 LN_f(x_mid) + b1) + b2
                         layerNormForward(lf, mean: sf, rstd: sf + N, inp: xm, weight: P + w.lnFW, bias: P + w.lnFB,
                                          N: N, H: H, eps: eps)
-                        linearForward(pre, inp: lf, weight: P + w.fcW, bias: P + w.fcB, N: N, IN: H, OUT: I)
+                        linearForward(pre, inp: lf, weight: P + w.fcW, bias: P + w.fcB, N: N, IN: H, OUT: I, workers: workers)
                         geluForward(act, inp: pre, count: N * I)
-                        linearForward(tmp.pointer, inp: act, weight: P + w.projW, bias: P + w.projB, N: N, IN: I, OUT: H)
+                        linearForward(tmp.pointer, inp: act, weight: P + w.projW, bias: P + w.projB, N: N, IN: I, OUT: H, workers: workers)
                         residualForward(resid.pointer + (l + 1) * NHsz, a: xm, b: tmp.pointer, count: NHsz)
                     }
                     layerNormForward(finalOut.pointer, mean: finalStats.pointer, rstd: finalStats.pointer + N,
@@ -280,9 +286,9 @@ public final class ESMClassifier {
                     let logits = denseAct + B * H
                     poolForward(pooled, inp: finalOut.pointer, lengths: lens.baseAddress!, pooling: config.classifierPooling,
                                 B: B, T: T, H: H)
-                    linearForward(densePre, inp: pooled, weight: P + denseW, bias: P + denseB, N: B, IN: H, OUT: H)
+                    linearForward(densePre, inp: pooled, weight: P + denseW, bias: P + denseB, N: B, IN: H, OUT: H, workers: workers)
                     tanhForward(denseAct, inp: densePre, count: B * H)
-                    linearForward(logits, inp: denseAct, weight: P + outW, bias: P + outB, N: B, IN: H, OUT: C)
+                    linearForward(logits, inp: denseAct, weight: P + outW, bias: P + outB, N: B, IN: H, OUT: C, workers: workers)
                 }
             }
         }
@@ -323,10 +329,10 @@ public final class ESMClassifier {
                             let dPooled = dHead.pointer, dDensePre = dPooled + B * H, dDenseAct = dDensePre + B * H
                             dHead.pointer.update(repeating: 0, count: 3 * B * H)
                             linearBackward(dinp: dDenseAct, dweight: G + outW, dbias: G + outB, dout: dl.baseAddress!,
-                                           inp: denseAct, weight: P + outW, N: B, IN: H, OUT: C)
+                                           inp: denseAct, weight: P + outW, N: B, IN: H, OUT: C, workers: workers)
                             tanhBackward(dinp: dDensePre, out: denseAct, dout: dDenseAct, count: B * H)
                             linearBackward(dinp: dPooled, dweight: G + denseW, dbias: G + denseB, dout: dDensePre,
-                                           inp: pooled, weight: P + denseW, N: B, IN: H, OUT: H)
+                                           inp: pooled, weight: P + denseW, N: B, IN: H, OUT: H, workers: workers)
                             dLn.pointer.update(repeating: 0, count: NHsz)
                             poolBackward(dinp: dLn.pointer, dout: dPooled, lengths: lens, pooling: config.classifierPooling,
                                          B: B, T: T, H: H)
@@ -347,23 +353,23 @@ public final class ESMClassifier {
                             // FFN half; dResid holds dL/dx_next and gains dL/dx_mid.
                             dAct.pointer.update(repeating: 0, count: N * I)
                             linearBackward(dinp: dAct.pointer, dweight: G + w.projW, dbias: G + w.projB, dout: dResid.pointer,
-                                           inp: act, weight: P + w.projW, N: N, IN: I, OUT: H)
+                                           inp: act, weight: P + w.projW, N: N, IN: I, OUT: H, workers: workers)
                             dFc.pointer.update(repeating: 0, count: N * I)
                             geluBackward(dinp: dFc.pointer, inp: pre, dout: dAct.pointer, count: N * I)
                             dLn.pointer.update(repeating: 0, count: NHsz)
                             linearBackward(dinp: dLn.pointer, dweight: G + w.fcW, dbias: G + w.fcB, dout: dFc.pointer,
-                                           inp: lf, weight: P + w.fcW, N: N, IN: H, OUT: I)
+                                           inp: lf, weight: P + w.fcW, N: N, IN: H, OUT: I, workers: workers)
                             layerNormBackward(dinp: dResid.pointer, dweight: G + w.lnFW, dbias: G + w.lnFB, dout: dLn.pointer,
                                               inp: xm, weight: P + w.lnFW, mean: sf, rstd: sf + N, N: N, H: H,
                                               scratch: lnScratch.pointer)
                             // Attention half; dResid gains dL/dx.
                             dAttn.pointer.update(repeating: 0, count: NHsz)
                             linearBackward(dinp: dAttn.pointer, dweight: G + w.oW, dbias: G + w.oB, dout: dResid.pointer,
-                                           inp: ao, weight: P + w.oW, N: N, IN: H, OUT: H)
+                                           inp: ao, weight: P + w.oW, N: N, IN: H, OUT: H, workers: workers)
                             for buf in [dqRot, dkRot, dv, dqRaw, dkRaw] { buf.pointer.update(repeating: 0, count: NHsz) }
                             attentionBackward(dq: dqRot.pointer, dk: dkRot.pointer, dv: dv.pointer, dout: dAttn.pointer,
                                               q: q, k: k, v: v, lengths: lens, B: B, T: T, NH: NH, HD: HD,
-                                              scratch: attScratch.pointer, workers: attentionWorkers)
+                                              scratch: attScratch.pointer, workers: workers)
                             rotaryBackward(dinp: dqRaw.pointer, dout: dqRot.pointer, cos: cosT, sin: sinT, scale: qScale,
                                            B: B, T: T, NH: NH, HD: HD)
                             rotaryBackward(dinp: dkRaw.pointer, dout: dkRot.pointer, cos: cosT, sin: sinT, scale: 1,
@@ -372,13 +378,13 @@ public final class ESMClassifier {
                             let scratch = dAttn.pointer   // free now; N*H floats for the scaled dout
                             linearBackward(dinp: dLn.pointer, dweight: G + w.qW, dbias: G + w.qB, dout: dqRaw.pointer,
                                            inp: la, weight: P + w.qW, N: N, IN: H, OUT: H,
-                                           rowScale: rs, rowsPerScale: T, scratch: scratch)
+                                           rowScale: rs, rowsPerScale: T, scratch: scratch, workers: workers)
                             linearBackward(dinp: dLn.pointer, dweight: G + w.kW, dbias: G + w.kB, dout: dkRaw.pointer,
                                            inp: la, weight: P + w.kW, N: N, IN: H, OUT: H,
-                                           rowScale: rs, rowsPerScale: T, scratch: scratch)
+                                           rowScale: rs, rowsPerScale: T, scratch: scratch, workers: workers)
                             linearBackward(dinp: dLn.pointer, dweight: G + w.vW, dbias: G + w.vB, dout: dv.pointer,
                                            inp: la, weight: P + w.vW, N: N, IN: H, OUT: H,
-                                           rowScale: rs, rowsPerScale: T, scratch: scratch)
+                                           rowScale: rs, rowsPerScale: T, scratch: scratch, workers: workers)
                             layerNormBackward(dinp: dResid.pointer, dweight: G + w.lnAW, dbias: G + w.lnAB, dout: dLn.pointer,
                                               inp: x, weight: P + w.lnAW, mean: sa, rstd: sa + N, N: N, H: H,
                                               scratch: lnScratch.pointer)

@@ -11,7 +11,10 @@
 func fastExp(_ x: Float) -> Float {
     var x = x < -87.0 ? -87.0 : x
     x = x > 88.0 ? 88.0 : x
-    let n = (x * 1.44269504088896341).rounded(.toNearestOrEven)
+    // Round to nearest by adding and subtracting 1.5 * 2^23 (|x log2 e| < 2^22): unlike
+    // `rounded()`, which calls rintf, this stays inside a vectorised loop.
+    let shifter: Float = 12_582_912
+    let n = (x * 1.44269504088896341 + shifter) - shifter
     let r = x - n * 0.693359375 - n * -2.12194440e-4
     var p: Float = 1.9875691500e-4
     p = p * r + 1.3981999507e-3

@@ -111,24 +111,40 @@ func layerNormBackward(dinp: FloatPtr, dweight: FloatPtr, dbias: FloatPtr, dout:
 
 // MARK: - Linear
 
+/// Below this many multiply-adds a product runs on one thread (dispatch costs more than it saves).
+let parallelWorkThreshold = 1 << 18
+
+/// Splits `0 ..< count` into `parts` contiguous ranges (the first ones one longer).
+@inline(__always)
+func chunk(_ count: Int, parts: Int, index: Int) -> Range<Int> {
+    let base = count / parts, extra = count % parts
+    let lo = index * base + min(index, extra)
+    return lo ..< lo + base + (index < extra ? 1 : 0)
+}
+
 /// out (N,OUT) = inp (N,IN) W^T + bias, with W (OUT,IN). With `rowScale` (one factor per
 /// block of `rowsPerScale` rows, i.e. per batch row), block g uses `rowScale[g] * W`
 /// (the weight scaled, not the bias): the integrated-gradients path.
+/// Rows are split over `workers` threads, each calling single-threaded BLAS on its slice
+/// (the result does not depend on `workers`: every output element is one dot product).
 func linearForward(_ out: FloatPtr, inp: ConstFloatPtr, weight: ConstFloatPtr, bias: ConstFloatPtr?,
-                   N: Int, IN: Int, OUT: Int, rowScale: ConstFloatPtr? = nil, rowsPerScale: Int = 1) {
-    sgemm(transA: false, transB: true, m: N, n: OUT, k: IN, a: inp, lda: IN, b: weight, ldb: IN,
-          beta: 0, c: out, ldc: OUT)
-    if let rowScale {
-        for n in 0 ..< N {
-            let s = rowScale[n / rowsPerScale]
+                   N: Int, IN: Int, OUT: Int, rowScale: ConstFloatPtr? = nil, rowsPerScale: Int = 1,
+                   workers: Int = 1) {
+    let parts = N * IN * OUT >= parallelWorkThreshold ? max(1, min(workers, N)) : 1
+    parallelFor(parts, workers: parts) { _, part in
+        let rows = chunk(N, parts: parts, index: part)
+        if rows.isEmpty { return }
+        sgemm(transA: false, transB: true, m: rows.count, n: OUT, k: IN, a: inp + rows.lowerBound * IN, lda: IN,
+              b: weight, ldb: IN, beta: 0, c: out + rows.lowerBound * OUT, ldc: OUT)
+        for n in rows {
             let o = out + n * OUT
-            for j in 0 ..< OUT { o[j] *= s }
-        }
-    }
-    if let bias {
-        for n in 0 ..< N {
-            let o = out + n * OUT
-            for j in 0 ..< OUT { o[j] += bias[j] }
+            if let rowScale {
+                let s = rowScale[n / rowsPerScale]
+                for j in 0 ..< OUT { o[j] *= s }
+            }
+            if let bias {
+                for j in 0 ..< OUT { o[j] += bias[j] }
+            }
         }
     }
 }
@@ -136,9 +152,12 @@ func linearForward(_ out: FloatPtr, inp: ConstFloatPtr, weight: ConstFloatPtr, b
 /// dinp (N,IN) += dout W'; dweight (OUT,IN) += dout'^T inp; dbias (OUT) += column sums of dout,
 /// where W' = rowScale*W and dout' = rowScale*dout per block when `rowScale` is given
 /// (then `scratch` must hold N*OUT floats). dout (N,OUT).
+/// `dinp` is split over `workers` threads by rows of N and `dweight` by rows of OUT, so every
+/// output element is summed in the same order whatever `workers` is.
 func linearBackward(dinp: FloatPtr?, dweight: FloatPtr, dbias: FloatPtr?, dout: ConstFloatPtr,
                     inp: ConstFloatPtr, weight: ConstFloatPtr, N: Int, IN: Int, OUT: Int,
-                    rowScale: ConstFloatPtr? = nil, rowsPerScale: Int = 1, scratch: FloatPtr? = nil) {
+                    rowScale: ConstFloatPtr? = nil, rowsPerScale: Int = 1, scratch: FloatPtr? = nil,
+                    workers: Int = 1) {
     if let dbias {
         for n in 0 ..< N {
             let d = dout + n * OUT
@@ -154,12 +173,21 @@ func linearBackward(dinp: FloatPtr?, dweight: FloatPtr, dbias: FloatPtr?, dout: 
         }
         g = ConstFloatPtr(scratch)
     }
-    if let dinp {
-        sgemm(transA: false, transB: false, m: N, n: IN, k: OUT, a: g, lda: OUT, b: weight, ldb: IN,
-              beta: 1, c: dinp, ldc: IN)
+    let parts = N * IN * OUT >= parallelWorkThreshold ? max(1, workers) : 1
+    parallelFor(parts, workers: parts) { _, part in
+        if let dinp {
+            let rows = chunk(N, parts: parts, index: part)
+            if !rows.isEmpty {
+                sgemm(transA: false, transB: false, m: rows.count, n: IN, k: OUT, a: g + rows.lowerBound * OUT, lda: OUT,
+                      b: weight, ldb: IN, beta: 1, c: dinp + rows.lowerBound * IN, ldc: IN)
+            }
+        }
+        let outs = chunk(OUT, parts: parts, index: part)
+        if !outs.isEmpty {
+            sgemm(transA: true, transB: false, m: outs.count, n: IN, k: N, a: g + outs.lowerBound, lda: OUT,
+                  b: inp, ldb: IN, beta: 1, c: dweight + outs.lowerBound * IN, ldc: IN)
+        }
     }
-    sgemm(transA: true, transB: false, m: OUT, n: IN, k: N, a: g, lda: OUT, b: inp, ldb: IN,
-          beta: 1, c: dweight, ldc: IN)
 }
 
 // MARK: - GELU (exact erf form)
