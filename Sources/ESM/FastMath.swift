@@ -83,20 +83,27 @@ func vdot(_ a: UnsafePointer<Float>, _ b: UnsafePointer<Float>, _ n: Int) -> Flo
     return s
 }
 
-/// Maximum of `n >= 1` floats.
+/// Maximum of `n >= 1` floats. Two SIMD4 accumulators with compare-and-select (maps to
+/// cmpps/blend on SSE); SIMD16 `pointwiseMax` was lowered element by element through the
+/// stack and cost more than the softmax's exponentials.
 @inline(__always)
 func vmax(_ p: UnsafePointer<Float>, _ n: Int) -> Float {
     let raw = UnsafeRawPointer(p)
     var i = 0
     var m = -Float.greatestFiniteMagnitude
-    if n >= 16 {
-        var acc = raw.loadUnaligned(as: SIMD16<Float>.self)
-        i = 16
-        while i + 16 <= n {
-            acc = pointwiseMax(acc, raw.loadUnaligned(fromByteOffset: i * 4, as: SIMD16<Float>.self))
-            i += 16
+    if n >= 8 {
+        var a = raw.loadUnaligned(as: SIMD4<Float>.self)
+        var b = raw.loadUnaligned(fromByteOffset: 16, as: SIMD4<Float>.self)
+        i = 8
+        while i + 8 <= n {
+            let x = raw.loadUnaligned(fromByteOffset: i * 4, as: SIMD4<Float>.self)
+            let y = raw.loadUnaligned(fromByteOffset: i * 4 + 16, as: SIMD4<Float>.self)
+            a.replace(with: x, where: x .> a)
+            b.replace(with: y, where: y .> b)
+            i += 8
         }
-        m = acc.max()
+        a.replace(with: b, where: b .> a)
+        m = Swift.max(Swift.max(a[0], a[1]), Swift.max(a[2], a[3]))
     }
     while i < n { m = p[i] > m ? p[i] : m; i += 1 }
     return m
