@@ -31,6 +31,15 @@ public struct SplitMix64: RandomNumberGenerator, Sendable {
         return Int(next().multipliedFullWidth(by: UInt64(bound)).high)
     }
 
+    /// Fisher-Yates shuffle of `a` in place, driven only by this generator (portable, unlike
+    /// `shuffle(using:)`, whose algorithm Swift does not specify).
+    public mutating func shuffle<T>(_ a: inout [T]) {
+        guard a.count > 1 else { return }
+        for i in stride(from: a.count - 1, to: 0, by: -1) {
+            a.swapAt(i, nextIndex(below: i + 1))
+        }
+    }
+
     /// A pair of independent standard normal samples (Box-Muller).
     public mutating func nextNormalPair() -> (Double, Double) {
         let u1 = Double((next() >> 11) + 1) * 0x1.0p-53   // (0, 1]

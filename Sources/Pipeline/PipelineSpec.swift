@@ -144,8 +144,14 @@ public struct TrainSpec: Codable, Sendable, Equatable {
     public var maxGradNorm: Float? = 1.0
     /// Seed of the data order.
     public var seed: UInt64 = 0
+    /// Learning-rate schedule over the whole run: `linear` (HF Trainer's default: warm up
+    /// linearly over `warmup_fraction` of the steps, then decay linearly to 0) or `constant`.
+    public var schedule: LRScheduleKind = .linear
+    /// Fraction of all optimizer steps spent warming up, in [0, 1).
+    public var warmupFraction: Double = 0.0
     enum CodingKeys: String, CodingKey, CaseIterable {
         case epochs, batchSize = "batch_size", learningRate = "learning_rate", weightDecay = "weight_decay", maxGradNorm = "max_grad_norm", seed
+        case schedule, warmupFraction = "warmup_fraction"
     }
     public init() {}
     public init(from decoder: Decoder) throws {
@@ -157,10 +163,23 @@ public struct TrainSpec: Codable, Sendable, Equatable {
         weightDecay = try c.decodeIfPresent(Float.self, forKey: .weightDecay) ?? weightDecay
         if c.contains(.maxGradNorm) { maxGradNorm = try c.decodeIfPresent(Float.self, forKey: .maxGradNorm) }
         seed = try c.decodeIfPresent(UInt64.self, forKey: .seed) ?? seed
+        schedule = try c.decodeIfPresent(LRScheduleKind.self, forKey: .schedule) ?? schedule
+        warmupFraction = try c.decodeIfPresent(Double.self, forKey: .warmupFraction) ?? warmupFraction
+        if !(warmupFraction >= 0 && warmupFraction < 1) {
+            throw SpecError.invalid(path: keyPath(c.codingPath + [CodingKeys.warmupFraction]), message: "expected a number in [0, 1), got \(warmupFraction)")
+        }
         if epochs < 0 { throw SpecError.invalid(path: keyPath(c.codingPath + [CodingKeys.epochs]), message: "expected 0 or more, got \(epochs)") }
         if batchSize < 1 { throw SpecError.invalid(path: keyPath(c.codingPath + [CodingKeys.batchSize]), message: "expected 1 or more, got \(batchSize)") }
         if !(learningRate > 0) { throw SpecError.invalid(path: keyPath(c.codingPath + [CodingKeys.learningRate]), message: "expected a positive number") }
     }
+}
+
+/// Shape of the learning-rate schedule (see `TrainSpec.schedule`).
+public enum LRScheduleKind: String, Codable, Sendable, CaseIterable {
+    /// Linear warm-up, then linear decay to 0 at the last step.
+    case linear
+    /// The learning rate throughout.
+    case constant
 }
 
 /// Scoring method of the attribute stage.

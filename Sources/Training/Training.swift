@@ -89,6 +89,27 @@ public struct AdamW: Sendable {
     }
 }
 
+/// Learning-rate multiplier as a function of the optimizer step, as HF `transformers`'
+/// `get_linear_schedule_with_warmup` / `get_constant_schedule`.
+public enum LearningRateSchedule: Sendable, Equatable {
+    /// Factor 1 at every step.
+    case constant
+    /// Factor `s / warmup` for the steps s < warmup, then `(total - s) / (total - warmup)`,
+    /// reaching 0 at s = total (s counts updates already done, starting at 0).
+    case linear(warmupSteps: Int, totalSteps: Int)
+
+    /// The multiplier for the update after `stepsDone` updates, in [0, 1].
+    public func factor(stepsDone s: Int) -> Float {
+        switch self {
+        case .constant:
+            return 1
+        case .linear(let warmup, let total):
+            if s < warmup { return Float(s) / Float(max(1, warmup)) }
+            return max(0, Float(total - s) / Float(max(1, total - warmup)))
+        }
+    }
+}
+
 /// One labelled, tokenised sequence.
 public struct Example: Sendable, Equatable {
     /// `<cls>` residues `<eos>` token ids (ESM-2 alphabet).
@@ -138,6 +159,9 @@ public final class Trainer {
     public let batchSize: Int
     /// Global L2 gradient-norm clip as `torch.nn.utils.clip_grad_norm_` (nil: no clipping).
     public let maxGradNorm: Float?
+    /// Multiplier of the base learning rate per step (default constant).
+    public var schedule: LearningRateSchedule = .constant
+    private let baseLearningRate: Float
     private var gradients: ParameterBuffer
 
     /// A trainer with fresh optimizer state.
@@ -146,6 +170,7 @@ public final class Trainer {
         self.optimizer = AdamW(config: optimizer, layout: model.parameters.layout)
         self.batchSize = max(1, batchSize)
         self.maxGradNorm = maxGradNorm
+        baseLearningRate = optimizer.learningRate
         gradients = ParameterBuffer(layout: model.parameters.layout)
     }
 
@@ -153,11 +178,7 @@ public final class Trainer {
     public static func order(count: Int, seed: UInt64, epoch: Int) -> [Int] {
         var rng = SplitMix64(seed: seed &* 0x9E37_79B9_7F4A_7C15 &+ UInt64(truncatingIfNeeded: epoch))
         var idx = Array(0 ..< count)
-        if count > 1 {
-            for i in stride(from: count - 1, to: 0, by: -1) {
-                idx.swapAt(i, rng.nextIndex(below: i + 1))
-            }
-        }
+        rng.shuffle(&idx)
         return idx
     }
 
@@ -184,6 +205,7 @@ public final class Trainer {
                 }
             }
         }
+        optimizer.config.learningRate = baseLearningRate * schedule.factor(stepsDone: optimizer.step)
         optimizer.update(&model.parameters, gradients: gradients)
         return (loss, Trainer.correct(logits: logits, labels: labels, classes: C))
     }

@@ -49,3 +49,14 @@ final class AdamWParityTests: XCTestCase {
         XCTAssertLessThan(logitDiff, 1e-4)
     }
 }
+
+final class LearningRateScheduleTests: XCTestCase {
+    /// Values of transformers' get_linear_schedule_with_warmup(num_warmup_steps=2, num_training_steps=10).
+    func testLinearWithWarmupMatchesTransformers() {
+        let s = LearningRateSchedule.linear(warmupSteps: 2, totalSteps: 10)
+        let expected: [Float] = [0, 0.5, 1, 0.875, 0.75, 0.625, 0.5, 0.375, 0.25, 0.125, 0, 0]
+        XCTAssertEqual((0 ..< 12).map { s.factor(stepsDone: $0) }, expected)
+        XCTAssertEqual(LearningRateSchedule.linear(warmupSteps: 0, totalSteps: 4).factor(stepsDone: 0), 1)
+        XCTAssertEqual(LearningRateSchedule.constant.factor(stepsDone: 1000), 1)
+    }
+}

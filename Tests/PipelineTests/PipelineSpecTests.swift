@@ -43,7 +43,7 @@ final class PipelineSpecTests: XCTestCase {
 
     func testUnknownKeyIsAnError() {
         assertSpecError(minimal + "\ntrain:\n  learnig_rate: 0.1\n",
-                        "at train.learnig_rate: unknown key; allowed here: batch_size, epochs, learning_rate, max_grad_norm, seed, weight_decay")
+                        "at train.learnig_rate: unknown key; allowed here: batch_size, epochs, learning_rate, max_grad_norm, schedule, seed, warmup_fraction, weight_decay")
         XCTAssertThrowsError(try PipelineSpec.parse(yaml: minimal + "\nextra: 1\n")) { e in
             XCTAssertTrue("\(e)".hasPrefix("at extra: unknown key"), "\(e)")
         }

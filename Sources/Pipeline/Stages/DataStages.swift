@@ -1,3 +1,4 @@
+import ESM
 import Foundation
 import ProteinData
 import Store
@@ -134,29 +135,3 @@ enum SplitStage {
     }
 }
 
-/// A small portable PRNG (SplitMix64; Steele, Lea & Flood 2014): the same seed gives the
-/// same stream on every machine, unlike the system generator.
-public struct SplitMix64: RandomNumberGenerator, Sendable {
-    var state: UInt64
-    /// Seeds the generator.
-    public init(seed: UInt64) { state = seed }
-    /// The next 64 random bits.
-    public mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
-    /// A uniform Double in [0, 1) from the top 53 bits.
-    public mutating func nextUnit() -> Double { Double(next() >> 11) * 0x1p-53 }
-    /// Fisher-Yates shuffle driven only by this generator (portable, unlike `shuffle(using:)`'s
-    /// unspecified algorithm).
-    public mutating func shuffle<T>(_ a: inout [T]) {
-        guard a.count > 1 else { return }
-        for i in stride(from: a.count - 1, to: 0, by: -1) {
-            let j = Int(next() % UInt64(i + 1))
-            a.swapAt(i, j)
-        }
-    }
-}

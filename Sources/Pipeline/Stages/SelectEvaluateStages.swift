@@ -27,7 +27,7 @@ enum SelectStage {
         var randomScores: [(seed: Int, values: [Float])] = []
         for seed in spec.randomSeeds {
             var rng = SplitMix64(seed: UInt64(bitPattern: Int64(seed)))
-            let values = (0 ..< shape.count).map { _ in Float(rng.nextUnit()) }
+            let values = (0 ..< shape.count).map { _ in Float(rng.nextUnitDouble()) }
             randomScores.append((seed, values))
             sets.append(("random", seed, values, nil))
         }

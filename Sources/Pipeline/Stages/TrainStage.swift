@@ -89,6 +89,12 @@ enum TrainStage {
         let trainer = Trainer(model: model,
                               optimizer: AdamWConfig(learningRate: spec.learningRate, weightDecay: spec.weightDecay),
                               batchSize: spec.batchSize, maxGradNorm: spec.maxGradNorm)
+        let stepsPerEpoch = (train.examples.count + spec.batchSize - 1) / spec.batchSize
+        let totalSteps = stepsPerEpoch * spec.epochs
+        switch spec.schedule {
+        case .constant: trainer.schedule = .constant
+        case .linear: trainer.schedule = .linear(warmupSteps: Int((spec.warmupFraction * Double(totalSteps)).rounded()), totalSteps: totalSteps)
+        }
         ctx.log("  model \(ctx.spec.model.checkpoint ?? ctx.spec.model.preset ?? "?"): \(model.config.numHiddenLayers) layers, hidden \(model.config.hiddenSize), \(model.parameters.layout.count) parameters, \(classes.count) classes, pooling \(model.config.classifierPooling.rawValue)")
         ctx.log("  train \(train.examples.count) sequences, select \(select.examples.count)")
 
