@@ -9,7 +9,7 @@
 #                              balanced samples (120 train + 40 test per EC class 1-7, single EC,
 #                              20 standard residues, length 50-1022, seed 0).
 #
-# Files already present with the same content are left alone; the script is idempotent.
+# Running it again overwrites the files with the same content; the script is idempotent.
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 out_seq="$here/swissprot-ec"

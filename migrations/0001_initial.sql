@@ -102,10 +102,12 @@ CREATE TABLE checkpoints (
 );
 
 -- Attribution work units. A row exists only for a finished shard: its partial sums and
--- its done mark are the same row, written in one transaction.
+-- its done mark are the same row, written in one transaction. content_key is the attribute
+-- stage's key (its parameters and the model); shards of another key are discarded on resume.
 CREATE TABLE shards (
     method        TEXT NOT NULL CHECK (method IN ('activation', 'integrated_gradients')),
     shard_index   INTEGER NOT NULL,
+    content_key   TEXT NOT NULL,
     n_sequences   INTEGER NOT NULL,
     sums          BLOB NOT NULL,        -- little-endian float64 partial sums (see README)
     seconds       REAL NOT NULL,

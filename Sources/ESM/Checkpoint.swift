@@ -250,7 +250,7 @@ public enum Checkpoint {
         typealias K = ESMConfig.CodingKeys
         let labels = config.id2label
             ?? Dictionary(uniqueKeysWithValues: (0 ..< config.numLabels).map { ("\($0)", "LABEL_\($0)") })
-        var fields: [String: ConfigValue] = [
+        let fields: [String: ConfigValue] = [
             K.vocabSize.rawValue: .int(config.vocabSize),
             K.hiddenSize.rawValue: .int(config.hiddenSize),
             K.numHiddenLayers.rawValue: .int(config.numHiddenLayers),

@@ -23,6 +23,8 @@ for path in arguments.dropFirst(2) {
     out += "        (\(hashes)\"\(name)\"\(hashes), \(hashes)\"\"\"\n\(sql)\n\"\"\"\(hashes)),\n"
 }
 out += "    ]\n}\n"
+// Leave an identical file untouched so that the Store module is not recompiled on every build.
+if let existing = try? String(contentsOfFile: arguments[1], encoding: .utf8), existing == out { exit(0) }
 do {
     try out.write(toFile: arguments[1], atomically: true, encoding: .utf8)
 } catch {

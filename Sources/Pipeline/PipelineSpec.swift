@@ -42,6 +42,23 @@ func rejectUnknownKeys<K: CodingKey & CaseIterable>(_ decoder: Decoder, _: K.Typ
     }
 }
 
+/// Throws `SpecError.invalid` at `path` when `values` lists an entry twice.
+func rejectDuplicates<T: Hashable & CustomStringConvertible>(_ values: [T], at path: [CodingKey]) throws {
+    var seen = Set<T>()
+    for v in values where !seen.insert(v).inserted {
+        throw SpecError.invalid(path: keyPath(path), message: "\(v) is listed twice; list each entry once")
+    }
+}
+
+/// The allowed spellings of the spec's enumerations, by Swift type name (for messages).
+let enumChoices: [String: [String]] = [
+    "CropPolicy": CropPolicy.allCases.map(\.rawValue),
+    "Pooling": Pooling.allCases.map(\.rawValue),
+    "SelectOn": SelectOn.allCases.map(\.rawValue),
+    "LRScheduleKind": LRScheduleKind.allCases.map(\.rawValue),
+    "AttributionMethod": AttributionMethod.allCases.map(\.rawValue),
+]
+
 func keyPath(_ path: [CodingKey]) -> String {
     path.map { $0.intValue.map { "[\($0)]" } ?? $0.stringValue }.joined(separator: ".").replacingOccurrences(of: ".[", with: "[")
 }
@@ -59,11 +76,13 @@ public struct InputsSpec: Codable, Sendable, Equatable {
         let c = try decoder.container(keyedBy: CodingKeys.self)
         fasta = try c.decodeIfPresent([String].self, forKey: .fasta) ?? []
         labels = try c.decode([String].self, forKey: .labels)
+        try rejectDuplicates(fasta, at: c.codingPath + [CodingKeys.fasta])
+        try rejectDuplicates(labels, at: c.codingPath + [CodingKeys.labels])
     }
 }
 
 /// Which split neurons are selected on.
-public enum SelectOn: String, Codable, Sendable { case select, test }
+public enum SelectOn: String, Codable, Sendable, CaseIterable { case select, test }
 
 /// Stratified train/select/test split.
 public struct SplitSpec: Codable, Sendable, Equatable {
@@ -170,7 +189,11 @@ public struct TrainSpec: Codable, Sendable, Equatable {
         }
         if epochs < 0 { throw SpecError.invalid(path: keyPath(c.codingPath + [CodingKeys.epochs]), message: "expected 0 or more, got \(epochs)") }
         if batchSize < 1 { throw SpecError.invalid(path: keyPath(c.codingPath + [CodingKeys.batchSize]), message: "expected 1 or more, got \(batchSize)") }
-        if !(learningRate > 0) { throw SpecError.invalid(path: keyPath(c.codingPath + [CodingKeys.learningRate]), message: "expected a positive number") }
+        if !(learningRate > 0 && learningRate.isFinite) { throw SpecError.invalid(path: keyPath(c.codingPath + [CodingKeys.learningRate]), message: "expected a positive finite number") }
+        if !(weightDecay >= 0 && weightDecay.isFinite) { throw SpecError.invalid(path: keyPath(c.codingPath + [CodingKeys.weightDecay]), message: "expected a finite number >= 0, got \(weightDecay)") }
+        if let m = maxGradNorm, !(m > 0 && m.isFinite) {
+            throw SpecError.invalid(path: keyPath(c.codingPath + [CodingKeys.maxGradNorm]), message: "expected a positive finite number, or null for no clipping; got \(m)")
+        }
     }
 }
 
@@ -208,6 +231,7 @@ public struct AttributionSpec: Codable, Sendable, Equatable {
         steps = try c.decodeIfPresent(Int.self, forKey: .steps) ?? steps
         shardSize = try c.decodeIfPresent(Int.self, forKey: .shardSize) ?? shardSize
         maxSequences = try c.decodeIfPresent(Int.self, forKey: .maxSequences)
+        try rejectDuplicates(methods.map(\.rawValue), at: c.codingPath + [CodingKeys.methods])
         if methods.isEmpty { throw SpecError.invalid(path: keyPath(c.codingPath + [CodingKeys.methods]), message: "give at least one method: activation, integrated_gradients") }
         if steps < 1 { throw SpecError.invalid(path: keyPath(c.codingPath + [CodingKeys.steps]), message: "expected 1 or more, got \(steps)") }
         if shardSize < 1 { throw SpecError.invalid(path: keyPath(c.codingPath + [CodingKeys.shardSize]), message: "expected 1 or more, got \(shardSize)") }
@@ -228,6 +252,8 @@ public struct SelectionSpec: Codable, Sendable, Equatable {
         let c = try decoder.container(keyedBy: CodingKeys.self)
         retentionFractions = try c.decodeIfPresent([Double].self, forKey: .retentionFractions) ?? retentionFractions
         randomSeeds = try c.decodeIfPresent([Int].self, forKey: .randomSeeds) ?? randomSeeds
+        try rejectDuplicates(retentionFractions, at: c.codingPath + [CodingKeys.retentionFractions])
+        try rejectDuplicates(randomSeeds, at: c.codingPath + [CodingKeys.randomSeeds])
         for f in retentionFractions where !(f > 0 && f <= 1) {
             throw SpecError.invalid(path: keyPath(c.codingPath + [CodingKeys.retentionFractions]), message: "expected fractions in (0, 1], got \(f)")
         }
@@ -318,7 +344,14 @@ public struct PipelineSpec: Codable, Sendable, Equatable {
         case .keyNotFound(let key, let ctx):
             return .invalid(path: keyPath(ctx.codingPath + [key]), message: "required key is missing")
         case .dataCorrupted(let ctx):
-            return .invalid(path: keyPath(ctx.codingPath), message: ctx.debugDescription)
+            // Foundation: "Cannot initialize CropPolicy from invalid String value middle".
+            let d = ctx.debugDescription
+            if d.hasPrefix("Cannot initialize "), let type = d.dropFirst(18).split(separator: " ").first,
+               let choices = enumChoices[String(type)] {
+                let value = d.components(separatedBy: "invalid String value ").last ?? "?"
+                return .invalid(path: keyPath(ctx.codingPath), message: "unknown value '\(value)'; choose one of \(choices.joined(separator: ", "))")
+            }
+            return .invalid(path: keyPath(ctx.codingPath), message: d)
         @unknown default:
             return .invalid(path: "", message: "\(e)")
         }

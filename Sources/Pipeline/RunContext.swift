@@ -17,6 +17,8 @@ public enum PipelineError: Error, CustomStringConvertible {
     case checkpointChanged(path: String, recorded: String, found: String)
     /// Nothing usable in a stage's input (e.g. no accepted sequence).
     case empty(stage: String, what: String)
+    /// Training produced a non-finite loss.
+    case diverged(epoch: Int, detail: String)
     /// An unknown stage name.
     case unknownStage(String)
 
@@ -32,6 +34,8 @@ public enum PipelineError: Error, CustomStringConvertible {
             return "checkpoint \(path) changed since it was recorded (sha256 \(recorded.prefix(12)) recorded, \(found.prefix(12)) found). Use `--force train` to retrain."
         case .empty(let stage, let what):
             return "stage \(stage): \(what)"
+        case .diverged(let epoch, let detail):
+            return "training diverged in epoch \(epoch): \(detail)"
         case .unknownStage(let s):
             return "unknown stage '\(s)'; stages are: \(Stage.allCases.map(\.rawValue).joined(separator: ", "))"
         }
@@ -75,6 +79,11 @@ public final class RunContext: @unchecked Sendable {
         self.quiet = quiet
         let base = db.path.hasSuffix(".sqlite") ? String(db.path.dropLast(7)) : db.path
         artifactsDirectory = base + ".artifacts"
+    }
+
+    /// Records the spec (name, path, YAML, SHA-256) in the `run` table. The runner calls it
+    /// only when a stage is about to run, so a refused run leaves the record untouched.
+    public func recordRun() throws {
         let yaml = (try? String(contentsOfFile: specPath, encoding: .utf8)) ?? ""
         try db.registerRun(RunRecord(name: spec.name, specPath: specPath, specYAML: yaml,
                                      specSHA256: Hashing.sha256(Data(yaml.utf8)), kneuronVersion: kneuronVersion))
@@ -101,6 +110,10 @@ public enum Hashing {
     /// Hex SHA-256 and size of a file, streamed in 1 MiB chunks.
     /// - Throws: `PipelineError.unreadableInput`.
     public static func sha256(file path: String) throws -> (hex: String, size: Int64) {
+        var isDirectory: ObjCBool = false
+        if FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory), isDirectory.boolValue {
+            throw PipelineError.unreadableInput(path: path, reason: "it is a directory; give a file")
+        }
         guard let h = FileHandle(forReadingAtPath: path) else {
             throw PipelineError.unreadableInput(path: path, reason: FileManager.default.fileExists(atPath: path) ? "permission denied" : "no such file")
         }

@@ -77,6 +77,7 @@ public struct PipelineRunner {
     public func run(_ stages: [Stage]) throws -> [StageOutcome] {
         let keys = try contentKeys()
         var outcomes: [StageOutcome] = []
+        var recorded = false
         for stage in stages.sorted() {
             let key = keys[stage]!
             if let done = try context.db.stage(stage.rawValue) {
@@ -93,6 +94,10 @@ public struct PipelineRunner {
                 guard p.contentKey == keys[prev]! else {
                     throw PipelineError.changedInputs(stage: prev.rawValue, recorded: p.contentKey, now: keys[prev]!)
                 }
+            }
+            if !recorded {
+                try context.recordRun()
+                recorded = true
             }
             context.log("== \(stage.rawValue)")
             let start = Date()

@@ -140,9 +140,11 @@ public struct ShardRecord: Sendable, Equatable {
     /// Partial sums over the shard's sequences (float64; layout documented by the producer).
     public var sums: [Double]
     public var seconds: Double
-    public init(method: String, shardIndex: Int, nSequences: Int, sums: [Double], seconds: Double) {
+    /// The attribute stage's content key the shard was computed under.
+    public var contentKey: String
+    public init(method: String, shardIndex: Int, nSequences: Int, sums: [Double], seconds: Double, contentKey: String = "") {
         self.method = method; self.shardIndex = shardIndex; self.nSequences = nSequences
-        self.sums = sums; self.seconds = seconds
+        self.sums = sums; self.seconds = seconds; self.contentKey = contentKey
     }
 }
 

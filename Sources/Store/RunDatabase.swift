@@ -7,6 +7,8 @@ public enum StoreError: Error, CustomStringConvertible {
     case cannotOpen(path: String, reason: String)
     /// A migration file is missing or unreadable (a broken installation).
     case migrationsMissing(String)
+    /// A read-only command was pointed at a database that does not exist (none is created).
+    case noDatabase(path: String)
     /// `query` was given a statement that would write.
     case notReadOnly(String)
     /// A stored value is malformed (e.g. a BLOB of the wrong length).
@@ -18,6 +20,8 @@ public enum StoreError: Error, CustomStringConvertible {
         switch self {
         case .cannotOpen(let path, let reason):
             return "cannot open database \(path): \(reason). Check that the directory exists and is writable."
+        case .noDatabase(let path):
+            return "no run database at \(path); give the path of an existing run (`kneuron run SPEC` creates runs/<spec name>.sqlite)"
         case .migrationsMissing(let m):
             return "schema migrations not found (\(m)); rebuild kneuron from a checkout that has migrations/*.sql"
         case .notReadOnly(let sql):
@@ -53,7 +57,7 @@ public final class RunDatabase: @unchecked Sendable {
                 let dir = (path as NSString).deletingLastPathComponent
                 if !dir.isEmpty { try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true) }
             } else if !FileManager.default.fileExists(atPath: path) {
-                throw StoreError.cannotOpen(path: path, reason: "no such file")
+                throw StoreError.noDatabase(path: path)
             }
             pool = try DatabasePool(path: path, configuration: config)
         } catch let e as StoreError {
@@ -127,6 +131,9 @@ public final class RunDatabase: @unchecked Sendable {
         public var columns: [String]
         /// Rows; `nil` is SQL NULL; numbers are rendered as SQLite prints them.
         public var rows: [[String?]]
+        /// The same cells typed: `Int64`, `Double`, `String`, or nil for NULL and BLOBs
+        /// (for JSON output, where numbers must stay numbers).
+        public var typedRows: [[Sendable?]] = []
     }
 
     /// Runs one read-only SQL statement and returns its rows.
@@ -139,6 +146,7 @@ public final class RunDatabase: @unchecked Sendable {
                 guard statement.isReadonly else { throw StoreError.notReadOnly(sql) }
                 var columns = statement.columnNames
                 var rows: [[String?]] = []
+                var typed: [[Sendable?]] = []
                 let cursor = try Row.fetchCursor(statement)
                 while let row = try cursor.next() {
                     if columns.isEmpty { columns = Array(row.columnNames) }
@@ -151,8 +159,17 @@ public final class RunDatabase: @unchecked Sendable {
                         case .blob(let b): return "<blob \(b.count) bytes>"
                         }
                     })
+                    typed.append(row.databaseValues.map { v -> Sendable? in
+                        switch v.storage {
+                        case .null: return nil
+                        case .int64(let i): return i
+                        case .double(let d): return d
+                        case .string(let s): return s
+                        case .blob(let b): return "<blob \(b.count) bytes>"
+                        }
+                    })
                 }
-                return QueryResult(columns: columns, rows: rows)
+                return QueryResult(columns: columns, rows: rows, typedRows: typed)
             }
         }
     }

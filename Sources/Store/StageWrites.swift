@@ -78,6 +78,7 @@ extension RunDatabase {
             ("train", "checkpoints", "DELETE FROM checkpoints"),
             ("split", "splits", "DELETE FROM splits"),
             ("tokenize", "tokens", "DELETE FROM tokens"),
+            ("tokenize", "rejected_records (tokenize)", "DELETE FROM rejected_records WHERE reason LIKE 'tokenize:%'"),
             ("ingest", "labels", "DELETE FROM labels"),
             ("ingest", "rejected_records", "DELETE FROM rejected_records"),
             ("ingest", "sequences", "DELETE FROM sequences"),
@@ -166,8 +167,12 @@ extension RunDatabase {
     // MARK: tokenize
 
     /// Writes the token rows and the ledger row in one transaction.
-    public func commitTokens(_ tokens: [TokenRecord], ledger: StageRecord) throws {
+    /// `refused`: sequences the crop policy refused; they go to `rejected_records` with a
+    /// reason starting `tokenize:` (and are removed again when the stage is discarded).
+    public func commitTokens(_ tokens: [TokenRecord], refused: [RejectedRow] = [], ledger: StageRecord) throws {
         try write("writing tokens") { db in
+            let rj = try db.makeStatement(sql: "INSERT OR IGNORE INTO rejected_records (file, line, record_id, reason) VALUES (?, ?, ?, ?)")
+            for r in refused { try rj.execute(arguments: [r.file, r.line, r.recordID, r.reason]) }
             let st = try db.makeStatement(sql: "INSERT INTO tokens (sequence_id, token_ids, n_tokens, residue_start, residue_end, original_length, cropped) VALUES (?, ?, ?, ?, ?, ?, ?)")
             for t in tokens {
                 try st.execute(arguments: [t.sequenceID, Blob.pack(t.ids), t.ids.count, t.residueStart, t.residueEnd, t.originalLength, t.cropped ? 1 : 0])
@@ -263,8 +268,8 @@ extension RunDatabase {
     @discardableResult
     public func commitShard(_ shard: ShardRecord, completeness: [CompletenessRecord]) throws -> Bool {
         try write("committing shard \(shard.method)/\(shard.shardIndex)") { db in
-            try db.execute(sql: "INSERT OR IGNORE INTO shards (method, shard_index, n_sequences, sums, seconds) VALUES (?, ?, ?, ?, ?)",
-                           arguments: [shard.method, shard.shardIndex, shard.nSequences, Blob.pack(shard.sums), shard.seconds])
+            try db.execute(sql: "INSERT OR IGNORE INTO shards (method, shard_index, content_key, n_sequences, sums, seconds) VALUES (?, ?, ?, ?, ?, ?)",
+                           arguments: [shard.method, shard.shardIndex, shard.contentKey, shard.nSequences, Blob.pack(shard.sums), shard.seconds])
             guard db.changesCount == 1 else { return false }
             let st = try db.makeStatement(sql: "INSERT INTO ig_completeness (sequence_id, shard_index, target_class, p_full, p_baseline, attribution_sum, gap) VALUES (?, ?, ?, ?, ?, ?, ?)")
             for c in completeness {
@@ -282,10 +287,24 @@ extension RunDatabase {
     }
 
     /// Every finished shard of `method`, ordered by shard index (the fixed summation order).
+    /// Deletes the finished shards (and their completeness rows) recorded under another
+    /// content key than `contentKey`, i.e. with other attribution parameters or another model,
+    /// in one transaction. Returns how many shards were discarded.
+    public func discardShards(otherThan contentKey: String) throws -> Int {
+        try write("discarding stale shards") { db in
+            try db.execute(sql: """
+                DELETE FROM ig_completeness WHERE shard_index IN
+                  (SELECT shard_index FROM shards WHERE method = 'integrated_gradients' AND content_key != ?)
+                """, arguments: [contentKey])
+            try db.execute(sql: "DELETE FROM shards WHERE content_key != ?", arguments: [contentKey])
+            return db.changesCount
+        }
+    }
+
     public func shards(method: String) throws -> [ShardRecord] {
         try read("reading shards") { db in
-            try Row.fetchAll(db, sql: "SELECT method, shard_index, n_sequences, sums, seconds FROM shards WHERE method = ? ORDER BY shard_index", arguments: [method]).map {
-                ShardRecord(method: $0[0], shardIndex: $0[1], nSequences: $0[2], sums: try Blob.unpackDoubles($0[3]), seconds: $0[4])
+            try Row.fetchAll(db, sql: "SELECT method, shard_index, n_sequences, sums, seconds, content_key FROM shards WHERE method = ? ORDER BY shard_index", arguments: [method]).map {
+                ShardRecord(method: $0[0], shardIndex: $0[1], nSequences: $0[2], sums: try Blob.unpackDoubles($0[3]), seconds: $0[4], contentKey: $0[5])
             }
         }
     }

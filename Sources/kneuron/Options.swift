@@ -20,7 +20,9 @@ struct RunOptions: ParsableArguments {
     /// Loads the spec, opens the database and returns a runner.
     func runner() throws -> PipelineRunner {
         let spec = try PipelineSpec.load(path: self.spec)
+        if let force, Stage(rawValue: force) == nil { throw PipelineError.unknownStage(force) }
         let path = db ?? "runs/\(spec.name).sqlite"
+        try RunLock.acquire(databasePath: path)
         let database = try RunDatabase(path: path)
         let context = try RunContext(spec: spec, specPath: self.spec, db: database, quiet: quiet)
         let runner = PipelineRunner(context: context)
@@ -30,6 +32,39 @@ struct RunOptions: ParsableArguments {
         }
         return runner
     }
+}
+
+/// One writer per run: an exclusive `flock` on `<db>.lock`, held until the process exits
+/// (the kernel releases it even after kill -9, so a stale lock file is harmless).
+enum RunLock {
+    nonisolated(unsafe) private static var descriptor: Int32 = -1
+
+    /// Takes the lock of the database at `databasePath` (creating its directory).
+    /// - Throws: `ValidationError` when another process holds it or the lock file cannot be made.
+    static func acquire(databasePath: String) throws {
+        if descriptor >= 0 { return }
+        let dir = (databasePath as NSString).deletingLastPathComponent
+        if !dir.isEmpty { try? FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true) }
+        let lockPath = databasePath + ".lock"
+        let fd = open(lockPath, O_CREAT | O_RDWR | O_CLOEXEC, 0o644)
+        guard fd >= 0 else {
+            throw ValidationError("cannot create the lock file \(lockPath): \(String(cString: strerror(errno))); check that the directory is writable")
+        }
+        guard flock(fd, LOCK_EX | LOCK_NB) == 0 else {
+            close(fd)
+            throw ValidationError("another kneuron process is working on \(databasePath) (lock \(lockPath)); wait for it to finish or stop it, then run again")
+        }
+        descriptor = fd
+    }
+}
+
+/// The database of a read-only command: `--db PATH`, or the default `runs/<spec name>.sqlite`
+/// of a spec given instead.
+/// - Throws: `ValidationError` when neither is given; spec errors.
+func databasePath(db: String?, spec: String?) throws -> String {
+    if let db { return db }
+    guard let spec else { throw ValidationError("give --db PATH or the pipeline spec (its database is runs/<spec name>.sqlite)") }
+    return "runs/\(try PipelineSpec.load(path: spec).name).sqlite"
 }
 
 /// Runs the given stages and prints a one-line summary per stage.

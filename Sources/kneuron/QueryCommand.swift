@@ -17,14 +17,23 @@ struct QueryCommand: ParsableCommand {
 
     func run() throws {
         let database = try RunDatabase(path: db, readOnly: true)
-        let result = try database.query(sql)
+        let result: RunDatabase.QueryResult
+        do {
+            result = try database.query(sql)
+        } catch let e as StoreError where "\(e)".contains("Multiple statements found") {
+            throw ValidationError("give one SQL statement at a time (found several separated by ';')")
+        }
         switch format {
         case .csv:
             print(result.columns.map(csvField).joined(separator: ","))
             for r in result.rows { print(r.map { csvField($0 ?? "") }.joined(separator: ",")) }
         case .json:
-            let objects: [[String: Any]] = result.rows.map { row in
-                Dictionary(zip(result.columns, row.map { $0.map { $0 as Any } ?? NSNull() }), uniquingKeysWith: { a, _ in a })
+            let objects: [[String: Any]] = result.typedRows.map { row in
+                Dictionary(zip(result.columns, row.map { cell -> Any in
+                    guard let cell else { return NSNull() }
+                    if let d = cell as? Double, !d.isFinite { return String(d) }   // JSON has no NaN/inf
+                    return cell
+                }), uniquingKeysWith: { a, _ in a })
             }
             let data = try JSONSerialization.data(withJSONObject: objects, options: [.sortedKeys])
             print(String(decoding: data, as: UTF8.self))

@@ -111,13 +111,10 @@ final class EndToEndTests: XCTestCase {
         return nil
     }
 
-    func testKilledDuringAttributionResumesToIdenticalScores() throws {
-        let spec = try writeSpec()
+    /// Runs `kneuron run SPEC --db DB` as a child process, slowed per shard, and kills it with
+    /// SIGKILL once at least 3 attribution shards are committed. Returns the shards at the kill.
+    func killDuringAttribution(spec: String, db killed: String) throws -> Int {
         guard let exe = Self.executable() else { throw XCTSkip("kneuron executable not found next to the test bundle") }
-        let reference = dir.appendingPathComponent("reference.sqlite").path
-        _ = try runInProcess(spec: spec, db: reference)
-
-        let killed = dir.appendingPathComponent("killed.sqlite").path
         let p = Process()
         p.executableURL = URL(fileURLWithPath: exe)
         p.arguments = ["run", spec, "--db", killed, "--quiet"]
@@ -143,6 +140,15 @@ final class EndToEndTests: XCTestCase {
         let partial = try RunDatabase(path: killed, readOnly: true)
         XCTAssertNil(try partial.stage("attribute"), "killed during attribution")
         XCTAssertLessThan(try count(partial, "SELECT COUNT(*) FROM shards"), 16)
+        return shardsAtKill
+    }
+
+    func testKilledDuringAttributionResumesToIdenticalScores() throws {
+        let spec = try writeSpec()
+        let reference = dir.appendingPathComponent("reference.sqlite").path
+        _ = try runInProcess(spec: spec, db: reference)
+        let killed = dir.appendingPathComponent("killed.sqlite").path
+        _ = try killDuringAttribution(spec: spec, db: killed)
 
         let resumed = try runInProcess(spec: spec, db: killed)
         XCTAssertEqual(resumed.prefix(4).map(\.ran), [false, false, false, false], "ingest..train are not redone")
@@ -155,5 +161,29 @@ final class EndToEndTests: XCTestCase {
         XCTAssertEqual(try count(b, "SELECT COUNT(*) FROM ig_completeness"), 24)
         XCTAssertEqual(try a.evaluations(), try b.evaluations())
         XCTAssertEqual(try b.query("PRAGMA integrity_check").rows, [["ok"]])
+    }
+
+    /// Shards finished under other attribution parameters are discarded, not mixed in: kill
+    /// during attribution, change `steps` and `shard_size`, resume, and compare with a clean
+    /// run of the changed spec.
+    func testChangedAttributionParametersDiscardFinishedShards() throws {
+        let spec = try writeSpec()
+        let killed = dir.appendingPathComponent("changed.sqlite").path
+        _ = try killDuringAttribution(spec: spec, db: killed)
+        let text = try String(contentsOfFile: spec, encoding: .utf8)
+            .replacingOccurrences(of: "attribution: {steps: 4, shard_size: 3,", with: "attribution: {steps: 6, shard_size: 4,")
+        XCTAssertTrue(text.contains("steps: 6"))
+        try text.write(toFile: spec, atomically: true, encoding: .utf8)
+        let resumed = try runInProcess(spec: spec, db: killed)
+        XCTAssertTrue(resumed[4].ran)
+        let clean = dir.appendingPathComponent("clean.sqlite").path
+        _ = try runInProcess(spec: spec, db: clean)
+        let a = try RunDatabase(path: clean, readOnly: true), b = try RunDatabase(path: killed, readOnly: true)
+        for method in ["activation", "integrated_gradients"] {
+            XCTAssertEqual(try a.scores(method: method), try b.scores(method: method), method)
+        }
+        XCTAssertEqual(try count(b, "SELECT COUNT(*) FROM shards"), 12)   // 24 sequences / 4, two methods
+        XCTAssertEqual(try count(b, "SELECT SUM(n_sequences) FROM shards WHERE method = 'activation'"), 24)
+        XCTAssertEqual(try count(b, "SELECT COUNT(*) FROM ig_completeness"), 24)
     }
 }

@@ -55,10 +55,30 @@ final class PipelineSpecTests: XCTestCase {
 
     func testRangeChecks() {
         assertSpecError(minimal + "\nsplit:\n  train: 0.8\n  select: 0.15\n  test: 0.15\n", "at split: train + select + test must be 1, got 1.1")
-        assertSpecError(minimal + "\nselection:\n  random_seeds: [1, 1, 2]\n", "at selection.random_seeds: give at least 3 distinct seeds for the random baseline")
+        assertSpecError(minimal + "\nselection:\n  random_seeds: [1, 2]\n", "at selection.random_seeds: give at least 3 distinct seeds for the random baseline")
         assertSpecError(minimal + "\nmodel:\n  max_length: 5000\n", "at model.max_length: expected 3...1026 tokens, got 5000")
         assertSpecError(minimal + "\nlabel_level: 7\n", "at label_level: expected 1...4 (1 = EC class), got 7")
         assertSpecError(minimal + "\nmodel:\n  preset: huge\n", "at model.preset: unknown preset 'huge'; choose one of esm2_t6_8M, esm2_t12_35M, esm2_t30_150M, esm2_t33_650M, small, mini, tiny")
+    }
+
+    func testDuplicatesEnumsAndImpossibleTrainingValues() {
+        assertSpecError(minimal + "\nattribution:\n  methods: [activation, activation]\n",
+                        "at attribution.methods: activation is listed twice; list each entry once")
+        assertSpecError(minimal + "\nselection:\n  retention_fractions: [0.5, 0.5]\n",
+                        "at selection.retention_fractions: 0.5 is listed twice; list each entry once")
+        assertSpecError(minimal + "\nselection:\n  random_seeds: [1, 1, 2, 3]\n",
+                        "at selection.random_seeds: 1 is listed twice; list each entry once")
+        assertSpecError("name: t\ninputs:\n  fasta: [a.fasta, a.fasta]\n  labels: [a.tsv]\n",
+                        "at inputs.fasta: a.fasta is listed twice; list each entry once")
+        assertSpecError(minimal + "\nmodel:\n  crop: middle\n",
+                        "at model.crop: unknown value 'middle'; choose one of head, center, reject")
+        assertSpecError(minimal + "\ntrain:\n  max_grad_norm: -1\n",
+                        "at train.max_grad_norm: expected a positive finite number, or null for no clipping; got -1.0")
+        assertSpecError(minimal + "\ntrain:\n  weight_decay: -100\n",
+                        "at train.weight_decay: expected a finite number >= 0, got -100.0")
+        assertSpecError(minimal + "\ntrain:\n  learning_rate: .inf\n",
+                        "at train.learning_rate: expected a positive finite number")
+        XCTAssertNil(try PipelineSpec.parse(yaml: minimal + "\ntrain:\n  max_grad_norm: null\n").train.maxGradNorm)
     }
 
     func testSplitAssignmentIsStratifiedSeededAndKeepsDuplicatesTogether() {

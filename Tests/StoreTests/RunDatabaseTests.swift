@@ -96,6 +96,20 @@ final class RunDatabaseTests: XCTestCase {
         XCTAssertEqual(try db.completeness()[0].gap, 0.45 - 0.5, accuracy: 1e-12)
     }
 
+    func testShardsOfAnotherContentKeyAreDiscarded() throws {
+        let db = try open()
+        try ingestSample(db)
+        let c = CompletenessRecord(sequenceID: "P1", shardIndex: 0, targetClass: 0, pFull: 0.6, pBaseline: 0.1, attributionSum: 0.45)
+        XCTAssertTrue(try db.commitShard(ShardRecord(method: "integrated_gradients", shardIndex: 0, nSequences: 1, sums: [1], seconds: 1, contentKey: "old"), completeness: [c]))
+        XCTAssertTrue(try db.commitShard(ShardRecord(method: "activation", shardIndex: 0, nSequences: 1, sums: [2], seconds: 1, contentKey: "old"), completeness: []))
+        XCTAssertTrue(try db.commitShard(ShardRecord(method: "activation", shardIndex: 1, nSequences: 1, sums: [3], seconds: 1, contentKey: "new"), completeness: []))
+        XCTAssertEqual(try db.discardShards(otherThan: "new"), 2)
+        XCTAssertEqual(try db.shards(method: "activation").map(\.shardIndex), [1])
+        XCTAssertEqual(try db.shards(method: "integrated_gradients").count, 0)
+        XCTAssertEqual(try db.completeness().count, 0, "completeness rows of discarded shards go too")
+        XCTAssertEqual(try db.discardShards(otherThan: "new"), 0)
+    }
+
     func testScoresRanksSelectionViewsAndDensity() throws {
         let db = try open()
         let shape = ScoreShape(layers: 1, rows: 2, cols: 2)  // 12 weights
@@ -145,7 +159,8 @@ final class RunDatabaseTests: XCTestCase {
 
     func testReadOnlyOpenOfMissingFileFails() {
         XCTAssertThrowsError(try RunDatabase(path: dir.appendingPathComponent("nope.sqlite").path, readOnly: true)) { e in
-            XCTAssertTrue("\(e)".contains("no such file"), "\(e)")
+            XCTAssertTrue("\(e)".hasPrefix("no run database at "), "\(e)")
         }
+        XCTAssertFalse(FileManager.default.fileExists(atPath: dir.appendingPathComponent("nope.sqlite").path), "nothing is created")
     }
 }

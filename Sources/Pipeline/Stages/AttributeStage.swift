@@ -35,6 +35,10 @@ enum AttributeStage {
         let shardCount = (data.examples.count + spec.shardSize - 1) / spec.shardSize
         let shape = ScoredWeights(config: model.config)
         var gradients = ParameterBuffer(layout: model.parameters.layout)
+        let stale = try ctx.db.discardShards(otherThan: key)
+        if stale > 0 {
+            ctx.log("  discarded \(stale) finished shards computed with other attribution parameters or another model")
+        }
 
         for method in spec.methods {
             let done = try ctx.db.finishedShards(method: method.rawValue)
@@ -63,7 +67,8 @@ enum AttributeStage {
                     }
                 }
                 try ctx.db.commitShard(ShardRecord(method: method.rawValue, shardIndex: shard, nSequences: examples.count,
-                                                   sums: sums, seconds: Date().timeIntervalSince(t0)), completeness: completeness)
+                                                   sums: sums, seconds: Date().timeIntervalSince(t0), contentKey: key),
+                                     completeness: completeness)
                 finished += 1
                 progress.update(finished)
                 if let ms = debugShardDelayMilliseconds { usleep(UInt32(ms) * 1000) }

@@ -70,19 +70,19 @@ enum TokenizeStage {
         let start = Date()
         let tokenizer = Tokenizer(maxLength: ctx.spec.model.maxLength, cropPolicy: ctx.spec.model.crop)
         var tokens: [TokenRecord] = []
-        var refused = 0
+        var refused: [RejectedRow] = []
         for s in try ctx.db.sequences() {
             do {
                 let t = try tokenizer.encode(s.sequence)
                 tokens.append(TokenRecord(sequenceID: s.id, ids: t.ids, residueStart: t.residueStart, residueEnd: t.residueEnd, originalLength: t.originalLength))
             } catch {
-                refused += 1
+                refused.append(RejectedRow(file: s.sourceFile, line: s.sourceLine, recordID: s.id, reason: "tokenize: \(error)"))
                 ctx.log("  \(s.id): not tokenized: \(error)")
             }
         }
         let cropped = tokens.filter(\.cropped).count
-        ctx.log("  \(tokens.count) sequences tokenized, \(cropped) cropped to \(ctx.spec.model.maxLength) tokens (policy \(ctx.spec.model.crop.rawValue)), \(refused) refused")
-        try ctx.db.commitTokens(tokens, ledger: StageRecord(stage: "tokenize", contentKey: key, rowsWritten: tokens.count, seconds: Date().timeIntervalSince(start)))
+        ctx.log("  \(tokens.count) sequences tokenized, \(cropped) cropped to \(ctx.spec.model.maxLength) tokens (policy \(ctx.spec.model.crop.rawValue)), \(refused.count) refused (kept in rejected_records)")
+        try ctx.db.commitTokens(tokens, refused: refused, ledger: StageRecord(stage: "tokenize", contentKey: key, rowsWritten: tokens.count, seconds: Date().timeIntervalSince(start)))
         return tokens.count
     }
 }
@@ -100,6 +100,13 @@ enum SplitStage {
         var counts: [String: Int] = [:]
         for v in assignment.values { counts[v, default: 0] += 1 }
         ctx.log("  train \(counts["train"] ?? 0), select \(counts["select"] ?? 0), test \(counts["test"] ?? 0)")
+        let classCount = Set(sequences.map(\.ecLabel)).count
+        guard classCount >= 2 else {
+            throw PipelineError.empty(stage: "split", what: "the tokenized sequences span \(classCount) class(es); a classifier needs at least 2 (check label_level and the label files)")
+        }
+        for name in ["train", "select", "test"] where counts[name, default: 0] == 0 {
+            throw PipelineError.empty(stage: "split", what: "the \(name) split would be empty (\(sequences.count) tokenized sequences, fractions \(s.train)/\(s.select)/\(s.test)); use more data or larger fractions")
+        }
         try ctx.db.commitSplits(assignment, ledger: StageRecord(stage: "split", contentKey: key, rowsWritten: assignment.count, seconds: Date().timeIntervalSince(start)))
         return assignment.count
     }

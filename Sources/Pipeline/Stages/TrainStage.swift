@@ -58,10 +58,14 @@ enum ModelStore {
     /// - Throws: `PipelineError.missingStage`, `PipelineError.checkpointChanged`, checkpoint errors.
     static func finalModel(_ ctx: RunContext, stage: String) throws -> ESMClassifier {
         guard let rec = try ctx.db.checkpoint(named: "final") else { throw PipelineError.missingStage(stage: stage, needs: "train") }
-        let file = (rec.directory as NSString).appendingPathComponent("model.safetensors")
+        // The checkpoint lives in the run's artifacts directory next to the database; the
+        // recorded directory is informational (the run may have moved, or been started from
+        // another working directory).
+        let directory = (ctx.artifactsDirectory as NSString).appendingPathComponent("final")
+        let file = (directory as NSString).appendingPathComponent("model.safetensors")
         let found = (try? Hashing.sha256(file: file).hex) ?? "missing"
         guard found == rec.sha256 else { throw PipelineError.checkpointChanged(path: file, recorded: rec.sha256, found: found) }
-        let loaded = try Checkpoint.load(directory: rec.directory)
+        let loaded = try Checkpoint.load(directory: directory)
         return try ESMClassifier(config: loaded.config, parameters: loaded.parameters)
     }
 }
@@ -120,6 +124,9 @@ enum TrainStage {
                 let t0 = Date()
                 let progress = ProgressReporter("train epoch \(epoch)/\(spec.epochs)", total: train.examples.count, unit: "seq", quiet: ctx.quiet)
                 let stats = trainer.trainEpoch(train.examples, seed: spec.seed, epoch: epoch) { done, _ in progress.update(done) }
+                guard stats.loss.isFinite else {
+                    throw PipelineError.diverged(epoch: epoch, detail: "the training loss became \(stats.loss); lower train.learning_rate or set train.max_grad_norm")
+                }
                 let sel = select.examples.isEmpty ? nil : trainer.evaluate(select.examples, batchSize: spec.batchSize).stats
                 let layout = model.parameters.layout
                 try SafeTensorsWriter.write([
@@ -137,9 +144,10 @@ enum TrainStage {
         }
         let finalDir = (ctx.artifactsDirectory as NSString).appendingPathComponent("final")
         try Checkpoint.save(config: model.config, parameters: model.parameters, to: finalDir)
+        let finalDirAbsolute = URL(fileURLWithPath: finalDir).standardizedFileURL.path
         let h = try Hashing.sha256(file: (finalDir as NSString).appendingPathComponent("model.safetensors"))
         let epochs = try ctx.db.epochs()
-        try ctx.db.commitTraining(checkpoints: [CheckpointRecord(name: "final", directory: finalDir, sha256: h.hex, sizeBytes: h.size)],
+        try ctx.db.commitTraining(checkpoints: [CheckpointRecord(name: "final", directory: finalDirAbsolute, sha256: h.hex, sizeBytes: h.size)],
                                   ledger: StageRecord(stage: "train", contentKey: key, rowsWritten: epochs.count + 1,
                                                       seconds: epochs.reduce(0) { $0 + $1.seconds } + Date().timeIntervalSince(start) - epochs.filter { $0.epoch >= firstEpoch }.reduce(0) { $0 + $1.seconds }))
         ctx.log("  saved \(finalDir) (sha256 \(h.hex.prefix(12)))")
