@@ -17,6 +17,10 @@ public enum PipelineError: Error, CustomStringConvertible {
     case checkpointChanged(path: String, recorded: String, found: String)
     /// Nothing usable in a stage's input (e.g. no accepted sequence).
     case empty(stage: String, what: String)
+    /// `--shard-index` / `--num-shards` out of range.
+    case badShardSelection(index: Int, count: Int)
+    /// This task's attribution shards are done; others are still left (not a failure).
+    case shardsLeft(task: String, left: Int, total: Int)
     /// Training produced a non-finite loss.
     case diverged(epoch: Int, detail: String)
     /// An unknown stage name.
@@ -34,6 +38,11 @@ public enum PipelineError: Error, CustomStringConvertible {
             return "checkpoint \(path) changed since it was recorded (sha256 \(recorded.prefix(12)) recorded, \(found.prefix(12)) found). Use `--force train` to retrain."
         case .empty(let stage, let what):
             return "stage \(stage): \(what)"
+        case .badShardSelection(let index, let count):
+            return "shard index \(index) with \(count) shards: give --num-shards N >= 1 and --shard-index in 0..<N"
+        case .shardsLeft(let task, let left, let total):
+            return "attribute (\(task)): this task's shards are done; \(left) of \(total) shards belong to other tasks and are not done yet. "
+                + "The last task to finish combines the scores; or run `kneuron attribute SPEC` once they are all done"
         case .diverged(let epoch, let detail):
             return "training diverged in epoch \(epoch): \(detail)"
         case .unknownStage(let s):
@@ -69,6 +78,9 @@ public final class RunContext: @unchecked Sendable {
     public let artifactsDirectory: String
     /// Silences progress output.
     public let quiet: Bool
+    /// When set, the attribute stage works only on shards `s` with `s % count == index`
+    /// (one task of an array job); nil = all shards.
+    public var shardSelection: ShardSelection?
 
     /// Opens the run: loads nothing itself; registers the spec in the database.
     /// - Throws: `StoreError` when the run cannot be recorded.
@@ -98,6 +110,26 @@ public final class RunContext: @unchecked Sendable {
 
     /// Writes a line to stderr unless quiet.
     func log(_ message: String) { Pipeline.log(message, quiet: quiet) }
+}
+
+/// The shards one task of an array job owns: shard `s` belongs to task `s % count`.
+public struct ShardSelection: Sendable, Equatable, CustomStringConvertible {
+    /// This task, in `0 ..< count`.
+    public let index: Int
+    /// Number of tasks.
+    public let count: Int
+
+    /// - Throws: `PipelineError.badShardSelection` unless `count >= 1` and `0 <= index < count`.
+    public init(index: Int, count: Int) throws {
+        guard count >= 1, index >= 0, index < count else { throw PipelineError.badShardSelection(index: index, count: count) }
+        self.index = index
+        self.count = count
+    }
+
+    /// Whether shard `shard` belongs to this task.
+    public func owns(_ shard: Int) -> Bool { shard % count == index }
+
+    public var description: String { "task \(index) of \(count)" }
 }
 
 /// SHA-256 helpers (swift-crypto).

@@ -346,8 +346,14 @@ extension RunDatabase {
     /// `ScoreShape`) with their ranks, and the attribute ledger row, in one transaction.
     /// Returns the number of rows written.
     @discardableResult
+    /// When the ledger already records the stage with the same content key (another process
+    /// of an array job combined first), nothing is written and the recorded row count is returned.
     public func commitScores(_ scores: [(method: String, values: [Float])], shape: ScoreShape, ledger: StageRecord) throws -> Int {
         try write("writing neuron scores") { db in
+            if let row = try Row.fetchOne(db, sql: "SELECT content_key, rows_written FROM stages WHERE stage = ?", arguments: [ledger.stage]),
+               (row[0] as String) == ledger.contentKey {
+                return row[1] as Int
+            }
             var n = 0
             for s in scores { n += try Self.insertScores(db, method: s.method, seed: 0, shape: shape, scores: s.values) }
             var l = ledger

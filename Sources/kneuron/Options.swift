@@ -17,14 +17,17 @@ struct RunOptions: ParsableArguments {
     @Flag(help: "No progress output on stderr.")
     var quiet = false
 
-    /// Loads the spec, opens the database and returns a runner.
-    func runner() throws -> PipelineRunner {
+    /// Loads the spec, takes the run's lock, opens the database and returns a runner.
+    /// With a shard selection (one task of an array job) the lock is the task's own, so the
+    /// tasks of one run can work on the database at the same time.
+    func runner(shards: ShardSelection? = nil) throws -> PipelineRunner {
         let spec = try PipelineSpec.load(path: self.spec)
         if let force, Stage(rawValue: force) == nil { throw PipelineError.unknownStage(force) }
         let path = db ?? "runs/\(spec.name).sqlite"
-        try RunLock.acquire(databasePath: path)
+        try RunLock.acquire(databasePath: path, suffix: shards.map { ".attribute-\($0.index)-of-\($0.count)" } ?? "")
         let database = try RunDatabase(path: path)
-        let context = try RunContext(spec: spec, specPath: self.spec, db: database, quiet: quiet)
+        var context = try RunContext(spec: spec, specPath: self.spec, db: database, quiet: quiet)
+        context.shardSelection = shards
         let runner = PipelineRunner(context: context)
         if let force {
             guard let stage = Stage(rawValue: force) else { throw PipelineError.unknownStage(force) }
@@ -41,11 +44,11 @@ enum RunLock {
 
     /// Takes the lock of the database at `databasePath` (creating its directory).
     /// - Throws: `ValidationError` when another process holds it or the lock file cannot be made.
-    static func acquire(databasePath: String) throws {
+    static func acquire(databasePath: String, suffix: String = "") throws {
         if descriptor >= 0 { return }
         let dir = (databasePath as NSString).deletingLastPathComponent
         if !dir.isEmpty { try? FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true) }
-        let lockPath = databasePath + ".lock"
+        let lockPath = databasePath + suffix + ".lock"
         let fd = open(lockPath, O_CREAT | O_RDWR | O_CLOEXEC, 0o644)
         guard fd >= 0 else {
             throw ValidationError("cannot create the lock file \(lockPath): \(String(cString: strerror(errno))); check that the directory is writable")
@@ -68,8 +71,8 @@ func databasePath(db: String?, spec: String?) throws -> String {
 }
 
 /// Runs the given stages and prints a one-line summary per stage.
-func runStages(_ options: RunOptions, _ stages: [Stage]) throws {
-    let runner = try options.runner()
+func runStages(_ options: RunOptions, _ stages: [Stage], shards: ShardSelection? = nil) throws {
+    let runner = try options.runner(shards: shards)
     let outcomes = try runner.run(stages)
     if outcomes.allSatisfy({ !$0.ran }) {
         print("nothing to do: \(stages.map(\.rawValue).joined(separator: ", ")) already done in \(runner.context.db.path)")

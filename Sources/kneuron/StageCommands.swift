@@ -1,3 +1,4 @@
+import Foundation
 import ArgumentParser
 import Pipeline
 
@@ -25,10 +26,43 @@ struct TrainCommand: StageCommand {
     @OptionGroup var options: RunOptions
 }
 
-struct AttributeCommand: StageCommand {
-    static let configuration = CommandConfiguration(commandName: "attribute", abstract: "Score every q/k/v weight by activation and integrated gradients, in resumable shards.")
-    static let stage = Stage.attribute
+/// `kneuron attribute SPEC [--shard-index I --num-shards N]`: all shards, or the shards
+/// `s % N == I` of one array-job task (defaults from Slurm's array variables).
+struct AttributeCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "attribute",
+        abstract: "Score every q/k/v weight by activation and integrated gradients, in resumable shards.",
+        discussion: """
+            As one task of an array job, --shard-index I --num-shards N processes only the shards s with \
+            s % N == I (defaults: SLURM_ARRAY_TASK_ID - SLURM_ARRAY_TASK_MIN and SLURM_ARRAY_TASK_COUNT when set). \
+            Tasks share the database; the last one to finish combines the scores. A task whose shards are done \
+            while others are still working exits 0 and says so.
+            """)
     @OptionGroup var options: RunOptions
+    @Option(help: "This task's index in 0..<num-shards.") var shardIndex: Int?
+    @Option(help: "Number of tasks the shards are divided among.") var numShards: Int?
+
+    func run() throws {
+        let env = ProcessInfo.processInfo.environment
+        var index = shardIndex, count = numShards
+        if index == nil, count == nil, let id = env["SLURM_ARRAY_TASK_ID"].flatMap(Int.init),
+           let n = env["SLURM_ARRAY_TASK_COUNT"].flatMap(Int.init) {
+            index = id - (env["SLURM_ARRAY_TASK_MIN"].flatMap(Int.init) ?? 0)
+            count = n
+        }
+        var shards: ShardSelection?
+        switch (index, count) {
+        case (nil, nil): shards = nil
+        case (let i?, let n?): shards = try ShardSelection(index: i, count: n)
+        default: throw ValidationError("give --shard-index and --num-shards together")
+        }
+        do {
+            try runStages(options, [.attribute], shards: shards)
+        } catch let e as PipelineError {
+            guard case .shardsLeft = e else { throw e }
+            print("\(e)")
+        }
+    }
 }
 
 struct SelectCommand: StageCommand {

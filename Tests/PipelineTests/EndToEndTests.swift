@@ -186,4 +186,59 @@ final class EndToEndTests: XCTestCase {
         XCTAssertEqual(try count(b, "SELECT SUM(n_sequences) FROM shards WHERE method = 'activation'"), 24)
         XCTAssertEqual(try count(b, "SELECT COUNT(*) FROM ig_completeness"), 24)
     }
+
+    /// Array-job sharding: 4 tasks run by 2 concurrent processes (tasks 0 then 2, and 1 then 3)
+    /// on one database give exactly the scores of a single process doing every shard.
+    func testFourTasksOnTwoConcurrentProcessesEqualOneProcess() throws {
+        let spec = try writeSpec()
+        guard let exe = Self.executable() else { throw XCTSkip("kneuron executable not found next to the test bundle") }
+        let reference = dir.appendingPathComponent("one.sqlite").path
+        _ = try runInProcess(spec: spec, db: reference)
+
+        let sharded = dir.appendingPathComponent("tasks.sqlite").path
+        let database = try RunDatabase(path: sharded)
+        let ctx = try RunContext(spec: try PipelineSpec.load(path: spec), specPath: spec, db: database, quiet: true)
+        _ = try PipelineRunner(context: ctx).run([.ingest, .tokenize, .split, .train])
+
+        func attribute(_ task: Int) -> String {
+            "'\(exe)' attribute '\(spec)' --db '\(sharded)' --quiet --shard-index \(task) --num-shards 4"
+        }
+        var processes: [Process] = []
+        var outputs: [Pipe] = []
+        for tasks in [[0, 2], [1, 3]] {
+            let p = Process()
+            p.executableURL = URL(fileURLWithPath: "/bin/sh")
+            p.arguments = ["-c", tasks.map(attribute).joined(separator: " && ")]
+            p.environment = ProcessInfo.processInfo.environment.merging(["KNEURON_DEBUG_SHARD_DELAY_MS": "20"]) { $1 }
+            let out = Pipe()
+            p.standardOutput = out
+            try p.run()
+            processes.append(p)
+            outputs.append(out)
+        }
+        for p in processes { p.waitUntilExit() }
+        XCTAssertEqual(processes.map(\.terminationStatus), [0, 0])
+        let printed = outputs.map { String(decoding: $0.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self) }.joined()
+        XCTAssertTrue(printed.contains("this task's shards are done"), "a task that finished before the others says so: \(printed)")
+
+        let a = try RunDatabase(path: reference, readOnly: true), b = try RunDatabase(path: sharded, readOnly: true)
+        XCTAssertNotNil(try b.stage("attribute"), "the last task combined the scores")
+        for method in ["activation", "integrated_gradients"] {
+            XCTAssertEqual(try a.scores(method: method), try b.scores(method: method), method)
+        }
+        XCTAssertEqual(try count(b, "SELECT COUNT(*) FROM shards"), 16)
+        XCTAssertEqual(try count(b, "SELECT COUNT(*) FROM ig_completeness"), 24)
+        XCTAssertEqual(try b.query("PRAGMA integrity_check").rows, [["ok"]])
+        // The rest of the pipeline continues from the combined scores.
+        let rest = try runInProcess(spec: spec, db: sharded)
+        XCTAssertEqual(rest.map(\.ran), [false, false, false, false, false, true, true, true])
+        XCTAssertEqual(try a.evaluations(), try RunDatabase(path: sharded, readOnly: true).evaluations())
+    }
+
+    func testShardSelectionValidates() {
+        XCTAssertThrowsError(try ShardSelection(index: 2, count: 2))
+        XCTAssertThrowsError(try ShardSelection(index: 0, count: 0))
+        let s = try? ShardSelection(index: 1, count: 3)
+        XCTAssertEqual((0 ..< 7).filter { s?.owns($0) ?? false }, [1, 4])
+    }
 }

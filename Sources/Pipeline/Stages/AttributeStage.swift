@@ -42,9 +42,11 @@ enum AttributeStage {
 
         for method in spec.methods {
             let done = try ctx.db.finishedShards(method: method.rawValue)
-            let todo = (0 ..< shardCount).filter { !done.contains($0) }
+            let mine = (0 ..< shardCount).filter { ctx.shardSelection?.owns($0) ?? true }
+            let todo = mine.filter { !done.contains($0) }
             if todo.isEmpty { continue }
-            ctx.log("  \(method.rawValue): \(todo.count) of \(shardCount) shards to do (\(done.count) already done)")
+            ctx.log("  \(method.rawValue): \(todo.count) of \(shardCount) shards to do (\(done.count) already done)"
+                    + (ctx.shardSelection.map { ", \($0): \(mine.count) shards" } ?? ""))
             let progress = ProgressReporter("attribute \(method.rawValue)", total: shardCount, unit: "shards", quiet: ctx.quiet)
             var finished = done.count
             for shard in todo {
@@ -75,6 +77,12 @@ enum AttributeStage {
             }
         }
 
+        // Other tasks of an array job may still be working on their shards.
+        if let selection = ctx.shardSelection {
+            var left = 0
+            for method in spec.methods { left += shardCount - (try ctx.db.finishedShards(method: method.rawValue).count) }
+            if left > 0 { throw PipelineError.shardsLeft(task: selection.description, left: left, total: shardCount * spec.methods.count) }
+        }
         // Every shard of every method is done: combine in shard order.
         var scores: [(method: String, values: [Float])] = []
         for method in spec.methods {
@@ -100,6 +108,8 @@ enum AttributeStage {
                 }
             }
         }
+        // Two tasks can finish at the same moment and both combine; the second finds the
+        // stage recorded (same key) and leaves it as it is.
         let n = try ctx.db.commitScores(scores, shape: ScoreShape(layers: shape.layers, rows: shape.hidden, cols: shape.hidden),
                                         ledger: StageRecord(stage: "attribute", contentKey: key, rowsWritten: 0,
                                                             seconds: Date().timeIntervalSince(start)))
