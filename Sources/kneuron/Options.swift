@@ -72,6 +72,11 @@ func databasePath(db: String?, spec: String?) throws -> String {
 
 /// Runs the given stages and prints a one-line summary per stage.
 func runStages(_ options: RunOptions, _ stages: [Stage], shards: ShardSelection? = nil) throws {
+    // A single-stage command may only force its own stage: forcing an earlier one would
+    // discard stages it does not run again.
+    if stages.count == 1, let force = options.force, let forced = Stage(rawValue: force), forced != stages[0] {
+        throw ValidationError("`kneuron \(stages[0].rawValue) --force` can only redo \(stages[0].rawValue); use `kneuron run SPEC --force \(force)` to redo \(force) and the stages after it")
+    }
     let runner = try options.runner(shards: shards)
     let outcomes = try runner.run(stages)
     if outcomes.allSatisfy({ !$0.ran }) {
