@@ -34,7 +34,7 @@ let package = Package(
             .product(name: "Crypto", package: "swift-crypto"),
         ]),
         .executableTarget(name: "kneuron", dependencies: [
-            "Pipeline",
+            "Pipeline", "ESM",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
         .testTarget(name: "ProteinDataTests", dependencies: ["ProteinData"]),

@@ -435,3 +435,24 @@ func poolBackward(dinp: FloatPtr, dout: ConstFloatPtr, lengths: UnsafePointer<In
         }
     }
 }
+
+// MARK: - BLAS probe
+
+/// Throughput reference for benchmarks: C (m,n) = A (m,k) B^T with B (n,k), row-major float32,
+/// split over `workers` threads by rows exactly as the model's Linear layers do it
+/// (single-threaded OpenBLAS per thread). Returns the best of `repeats` runs in GFLOP/s
+/// (2mnk floating-point operations per product).
+public func sgemmThroughput(m: Int, n: Int, k: Int, workers: Int, repeats: Int = 10) -> Double {
+    let a = UnsafeMutablePointer<Float>.allocate(capacity: m * k), b = UnsafeMutablePointer<Float>.allocate(capacity: n * k)
+    let c = UnsafeMutablePointer<Float>.allocate(capacity: m * n)
+    defer { a.deallocate(); b.deallocate(); c.deallocate() }
+    for i in 0 ..< m * k { a[i] = Float(i % 7) * 0.01 }
+    for i in 0 ..< n * k { b[i] = Float(i % 5) * 0.01 }
+    var best = Double.infinity
+    for _ in 0 ..< max(1, repeats) {
+        let t0 = DispatchTime.now().uptimeNanoseconds
+        linearForward(c, inp: a, weight: b, bias: nil, N: m, IN: k, OUT: n, workers: workers)
+        best = min(best, Double(DispatchTime.now().uptimeNanoseconds - t0) * 1e-9)
+    }
+    return 2 * Double(m) * Double(n) * Double(k) / best / 1e9
+}

@@ -1,0 +1,119 @@
+import Attribution
+import ESM
+import Foundation
+
+/// The timed workloads of `kneuron bench` (issue: faster than PyTorch on the same CPU), on the
+/// ESM-2 t6_8M shape (6 layers, hidden 320, 20 heads, FFN 1280) with seeded random weights,
+/// float32, 7 classes, `<cls>` pooling, no padding. `bench/compare-torch.sh` runs the same
+/// workloads in PyTorch.
+public enum BenchWorkload: String, CaseIterable, Sendable {
+    /// Classifier logits for a batch of 8 x 256 tokens.
+    case forward
+    /// Forward + backward of the mean cross-entropy for all parameters, batch 8 x 256.
+    case train
+    /// Integrated gradients of P(class 0) w.r.t. every q/k/v weight for one sequence of 256
+    /// tokens, 20 steps (midpoint rule), steps processed in chunks.
+    case ig
+
+    /// Batch rows B and tokens per row T of the workload.
+    public var shape: (batch: Int, tokens: Int) {
+        switch self {
+        case .forward, .train: return (8, 256)
+        case .ig: return (1, 256)
+        }
+    }
+}
+
+/// One workload's timings.
+public struct BenchResult: Sendable {
+    public var workload: BenchWorkload
+    /// Wall time of each repeat, milliseconds, in run order.
+    public var milliseconds: [Double]
+    /// Floating-point operations of one repeat (analytic count, see `Benchmark.flops`).
+    public var flops: Double
+    /// Peak resident set size of the process after the workload, bytes (`getrusage`).
+    public var peakRSSBytes: Int
+
+    /// Median of `milliseconds`.
+    public var medianMilliseconds: Double {
+        let s = milliseconds.sorted()
+        return s.isEmpty ? .nan : (s.count % 2 == 1 ? s[s.count / 2] : (s[s.count / 2 - 1] + s[s.count / 2]) / 2)
+    }
+    /// Minimum of `milliseconds`.
+    public var minMilliseconds: Double { milliseconds.min() ?? .nan }
+    /// `flops` / median time, in GFLOP/s.
+    public var gflopsPerSecond: Double { flops / (medianMilliseconds * 1e-3) / 1e9 }
+}
+
+/// Runs the bench workloads.
+public enum Benchmark {
+    /// The t6_8M-shaped classifier with random weights (seed 1), 7 classes.
+    /// - Throws: only if the preset table were broken (`ESMConfigError`).
+    public static func model() throws -> ESMClassifier {
+        ESMClassifier(config: try ESMConfig.preset("esm2_t6_8M", numLabels: 7), seed: 1)
+    }
+
+    /// Deterministic token rows: `<cls>`, T-2 residue ids in 4..<24, `<eos>`.
+    public static func tokens(batch: Int, length: Int) -> [[Int32]] {
+        var rng = SplitMix64(seed: 7)
+        return (0 ..< batch).map { _ in [0] + (0 ..< length - 2).map { _ in Int32(4 + rng.nextIndex(below: 20)) } + [2] }
+    }
+
+    /// Multiply-adds x 2 of one forward over B rows of T tokens: per layer the q/k/v/output
+    /// projections 8NH^2, the FFN 4NHI, attention scores and mixing 4BT^2H; plus the head.
+    /// Backward counts twice the forward; IG counts (steps + 2/3) forward+backward-equivalents
+    /// of one row (the 2 endpoint rows are forward only).
+    public static func flops(_ w: BenchWorkload, config c: ESMConfig, steps: Int = 20) -> Double {
+        func forward(_ B: Int, _ T: Int) -> Double {
+            let N = Double(B * T), H = Double(c.hiddenSize), I = Double(c.intermediateSize)
+            let layer = 8 * N * H * H + 4 * N * H * I + 4 * Double(B) * Double(T * T) * H
+            return Double(c.numHiddenLayers) * layer + 2 * Double(B) * H * (H + Double(c.numLabels))
+        }
+        let (B, T) = w.shape
+        switch w {
+        case .forward: return forward(B, T)
+        case .train: return 3 * forward(B, T)
+        case .ig: return Double(steps) * 3 * forward(1, T) + 2 * forward(1, T)
+        }
+    }
+
+    /// Times `repeats` runs of `workload` after one warm-up run.
+    public static func run(_ workload: BenchWorkload, repeats: Int) throws -> BenchResult {
+        let model = try model()
+        let (B, T) = workload.shape
+        let rows = tokens(batch: B, length: T)
+        let batch = TokenBatch(sequences: rows, padTokenId: Int32(model.config.padTokenId))
+        var grads = ParameterBuffer(layout: model.parameters.layout)
+        let C = model.config.numLabels
+        let once: () -> Void
+        switch workload {
+        case .forward:
+            once = { _ = model.forward(batch) }
+        case .train:
+            once = {
+                let logits = model.forward(batch)
+                let d = Loss.crossEntropy(logits: logits, labels: (0 ..< B).map { $0 % C }, classes: C).dLogits
+                grads.zero()
+                model.backward(dLogits: d, into: &grads)
+            }
+        case .ig:
+            once = { _ = IntegratedGradients.attribute(model: model, tokens: rows[0], target: 0, steps: 20, gradients: &grads) }
+        }
+        once()
+        var times: [Double] = []
+        for _ in 0 ..< max(1, repeats) {
+            let t0 = DispatchTime.now().uptimeNanoseconds
+            once()
+            times.append(Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e6)
+        }
+        return BenchResult(workload: workload, milliseconds: times, flops: flops(workload, config: model.config),
+                           peakRSSBytes: peakRSS())
+    }
+
+    /// Peak resident set size of this process in bytes (Linux `ru_maxrss` is in KiB).
+    public static func peakRSS() -> Int {
+        var usage = rusage()
+        getrusage(__rusage_who_t(RUSAGE_SELF.rawValue), &usage)
+        return Int(usage.ru_maxrss) * 1024
+    }
+}

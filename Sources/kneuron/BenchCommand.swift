@@ -1,0 +1,55 @@
+import ArgumentParser
+import Foundation
+import ESM
+import Pipeline
+
+/// `kneuron bench [--workload W] [--repeat N] [--json]`: times forward, train and integrated
+/// gradients on the ESM-2 t6_8M shape (see `BenchWorkload`).
+struct BenchCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "bench",
+        abstract: "Time forward, train (forward + backward) and integrated gradients on the ESM-2 t6_8M shape.",
+        discussion: """
+            Random weights, float32, batch 8 x 256 tokens (ig: 1 x 256, 20 steps). Prints median and minimum \\
+            wall time, GFLOP/s (analytic count) and peak RSS. OpenBLAS reads OPENBLAS_CORETYPE before main(); \\
+            the core type in effect is printed.
+            """)
+    enum WorkloadChoice: String, ExpressibleByArgument, CaseIterable { case all, forward, train, ig }
+
+    @Option(help: "forward, train, ig or all.") var workload: WorkloadChoice = .all
+    @Option(name: .customLong("repeat"), help: "Timed repeats after one warm-up.") var repeats = 10
+    @Flag(help: "One JSON object per workload and line.") var json = false
+
+    func run() throws {
+        let workloads = workload == .all ? BenchWorkload.allCases : [BenchWorkload(rawValue: workload.rawValue)!]
+        let coreType = ProcessInfo.processInfo.environment["OPENBLAS_CORETYPE"] ?? "auto"
+        // The model's largest GEMM: the FFN intermediate projection of the train batch,
+        // (8*256 tokens) x 320 -> 1280, on the same 2 threads and BLAS as the kernels.
+        let sgemm = sgemmThroughput(m: 2048, n: 1280, k: 320, workers: 2)
+        if json {
+            let data = try JSONSerialization.data(withJSONObject: ["workload": "sgemm_2048x1280x320", "gflops": sgemm,
+                                                                   "openblas_coretype": coreType] as [String: Any],
+                                                  options: [.sortedKeys])
+            print(String(decoding: data, as: UTF8.self))
+        } else {
+            print("OpenBLAS core type: \(coreType); threads: kernels' own (2 max), BLAS single-threaded")
+            print(String(format: "sgemm 2048x1280x320 (largest GEMM of the model): %.1f GFLOP/s", sgemm))
+        }
+        for w in workloads {
+            let r = try Benchmark.run(w, repeats: repeats)
+            if json {
+                let object: [String: Any] = [
+                    "workload": w.rawValue, "median_ms": r.medianMilliseconds, "min_ms": r.minMilliseconds,
+                    "gflops": r.gflopsPerSecond, "peak_rss_mb": Double(r.peakRSSBytes) / 1_048_576,
+                    "repeats": r.milliseconds.count, "openblas_coretype": coreType,
+                ]
+                let data = try JSONSerialization.data(withJSONObject: object, options: [.sortedKeys])
+                print(String(decoding: data, as: UTF8.self))
+            } else {
+                print(String(format: "%-8@ median %8.1f ms  min %8.1f ms  %6.1f GFLOP/s  peak RSS %6.0f MB  (%d repeats)",
+                             w.rawValue as NSString, r.medianMilliseconds, r.minMilliseconds, r.gflopsPerSecond,
+                             Double(r.peakRSSBytes) / 1_048_576, r.milliseconds.count))
+            }
+        }
+    }
+}
