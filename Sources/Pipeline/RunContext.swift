@@ -129,6 +129,7 @@ public struct ShardSelection: Sendable, Equatable, CustomStringConvertible {
     /// Whether shard `shard` belongs to this task.
     public func owns(_ shard: Int) -> Bool { shard % count == index }
 
+    /// "task I of N", for messages.
     public var description: String { "task \(index) of \(count)" }
 }
 
