@@ -26,6 +26,7 @@ public enum BenchWorkload: String, CaseIterable, Sendable {
 
 /// One workload's timings.
 public struct BenchResult: Sendable {
+    /// The workload that was timed.
     public var workload: BenchWorkload
     /// Wall time of each repeat, milliseconds, in run order.
     public var milliseconds: [Double]
