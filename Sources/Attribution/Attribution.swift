@@ -6,7 +6,9 @@ import Foundation
 /// modules ordered query, key, value; `row` is the output unit and `col` the input
 /// feature of the PyTorch `(out, in)` weight. Count = layers x 3 x H x H.
 public struct ScoredWeights: Sendable, Equatable {
+    /// Number of transformer layers (`config.numHiddenLayers`).
     public let layers: Int
+    /// Hidden size H (`config.hiddenSize`); every q/k/v weight matrix is H x H.
     public let hidden: Int
     /// Creates the shape for a config.
     public init(config: ESMConfig) { layers = config.numHiddenLayers; hidden = config.hiddenSize }

@@ -70,6 +70,7 @@ public struct InputsSpec: Codable, Sendable, Equatable {
     /// EC label files (UniProt TSV `Entry<TAB>EC number`, the combined table, or CSV).
     public var labels: [String]
     enum CodingKeys: String, CodingKey, CaseIterable { case fasta, labels }
+    /// Creates the inputs from lists of FASTA and label file paths (not validated).
     public init(fasta: [String], labels: [String]) { self.fasta = fasta; self.labels = labels }
     public init(from decoder: Decoder) throws {
         try rejectUnknownKeys(decoder, CodingKeys.self)
@@ -86,13 +87,20 @@ public enum SelectOn: String, Codable, Sendable, CaseIterable { case select, tes
 
 /// Stratified train/select/test split.
 public struct SplitSpec: Codable, Sendable, Equatable {
+    /// Fraction of sequences for training, in (0, 1] (YAML `split.train`, default 0.70).
+    /// `train + select + test` must be 1 (within 1e-6).
     public var train: Double = 0.70
+    /// Fraction for the selection split, in [0, 1] (YAML `split.select`, default 0.15);
+    /// 0 is allowed only with `select_on: test`.
     public var select: Double = 0.15
+    /// Fraction held out for evaluation, in (0, 1] (YAML `split.test`, default 0.15).
     public var test: Double = 0.15
+    /// Seed of the stratified split (YAML `split.seed`, default 1).
     public var seed: UInt64 = 1
     /// `select` (default, no leak) or `test` (the paper's protocol: select and evaluate on test).
     public var selectOn: SelectOn = .select
     enum CodingKeys: String, CodingKey, CaseIterable { case train, select, test, seed, selectOn = "select_on" }
+    /// Creates the defaults: 0.70 / 0.15 / 0.15, seed 1, `select_on: select`.
     public init() {}
     public init(from decoder: Decoder) throws {
         try rejectUnknownKeys(decoder, CodingKeys.self)
@@ -132,6 +140,7 @@ public struct ModelSpec: Codable, Sendable, Equatable {
     /// Seed of the random initialisation.
     public var seed: UInt64 = 0
     enum CodingKeys: String, CodingKey, CaseIterable { case preset, checkpoint, pooling, maxLength = "max_length", crop, seed }
+    /// Creates the defaults: preset `small`, no checkpoint, `cls` pooling, max length 1024, `head` crop, seed 0.
     public init() {}
     public init(from decoder: Decoder) throws {
         try rejectUnknownKeys(decoder, CodingKeys.self)
@@ -156,8 +165,14 @@ public struct ModelSpec: Codable, Sendable, Equatable {
 public struct TrainSpec: Codable, Sendable, Equatable {
     /// Epochs; 0 keeps the loaded/initial weights.
     public var epochs: Int = 10
+    /// Sequences per optimizer step, >= 1 (YAML `train.batch_size`, default 16); also the
+    /// batch size of evaluation on the select and test splits.
     public var batchSize: Int = 16
+    /// AdamW learning rate (the peak of the `linear` schedule), positive and finite
+    /// (YAML `train.learning_rate`, default 1e-3).
     public var learningRate: Float = 1e-3
+    /// AdamW decoupled weight decay, finite and >= 0 (YAML `train.weight_decay`, default 0.01);
+    /// applied to Linear weights, not biases, LayerNorm or embeddings (`ParameterLayout.decays`).
     public var weightDecay: Float = 0.01
     /// Global gradient-norm clip; absent = no clipping.
     public var maxGradNorm: Float? = 1.0
@@ -172,6 +187,8 @@ public struct TrainSpec: Codable, Sendable, Equatable {
         case epochs, batchSize = "batch_size", learningRate = "learning_rate", weightDecay = "weight_decay", maxGradNorm = "max_grad_norm", seed
         case schedule, warmupFraction = "warmup_fraction"
     }
+    /// Creates the defaults: 10 epochs, batch 16, learning rate 1e-3, weight decay 0.01,
+    /// clip norm 1.0, seed 0, `linear` schedule without warm-up.
     public init() {}
     public init(from decoder: Decoder) throws {
         try rejectUnknownKeys(decoder, CodingKeys.self)
@@ -215,6 +232,8 @@ public enum AttributionMethod: String, Codable, Sendable, CaseIterable {
 
 /// The attribute stage's parameters.
 public struct AttributionSpec: Codable, Sendable, Equatable {
+    /// Scoring methods to run, at least one, no duplicates (YAML `attribution.methods`,
+    /// default `[activation, integrated_gradients]`).
     public var methods: [AttributionMethod] = [.activation, .integratedGradients]
     /// Riemann steps of integrated gradients.
     public var steps: Int = 20
@@ -223,6 +242,7 @@ public struct AttributionSpec: Codable, Sendable, Equatable {
     /// Use at most this many sequences of the selection split (first by id); absent = all.
     public var maxSequences: Int?
     enum CodingKeys: String, CodingKey, CaseIterable { case methods, steps, shardSize = "shard_size", maxSequences = "max_sequences" }
+    /// Creates the defaults: both methods, 20 steps, shards of 16 sequences, no sequence cap.
     public init() {}
     public init(from decoder: Decoder) throws {
         try rejectUnknownKeys(decoder, CodingKeys.self)
@@ -246,6 +266,7 @@ public struct SelectionSpec: Codable, Sendable, Equatable {
     /// Seeds of the random baseline (at least 3).
     public var randomSeeds: [Int] = [1, 2, 3]
     enum CodingKeys: String, CodingKey, CaseIterable { case retentionFractions = "retention_fractions", randomSeeds = "random_seeds" }
+    /// Creates the defaults: fractions 0.50, 0.25, 0.10, 0.01; random seeds 1, 2, 3.
     public init() {}
     public init(from decoder: Decoder) throws {
         try rejectUnknownKeys(decoder, CodingKeys.self)
@@ -268,19 +289,27 @@ public struct SelectionSpec: Codable, Sendable, Equatable {
 public struct PipelineSpec: Codable, Sendable, Equatable {
     /// Run name; the default database is `runs/<name>.sqlite`.
     public var name: String
+    /// Input files (YAML `inputs`, required; `inputs.labels` must list at least one file).
     public var inputs: InputsSpec
     /// EC level of the class label: 1 = EC class (default) ... 4 = full number.
     public var labelLevel: Int = 1
+    /// Train/select/test fractions and seed (YAML `split`; `SplitSpec` defaults when absent).
     public var split = SplitSpec()
+    /// Model source and tokenization (YAML `model`; `ModelSpec` defaults when absent).
     public var model = ModelSpec()
+    /// Fine-tuning hyper-parameters (YAML `train`; `TrainSpec` defaults when absent).
     public var train = TrainSpec()
+    /// Attribute-stage parameters (YAML `attribution`; `AttributionSpec` defaults when absent).
     public var attribution = AttributionSpec()
+    /// Select-stage parameters (YAML `selection`; `SelectionSpec` defaults when absent).
     public var selection = SelectionSpec()
 
     enum CodingKeys: String, CodingKey, CaseIterable {
         case name, inputs, labelLevel = "label_level", split, model, train, attribution, selection
     }
 
+    /// Creates a spec with `name` and `inputs` and every other field at its default
+    /// (without the checks decoding applies).
     public init(name: String, inputs: InputsSpec) { self.name = name; self.inputs = inputs }
 
     public init(from decoder: Decoder) throws {

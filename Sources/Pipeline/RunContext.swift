@@ -70,9 +70,11 @@ public enum Stage: String, CaseIterable, Sendable, Comparable {
 /// Everything a stage needs: the spec, where it lives, the database and the artifacts
 /// directory (`<db without .sqlite>.artifacts/`: checkpoints, training state, reports).
 public final class RunContext: @unchecked Sendable {
+    /// The parsed pipeline spec.
     public let spec: PipelineSpec
     /// Path of the spec file (inputs are relative to its directory).
     public let specPath: String
+    /// The run's database.
     public let db: RunDatabase
     /// Directory for files too large for the database.
     public let artifactsDirectory: String

@@ -3,17 +3,22 @@ import Store
 
 /// What happened to one stage in a `run`.
 public struct StageOutcome: Sendable {
+    /// The stage.
     public var stage: Stage
     /// `ran` or `skipped` (already recorded with the same content key).
     public var ran: Bool
+    /// Rows the stage wrote (the ledger's `rows_written` when skipped).
     public var rows: Int
+    /// Wall time of the stage, seconds (the recorded time when skipped).
     public var seconds: Double
 }
 
 /// Runs stages in order, skipping those the ledger records with the same content key.
 public struct PipelineRunner {
+    /// The run whose stages are executed.
     public let context: RunContext
 
+    /// Creates a runner for `context`.
     public init(context: RunContext) { self.context = context }
 
     /// The content key of every stage for this spec (each includes the previous one).

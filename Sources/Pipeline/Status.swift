@@ -5,12 +5,19 @@ import Store
 public struct RunStatus: Sendable {
     /// One line per stage: name, done, rows, seconds, and for attribute the shards done.
     public struct Line: Sendable {
+        /// The stage.
         public var stage: Stage
+        /// True when the ledger records the stage as finished.
         public var done: Bool
+        /// Rows the stage wrote, from the ledger; 0 when not done.
         public var rows: Int
+        /// Recorded wall time, seconds; 0 when not done.
         public var seconds: Double
+        /// Progress note: for `train` the epochs recorded and the last select accuracy, for
+        /// `attribute` the shards done per method (each only when there are any); otherwise empty.
         public var detail: String
     }
+    /// One line per stage, in pipeline order.
     public var lines: [Line]
     /// True when every stage is recorded.
     public var complete: Bool { lines.allSatisfy(\.done) }

@@ -7,14 +7,22 @@ import Foundation
 /// header, or the label-table row when the sequence came from a combined table); `notes`
 /// collect what readers and assembly changed or merged.
 public struct LabeledSequence: Sendable, Equatable {
+    /// Sequence ID (FASTA ID / accession, or the label table's ID for table-only sequences).
     public var id: String
+    /// Residues, uppercase (20 standard letters + X B Z U O).
     public var sequence: String
+    /// Every EC number of the sequence's label row.
     public var ecNumbers: [ECNumber]
+    /// The class label: the known ECs truncated to the assembly level (e.g. `3.-.-.-` at level 1).
     public var label: ECNumber
+    /// File the sequence was read from (the FASTA file, or the label table for table-only sequences).
     public var sourceFile: String
+    /// 1-based line of the FASTA header, or of the label-table row for table-only sequences.
     public var line: Int
+    /// What readers and assembly changed or merged, one sentence each.
     public var notes: [String]
 
+    /// Creates a sequence from its fields.
     public init(id: String, sequence: String, ecNumbers: [ECNumber], label: ECNumber,
                 sourceFile: String, line: Int, notes: [String] = []) {
         self.id = id

@@ -120,6 +120,8 @@ public struct ECNumber: Hashable, Comparable, Sendable, CustomStringConvertible,
         self.levels = levels
     }
 
+    /// Encodes the canonical string (`description`, e.g. `3.4.-.-`).
+    /// - Throws: whatever the encoder's single-value container throws.
     public func encode(to encoder: Encoder) throws {
         var c = encoder.singleValueContainer()
         try c.encode(description)

@@ -7,12 +7,18 @@ import Foundation
 /// uppercase, from the alphabet 20 standard + X B Z U O; `line` the 1-based line of the header;
 /// `notes` what the reader changed (e.g. "lowercase residues uppercased", "trailing * stripped").
 public struct FastaRecord: Sendable, Equatable {
+    /// First word of the header; the accession `ACC` for UniProt `sp|ACC|NAME` / `tr|ACC|NAME` headers.
     public var id: String
+    /// The rest of the header after its first word, trimmed; empty when there is none.
     public var description: String
+    /// Residues, uppercase, from the 20 standard letters + X B Z U O.
     public var sequence: String
+    /// 1-based line of the header.
     public var line: Int
+    /// What the reader changed, e.g. "lowercase residues uppercased".
     public var notes: [String]
 
+    /// Creates a record from its fields.
     public init(id: String, description: String = "", sequence: String, line: Int, notes: [String] = []) {
         self.id = id
         self.description = description

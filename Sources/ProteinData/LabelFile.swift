@@ -6,13 +6,21 @@ import Foundation
 /// sequence column (uppercased and checked like FASTA residues; `""` when the cell is empty);
 /// `rawLabel` is the EC cell as written; `notes` what the reader changed.
 public struct LabelRecord: Sendable, Equatable {
+    /// The record ID (the ID column, e.g. UniProt `Entry`).
     public var id: String
+    /// The distinct EC numbers of the EC cell, in cell order (at least one).
     public var ecNumbers: [ECNumber]
+    /// 1-based line of the row.
     public var line: Int
+    /// The sequence column, uppercased and checked; nil when the table has no sequence column,
+    /// `""` when the cell is empty.
     public var sequence: String?
+    /// The EC cell as written.
     public var rawLabel: String
+    /// What the reader changed, one sentence each.
     public var notes: [String]
 
+    /// Creates a record from its fields.
     public init(id: String, ecNumbers: [ECNumber], line: Int, sequence: String? = nil,
                 rawLabel: String, notes: [String] = []) {
         self.id = id

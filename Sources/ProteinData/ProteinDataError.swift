@@ -51,11 +51,16 @@ public enum ProteinDataError: Error, CustomStringConvertible, Equatable, Sendabl
 /// `line` is the 1-based line of the record's header / row when known; `id` the record's ID
 /// when one could be read; `reason` a sentence saying what was wrong.
 public struct RejectedRecord: Sendable, Equatable, CustomStringConvertible {
+    /// Path of the file the record came from.
     public var file: String
+    /// 1-based line of the record's header or row; nil when not known.
     public var line: Int?
+    /// The record's ID; nil when none could be read.
     public var id: String?
+    /// A sentence saying what was wrong.
     public var reason: String
 
+    /// Creates a rejection from its fields.
     public init(file: String, line: Int?, id: String?, reason: String) {
         self.file = file
         self.line = line

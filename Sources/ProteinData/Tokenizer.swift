@@ -10,6 +10,7 @@ public enum ESMAlphabet {
         "L", "A", "G", "V", "S", "E", "R", "T", "I", "D", "P", "K", "Q", "N", "F", "Y", "M", "H", "W", "C",
         "X", "B", "U", "Z", "O", ".", "-", "<null_1>", "<mask>",
     ]
+    /// Ids of the special tokens `<cls>` (0), `<pad>` (1), `<eos>` (2), `<unk>` (3) and `<mask>` (32).
     public static let cls: Int32 = 0, pad: Int32 = 1, eos: Int32 = 2, unk: Int32 = 3, mask: Int32 = 32
 
     /// Lookup table from an ASCII byte to a residue token id, -1 when not a residue letter.
@@ -47,13 +48,18 @@ public enum CropPolicy: String, Codable, Sendable, CaseIterable {
 /// indices into the original sequence (end exclusive), so token `t` (1...kept) is residue
 /// `residueStart + t - 1`.
 public struct TokenizedSequence: Sendable, Equatable {
+    /// Token ids: `<cls>`, the kept residues, `<eos>` (`residueEnd - residueStart + 2` values).
     public var ids: [Int32]
+    /// 0-based index of the first kept residue in the original sequence.
     public var residueStart: Int
+    /// 0-based exclusive end of the kept residues in the original sequence.
     public var residueEnd: Int
+    /// Residues in the original, uncropped sequence.
     public var originalLength: Int
     /// True when residues were dropped.
     public var cropped: Bool { residueEnd - residueStart < originalLength }
 
+    /// Creates a tokenized sequence from its fields (not checked).
     public init(ids: [Int32], residueStart: Int, residueEnd: Int, originalLength: Int) {
         self.ids = ids
         self.residueStart = residueStart
@@ -66,6 +72,7 @@ public struct TokenizedSequence: Sendable, Equatable {
 public struct Tokenizer: Sendable {
     /// Tokens per sequence including `<cls>` and `<eos>` (ESM-2: at most 1026).
     public let maxLength: Int
+    /// What `encode` does with a sequence longer than `maxLength - 2` residues.
     public let cropPolicy: CropPolicy
 
     /// `maxLength` counts `<cls>` and `<eos>` and must be >= 3 (checked by `encode`, which throws

@@ -2,12 +2,17 @@ import Foundation
 
 /// The `run` row: which spec this database was created from.
 public struct RunRecord: Sendable, Equatable {
+    /// Run name (the spec's `name`).
     public var name: String
+    /// Path of the spec file, as given to the run.
     public var specPath: String
+    /// The spec file's text; empty when it could not be read when the run was recorded.
     public var specYAML: String
     /// SHA-256 (hex) of the spec file's bytes.
     public var specSHA256: String
+    /// Version of kneuron that recorded the run.
     public var kneuronVersion: String
+    /// Creates a record from its fields.
     public init(name: String, specPath: String, specYAML: String, specSHA256: String, kneuronVersion: String) {
         self.name = name; self.specPath = specPath; self.specYAML = specYAML
         self.specSHA256 = specSHA256; self.kneuronVersion = kneuronVersion
@@ -26,6 +31,7 @@ public struct StageRecord: Sendable, Equatable {
     public var seconds: Double
     /// ISO-8601 UTC time the stage finished (set by the database).
     public var finishedAt: String?
+    /// Creates a record from its fields; `finishedAt` stays nil for a row to be written (the database sets it).
     public init(stage: String, contentKey: String, rowsWritten: Int, seconds: Double, finishedAt: String? = nil) {
         self.stage = stage; self.contentKey = contentKey; self.rowsWritten = rowsWritten
         self.seconds = seconds; self.finishedAt = finishedAt
@@ -34,11 +40,15 @@ public struct StageRecord: Sendable, Equatable {
 
 /// An input file as read by ingest.
 public struct InputFileRecord: Sendable, Equatable {
+    /// Path of the file, resolved against the spec file's directory.
     public var path: String
     /// `fasta` or `labels`.
     public var role: String
+    /// File size, bytes.
     public var sizeBytes: Int64
+    /// SHA-256 of the file's bytes, hex.
     public var sha256: String
+    /// Creates a record from its fields.
     public init(path: String, role: String, sizeBytes: Int64, sha256: String) {
         self.path = path; self.role = role; self.sizeBytes = sizeBytes; self.sha256 = sha256
     }
@@ -52,6 +62,7 @@ public struct ClassRecord: Sendable, Equatable {
     public var ecLabel: String
     /// ExPASy name, e.g. `Hydrolases`.
     public var name: String?
+    /// Creates a record from its fields.
     public init(classIndex: Int, ecLabel: String, name: String?) {
         self.classIndex = classIndex; self.ecLabel = ecLabel; self.name = name
     }
@@ -59,14 +70,21 @@ public struct ClassRecord: Sendable, Equatable {
 
 /// An accepted sequence with its label at the run's level and all its EC numbers.
 public struct SequenceRecord: Sendable, Equatable {
+    /// Sequence ID (accession, e.g. `P12345`).
     public var id: String
+    /// Residues, uppercase.
     public var sequence: String
+    /// The class label: the EC at the run's level, e.g. `3.-.-.-` (a `ClassRecord.ecLabel`).
     public var ecLabel: String
+    /// Every EC number given for the sequence, canonical strings (e.g. `3.4.21.-`, `4.2.2.n1`).
     public var ecNumbers: [String]
+    /// File the sequence was read from (the FASTA file, or the label table for table-only sequences).
     public var sourceFile: String
+    /// 1-based line of the FASTA header, or of the label-table row for table-only sequences.
     public var sourceLine: Int
     /// Notes such as "lowercase residues uppercased", joined with "; ".
     public var notes: String
+    /// Creates a record from its fields.
     public init(id: String, sequence: String, ecLabel: String, ecNumbers: [String], sourceFile: String, sourceLine: Int, notes: String) {
         self.id = id; self.sequence = sequence; self.ecLabel = ecLabel; self.ecNumbers = ecNumbers
         self.sourceFile = sourceFile; self.sourceLine = sourceLine; self.notes = notes
@@ -75,12 +93,15 @@ public struct SequenceRecord: Sendable, Equatable {
 
 /// A record that could not be used, with its reason.
 public struct RejectedRow: Sendable, Equatable {
+    /// Path of the file the record came from.
     public var file: String
     /// 1-based line, 0 when not tied to a line.
     public var line: Int
     /// The record's ID, '' when it has none.
     public var recordID: String
+    /// A sentence saying why the record was not used (tokenizer refusals start with `tokenize:`).
     public var reason: String
+    /// Creates a row from its fields.
     public init(file: String, line: Int, recordID: String, reason: String) {
         self.file = file; self.line = line; self.recordID = recordID; self.reason = reason
     }
@@ -88,6 +109,7 @@ public struct RejectedRow: Sendable, Equatable {
 
 /// A tokenized sequence (`<cls>` residues `<eos>`, cropped to the max length).
 public struct TokenRecord: Sendable, Equatable {
+    /// ID of the tokenized sequence (`SequenceRecord.id`).
     public var sequenceID: String
     /// ESM-2 token ids.
     public var ids: [Int32]
@@ -95,8 +117,11 @@ public struct TokenRecord: Sendable, Equatable {
     public var residueStart: Int
     /// Exclusive end of the kept residues.
     public var residueEnd: Int
+    /// Residues in the original, uncropped sequence.
     public var originalLength: Int
+    /// True when residues were dropped (`residueEnd - residueStart < originalLength`).
     public var cropped: Bool { residueEnd - residueStart < originalLength }
+    /// Creates a record from its fields.
     public init(sequenceID: String, ids: [Int32], residueStart: Int, residueEnd: Int, originalLength: Int) {
         self.sequenceID = sequenceID; self.ids = ids; self.residueStart = residueStart
         self.residueEnd = residueEnd; self.originalLength = originalLength
@@ -107,11 +132,17 @@ public struct TokenRecord: Sendable, Equatable {
 public struct EpochRecord: Sendable, Equatable {
     /// 1-based.
     public var epoch: Int
+    /// Mean cross-entropy per training example over the epoch, nats.
     public var trainLoss: Double
+    /// Fraction of training examples predicted correctly during the epoch, in [0, 1].
     public var trainAccuracy: Double
+    /// Mean cross-entropy on the select split after the epoch, nats; NaN when that split is empty.
     public var selectLoss: Double
+    /// Fraction of the select split predicted correctly after the epoch, in [0, 1]; NaN when that split is empty.
     public var selectAccuracy: Double
+    /// Wall time of the epoch (training, select evaluation, saving the state), seconds.
     public var seconds: Double
+    /// Creates a record from its fields.
     public init(epoch: Int, trainLoss: Double, trainAccuracy: Double, selectLoss: Double, selectAccuracy: Double, seconds: Double) {
         self.epoch = epoch; self.trainLoss = trainLoss; self.trainAccuracy = trainAccuracy
         self.selectLoss = selectLoss; self.selectAccuracy = selectAccuracy; self.seconds = seconds
@@ -122,10 +153,13 @@ public struct EpochRecord: Sendable, Equatable {
 public struct CheckpointRecord: Sendable, Equatable {
     /// `initial` or `final`.
     public var name: String
+    /// Path of the HF model directory (absolute, standardized, as written by the train stage).
     public var directory: String
     /// SHA-256 of model.safetensors.
     public var sha256: String
+    /// Size of model.safetensors, bytes.
     public var sizeBytes: Int64
+    /// Creates a record from its fields.
     public init(name: String, directory: String, sha256: String, sizeBytes: Int64) {
         self.name = name; self.directory = directory; self.sha256 = sha256; self.sizeBytes = sizeBytes
     }
@@ -135,13 +169,17 @@ public struct CheckpointRecord: Sendable, Equatable {
 public struct ShardRecord: Sendable, Equatable {
     /// `activation` or `integrated_gradients`.
     public var method: String
+    /// 0-based shard number: sequences `shardIndex * shard_size ..< (shardIndex + 1) * shard_size` of the attribution set (the last shard may be shorter).
     public var shardIndex: Int
+    /// Sequences in the shard (at most `attribution.shard_size`).
     public var nSequences: Int
     /// Partial sums over the shard's sequences (float64; layout documented by the producer).
     public var sums: [Double]
+    /// Wall time to compute the shard, seconds.
     public var seconds: Double
     /// The attribute stage's content key the shard was computed under.
     public var contentKey: String
+    /// Creates a record from its fields.
     public init(method: String, shardIndex: Int, nSequences: Int, sums: [Double], seconds: Double, contentKey: String = "") {
         self.method = method; self.shardIndex = shardIndex; self.nSequences = nSequences
         self.sums = sums; self.seconds = seconds; self.contentKey = contentKey
@@ -150,8 +188,11 @@ public struct ShardRecord: Sendable, Equatable {
 
 /// Integrated-gradients completeness of one sequence.
 public struct CompletenessRecord: Sendable, Equatable {
+    /// ID of the attributed sequence.
     public var sequenceID: String
+    /// 0-based shard the sequence was attributed in.
     public var shardIndex: Int
+    /// 0-based class index of the sequence's label (the integrated-gradients target).
     public var targetClass: Int
     /// P(target) with all q/k/v weights (probability).
     public var pFull: Double
@@ -159,6 +200,7 @@ public struct CompletenessRecord: Sendable, Equatable {
     public var pBaseline: Double
     /// Sum of the sequence's attributions over all q/k/v weights.
     public var attributionSum: Double
+    /// Creates a record from its fields.
     public init(sequenceID: String, shardIndex: Int, targetClass: Int, pFull: Double, pBaseline: Double, attributionSum: Double) {
         self.sequenceID = sequenceID; self.shardIndex = shardIndex; self.targetClass = targetClass
         self.pFull = pFull; self.pBaseline = pBaseline; self.attributionSum = attributionSum
@@ -170,11 +212,15 @@ public struct CompletenessRecord: Sendable, Equatable {
 /// The shape of the scored weights: `layers` layers x (query, key, value) x `rows` x `cols`,
 /// flattened in that order (canonical order of every score array).
 public struct ScoreShape: Sendable, Equatable {
+    /// Number of transformer layers.
     public var layers: Int
+    /// Rows per matrix: output units (the hidden size H).
     public var rows: Int
+    /// Columns per matrix: input features (the hidden size H).
     public var cols: Int
     /// Module names in canonical order.
     public static let modules = ["query", "key", "value"]
+    /// Creates a shape from its fields.
     public init(layers: Int, rows: Int, cols: Int) { self.layers = layers; self.rows = rows; self.cols = cols }
     /// Elements per matrix.
     public var perMatrix: Int { rows * cols }
@@ -184,12 +230,19 @@ public struct ScoreShape: Sendable, Equatable {
 
 /// A stored selection (the `n_kept` highest ranked weights of a method and seed).
 public struct SelectionRecord: Sendable, Equatable {
+    /// `activation`, `integrated_gradients` or `random`.
     public var method: String
+    /// Fraction of all q/k/v weights kept, in (0, 1].
     public var retentionFraction: Double
+    /// Seed of the random baseline; 0 for `activation` and `integrated_gradients`.
     public var seed: Int
+    /// Weights kept (ranks 1...nKept): round(fraction x nTotal), at least 1.
     public var nKept: Int
+    /// Number of scored weights (`ScoreShape.count`).
     public var nTotal: Int
+    /// Lowest score among the kept weights; nil when the stored value is NULL.
     public var minKeptScore: Double?
+    /// Creates a record from its fields.
     public init(method: String, retentionFraction: Double, seed: Int, nKept: Int, nTotal: Int, minKeptScore: Double?) {
         self.method = method; self.retentionFraction = retentionFraction; self.seed = seed
         self.nKept = nKept; self.nTotal = nTotal; self.minKeptScore = minKeptScore
@@ -198,13 +251,21 @@ public struct SelectionRecord: Sendable, Equatable {
 
 /// Kept weights of one selection in one layer x module.
 public struct DensityRecord: Sendable, Equatable {
+    /// `activation`, `integrated_gradients` or `random`.
     public var method: String
+    /// Fraction of all q/k/v weights kept, in (0, 1].
     public var retentionFraction: Double
+    /// Seed of the random baseline; 0 for `activation` and `integrated_gradients`.
     public var seed: Int
+    /// 0-based layer.
     public var layer: Int
+    /// `query`, `key` or `value`.
     public var module: String
+    /// Kept weights in this matrix.
     public var nKept: Int
+    /// Weights in this matrix (rows x cols).
     public var nTotal: Int
+    /// Creates a record from its fields.
     public init(method: String, retentionFraction: Double, seed: Int, layer: Int, module: String, nKept: Int, nTotal: Int) {
         self.method = method; self.retentionFraction = retentionFraction; self.seed = seed
         self.layer = layer; self.module = module; self.nKept = nKept; self.nTotal = nTotal
@@ -213,19 +274,29 @@ public struct DensityRecord: Sendable, Equatable {
 
 /// Test-set quality of one model (full or submodel).
 public struct EvaluationRecord: Sendable, Equatable {
+    /// `full` for the unpruned model, else the selection's method (`activation`, `integrated_gradients`, `random`).
     public var method: String
+    /// Fraction of q/k/v weights kept; 1.0 for `full`.
     public var retentionFraction: Double
+    /// Seed of the random baseline; 0 for `full`, `activation` and `integrated_gradients`.
     public var seed: Int
+    /// Number of test sequences evaluated.
     public var nTest: Int
+    /// Test sequences whose predicted class is the label.
     public var nCorrect: Int
+    /// nCorrect / nTest, in [0, 1] (0 when nTest is 0).
     public var accuracy: Double
+    /// Mean over all the run's classes of F1 = 2TP / (2TP + FP + FN), in [0, 1]; a class with no test
+    /// sequence and no prediction counts 0 (sklearn `f1_score(average="macro", zero_division=0)`).
     public var macroF1: Double
     /// Per class: (class index, n, n correct, F1).
     public var perClass: [(classIndex: Int, n: Int, nCorrect: Int, f1: Double)]
+    /// Creates a record from its fields.
     public init(method: String, retentionFraction: Double, seed: Int, nTest: Int, nCorrect: Int, accuracy: Double, macroF1: Double, perClass: [(classIndex: Int, n: Int, nCorrect: Int, f1: Double)]) {
         self.method = method; self.retentionFraction = retentionFraction; self.seed = seed; self.nTest = nTest
         self.nCorrect = nCorrect; self.accuracy = accuracy; self.macroF1 = macroF1; self.perClass = perClass
     }
+    /// Equality of every field except `perClass` (tuples are not `Equatable`).
     public static func == (a: EvaluationRecord, b: EvaluationRecord) -> Bool {
         a.method == b.method && a.retentionFraction == b.retentionFraction && a.seed == b.seed
             && a.nTest == b.nTest && a.nCorrect == b.nCorrect && a.accuracy == b.accuracy && a.macroF1 == b.macroF1

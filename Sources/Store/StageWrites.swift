@@ -286,7 +286,6 @@ extension RunDatabase {
         }
     }
 
-    /// Every finished shard of `method`, ordered by shard index (the fixed summation order).
     /// Deletes the finished shards (and their completeness rows) recorded under another
     /// content key than `contentKey`, i.e. with other attribution parameters or another model,
     /// in one transaction. Returns how many shards were discarded.
@@ -301,6 +300,7 @@ extension RunDatabase {
         }
     }
 
+    /// Every finished shard of `method`, ordered by shard index (the fixed summation order).
     public func shards(method: String) throws -> [ShardRecord] {
         try read("reading shards") { db in
             try Row.fetchAll(db, sql: "SELECT method, shard_index, n_sequences, sums, seconds, content_key FROM shards WHERE method = ? ORDER BY shard_index", arguments: [method]).map {
