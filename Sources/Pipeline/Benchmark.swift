@@ -1,6 +1,7 @@
 import Attribution
 import ESM
 import Foundation
+import Store
 
 /// The timed workloads of `kneuron bench` (issue: faster than PyTorch on the same CPU), on the
 /// ESM-2 t6_8M shape (6 layers, hidden 320, 20 heads, FFN 1280) with seeded random weights,
@@ -12,14 +13,19 @@ public enum BenchWorkload: String, CaseIterable, Sendable {
     /// Forward + backward of the mean cross-entropy for all parameters, batch 8 x 256.
     case train
     /// Integrated gradients of P(class 0) w.r.t. every q/k/v weight for one sequence of 256
-    /// tokens, 20 steps (midpoint rule), steps processed in chunks.
+    /// tokens, 20 steps (midpoint rule; `kneuron bench --ig-steps` changes it), steps
+    /// processed in chunks.
     case ig
+    /// Writing 2,080,800 neuron scores (6 layers x 3 modules x 340 x 340) with their ranks
+    /// to a fresh SQLite database in one transaction (`RunDatabase.commitScores`).
+    case sqlite
 
     /// Batch rows B and tokens per row T of the workload.
     public var shape: (batch: Int, tokens: Int) {
         switch self {
         case .forward, .train: return (8, 256)
         case .ig: return (1, 256)
+        case .sqlite: return (0, 0)
         }
     }
 }
@@ -75,11 +81,14 @@ public enum Benchmark {
         case .forward: return forward(B, T)
         case .train: return 3 * forward(B, T)
         case .ig: return Double(steps) * 3 * forward(1, T) + 2 * forward(1, T)
+        case .sqlite: return 0
         }
     }
 
-    /// Times `repeats` runs of `workload` after one warm-up run.
-    public static func run(_ workload: BenchWorkload, repeats: Int) throws -> BenchResult {
+    /// Times `repeats` runs of `workload` after one warm-up run (`igSteps`: Riemann steps of
+    /// the `ig` workload).
+    /// - Throws: `StoreError` for the `sqlite` workload when the temporary database fails.
+    public static func run(_ workload: BenchWorkload, repeats: Int, igSteps: Int = 20) throws -> BenchResult {
         let model = try model()
         let (B, T) = workload.shape
         let rows = tokens(batch: B, length: T)
@@ -98,7 +107,9 @@ public enum Benchmark {
                 model.backward(dLogits: d, into: &grads)
             }
         case .ig:
-            once = { _ = IntegratedGradients.attribute(model: model, tokens: rows[0], target: 0, steps: 20, gradients: &grads) }
+            once = { _ = IntegratedGradients.attribute(model: model, tokens: rows[0], target: 0, steps: igSteps, gradients: &grads) }
+        case .sqlite:
+            return try sqlite(repeats: repeats)
         }
         once()
         var times: [Double] = []
@@ -107,8 +118,27 @@ public enum Benchmark {
             once()
             times.append(Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e6)
         }
-        return BenchResult(workload: workload, milliseconds: times, flops: flops(workload, config: model.config),
+        return BenchResult(workload: workload, milliseconds: times, flops: flops(workload, config: model.config, steps: igSteps),
                            peakRSSBytes: peakRSS())
+    }
+
+    /// The `sqlite` workload: each repeat writes the scores into a new database in the
+    /// temporary directory (removed afterwards).
+    static func sqlite(repeats: Int) throws -> BenchResult {
+        let shape = ScoreShape(layers: 6, rows: 340, cols: 340)
+        var rng = SplitMix64(seed: 3)
+        let scores = (0 ..< shape.count).map { _ in Float(rng.nextUnitDouble()) }
+        var times: [Double] = []
+        for _ in 0 ..< max(1, repeats) {
+            let path = NSTemporaryDirectory() + "/kneuron-bench-\(UUID().uuidString).sqlite"
+            defer { for s in ["", "-wal", "-shm"] { try? FileManager.default.removeItem(atPath: path + s) } }
+            let db = try RunDatabase(path: path)
+            let t0 = DispatchTime.now().uptimeNanoseconds
+            try db.commitScores([("activation", scores)], shape: shape,
+                                ledger: StageRecord(stage: "attribute", contentKey: "bench", rowsWritten: 0, seconds: 0))
+            times.append(Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e6)
+        }
+        return BenchResult(workload: .sqlite, milliseconds: times, flops: 0, peakRSSBytes: peakRSS())
     }
 
     /// Peak resident set size of this process in bytes (Linux `ru_maxrss` is in KiB).

@@ -52,6 +52,10 @@ public final class RunDatabase: @unchecked Sendable {
         config.readonly = readOnly
         config.busyMode = .timeout(60)
         config.foreignKeysEnabled = true
+        // A 128 MiB page cache (allocated only as used): writing millions of neuron scores
+        // inserts the rank index in random order, which thrashes SQLite's default 2 MiB cache
+        // (measured: 2.08 M scores took 19 s with it).
+        config.prepareDatabase { db in try db.execute(sql: "PRAGMA cache_size = -131072") }
         do {
             if !readOnly {
                 let dir = (path as NSString).deletingLastPathComponent

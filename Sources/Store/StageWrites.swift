@@ -345,9 +345,9 @@ extension RunDatabase {
     /// Writes the final per-weight scores of each method (canonical order, see
     /// `ScoreShape`) with their ranks, and the attribute ledger row, in one transaction.
     /// Returns the number of rows written.
-    @discardableResult
     /// When the ledger already records the stage with the same content key (another process
     /// of an array job combined first), nothing is written and the recorded row count is returned.
+    @discardableResult
     public func commitScores(_ scores: [(method: String, values: [Float])], shape: ScoreShape, ledger: StageRecord) throws -> Int {
         try write("writing neuron scores") { db in
             if let row = try Row.fetchOne(db, sql: "SELECT content_key, rows_written FROM stages WHERE stage = ?", arguments: [ledger.stage]),

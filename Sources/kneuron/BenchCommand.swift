@@ -14,9 +14,10 @@ struct BenchCommand: ParsableCommand {
             wall time, GFLOP/s (analytic count) and peak RSS. OpenBLAS reads OPENBLAS_CORETYPE before main(); \\
             the core type in effect is printed.
             """)
-    enum WorkloadChoice: String, ExpressibleByArgument, CaseIterable { case all, forward, train, ig }
+    enum WorkloadChoice: String, ExpressibleByArgument, CaseIterable { case all, forward, train, ig, sqlite }
 
-    @Option(help: "forward, train, ig or all.") var workload: WorkloadChoice = .all
+    @Option(help: "forward, train, ig, sqlite or all.") var workload: WorkloadChoice = .all
+    @Option(help: "Riemann steps of the ig workload.") var igSteps = 20
     @Option(name: .customLong("repeat"), help: "Timed repeats after one warm-up.") var repeats = 10
     @Flag(help: "One JSON object per workload and line.") var json = false
 
@@ -36,12 +37,12 @@ struct BenchCommand: ParsableCommand {
             print(String(format: "sgemm 2048x1280x320 (largest GEMM of the model): %.1f GFLOP/s", sgemm))
         }
         for w in workloads {
-            let r = try Benchmark.run(w, repeats: repeats)
+            let r = try Benchmark.run(w, repeats: w == .sqlite ? min(repeats, 3) : repeats, igSteps: igSteps)
             if json {
                 let object: [String: Any] = [
                     "workload": w.rawValue, "median_ms": r.medianMilliseconds, "min_ms": r.minMilliseconds,
                     "gflops": r.gflopsPerSecond, "peak_rss_mb": Double(r.peakRSSBytes) / 1_048_576,
-                    "repeats": r.milliseconds.count, "openblas_coretype": coreType,
+                    "repeats": r.milliseconds.count, "openblas_coretype": coreType, "ig_steps": igSteps,
                 ]
                 let data = try JSONSerialization.data(withJSONObject: object, options: [.sortedKeys])
                 print(String(decoding: data, as: UTF8.self))

@@ -26,7 +26,7 @@ struct RunOptions: ParsableArguments {
         let path = db ?? "runs/\(spec.name).sqlite"
         try RunLock.acquire(databasePath: path, suffix: shards.map { ".attribute-\($0.index)-of-\($0.count)" } ?? "")
         let database = try RunDatabase(path: path)
-        var context = try RunContext(spec: spec, specPath: self.spec, db: database, quiet: quiet)
+        let context = try RunContext(spec: spec, specPath: self.spec, db: database, quiet: quiet)
         context.shardSelection = shards
         let runner = PipelineRunner(context: context)
         if let force {
