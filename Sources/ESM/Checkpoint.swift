@@ -366,19 +366,13 @@ public enum Checkpoint {
 /// A portable seeded N(0,1) generator: SplitMix64 (Steele, Lea & Flood 2014) feeding
 /// Box-Muller. Identical sequences on every platform for a given seed.
 struct SeededNormal {
-    private var state: UInt64
+    private var rng: SplitMix64
     private var spare: Float?
 
-    init(seed: UInt64) { state = seed }
+    init(seed: UInt64) { rng = SplitMix64(seed: seed) }
 
     /// The next SplitMix64 output.
-    mutating func nextUInt64() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
+    mutating func nextUInt64() -> UInt64 { rng.next() }
 
     /// A uniform double in (0, 1] from the top 53 bits.
     private mutating func uniform() -> Double {
