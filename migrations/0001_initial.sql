@@ -20,7 +20,8 @@ CREATE TABLE stages (
     content_key  TEXT NOT NULL,
     rows_written INTEGER NOT NULL,
     seconds      REAL NOT NULL,
-    finished_at  TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now'))
+    finished_at  TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now')),
+    parameters   TEXT NOT NULL DEFAULT ''   -- "name<TAB>value" lines the key was made from (for messages)
 );
 
 -- Input files as read by ingest.

@@ -10,7 +10,7 @@ public enum PipelineError: Error, CustomStringConvertible {
     /// A stage needs a stage that has not finished.
     case missingStage(stage: String, needs: String)
     /// Recorded work was made from other inputs or parameters.
-    case changedInputs(stage: String, recorded: String, now: String)
+    case changedInputs(stage: String, recorded: String, now: String, differences: [String])
     /// An input file cannot be read.
     case unreadableInput(path: String, reason: String)
     /// A checkpoint on disk is not the one recorded (changed or deleted).
@@ -30,8 +30,11 @@ public enum PipelineError: Error, CustomStringConvertible {
         switch self {
         case .missingStage(let stage, let needs):
             return "stage \(stage) needs stage \(needs) to be done first; run `kneuron \(needs)` or `kneuron run SPEC`"
-        case .changedInputs(let stage, let recorded, let now):
-            return "stage \(stage) was recorded with other inputs or parameters (recorded key \(recorded.prefix(16)), now \(now.prefix(16))). Use `--force \(stage)` to redo it and the stages after it, or a new --db."
+        case .changedInputs(let stage, let recorded, let now, let differences):
+            let what = differences.isEmpty
+                ? "other inputs or parameters (recorded key \(recorded.prefix(16)), now \(now.prefix(16)))"
+                : "other inputs or parameters: " + differences.joined(separator: "; ")
+            return "stage \(stage) was recorded with \(what). Use `--force \(stage)` to redo it and the stages after it, or a new --db."
         case .unreadableInput(let path, let reason):
             return "cannot read input \(path): \(reason)"
         case .checkpointChanged(let path, let recorded, let found):

@@ -13,6 +13,25 @@ public struct StageOutcome: Sendable {
     public var seconds: Double
 }
 
+/// Flattens canonical JSON into `prefix.key` -> value lines (nested objects joined by '.',
+/// arrays and scalars as compact JSON), keys sorted.
+func flatten(_ json: String, prefix: String) -> [(name: String, value: String)] {
+    guard let object = try? JSONSerialization.jsonObject(with: Data(json.utf8)) as? [String: Any] else { return [(prefix, json)] }
+    var out: [(name: String, value: String)] = []
+    func walk(_ o: [String: Any], _ path: String) {
+        for k in o.keys.sorted() {
+            let name = path + "." + k
+            if let nested = o[k] as? [String: Any] {
+                walk(nested, name)
+            } else if let data = try? JSONSerialization.data(withJSONObject: o[k]!, options: [.fragmentsAllowed, .sortedKeys]) {
+                out.append((name, String(decoding: data, as: UTF8.self)))
+            }
+        }
+    }
+    walk(object, prefix)
+    return out
+}
+
 /// Runs stages in order, skipping those the ledger records with the same content key.
 public struct PipelineRunner {
     /// The run whose stages are executed.
@@ -21,47 +40,99 @@ public struct PipelineRunner {
     /// Creates a runner for `context`.
     public init(context: RunContext) { self.context = context }
 
+    /// The named inputs and parameters of every stage (`inputs.fasta[0]` -> its SHA-256 and
+    /// size, `train.epochs` -> `60`, ...), in a fixed order. A stage's content key is made from
+    /// these lines and the previous stage's key.
+    /// - Throws: `PipelineError.unreadableInput` when an input file cannot be hashed.
+    public func stageParameters() throws -> [Stage: [(name: String, value: String)]] {
+        let spec = context.spec
+        var out: [Stage: [(name: String, value: String)]] = [:]
+        for stage in Stage.allCases {
+            var fields: [(name: String, value: String)] = []
+            switch stage {
+            case .ingest:
+                for (role, list) in [("fasta", spec.inputs.fasta), ("labels", spec.inputs.labels)] {
+                    for (i, p) in list.enumerated() {
+                        let h = try Hashing.sha256(file: context.resolve(p))
+                        fields.append(("inputs.\(role)[\(i)]", "sha256 \(h.hex), \(h.size) bytes"))
+                    }
+                }
+                fields.append(("label_level", String(spec.labelLevel)))
+            case .tokenize:
+                fields = [("model.max_length", String(spec.model.maxLength)), ("model.crop", spec.model.crop.rawValue)]
+            case .split:
+                fields = flatten(canonicalJSON(spec.split), prefix: "split")
+            case .train:
+                fields = flatten(canonicalJSON(spec.model), prefix: "model") + flatten(canonicalJSON(spec.train), prefix: "train")
+                if let ckpt = spec.model.checkpoint {
+                    let file = (context.resolve(ckpt) as NSString).appendingPathComponent("model.safetensors")
+                    if FileManager.default.fileExists(atPath: file) {
+                        fields.append(("model.checkpoint file", "sha256 \(try Hashing.sha256(file: file).hex)"))
+                    }
+                }
+            case .attribute:
+                fields = flatten(canonicalJSON(spec.attribution), prefix: "attribution") + [("split.select_on", spec.split.selectOn.rawValue)]
+            case .select:
+                fields = flatten(canonicalJSON(spec.selection), prefix: "selection")
+            case .evaluate, .report:
+                fields = []
+            }
+            out[stage] = fields
+        }
+        return out
+    }
+
+    /// `name<TAB>value` lines, as stored in the ledger.
+    static func text(_ fields: [(name: String, value: String)]) -> String {
+        fields.map { "\($0.name)\t\($0.value)" }.joined(separator: "\n")
+    }
+
     /// The content key of every stage for this spec (each includes the previous one).
     /// - Throws: `PipelineError.unreadableInput` when an input file cannot be hashed.
     public func contentKeys() throws -> [Stage: String] {
-        let spec = context.spec
+        let parameters = try stageParameters()
         var keys: [Stage: String] = [:]
         var previous: String?
         for stage in Stage.allCases {
-            let parameters: String
-            switch stage {
-            case .ingest:
-                var files: [String] = []
-                for (role, list) in [("fasta", spec.inputs.fasta), ("labels", spec.inputs.labels)] {
-                    for p in list {
-                        let h = try Hashing.sha256(file: context.resolve(p))
-                        files.append("\(role) \(h.hex) \(h.size)")
-                    }
-                }
-                parameters = files.joined(separator: "\n") + "\nlevel \(spec.labelLevel)"
-            case .tokenize:
-                parameters = "max_length \(spec.model.maxLength) crop \(spec.model.crop.rawValue)"
-            case .split:
-                parameters = canonicalJSON(spec.split)
-            case .train:
-                var p = canonicalJSON(spec.model) + canonicalJSON(spec.train)
-                if let ckpt = spec.model.checkpoint {
-                    let file = (context.resolve(ckpt) as NSString).appendingPathComponent("model.safetensors")
-                    if FileManager.default.fileExists(atPath: file) { p += try Hashing.sha256(file: file).hex }
-                }
-                parameters = p
-            case .attribute:
-                parameters = canonicalJSON(spec.attribution) + spec.split.selectOn.rawValue
-            case .select:
-                parameters = canonicalJSON(spec.selection)
-            case .evaluate, .report:
-                parameters = ""
-            }
-            let key = Hashing.contentKey(stage, previous: previous, parameters: parameters)
+            let key = Hashing.contentKey(stage, previous: previous, parameters: Self.text(parameters[stage]!))
             keys[stage] = key
             previous = key
         }
         return keys
+    }
+
+    /// What differs between a stage's recorded `name<TAB>value` lines and the current ones:
+    /// "train.epochs: 60 -> 61", "inputs.fasta[0] (a.fasta): sha256 ... -> sha256 ...".
+    /// Empty when nothing was recorded (an older database) or only earlier stages changed.
+    func differences(recorded: String, now: [(name: String, value: String)]) -> [String] {
+        guard !recorded.isEmpty else { return [] }
+        var old: [String: String] = [:]
+        for line in recorded.split(separator: "\n", omittingEmptySubsequences: true) {
+            let parts = line.split(separator: "\t", maxSplits: 1, omittingEmptySubsequences: false)
+            old[String(parts[0])] = parts.count > 1 ? String(parts[1]) : ""
+        }
+        var out: [String] = []
+        var seen = Set<String>()
+        for f in now {
+            seen.insert(f.name)
+            let label = f.name + fileLabel(f.name)
+            if let o = old[f.name] {
+                if o != f.value { out.append("\(label): \(o) -> \(f.value)") }
+            } else {
+                out.append("\(label): added (\(f.value))")
+            }
+        }
+        for name in old.keys.sorted() where !seen.contains(name) { out.append("\(name): removed") }
+        return out
+    }
+
+    /// " (path)" for an `inputs.fasta[i]` / `inputs.labels[i]` name.
+    private func fileLabel(_ name: String) -> String {
+        let spec = context.spec
+        for (role, list) in [("fasta", spec.inputs.fasta), ("labels", spec.inputs.labels)] {
+            for (i, p) in list.enumerated() where name == "inputs.\(role)[\(i)]" { return " (\(p))" }
+        }
+        return ""
     }
 
     /// Deletes the recorded work of `stage` and every later stage, and says what it discarded.
@@ -81,14 +152,26 @@ public struct PipelineRunner {
     /// A stage whose predecessor is not recorded fails with `PipelineError.missingStage`.
     public func run(_ stages: [Stage]) throws -> [StageOutcome] {
         let keys = try contentKeys()
+        let parameters = try stageParameters()
+        func changed(_ stage: Stage, _ recorded: StageRecord) -> PipelineError {
+            var diffs = differences(recorded: recorded.parameters, now: parameters[stage]!)
+            if diffs.isEmpty {
+                // The stage's own parameters are the same: an earlier stage's changed.
+                for earlier in Stage.allCases where earlier < stage {
+                    if let r = try? context.db.stage(earlier.rawValue) {
+                        let d = differences(recorded: r.parameters, now: parameters[earlier]!)
+                        if !d.isEmpty { diffs = d.map { "\($0) (stage \(earlier.rawValue))" }; break }
+                    }
+                }
+            }
+            return .changedInputs(stage: stage.rawValue, recorded: recorded.contentKey, now: keys[stage]!, differences: diffs)
+        }
         var outcomes: [StageOutcome] = []
         var recorded = false
         for stage in stages.sorted() {
             let key = keys[stage]!
             if let done = try context.db.stage(stage.rawValue) {
-                guard done.contentKey == key else {
-                    throw PipelineError.changedInputs(stage: stage.rawValue, recorded: done.contentKey, now: key)
-                }
+                guard done.contentKey == key else { throw changed(stage, done) }
                 outcomes.append(StageOutcome(stage: stage, ran: false, rows: done.rowsWritten, seconds: done.seconds))
                 continue
             }
@@ -96,9 +179,7 @@ public struct PipelineRunner {
                 guard let p = try context.db.stage(prev.rawValue) else {
                     throw PipelineError.missingStage(stage: stage.rawValue, needs: prev.rawValue)
                 }
-                guard p.contentKey == keys[prev]! else {
-                    throw PipelineError.changedInputs(stage: prev.rawValue, recorded: p.contentKey, now: keys[prev]!)
-                }
+                guard p.contentKey == keys[prev]! else { throw changed(prev, p) }
             }
             if !recorded {
                 try context.recordRun()
@@ -107,6 +188,7 @@ public struct PipelineRunner {
             context.log("== \(stage.rawValue)")
             let start = Date()
             let rows = try execute(stage, key: key)
+            try context.db.setStageParameters(stage.rawValue, parameters: Self.text(parameters[stage]!))
             let seconds = Date().timeIntervalSince(start)
             context.log(String(format: "== %@ done: %d rows in %.1f s", stage.rawValue, rows, seconds))
             outcomes.append(StageOutcome(stage: stage, ran: true, rows: rows, seconds: seconds))

@@ -31,6 +31,8 @@ public struct StageRecord: Sendable, Equatable {
     public var seconds: Double
     /// ISO-8601 UTC time the stage finished (set by the database).
     public var finishedAt: String?
+    /// `name<TAB>value` lines of the inputs and parameters the key was made from ("" if unknown).
+    public var parameters: String = ""
     /// Creates a record from its fields; `finishedAt` stays nil for a row to be written (the database sets it).
     public init(stage: String, contentKey: String, rowsWritten: Int, seconds: Double, finishedAt: String? = nil) {
         self.stage = stage; self.contentKey = contentKey; self.rowsWritten = rowsWritten

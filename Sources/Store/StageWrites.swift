@@ -43,6 +43,14 @@ extension RunDatabase {
         }
     }
 
+    /// Stores the `name<TAB>value` lines a recorded stage's content key was made from, so
+    /// that a later refusal can say which parameter or input file changed.
+    public func setStageParameters(_ stage: String, parameters: String) throws {
+        try write("recording the parameters of stage \(stage)") { db in
+            try db.execute(sql: "UPDATE stages SET parameters = ? WHERE stage = ?", arguments: [parameters, stage])
+        }
+    }
+
     /// The ledger row of `stage`, or nil when the stage has not finished.
     public func stage(_ stage: String) throws -> StageRecord? {
         try stages().first { $0.stage == stage }
@@ -51,8 +59,10 @@ extension RunDatabase {
     /// Every finished stage.
     public func stages() throws -> [StageRecord] {
         try read("reading the stage ledger") { db in
-            try Row.fetchAll(db, sql: "SELECT stage, content_key, rows_written, seconds, finished_at FROM stages").map {
-                StageRecord(stage: $0[0], contentKey: $0[1], rowsWritten: $0[2], seconds: $0[3], finishedAt: $0[4])
+            try Row.fetchAll(db, sql: "SELECT stage, content_key, rows_written, seconds, finished_at, parameters FROM stages").map {
+                var r = StageRecord(stage: $0[0], contentKey: $0[1], rowsWritten: $0[2], seconds: $0[3], finishedAt: $0[4])
+                r.parameters = $0[5]
+                return r
             }
         }
     }

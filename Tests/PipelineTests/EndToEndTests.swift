@@ -241,4 +241,23 @@ final class EndToEndTests: XCTestCase {
         let s = try? ShardSelection(index: 1, count: 3)
         XCTAssertEqual((0 ..< 7).filter { s?.owns($0) ?? false }, [1, 4])
     }
+
+    /// A refused run names what changed: a parameter of the stage, or an earlier stage's input.
+    func testChangedSpecIsRefusedNamingTheChange() throws {
+        let spec = try writeSpec()
+        let db = dir.appendingPathComponent("changed-spec.sqlite").path
+        _ = try runInProcess(spec: spec, db: db)
+        let text = try String(contentsOfFile: spec, encoding: .utf8)
+        try text.replacingOccurrences(of: "train: {epochs: 2,", with: "train: {epochs: 3,").write(toFile: spec, atomically: true, encoding: .utf8)
+        XCTAssertThrowsError(try runInProcess(spec: spec, db: db)) { e in
+            XCTAssertEqual("\(e)", "stage train was recorded with other inputs or parameters: train.epochs: 2 -> 3. "
+                           + "Use `--force train` to redo it and the stages after it, or a new --db.")
+        }
+        try text.replacingOccurrences(of: "seed: 3}", with: "seed: 4}").write(toFile: spec, atomically: true, encoding: .utf8)
+        XCTAssertThrowsError(try runInProcess(spec: spec, db: db)) { e in
+            XCTAssertTrue("\(e)".hasPrefix("stage split was recorded with other inputs or parameters: split.seed: 3 -> 4."), "\(e)")
+        }
+        let database = try RunDatabase(path: db, readOnly: true)
+        XCTAssertTrue(try database.stage("train")!.parameters.contains("train.epochs\t2"))
+    }
 }
