@@ -26,7 +26,8 @@ let package = Package(
         // migrations/*.sql are compiled into the Store module by the EmbedMigrations plugin.
         .executableTarget(name: "MigrationEmbedder"),
         .plugin(name: "EmbedMigrations", capability: .buildTool(), dependencies: ["MigrationEmbedder"]),
-        .target(name: "Store", dependencies: [.product(name: "GRDB", package: "GRDB.swift")],
+        .target(name: "Store", dependencies: [.product(name: "GRDB", package: "GRDB.swift"),
+                                              .product(name: "GRDBSQLite", package: "GRDB.swift")],
                 plugins: ["EmbedMigrations"]),
         .target(name: "Pipeline", dependencies: [
             "ProteinData", "ESM", "Training", "Attribution", "Store",
