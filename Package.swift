@@ -35,7 +35,7 @@ let package = Package(
             .product(name: "Crypto", package: "swift-crypto"),
         ]),
         .executableTarget(name: "kneuron", dependencies: [
-            "Pipeline", "ESM",
+            "Pipeline", "ESM", "ProteinData",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
         .testTarget(name: "ProteinDataTests", dependencies: ["ProteinData"]),

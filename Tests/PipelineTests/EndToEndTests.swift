@@ -260,4 +260,43 @@ final class EndToEndTests: XCTestCase {
         let database = try RunDatabase(path: db, readOnly: true)
         XCTAssertTrue(try database.stage("train")!.parameters.contains("train.epochs\t2"))
     }
+
+    /// `kneuron predict` on the run's own checkpoint, with the run's tokenization, reproduces
+    /// the evaluate stage's test accuracy; the TSV has the documented header and probabilities
+    /// that sum to 1; an unusable record is reported, not dropped silently.
+    func testPredictReproducesTheTestAccuracy() throws {
+        let spec = try writeSpec()
+        let dbPath = dir.appendingPathComponent("predict.sqlite").path
+        _ = try runInProcess(spec: spec, db: dbPath)
+        let data = Self.dataDirectory()!
+        let extra = dir.appendingPathComponent("extra.fasta").path
+        try ">BAD1 has a J\nMKJV\n".write(toFile: extra, atomically: true, encoding: .utf8)
+        let out = dir.appendingPathComponent("pred.tsv").path
+        let summary = try Predictor.run(model: dir.appendingPathComponent("predict.artifacts/final").path,
+                                        fasta: [data.appendingPathComponent("sample-test-280.fasta").path, extra],
+                                        output: out, maxLength: 40, crop: .head)
+        XCTAssertEqual(summary.predicted, 280)
+        XCTAssertEqual(summary.rejected.map(\.id), ["BAD1"])
+        XCTAssertEqual(summary.crops.count, 280, "every sample sequence is longer than 38 residues")
+        let lines = try String(contentsOfFile: out, encoding: .utf8).split(separator: "\n").map { $0.split(separator: "\t", omittingEmptySubsequences: false) }
+        let logitNames: [String] = (0 ..< 7).map { "logit_\($0)" }
+        let probNames: [String] = (0 ..< 7).map { "prob_\($0)" }
+        let header: [String] = ["id"] + logitNames + probNames + ["predicted"]
+        XCTAssertEqual(lines[0].map(String.init), header)
+        XCTAssertEqual(lines.count, 281)
+        var predicted: [String: String] = [:]
+        for l in lines.dropFirst() {
+            let p: Double = l[8 ..< 15].map { Double($0)! }.reduce(0, +)
+            XCTAssertEqual(p, 1, accuracy: 1e-5)
+            predicted[String(l[0])] = String(l[15])
+        }
+        let db = try RunDatabase(path: dbPath, readOnly: true)
+        let test = try db.query("SELECT s.sequence_id, q.ec_label FROM splits s JOIN sequences q ON q.id = s.sequence_id WHERE s.split = 'test'").rows
+        var correct = 0
+        for row in test {
+            guard let id = row[0], let ec = row[1], let name = predicted[id] else { continue }
+            if name == ec || name.hasPrefix(ec + " ") { correct += 1 }
+        }
+        XCTAssertEqual(correct, try count(db, "SELECT n_correct FROM evaluations WHERE method = 'full'"))
+    }
 }
