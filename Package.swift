@@ -42,6 +42,6 @@ let package = Package(
         .testTarget(name: "ESMTests", dependencies: ["ESM", "Training"], resources: [.copy("Fixtures")]),
         .testTarget(name: "AttributionTests", dependencies: ["Attribution", "ESM"]),
         .testTarget(name: "StoreTests", dependencies: ["Store"]),
-        .testTarget(name: "PipelineTests", dependencies: ["Pipeline", "Store", "ProteinData"]),
+        .testTarget(name: "PipelineTests", dependencies: ["Pipeline", "Store", "ProteinData", "ESM"]),
     ]
 )

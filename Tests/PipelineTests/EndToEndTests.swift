@@ -2,6 +2,7 @@ import Foundation
 import XCTest
 @testable import Pipeline
 import Store
+import ESM
 
 /// The whole pipeline on a slice of the real data (sample-test-280: 280 Swiss-Prot
 /// enzymes, 40 per EC class) with the `tiny` model: tables, a second run that does
@@ -298,5 +299,81 @@ final class EndToEndTests: XCTestCase {
             if name == ec || name.hasPrefix(ec + " ") { correct += 1 }
         }
         XCTAssertEqual(correct, try count(db, "SELECT n_correct FROM evaluations WHERE method = 'full'"))
+    }
+
+    /// Crash harness: `kneuron run` is killed with SIGKILL at random moments (>= 20 kills that
+    /// landed while it was running, over ingest ... evaluate) and resumed until it completes,
+    /// on fresh databases until enough kills accumulated; every table's data must equal an
+    /// uninterrupted run's (timings excluded), with no duplicates and integrity_check ok.
+    func testCrashHarnessKillsAtRandomPointsAndResumesToIdenticalTables() throws {
+        let spec = try writeSpec()
+        guard let exe = Self.executable() else { throw XCTSkip("kneuron executable not found next to the test bundle") }
+        let text = try String(contentsOfFile: spec, encoding: .utf8)
+        try text.replacingOccurrences(of: "train: {epochs: 2,", with: "train: {epochs: 4,").write(toFile: spec, atomically: true, encoding: .utf8)
+        let reference = dir.appendingPathComponent("uninterrupted.sqlite").path
+        _ = try runInProcess(spec: spec, db: reference)
+        let tables: [(name: String, sql: String)] = [
+            ("sequences", "SELECT id, sequence, ec_label FROM sequences ORDER BY id"),
+            ("rejected_records", "SELECT file, line, record_id, reason FROM rejected_records ORDER BY 1, 2, 3"),
+            ("tokens", "SELECT sequence_id, hex(token_ids), residue_start, residue_end FROM tokens ORDER BY 1"),
+            ("splits", "SELECT sequence_id, split FROM splits ORDER BY 1"),
+            ("training_epochs", "SELECT epoch, train_loss, train_accuracy, select_loss, select_accuracy FROM training_epochs ORDER BY 1"),
+            ("checkpoints", "SELECT name, sha256, size_bytes FROM checkpoints ORDER BY 1"),
+            ("shards", "SELECT method, shard_index, n_sequences, hex(sums) FROM shards ORDER BY 1, 2"),
+            ("ig_completeness", "SELECT sequence_id, target_class, p_full, p_baseline, attribution_sum FROM ig_completeness ORDER BY 1"),
+            ("neuron_scores", "SELECT method, seed, layer, module, row, col, score, rank FROM neuron_scores ORDER BY 1, 2, 3, 4, 5, 6"),
+            ("selections", "SELECT method, retention_fraction, seed, n_kept, n_total FROM selections ORDER BY 1, 2, 3"),
+            ("selection_density", "SELECT * FROM selection_density ORDER BY 1, 2, 3, 4, 5"),
+            ("evaluations", "SELECT method, retention_fraction, seed, n_test, n_correct, accuracy, macro_f1 FROM evaluations ORDER BY 1, 2, 3"),
+            ("evaluation_classes", "SELECT * FROM evaluation_classes ORDER BY 1, 2, 3, 4"),
+            ("stages", "SELECT stage, content_key, rows_written FROM stages ORDER BY 1"),
+        ]
+        let expected = try RunDatabase(path: reference, readOnly: true)
+        var rng = SplitMix64(seed: 2026)
+        var kills = 0, runs = 0, rowsCompared = 0
+        var killedIn: [String: Int] = [:]
+        while kills < 20 && runs < 8 {
+            runs += 1
+            let db = dir.appendingPathComponent("crash-\(runs).sqlite").path
+            var attempts = 0
+            while true {
+                attempts += 1
+                XCTAssertLessThan(attempts, 200, "the run never completes")
+                if attempts >= 200 { return }
+                let p = Process()
+                p.executableURL = URL(fileURLWithPath: exe)
+                p.arguments = ["run", spec, "--db", db, "--quiet"]
+                p.environment = ProcessInfo.processInfo.environment.merging(
+                    ["KNEURON_DEBUG_SHARD_DELAY_MS": "25", "KNEURON_DEBUG_BATCH_DELAY_MS": "10"]) { $1 }
+                p.standardOutput = FileHandle.nullDevice
+                p.standardError = FileHandle.nullDevice
+                try p.run()
+                let waitMs = 40 + rng.nextIndex(below: 500)
+                let deadline = Date().addingTimeInterval(Double(waitMs) / 1000)
+                while p.isRunning && Date() < deadline { usleep(5_000) }
+                if !p.isRunning {
+                    p.waitUntilExit()
+                    XCTAssertEqual(p.terminationStatus, 0, "a resumed run failed")
+                    break
+                }
+                kill(p.processIdentifier, SIGKILL)
+                p.waitUntilExit()
+                kills += 1
+                let partial = try? RunDatabase(path: db, readOnly: true)
+                let done = (try? partial?.stages().map(\.stage)) ?? []
+                let next = Stage.allCases.first { !(done ?? []).contains($0.rawValue) }?.rawValue ?? "after report"
+                killedIn[next, default: 0] += 1
+            }
+            let got = try RunDatabase(path: db, readOnly: true)
+            for t in tables {
+                let a = try expected.query(t.sql).rows, b = try got.query(t.sql).rows
+                XCTAssertEqual(a.count, b.count, "\(t.name) row count (run \(runs))")
+                XCTAssertTrue(a == b, "\(t.name) differs from the uninterrupted run (run \(runs))")
+                rowsCompared += b.count
+            }
+            XCTAssertEqual(try got.query("PRAGMA integrity_check").rows, [["ok"]])
+        }
+        print("crash harness: \(kills) kill points over \(runs) runs (killed while in: \(killedIn.sorted { $0.key < $1.key }.map { "\($0.key) \($0.value)" }.joined(separator: ", "))); \(rowsCompared) rows compared, all equal")
+        XCTAssertGreaterThanOrEqual(kills, 20)
     }
 }

@@ -129,6 +129,7 @@ enum EvaluateStage {
             model.parameters = Submodel.masked(full, kept: kept)
             records.append(evaluate(method: s.method, fraction: s.retentionFraction, seed: s.seed))
             progress.update(records.count)
+            if let ms = debugBatchDelayMilliseconds { usleep(UInt32(ms) * 1000) }
         }
         model.parameters = full
         try ctx.db.commitEvaluations(records, ledger: StageRecord(stage: "evaluate", contentKey: key, rowsWritten: records.count,

@@ -81,6 +81,10 @@ extension ParameterBuffer {
 /// Stage 4: full fine-tuning with AdamW and cross-entropy. After every epoch the model and
 /// optimizer state are saved (`train-state/state.safetensors`, atomically) and the epoch's
 /// curve point recorded, so an interrupted run resumes from the last finished epoch.
+/// Test hook: `KNEURON_DEBUG_BATCH_DELAY_MS` sleeps after every training batch and every
+/// evaluated model, so crash tests can kill a run inside these stages.
+let debugBatchDelayMilliseconds: Int? = ProcessInfo.processInfo.environment["KNEURON_DEBUG_BATCH_DELAY_MS"].flatMap { Int($0) }
+
 enum TrainStage {
     static func run(_ ctx: RunContext, key: String) throws -> Int {
         let start = Date()
@@ -123,7 +127,10 @@ enum TrainStage {
             for epoch in firstEpoch ... spec.epochs {
                 let t0 = Date()
                 let progress = ProgressReporter("train epoch \(epoch)/\(spec.epochs)", total: train.examples.count, unit: "seq", quiet: ctx.quiet)
-                let stats = trainer.trainEpoch(train.examples, seed: spec.seed, epoch: epoch) { done, _ in progress.update(done) }
+                let stats = trainer.trainEpoch(train.examples, seed: spec.seed, epoch: epoch) { done, _ in
+                    progress.update(done)
+                    if let ms = debugBatchDelayMilliseconds { usleep(UInt32(ms) * 1000) }
+                }
                 guard stats.loss.isFinite else {
                     throw PipelineError.diverged(epoch: epoch, detail: "the training loss became \(stats.loss); lower train.learning_rate or set train.max_grad_norm")
                 }
