@@ -1,6 +1,7 @@
 import ESM
 import Foundation
 import ProteinData
+import Store
 
 /// Errors of `Predictor`.
 public enum PredictError: Error, CustomStringConvertible {
@@ -95,5 +96,96 @@ public enum Predictor {
             FileHandle.standardOutput.write(Data(text.utf8))
         }
         return summary
+    }
+}
+
+/// `kneuron embed`: per-sequence mean-over-residues and `<cls>` embeddings of one layer.
+public enum Embedder {
+    /// What `run` did.
+    public struct Summary: Sendable {
+        /// Sequences embedded (two rows each: mean and cls).
+        public var embedded = 0
+        /// Records not embedded, with file, line, ID and reason.
+        public var rejected: [RejectedRecord] = []
+        /// `id: N residues cropped to M (policy)` lines.
+        public var crops: [String] = []
+    }
+
+    /// Embeds every usable record of `fasta` with the checkpoint in `model` and stores the
+    /// `mean` and `cls` vectors (H floats each) of `layer` in `db`'s `embeddings` table.
+    /// `layer`: 0 = embeddings after token dropout, i = output of block i, nil or
+    /// `num_hidden_layers` = HF `last_hidden_state` (after `emb_layer_norm_after`).
+    /// - Throws: checkpoint errors (`CheckpointError`, `SafeTensorsError`), `StoreError`, FASTA
+    ///   read errors, and `EmbedError.badLayer` for a layer outside 0...num_hidden_layers.
+    public static func run(model directory: String, fasta: [String], db: RunDatabase, layer: Int?, maxLength: Int = 1024,
+                           crop: CropPolicy = .head, batchSize: Int = 8) throws -> Summary {
+        let loaded = try Checkpoint.load(directory: directory)
+        let L = loaded.config.numHiddenLayers, H = loaded.config.hiddenSize
+        let chosen = layer ?? L
+        guard chosen >= 0 && chosen <= L else { throw EmbedError.badLayer(layer: chosen, layers: L) }
+        let model = try ESMClassifier(config: loaded.config, parameters: loaded.parameters)
+        let sha = try Hashing.sha256(file: (directory as NSString).appendingPathComponent("model.safetensors")).hex
+        let tokenizer = Tokenizer(maxLength: min(maxLength, loaded.config.maxPositionEmbeddings), cropPolicy: crop)
+        var summary = Summary()
+        var rows: [(id: String, tokens: TokenizedSequence)] = []
+        for path in fasta {
+            let read = try FastaReader.read(path: path)
+            summary.rejected += read.rejected
+            for r in read.records {
+                do {
+                    let t = try tokenizer.encode(r.sequence)
+                    if t.cropped {
+                        summary.crops.append("\(r.id): \(t.originalLength) residues cropped to \(t.residueEnd - t.residueStart) (policy \(crop.rawValue))")
+                    }
+                    rows.append((r.id, t))
+                } catch {
+                    summary.rejected.append(RejectedRecord(file: path, line: r.line, id: r.id, reason: "\(error)"))
+                }
+            }
+        }
+        var records: [EmbeddingRecord] = []
+        var start = 0
+        while start < rows.count {
+            let chunk = Array(rows[start ..< min(start + max(1, batchSize), rows.count)])
+            let batch = TokenBatch(sequences: chunk.map(\.tokens.ids), padTokenId: Int32(loaded.config.padTokenId))
+            _ = model.forward(batch)
+            let states = chosen == 0 ? model.embeddingOutput()
+                : chosen == L ? model.finalHiddenStates() : model.hiddenStates(afterLayer: chosen - 1)
+            let T = batch.length
+            for (b, row) in chunk.enumerated() {
+                let n = row.tokens.ids.count
+                let cls = Array(states[(b * T) * H ..< (b * T + 1) * H])
+                var mean = [Float](repeating: 0, count: H)
+                let residues = max(0, n - 2)
+                if residues > 0 {
+                    for t in 1 ..< n - 1 {
+                        let base = (b * T + t) * H
+                        for j in 0 ..< H { mean[j] += states[base + j] }
+                    }
+                    for j in 0 ..< H { mean[j] /= Float(residues) }
+                }
+                for (pooling, v) in [("mean", mean), ("cls", cls)] {
+                    records.append(EmbeddingRecord(modelSHA256: sha, sequenceID: row.id, layer: chosen, pooling: pooling,
+                                                   vector: v, residues: residues, cropped: row.tokens.cropped))
+                }
+            }
+            start += chunk.count
+        }
+        try db.commitEmbeddings(records)
+        summary.embedded = rows.count
+        return summary
+    }
+}
+
+/// Errors of `Embedder`.
+public enum EmbedError: Error, CustomStringConvertible {
+    /// `--layer` outside 0...num_hidden_layers.
+    case badLayer(layer: Int, layers: Int)
+
+    public var description: String {
+        switch self {
+        case .badLayer(let layer, let layers):
+            return "layer \(layer) does not exist: give 0 (embeddings) ... \(layers) (last_hidden_state)"
+        }
     }
 }

@@ -490,3 +490,58 @@ extension RunDatabase {
         try write("recording stage \(ledger.stage)") { db in try Self.insertLedger(db, ledger) }
     }
 }
+
+/// One pooled per-sequence embedding (`kneuron embed`).
+public struct EmbeddingRecord: Sendable, Equatable {
+    /// SHA-256 (hex) of the checkpoint's model.safetensors.
+    public var modelSHA256: String
+    /// FASTA record ID.
+    public var sequenceID: String
+    /// 0 = embeddings, i = output of block i, L = last_hidden_state (after the final LayerNorm).
+    public var layer: Int
+    /// `mean` (over residues) or `cls` (position 0).
+    public var pooling: String
+    /// The vector (hidden size H values).
+    public var vector: [Float]
+    /// Residues embedded (after cropping).
+    public var residues: Int
+    /// Whether the sequence was cropped.
+    public var cropped: Bool
+
+    /// Creates a record from its fields.
+    public init(modelSHA256: String, sequenceID: String, layer: Int, pooling: String, vector: [Float], residues: Int, cropped: Bool) {
+        self.modelSHA256 = modelSHA256; self.sequenceID = sequenceID; self.layer = layer; self.pooling = pooling
+        self.vector = vector; self.residues = residues; self.cropped = cropped
+    }
+}
+
+extension RunDatabase {
+    /// Writes embeddings in one transaction; a row with the same (model, sequence, layer,
+    /// pooling) is replaced. Returns the number of rows written.
+    @discardableResult
+    public func commitEmbeddings(_ records: [EmbeddingRecord]) throws -> Int {
+        try write("writing embeddings") { db in
+            let st = try db.makeStatement(sql: "INSERT OR REPLACE INTO embeddings (model_sha256, sequence_id, layer, pooling, dim, vector, n_residues, cropped) VALUES (?, ?, ?, ?, ?, ?, ?, ?)")
+            for r in records {
+                try st.execute(arguments: [r.modelSHA256, r.sequenceID, r.layer, r.pooling, r.vector.count,
+                                           Blob.pack(r.vector.map { $0.bitPattern }), r.residues, r.cropped ? 1 : 0])
+            }
+            return records.count
+        }
+    }
+
+    /// The stored embedding vectors of (model, layer, pooling) by sequence ID.
+    public func embeddings(modelSHA256: String, layer: Int, pooling: String) throws -> [String: [Float]] {
+        try read("reading embeddings") { db in
+            var out: [String: [Float]] = [:]
+            for row in try Row.fetchAll(db, sql: "SELECT sequence_id, vector FROM embeddings WHERE model_sha256 = ? AND layer = ? AND pooling = ?",
+                                        arguments: [modelSHA256, layer, pooling]) {
+                let data: Data = row[1]
+                out[row[0]] = data.withUnsafeBytes { raw in
+                    (0 ..< data.count / 4).map { Float(bitPattern: UInt32(littleEndian: raw.loadUnaligned(fromByteOffset: $0 * 4, as: UInt32.self))) }
+                }
+            }
+            return out
+        }
+    }
+}

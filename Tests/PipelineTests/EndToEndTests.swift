@@ -3,6 +3,7 @@ import XCTest
 @testable import Pipeline
 import Store
 import ESM
+import ProteinData
 
 /// The whole pipeline on a slice of the real data (sample-test-280: 280 Swiss-Prot
 /// enzymes, 40 per EC class) with the `tiny` model: tables, a second run that does
@@ -375,5 +376,47 @@ final class EndToEndTests: XCTestCase {
         }
         print("crash harness: \(kills) kill points over \(runs) runs (killed while in: \(killedIn.sorted { $0.key < $1.key }.map { "\($0.key) \($0.value)" }.joined(separator: ", "))); \(rowsCompared) rows compared, all equal")
         XCTAssertGreaterThanOrEqual(kills, 20)
+    }
+
+    /// `kneuron embed` on the committed tiny transformers fixture: the stored `mean` and `cls`
+    /// vectors of the last layer equal transformers' last_hidden_state (mean over residues,
+    /// position 0) to 1e-5, for sequences embedded in a differently padded batch.
+    func testEmbedMatchesTransformersLastHiddenState() throws {
+        struct Parity: Decodable { let input_ids: [[Int]]; let attention_mask: [[Int]]; let hidden_states: [[[[Double]]]] }
+        let fixture = Self.packageRoot.appendingPathComponent("Tests/ESMTests/Fixtures/tiny-esm")
+        let parity = try JSONDecoder().decode(Parity.self, from: Data(contentsOf: fixture.appendingPathComponent("parity.json")))
+        let last = parity.hidden_states[parity.hidden_states.count - 1]
+        var fasta = ""
+        var expected: [String: (mean: [Double], cls: [Double])] = [:]
+        for (b, ids) in parity.input_ids.enumerated() {
+            let n = parity.attention_mask[b].reduce(0, +)
+            let residues = ids[1 ..< n - 1]
+            guard !residues.contains(Int(ESMAlphabet.mask)) else { continue }   // <mask> has no FASTA letter
+            let letters = String(residues.map { Character(ESMAlphabet.tokens[$0]) })
+            fasta += ">S\(b)\n\(letters)\n"
+            let H = last[b][0].count
+            var mean = [Double](repeating: 0, count: H)
+            for t in 1 ..< n - 1 { for j in 0 ..< H { mean[j] += last[b][t][j] / Double(n - 2) } }
+            expected["S\(b)"] = (mean, last[b][0])
+        }
+        XCTAssertEqual(expected.count, 3)
+        let fastaPath = dir.appendingPathComponent("fixture.fasta").path
+        try fasta.write(toFile: fastaPath, atomically: true, encoding: .utf8)
+        let db = try RunDatabase(path: dir.appendingPathComponent("embed.sqlite").path)
+        let summary = try Embedder.run(model: fixture.path, fasta: [fastaPath], db: db, layer: nil, batchSize: 2)
+        XCTAssertEqual(summary.embedded, 3)
+        let sha = try Hashing.sha256(file: fixture.appendingPathComponent("model.safetensors").path).hex
+        let layers = parity.hidden_states.count - 1
+        let means = try db.embeddings(modelSHA256: sha, layer: layers, pooling: "mean")
+        let cls = try db.embeddings(modelSHA256: sha, layer: layers, pooling: "cls")
+        var worst = 0.0
+        for (id, e) in expected {
+            for (a, b) in zip(means[id]!, e.mean) { worst = max(worst, abs(Double(a) - b)) }
+            for (a, b) in zip(cls[id]!, e.cls) { worst = max(worst, abs(Double(a) - b)) }
+            XCTAssertEqual(means[id]!.count, e.mean.count)
+        }
+        print(String(format: "embed vs transformers last_hidden_state (mean, cls): max |diff| %.3e", worst))
+        XCTAssertLessThan(worst, 1e-5)
+        XCTAssertThrowsError(try Embedder.run(model: fixture.path, fasta: [fastaPath], db: db, layer: layers + 1))
     }
 }
