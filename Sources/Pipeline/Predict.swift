@@ -21,6 +21,33 @@ public enum PredictError: Error, CustomStringConvertible {
     }
 }
 
+/// Reads FASTA files and tokenizes every record for `predict` and `embed`: usable records in
+/// input order, the rejected ones (reader rejections and tokenizer refusals, with file, line,
+/// ID and reason) and one line per cropped sequence.
+/// - Throws: FASTA read errors for a file that cannot be read at all.
+func readAndTokenize(_ fasta: [String], tokenizer: Tokenizer)
+    throws -> (rows: [(id: String, tokens: TokenizedSequence)], rejected: [RejectedRecord], crops: [String]) {
+    var rows: [(id: String, tokens: TokenizedSequence)] = []
+    var rejected: [RejectedRecord] = []
+    var crops: [String] = []
+    for path in fasta {
+        let read = try FastaReader.read(path: path)
+        rejected += read.rejected
+        for r in read.records {
+            do {
+                let t = try tokenizer.encode(r.sequence)
+                if t.cropped {
+                    crops.append("\(r.id): \(t.originalLength) residues cropped to \(t.residueEnd - t.residueStart) (residues \(t.residueStart + 1)-\(t.residueEnd), policy \(tokenizer.cropPolicy.rawValue))")
+                }
+                rows.append((r.id, t))
+            } catch {
+                rejected.append(RejectedRecord(file: path, line: r.line, id: r.id, reason: "\(error)"))
+            }
+        }
+    }
+    return (rows, rejected, crops)
+}
+
 /// `kneuron predict`: classifies every sequence of FASTA files with a fine-tuned checkpoint.
 ///
 /// Output: a TSV with header `id`, `logit_0..logit_{C-1}`, `prob_0..prob_{C-1}` (softmax),
@@ -53,23 +80,11 @@ public enum Predictor {
         let model = try ESMClassifier(config: loaded.config, parameters: loaded.parameters)
         let C = loaded.config.numLabels
         let tokenizer = Tokenizer(maxLength: min(maxLength, loaded.config.maxPositionEmbeddings), cropPolicy: crop)
+        let input = try readAndTokenize(fasta, tokenizer: tokenizer)
         var summary = Summary()
-        var rows: [(id: String, tokens: [Int32])] = []
-        for path in fasta {
-            let read = try FastaReader.read(path: path)
-            summary.rejected += read.rejected
-            for r in read.records {
-                do {
-                    let t = try tokenizer.encode(r.sequence)
-                    if t.cropped {
-                        summary.crops.append("\(r.id): \(t.originalLength) residues cropped to \(t.residueEnd - t.residueStart) (residues \(t.residueStart + 1)-\(t.residueEnd), policy \(crop.rawValue))")
-                    }
-                    rows.append((r.id, t.ids))
-                } catch {
-                    summary.rejected.append(RejectedRecord(file: path, line: r.line, id: r.id, reason: "\(error)"))
-                }
-            }
-        }
+        summary.rejected = input.rejected
+        summary.crops = input.crops
+        let rows = input.rows.map { (id: $0.id, tokens: $0.tokens.ids) }
         var text = "id\t" + (0 ..< C).map { "logit_\($0)" }.joined(separator: "\t") + "\t"
             + (0 ..< C).map { "prob_\($0)" }.joined(separator: "\t") + "\tpredicted\n"
         var start = 0
@@ -126,23 +141,11 @@ public enum Embedder {
         let model = try ESMClassifier(config: loaded.config, parameters: loaded.parameters)
         let sha = try Hashing.sha256(file: (directory as NSString).appendingPathComponent("model.safetensors")).hex
         let tokenizer = Tokenizer(maxLength: min(maxLength, loaded.config.maxPositionEmbeddings), cropPolicy: crop)
+        let input = try readAndTokenize(fasta, tokenizer: tokenizer)
         var summary = Summary()
-        var rows: [(id: String, tokens: TokenizedSequence)] = []
-        for path in fasta {
-            let read = try FastaReader.read(path: path)
-            summary.rejected += read.rejected
-            for r in read.records {
-                do {
-                    let t = try tokenizer.encode(r.sequence)
-                    if t.cropped {
-                        summary.crops.append("\(r.id): \(t.originalLength) residues cropped to \(t.residueEnd - t.residueStart) (policy \(crop.rawValue))")
-                    }
-                    rows.append((r.id, t))
-                } catch {
-                    summary.rejected.append(RejectedRecord(file: path, line: r.line, id: r.id, reason: "\(error)"))
-                }
-            }
-        }
+        summary.rejected = input.rejected
+        summary.crops = input.crops
+        let rows = input.rows
         var records: [EmbeddingRecord] = []
         var start = 0
         while start < rows.count {
