@@ -250,12 +250,7 @@ public final class ESMClassifier {
                                      zeroMask: config.tokenDropout, B: B, T: T, H: H, V: V)
                     for l in 0 ..< L {
                         let w = layers[l]
-                        let x = resid.pointer + l * NHsz, xm = residMid.pointer + l * NHsz
-                        let la = lnA.pointer + l * NHsz, lf = lnF.pointer + l * NHsz
-                        let q = qCache.pointer + l * NHsz, k = kCache.pointer + l * NHsz, v = vCache.pointer + l * NHsz
-                        let ao = attnOut.pointer + l * NHsz
-                        let sa = lnAStats.pointer + l * 2 * N, sf = lnFStats.pointer + l * 2 * N
-                        let pre = fcPre.pointer + l * N * I, act = fcAct.pointer + l * N * I
+                        let (x, xm, la, lf, q, k, v, ao, sa, sf, pre, act) = cached(layer: l, N: N)
                         // x_mid = x + Wo Attn(LN_a(x)) + bo
                         layerNormForward(la, mean: sa, rstd: sa + N, inp: x, weight: P + w.lnAW, bias: P + w.lnAB,
                                          N: N, H: H, eps: eps)
@@ -344,12 +339,7 @@ public final class ESMClassifier {
                         }
                         for l in stride(from: L - 1, through: 0, by: -1) {
                             let w = layers[l]
-                            let x = resid.pointer + l * NHsz, xm = residMid.pointer + l * NHsz
-                            let la = lnA.pointer + l * NHsz, lf = lnF.pointer + l * NHsz
-                            let q = qCache.pointer + l * NHsz, k = kCache.pointer + l * NHsz, v = vCache.pointer + l * NHsz
-                            let ao = attnOut.pointer + l * NHsz
-                            let sa = lnAStats.pointer + l * 2 * N, sf = lnFStats.pointer + l * 2 * N
-                            let pre = fcPre.pointer + l * N * I, act = fcAct.pointer + l * N * I
+                            let (x, xm, la, lf, q, k, v, ao, sa, sf, pre, act) = cached(layer: l, N: N)
                             // FFN half; dResid holds dL/dx_next and gains dL/dx_mid.
                             dAct.pointer.update(repeating: 0, count: N * I)
                             linearBackward(dinp: dAct.pointer, dweight: G + w.projW, dbias: G + w.projB, dout: dResid.pointer,
@@ -396,6 +386,18 @@ public final class ESMClassifier {
                 }
             }
         }
+    }
+
+    /// Views of block `layer`'s cached activations for N token rows, shared by forward and
+    /// backward: residual in, mid residual, LN_a and LN_f outputs, q, k, v, attention output
+    /// (each N x H), the two LayerNorms' (mean, rstd) stats (2N each), FFN pre/post GELU (N x I).
+    @inline(__always)
+    private func cached(layer l: Int, N: Int) -> (x: FloatPtr, xm: FloatPtr, la: FloatPtr, lf: FloatPtr, q: FloatPtr, k: FloatPtr,
+                                                   v: FloatPtr, ao: FloatPtr, sa: FloatPtr, sf: FloatPtr, pre: FloatPtr, act: FloatPtr) {
+        let NH = N * config.hiddenSize, NI = N * config.intermediateSize
+        return (resid.pointer + l * NH, residMid.pointer + l * NH, lnA.pointer + l * NH, lnF.pointer + l * NH,
+                qCache.pointer + l * NH, kCache.pointer + l * NH, vCache.pointer + l * NH, attnOut.pointer + l * NH,
+                lnAStats.pointer + l * 2 * N, lnFStats.pointer + l * 2 * N, fcPre.pointer + l * NI, fcAct.pointer + l * NI)
     }
 
     private func copyOut(_ p: UnsafeMutablePointer<Float>, _ count: Int) -> [Float] {

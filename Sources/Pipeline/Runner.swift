@@ -87,10 +87,11 @@ public struct PipelineRunner {
         fields.map { "\($0.name)\t\($0.value)" }.joined(separator: "\n")
     }
 
-    /// The content key of every stage for this spec (each includes the previous one).
+    /// The content key of every stage for this spec (each includes the previous one), made
+    /// from `stageParameters()` (pass them when already computed: it hashes every input file).
     /// - Throws: `PipelineError.unreadableInput` when an input file cannot be hashed.
-    public func contentKeys() throws -> [Stage: String] {
-        let parameters = try stageParameters()
+    public func contentKeys(from computed: [Stage: [(name: String, value: String)]]? = nil) throws -> [Stage: String] {
+        let parameters = try computed ?? stageParameters()
         var keys: [Stage: String] = [:]
         var previous: String?
         for stage in Stage.allCases {
@@ -151,8 +152,8 @@ public struct PipelineRunner {
     /// skipped; with a different key it is an error (`PipelineError.changedInputs`).
     /// A stage whose predecessor is not recorded fails with `PipelineError.missingStage`.
     public func run(_ stages: [Stage]) throws -> [StageOutcome] {
-        let keys = try contentKeys()
         let parameters = try stageParameters()
+        let keys = try contentKeys(from: parameters)
         func changed(_ stage: Stage, _ recorded: StageRecord) -> PipelineError {
             var diffs = differences(recorded: recorded.parameters, now: parameters[stage]!)
             if diffs.isEmpty {

@@ -7,6 +7,8 @@ public enum StoreError: Error, CustomStringConvertible {
     case cannotOpen(path: String, reason: String)
     /// A migration file is missing or unreadable (a broken installation).
     case migrationsMissing(String)
+    /// `query` was given no statement or several (it runs exactly one).
+    case oneStatement(count: Int)
     /// A read-only command was pointed at a database that does not exist (none is created).
     case noDatabase(path: String)
     /// `query` was given a statement that would write.
@@ -20,6 +22,8 @@ public enum StoreError: Error, CustomStringConvertible {
         switch self {
         case .cannotOpen(let path, let reason):
             return "cannot open database \(path): \(reason). Check that the directory exists and is writable."
+        case .oneStatement(let count):
+            return count == 0 ? "no SQL statement given" : "give one SQL statement at a time (found \(count) separated by ';')"
         case .noDatabase(let path):
             return "no run database at \(path); give the path of an existing run (`kneuron run SPEC` creates runs/<spec name>.sqlite)"
         case .migrationsMissing(let m):
@@ -133,11 +137,13 @@ public final class RunDatabase: @unchecked Sendable {
     public struct QueryResult: Sendable {
         /// Column names in select order.
         public var columns: [String]
-        /// Rows; `nil` is SQL NULL; numbers are rendered as SQLite prints them.
-        public var rows: [[String?]]
-        /// The same cells typed: `Int64`, `Double`, `String`, or nil for NULL and BLOBs
-        /// (for JSON output, where numbers must stay numbers).
-        public var typedRows: [[Sendable?]] = []
+        /// The cells: `Int64`, `Double`, `String`, or nil for SQL NULL; a BLOB is shown as
+        /// the string `<blob N bytes>`. JSON output keeps numbers as numbers from these.
+        public var typedRows: [[Sendable?]]
+        /// The same cells as text (numbers as Swift prints them; nil is SQL NULL).
+        public var rows: [[String?]] {
+            typedRows.map { $0.map { cell in cell.map { "\($0)" } } }
+        }
     }
 
     /// Runs one read-only SQL statement and returns its rows.
@@ -146,23 +152,14 @@ public final class RunDatabase: @unchecked Sendable {
     public func query(_ sql: String) throws -> QueryResult {
         try wrap("running query") {
             try pool.read { db in
-                let statement = try db.makeStatement(sql: sql)
+                let statements = try Array(db.allStatements(sql: sql))
+                guard statements.count == 1, let statement = statements.first else { throw StoreError.oneStatement(count: statements.count) }
                 guard statement.isReadonly else { throw StoreError.notReadOnly(sql) }
                 var columns = statement.columnNames
-                var rows: [[String?]] = []
                 var typed: [[Sendable?]] = []
                 let cursor = try Row.fetchCursor(statement)
                 while let row = try cursor.next() {
                     if columns.isEmpty { columns = Array(row.columnNames) }
-                    rows.append(row.databaseValues.map { v -> String? in
-                        switch v.storage {
-                        case .null: return nil
-                        case .int64(let i): return String(i)
-                        case .double(let d): return String(d)
-                        case .string(let s): return s
-                        case .blob(let b): return "<blob \(b.count) bytes>"
-                        }
-                    })
                     typed.append(row.databaseValues.map { v -> Sendable? in
                         switch v.storage {
                         case .null: return nil
@@ -173,7 +170,7 @@ public final class RunDatabase: @unchecked Sendable {
                         }
                     })
                 }
-                return QueryResult(columns: columns, rows: rows, typedRows: typed)
+                return QueryResult(columns: columns, typedRows: typed)
             }
         }
     }

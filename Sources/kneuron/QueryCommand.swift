@@ -17,12 +17,7 @@ struct QueryCommand: ParsableCommand {
 
     func run() throws {
         let database = try RunDatabase(path: db, readOnly: true)
-        let result: RunDatabase.QueryResult
-        do {
-            result = try database.query(sql)
-        } catch let e as StoreError where "\(e)".contains("Multiple statements found") {
-            throw ValidationError("give one SQL statement at a time (found several separated by ';')")
-        }
+        let result = try database.query(sql)
         switch format {
         case .csv:
             print(result.columns.map(csvField).joined(separator: ","))
