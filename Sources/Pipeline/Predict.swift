@@ -23,17 +23,25 @@ public enum PredictError: Error, CustomStringConvertible {
 
 /// Reads FASTA files and tokenizes every record for `predict` and `embed`: usable records in
 /// input order, the rejected ones (reader rejections and tokenizer refusals, with file, line,
-/// ID and reason) and one line per cropped sequence.
+/// ID and reason; a repeated ID is rejected, its first record kept) and one line per cropped
+/// sequence.
 /// - Throws: FASTA read errors for a file that cannot be read at all.
 func readAndTokenize(_ fasta: [String], tokenizer: Tokenizer)
     throws -> (rows: [(id: String, tokens: TokenizedSequence)], rejected: [RejectedRecord], crops: [String]) {
     var rows: [(id: String, tokens: TokenizedSequence)] = []
     var rejected: [RejectedRecord] = []
     var crops: [String] = []
+    var firstSeen: [String: String] = [:]   // id -> "file:line" of its first record
     for path in fasta {
         let read = try FastaReader.read(path: path)
         rejected += read.rejected
         for r in read.records {
+            if let first = firstSeen[r.id] {
+                rejected.append(RejectedRecord(file: path, line: r.line, id: r.id,
+                                               reason: "duplicate ID (first at \(first)); only the first record with an ID is used"))
+                continue
+            }
+            firstSeen[r.id] = "\(path):\(r.line)"
             do {
                 let t = try tokenizer.encode(r.sequence)
                 if t.cropped {
@@ -73,7 +81,12 @@ public enum Predictor {
     ///   FASTA read errors for a file that cannot be read at all.
     public static func run(model directory: String, fasta: [String], output: String?, maxLength: Int = 1024,
                            crop: CropPolicy = .head, batchSize: Int = 8) throws -> Summary {
-        let loaded = try Checkpoint.load(directory: directory)
+        let loaded: (config: ESMConfig, parameters: ParameterBuffer, initialisedTensors: [String])
+        do {
+            loaded = try Checkpoint.load(directory: directory)
+        } catch CheckpointError.numLabelsRequired {
+            throw PredictError.noClassifier(directory: directory, initialised: ["classifier.*"])
+        }
         if !loaded.initialisedTensors.isEmpty {
             throw PredictError.noClassifier(directory: directory, initialised: loaded.initialisedTensors)
         }
@@ -104,8 +117,11 @@ public enum Predictor {
         }
         summary.predicted = rows.count
         if let output {
+            if fasta.contains(where: { URL(fileURLWithPath: $0).standardizedFileURL == URL(fileURLWithPath: output).standardizedFileURL }) {
+                throw PredictError.cannotWrite(path: output, reason: "it is one of the input FASTA files; choose another --out")
+            }
             do { try text.write(toFile: output, atomically: true, encoding: .utf8) } catch {
-                throw PredictError.cannotWrite(path: output, reason: "\(error)")
+                throw PredictError.cannotWrite(path: output, reason: (error as NSError).localizedDescription + " Check that the directory exists and is writable.")
             }
         } else {
             FileHandle.standardOutput.write(Data(text.utf8))
@@ -134,7 +150,14 @@ public enum Embedder {
     ///   read errors, and `EmbedError.badLayer` for a layer outside 0...num_hidden_layers.
     public static func run(model directory: String, fasta: [String], db: RunDatabase, layer: Int?, maxLength: Int = 1024,
                            crop: CropPolicy = .head, batchSize: Int = 8) throws -> Summary {
-        let loaded = try Checkpoint.load(directory: directory)
+        // Embeddings do not use the classification head: an EsmModel / EsmForMaskedLM
+        // checkpoint gets a placeholder 2-class head that is never read.
+        let loaded: (config: ESMConfig, parameters: ParameterBuffer, initialisedTensors: [String])
+        do {
+            loaded = try Checkpoint.load(directory: directory)
+        } catch CheckpointError.numLabelsRequired {
+            loaded = try Checkpoint.load(directory: directory, numLabels: 2)
+        }
         let L = loaded.config.numHiddenLayers, H = loaded.config.hiddenSize
         let chosen = layer ?? L
         guard chosen >= 0 && chosen <= L else { throw EmbedError.badLayer(layer: chosen, layers: L) }

@@ -45,10 +45,17 @@ struct AttributeCommand: ParsableCommand {
     func run() throws {
         let env = ProcessInfo.processInfo.environment
         var index = shardIndex, count = numShards
-        if index == nil, count == nil, let id = env["SLURM_ARRAY_TASK_ID"].flatMap(Int.init),
-           let n = env["SLURM_ARRAY_TASK_COUNT"].flatMap(Int.init) {
+        if index == nil, count == nil, let rawID = env["SLURM_ARRAY_TASK_ID"] {
+            guard let id = Int(rawID), let n = env["SLURM_ARRAY_TASK_COUNT"].flatMap(Int.init) else {
+                throw ValidationError("SLURM_ARRAY_TASK_ID=\(rawID) with SLURM_ARRAY_TASK_COUNT=\(env["SLURM_ARRAY_TASK_COUNT"] ?? "unset"): "
+                    + "both must be integers; or give --shard-index and --num-shards")
+            }
             index = id - (env["SLURM_ARRAY_TASK_MIN"].flatMap(Int.init) ?? 0)
             count = n
+            guard index! >= 0, index! < n else {
+                throw ValidationError("SLURM_ARRAY_TASK_ID \(id) - SLURM_ARRAY_TASK_MIN gives task \(index!) of \(n): use a contiguous array "
+                    + "(--array=0-\(n - 1), no step) or give --shard-index and --num-shards")
+            }
         }
         var shards: ShardSelection?
         switch (index, count) {

@@ -419,4 +419,16 @@ final class EndToEndTests: XCTestCase {
         XCTAssertLessThan(worst, 1e-5)
         XCTAssertThrowsError(try Embedder.run(model: fixture.path, fasta: [fastaPath], db: db, layer: layers + 1))
     }
+
+    /// predict/embed input: a repeated ID is reported, not silently written twice or overwritten.
+    func testRepeatedIDIsRejectedKeepingTheFirst() throws {
+        let fasta = dir.appendingPathComponent("dup.fasta").path
+        try ">a\nMKV\n>b\nMKL\n>a\nMKW\n".write(toFile: fasta, atomically: true, encoding: .utf8)
+        let r = try readAndTokenize([fasta], tokenizer: Tokenizer(maxLength: 40, cropPolicy: .head))
+        XCTAssertEqual(r.rows.map(\.id), ["a", "b"])
+        XCTAssertEqual(r.rows[0].tokens.ids.count, 5)
+        XCTAssertEqual(r.rejected.map(\.id), ["a"])
+        XCTAssertEqual(r.rejected.first?.line, 5)
+        XCTAssertTrue(r.rejected.first?.reason.hasPrefix("duplicate ID (first at \(fasta):1)") ?? false, "\(r.rejected)")
+    }
 }
