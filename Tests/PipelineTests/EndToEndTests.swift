@@ -362,7 +362,7 @@ final class EndToEndTests: XCTestCase {
                 kills += 1
                 let partial = try? RunDatabase(path: db, readOnly: true)
                 let done = (try? partial?.stages().map(\.stage)) ?? []
-                let next = Stage.allCases.first { !(done ?? []).contains($0.rawValue) }?.rawValue ?? "after report"
+                let next = Stage.allCases.first { !done.contains($0.rawValue) }?.rawValue ?? "after report"
                 killedIn[next, default: 0] += 1
             }
             let got = try RunDatabase(path: db, readOnly: true)
