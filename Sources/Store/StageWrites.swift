@@ -81,8 +81,8 @@ extension RunDatabase {
             ("evaluate", "evaluations", "DELETE FROM evaluations"),
             ("select", "selection_density", "DELETE FROM selection_density"),
             ("select", "selections", "DELETE FROM selections"),
-            ("select", "neuron_scores (random)", "DELETE FROM neuron_scores WHERE method = 'random'"),
-            ("attribute", "neuron_scores", "DELETE FROM neuron_scores WHERE method != 'random'"),
+            ("select", "neuron_scores (random)", "score_sets:method = 'random'"),
+            ("attribute", "neuron_scores", "score_sets:method != 'random'"),
             ("attribute", "ig_completeness", "DELETE FROM ig_completeness"),
             ("attribute", "shards", "DELETE FROM shards"),
             ("train", "training_epochs", "DELETE FROM training_epochs"),
@@ -99,8 +99,12 @@ extension RunDatabase {
         return try write("discarding stages \(names.joined(separator: ", "))") { db in
             var out: [(String, Int)] = []
             for d in deletes where names.contains(d.stage) {
-                try db.execute(sql: d.sql)
-                out.append((d.table, db.changesCount))
+                if d.sql.hasPrefix("score_sets:") {
+                    out.append((d.table, try Self.deleteScoreSets(db, where: String(d.sql.dropFirst("score_sets:".count)))))
+                } else {
+                    try db.execute(sql: d.sql)
+                    out.append((d.table, db.changesCount))
+                }
             }
             for name in names { try db.execute(sql: "DELETE FROM stages WHERE stage = ?", arguments: [name]) }
             return out
@@ -329,49 +333,70 @@ extension RunDatabase {
         }
     }
 
+    /// Key stride of a score set in `score_values.id` (migration 0003): a row's id is
+    /// `set_id * scoreSetStride + canonical index`.
+    static let scoreSetStride: Int64 = 1 << 32
+
+    /// Inserts one score set (method, seed) with its ranks (1 = highest; ties broken by
+    /// canonical index) into `score_sets` / `score_values` (migration 0003).
+    /// - Throws: `StoreError.sqlite` on a SQLite failure, e.g. the set already exists.
     static func insertScores(_ db: Database, method: String, seed: Int, shape: ScoreShape, scores: [Float]) throws -> Int {
         precondition(scores.count == shape.count, "score array does not match its shape")
+        precondition(Int64(scores.count) < scoreSetStride, "a score set holds fewer than 2^32 weights")
         // rank: 1 = highest score; ties by canonical index.
-        let order = (0 ..< scores.count).sorted { a, b in
-            scores[a] != scores[b] ? scores[a] > scores[b] : a < b
+        var order = [Int32](unsafeUninitializedCapacity: scores.count) { buf, n in
+            for i in 0 ..< scores.count { buf[i] = Int32(i) }
+            n = scores.count
+        }
+        scores.withUnsafeBufferPointer { sc in
+            order.sort { a, b in sc[Int(a)] != sc[Int(b)] ? sc[Int(a)] > sc[Int(b)] : a < b }
         }
         var rank = [Int32](repeating: 0, count: scores.count)
-        for (r, i) in order.enumerated() { rank[i] = Int32(r + 1) }
-        // Bulk insert through SQLite's C API on GRDB's prepared statement: method, seed, layer
-        // and module stay bound across rows (sqlite3_reset keeps bindings), so a row costs four
-        // binds and one step (GRDB's per-row argument arrays took most of the time).
-        try db.execute(sql: "DROP INDEX IF EXISTS neuron_scores_by_rank")
-        let st = try db.makeStatement(sql: "INSERT INTO neuron_scores (method, seed, layer, module, row, col, score, rank) VALUES (?, ?, ?, ?, ?, ?, ?, ?)")
+        for (r, i) in order.enumerated() { rank[Int(i)] = Int32(r + 1) }
+
+        try db.execute(sql: "INSERT INTO score_sets (method, seed, n_layers, n_rows, n_cols) VALUES (?, ?, ?, ?, ?)",
+                       arguments: [method, seed, shape.layers, shape.rows, shape.cols])
+        let base = db.lastInsertedRowID * scoreSetStride
+        // Bulk insert through SQLite's C API on GRDB's prepared statement (GRDB's per-row
+        // argument arrays took most of the time): three binds and one step per row, ids
+        // increasing, so SQLite appends to the table's B-tree.
+        let st = try db.makeStatement(sql: "INSERT INTO score_values (id, score, rank) VALUES (?, ?, ?)")
         let h = st.sqliteStatement
-        let transient = unsafeBitCast(-1, to: sqlite3_destructor_type.self)
-        func check(_ rc: Int32, _ expected: Int32 = SQLITE_OK) throws {
-            if rc != expected {
+        for i in 0 ..< scores.count {
+            sqlite3_bind_int64(h, 1, base + Int64(i))
+            sqlite3_bind_double(h, 2, Double(scores[i]))
+            sqlite3_bind_int64(h, 3, Int64(rank[i]))
+            let rc = sqlite3_step(h)
+            sqlite3_reset(h)
+            if rc != SQLITE_DONE {
                 throw StoreError.sqlite(operation: "writing neuron scores", message: String(cString: sqlite3_errmsg(db.sqliteConnection)) + " (code \(rc))")
             }
         }
-        try check(sqlite3_bind_text(h, 1, method, -1, transient))
-        try check(sqlite3_bind_int64(h, 2, Int64(seed)))
-        var i = 0
-        for layer in 0 ..< shape.layers {
-            try check(sqlite3_bind_int64(h, 3, Int64(layer)))
-            for module in ScoreShape.modules {
-                try check(sqlite3_bind_text(h, 4, module, -1, transient))
-                for row in 0 ..< shape.rows {
-                    try check(sqlite3_bind_int64(h, 5, Int64(row)))
-                    for col in 0 ..< shape.cols {
-                        sqlite3_bind_int64(h, 6, Int64(col))
-                        sqlite3_bind_double(h, 7, Double(scores[i]))
-                        sqlite3_bind_int64(h, 8, Int64(rank[i]))
-                        try check(sqlite3_step(h), SQLITE_DONE)
-                        sqlite3_reset(h)
-                        i += 1
-                    }
-                }
-            }
-        }
         sqlite3_clear_bindings(h)
-        try db.execute(sql: "CREATE INDEX neuron_scores_by_rank ON neuron_scores (method, seed, rank)")
         return scores.count
+    }
+
+    /// Deletes the score sets matching `condition` (SQL on `score_sets`) and their rows.
+    /// Returns the number of score rows deleted.
+    static func deleteScoreSets(_ db: Database, where condition: String) throws -> Int {
+        var n = 0
+        for id in try Int64.fetchAll(db, sql: "SELECT set_id FROM score_sets WHERE \(condition)") {
+            try db.execute(sql: "DELETE FROM score_values WHERE id >= ? AND id < ?",
+                           arguments: [id * scoreSetStride, (id + 1) * scoreSetStride])
+            n += db.changesCount
+        }
+        try db.execute(sql: "DELETE FROM score_sets WHERE \(condition)")
+        return n
+    }
+
+    /// One column of a score set in canonical order, or [] when the set does not exist.
+    private func scoreColumn<T: DatabaseValueConvertible>(_ column: String, method: String, seed: Int, as: T.Type) throws -> [T] {
+        try read("reading \(column)s of \(method)") { db in
+            guard let id = try Int64.fetchOne(db, sql: "SELECT set_id FROM score_sets WHERE method = ? AND seed = ?", arguments: [method, seed])
+            else { return [] }
+            return try T.fetchAll(db, sql: "SELECT \(column) FROM score_values WHERE id >= ? AND id < ? ORDER BY id",
+                                  arguments: [id * Self.scoreSetStride, (id + 1) * Self.scoreSetStride])
+        }
     }
 
     /// Writes the final per-weight scores of each method (canonical order, see
@@ -395,20 +420,16 @@ extension RunDatabase {
         }
     }
 
-    /// Scores of (method, seed) in canonical order.
+    /// Scores of (method, seed) in canonical order ([] when the set was not written).
+    /// - Throws: `StoreError.sqlite`.
     public func scores(method: String, seed: Int = 0) throws -> [Float] {
-        try read("reading scores of \(method)") { db in
-            try Double.fetchAll(db, sql: "SELECT score FROM neuron_scores WHERE method = ? AND seed = ? ORDER BY layer, CASE module WHEN 'query' THEN 0 WHEN 'key' THEN 1 ELSE 2 END, row, col",
-                                arguments: [method, seed]).map(Float.init)
-        }
+        try scoreColumn("score", method: method, seed: seed, as: Double.self).map(Float.init)
     }
 
-    /// Ranks (1 = highest) of (method, seed) in canonical order.
+    /// Ranks (1 = highest) of (method, seed) in canonical order ([] when not written).
+    /// - Throws: `StoreError.sqlite`.
     public func ranks(method: String, seed: Int = 0) throws -> [Int] {
-        try read("reading ranks of \(method)") { db in
-            try Int.fetchAll(db, sql: "SELECT rank FROM neuron_scores WHERE method = ? AND seed = ? ORDER BY layer, CASE module WHEN 'query' THEN 0 WHEN 'key' THEN 1 ELSE 2 END, row, col",
-                             arguments: [method, seed])
-        }
+        try scoreColumn("rank", method: method, seed: seed, as: Int.self)
     }
 
     // MARK: select

@@ -1,4 +1,5 @@
 import Foundation
+import GRDB
 import XCTest
 @testable import Store
 
@@ -29,11 +30,11 @@ final class RunDatabaseTests: XCTestCase {
 
     func testMigrationsAppliedOnceAndRecorded() throws {
         let db = try open()
-        XCTAssertEqual(try db.appliedMigrations(), ["0001_initial", "0002_embeddings"])
+        XCTAssertEqual(try db.appliedMigrations(), ["0001_initial", "0002_embeddings", "0003_score_sets"])
         // Reopening applies nothing new and keeps the data.
         try ingestSample(db)
         let again = try open()
-        XCTAssertEqual(try again.appliedMigrations(), ["0001_initial", "0002_embeddings"])
+        XCTAssertEqual(try again.appliedMigrations(), ["0001_initial", "0002_embeddings", "0003_score_sets"])
         XCTAssertEqual(try again.sequences().map(\.id), ["P1", "P2"])
         XCTAssertEqual(try again.query("SELECT journal_mode FROM pragma_journal_mode").rows, [["wal"]])
         XCTAssertEqual(try again.query("SELECT foreign_keys FROM pragma_foreign_keys").rows, [["1"]])
@@ -128,6 +129,67 @@ final class RunDatabaseTests: XCTestCase {
         XCTAssertEqual(try db.query("SELECT module, density FROM kept_density ORDER BY module").rows, [["query", "0.5"], ["value", "0.25"]])
         let top = try db.query("SELECT module, row, col FROM top_neurons WHERE module = 'key' AND module_rank = 1").rows
         XCTAssertEqual(top, [["key", "1", "0"]])
+    }
+
+    /// Every weight of a non-square, two-layer shape is decoded by the `neuron_scores` view
+    /// to its (layer, module, row, col), sets are kept apart, `neuron_across_methods` pivots
+    /// them, and discarding attribute removes only the non-random sets.
+    func testScoreViewDecodesEveryWeightAndDiscardKeepsRandom() throws {
+        let db = try open()
+        let shape = ScoreShape(layers: 2, rows: 3, cols: 4)  // 72 weights
+        let act = (0 ..< shape.count).map { Float($0) / 100 }                 // score = index / 100
+        let ig = (0 ..< shape.count).map { Float(shape.count - $0) / 1000 }   // reversed order
+        XCTAssertEqual(try db.commitScores([("activation", act), ("integrated_gradients", ig)], shape: shape, ledger: ledger("attribute")), 144)
+        try db.commitSelections(randomScores: [(seed: 7, values: act.reversed())], shape: shape, selections: [], densities: [], ledger: ledger("select"))
+        let rows = try db.query("SELECT layer, module, row, col, score, rank FROM neuron_scores WHERE method = 'activation' ORDER BY layer, CASE module WHEN 'query' THEN 0 WHEN 'key' THEN 1 ELSE 2 END, row, col").rows
+        XCTAssertEqual(rows.count, 72)
+        for (i, r) in rows.enumerated() {
+            let l = i / 36, m = (i / 12) % 3, row = (i / 4) % 3, col = i % 4
+            XCTAssertEqual(r, ["\(l)", ScoreShape.modules[m], "\(row)", "\(col)", "\(Double(Float(i) / 100))", "\(72 - i)"], "weight \(i)")
+        }
+        XCTAssertEqual(try db.query("SELECT method, seed, COUNT(*), MIN(rank), MAX(rank) FROM neuron_scores GROUP BY method, seed ORDER BY method").rows,
+                       [["activation", "0", "72", "1", "72"], ["integrated_gradients", "0", "72", "1", "72"], ["random", "7", "72", "1", "72"]])
+        let p = try db.query("SELECT activation_score, activation_rank, integrated_gradients_score, integrated_gradients_rank, random_rank_mean FROM neuron_across_methods WHERE layer = 1 AND module = 'key' AND row = 2 AND col = 1").rows
+        // layer 1, key (module 1), row 2, col 1 -> index 36 + 12 + 8 + 1 = 57.
+        XCTAssertEqual(p, [["\(Double(Float(57) / 100))", "15", "\(Double(Float(72 - 57) / 1000))", "58", "58.0"]])
+        let deleted = try db.discard(stages: ["attribute", "select", "evaluate", "report"])
+        XCTAssertEqual(deleted.first { $0.table == "neuron_scores" }?.rows, 144)
+        XCTAssertEqual(deleted.first { $0.table == "neuron_scores (random)" }?.rows, 72)
+        XCTAssertEqual(try db.query("SELECT COUNT(*) FROM score_sets").rows, [["0"]])
+        XCTAssertEqual(try db.scores(method: "activation"), [])
+        // Written again after the discard: new set ids, same values.
+        try db.commitScores([("activation", act)], shape: shape, ledger: ledger("attribute"))
+        XCTAssertEqual(try db.scores(method: "activation"), act)
+    }
+
+    /// A database written under 0001's `neuron_scores` table is carried over by 0003: the
+    /// view returns the same rows.
+    func testMigration0003CarriesOverScores() throws {
+        let path = dir.appendingPathComponent("old.sqlite").path
+        do {
+            let queue = try DatabaseQueue(path: path)
+            var migrator = DatabaseMigrator()
+            for m in try RunDatabase.migrationFiles() where m.name < "0003" {
+                migrator.registerMigration(m.name) { db in try db.execute(sql: m.sql) }
+            }
+            try migrator.migrate(queue)
+            try queue.write { db in
+                for (method, seed) in [("activation", 0), ("random", 2)] {
+                    for l in 0 ..< 2 { for (mi, m) in ScoreShape.modules.enumerated() { for r in 0 ..< 2 { for c in 0 ..< 3 {
+                        let idx = ((l * 3 + mi) * 2 + r) * 3 + c
+                        try db.execute(sql: "INSERT INTO neuron_scores VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                                       arguments: [method, seed, l, m, r, c, Double(idx) * (seed == 0 ? 1 : -1), seed == 0 ? 36 - idx : idx + 1])
+                    } } } }
+                }
+            }
+        }
+        let db = try RunDatabase(path: path)
+        XCTAssertEqual(try db.appliedMigrations().last, "0003_score_sets")
+        XCTAssertEqual(try db.scores(method: "activation"), (0 ..< 36).map { Float($0) })
+        XCTAssertEqual(try db.ranks(method: "random", seed: 2), Array(1 ... 36))
+        XCTAssertEqual(try db.query("SELECT layer, module, row, col, score, rank FROM neuron_scores WHERE method = 'random' AND rank = 20").rows,
+                       [["1", "query", "0", "1", "-19.0", "20"]])
+        XCTAssertEqual(try db.query("SELECT n_layers, n_rows, n_cols FROM score_sets ORDER BY set_id").rows, [["2", "2", "3"], ["2", "2", "3"]])
     }
 
     func testAccuracyTableViewMeanAndSD() throws {
