@@ -17,14 +17,57 @@ public struct RunStatus: Sendable {
         /// `attribute` the shards done per method (each only when there are any); otherwise empty.
         public var detail: String
     }
+    /// One attribution shard of one method: done (with its sequences and seconds) or left.
+    public struct ShardLine: Sendable, Equatable {
+        /// `activation` or `integrated_gradients`.
+        public var method: String
+        /// Shard index, from 0.
+        public var shardIndex: Int
+        /// True when the shard's sums are committed.
+        public var done: Bool
+        /// Sequences in the shard (recorded when done, planned when left; nil when unknown).
+        public var sequences: Int?
+        /// Wall time of the shard in seconds (0 when left).
+        public var seconds: Double
+    }
     /// One line per stage, in pipeline order.
     public var lines: [Line]
+    /// Every shard of every attribution method, by method then index: the finished ones,
+    /// plus the planned ones still left when the plan is known (from the recorded spec and
+    /// the split); empty before the split.
+    public var shards: [ShardLine] = []
     /// True when every stage is recorded.
     public var complete: Bool { lines.allSatisfy(\.done) }
 
-    /// Reads the ledger (and shard/epoch progress of unfinished stages) from `db`.
+    /// The attribution plan of the recorded spec: methods, shard size and the number of
+    /// sequences attributed; nil when no spec is recorded or the split is not done yet.
+    static func shardPlan(db: RunDatabase) throws -> (methods: [String], shardSize: Int, sequences: Int)? {
+        guard let run = try db.run(), try db.stage(Stage.split.rawValue) != nil,
+              let spec = try? PipelineSpec.parse(yaml: run.specYAML, path: run.specPath) else { return nil }
+        let split = spec.split.selectOn == .select ? "select" : "test"
+        var n = try db.sequenceIDs(split: split).count
+        if let cap = spec.attribution.maxSequences { n = min(n, cap) }
+        return (spec.attribution.methods.map(\.rawValue), spec.attribution.shardSize, n)
+    }
+
+    /// Reads the ledger (and shard/epoch progress) from `db`.
+    /// - Throws: `StoreError` when the database cannot be read.
     public static func read(db: RunDatabase) throws -> RunStatus {
         let ledger = Dictionary(uniqueKeysWithValues: try db.stages().map { ($0.stage, $0) })
+        let plan = try shardPlan(db: db)
+        var shardLines: [ShardLine] = []
+        for method in plan?.methods ?? ["activation", "integrated_gradients"] {
+            let done = Dictionary(uniqueKeysWithValues: try db.shards(method: method).map { ($0.shardIndex, $0) })
+            let planned = plan.map { ($0.sequences + $0.shardSize - 1) / $0.shardSize } ?? 0
+            for i in Set(done.keys).union(0 ..< planned).sorted() {
+                if let d = done[i] {
+                    shardLines.append(ShardLine(method: method, shardIndex: i, done: true, sequences: d.nSequences, seconds: d.seconds))
+                } else {
+                    let size = plan.map { min($0.shardSize, $0.sequences - i * $0.shardSize) }
+                    shardLines.append(ShardLine(method: method, shardIndex: i, done: false, sequences: size, seconds: 0))
+                }
+            }
+        }
         var lines: [Line] = []
         for stage in Stage.allCases {
             let rec = ledger[stage.rawValue]
@@ -33,19 +76,35 @@ public struct RunStatus: Sendable {
             case .train:
                 let epochs = try db.epochs()
                 if let last = epochs.last {
-                    detail = String(format: "%d epochs recorded; last select accuracy %.3f", epochs.count, last.selectAccuracy)
+                    detail = String(format: "%d epochs recorded (%.1f s); last select accuracy %.3f", epochs.count,
+                                    epochs.map(\.seconds).reduce(0, +), last.selectAccuracy)
                 }
             case .attribute:
-                let parts = try ["activation", "integrated_gradients"].compactMap { m -> String? in
-                    let n = try db.finishedShards(method: m).count
-                    return n > 0 ? "\(m): \(n) shards done" : nil
-                }
-                detail = parts.joined(separator: "; ")
+                let methods = Array(Set(shardLines.map(\.method))).sorted()
+                detail = methods.map { m in
+                    let mine = shardLines.filter { $0.method == m }
+                    let done = mine.filter(\.done)
+                    return String(format: "%@: %d of %@ shards done (%.1f s)", m, done.count,
+                                  plan == nil ? "?" : String(mine.count), done.map(\.seconds).reduce(0, +))
+                }.joined(separator: "; ")
             default: break
             }
             lines.append(Line(stage: stage, done: rec != nil, rows: rec?.rowsWritten ?? 0, seconds: rec?.seconds ?? 0, detail: detail))
         }
-        return RunStatus(lines: lines)
+        return RunStatus(lines: lines, shards: shardLines)
+    }
+
+    /// One line per shard: method, index, state, sequences, seconds.
+    public var shardText: String {
+        var out = "method                 shard  state  sequences  seconds\n"
+        for s in shards {
+            out += s.method.padding(toLength: 23, withPad: " ", startingAt: 0)
+                + String(s.shardIndex).padding(toLength: 7, withPad: " ", startingAt: 0)
+                + (s.done ? "done " : "left ").padding(toLength: 7, withPad: " ", startingAt: 0)
+                + (s.sequences.map(String.init) ?? "?").padding(toLength: 11, withPad: " ", startingAt: 0)
+                + String(format: "%7.1f", s.seconds) + "\n"
+        }
+        return out
     }
 
     /// A plain-text table.

@@ -17,6 +17,12 @@ public enum StoreError: Error, CustomStringConvertible {
     case corrupt(String)
     /// An underlying SQLite failure, with the operation that failed.
     case sqlite(operation: String, message: String)
+    /// A command that writes was pointed at a database it cannot write (file or directory
+    /// permissions, a read-only mount); nothing was changed.
+    case readOnly(path: String, reason: String)
+    /// The disk (or SQLite's page limit) filled up during a write; that transaction was
+    /// rolled back, everything committed before it is kept.
+    case diskFull(path: String, operation: String)
 
     public var description: String {
         switch self {
@@ -34,6 +40,13 @@ public enum StoreError: Error, CustomStringConvertible {
             return "database content is malformed: \(what)"
         case .sqlite(let op, let message):
             return "SQLite error while \(op): \(message)"
+        case .readOnly(let path, let reason):
+            return "database \(path) is read-only (\(reason)); commands that run stages record their work in it and need write access. "
+                + "Nothing in it was changed. Read it with `kneuron status --db \(path)` or `kneuron query --db \(path) SQL`, "
+                + "or make it and its directory writable (or copy it with its .artifacts directory to a writable place) and run again."
+        case .diskFull(let path, let operation):
+            return "disk full while \(operation) in \(path): that write was rolled back and everything committed before it is kept. "
+                + "Free space on the disk and run the same command again; it resumes where it stopped."
         }
     }
 }
@@ -56,24 +69,56 @@ public final class RunDatabase: @unchecked Sendable {
         config.readonly = readOnly
         config.busyMode = .timeout(60)
         config.foreignKeysEnabled = true
-        // A 128 MiB page cache (allocated only as used): writing millions of neuron scores
-        // inserts the rank index in random order, which thrashes SQLite's default 2 MiB cache
-        // (measured: 2.08 M scores took 19 s with it).
-        config.prepareDatabase { db in try db.execute(sql: "PRAGMA cache_size = -131072") }
+        // A 128 MiB page cache (allocated only as used) for the large reads and writes of
+        // scores and shard sums.
+        let maxPages = ProcessInfo.processInfo.environment["KNEURON_DEBUG_MAX_PAGES"].flatMap(Int.init)
+        config.prepareDatabase { db in
+            try db.execute(sql: "PRAGMA cache_size = -131072")
+            // Test hook: a page limit makes SQLite fail with SQLITE_FULL as a full disk would.
+            if let maxPages { try db.execute(sql: "PRAGMA max_page_count = \(maxPages)") }
+        }
         do {
             if !readOnly {
                 let dir = (path as NSString).deletingLastPathComponent
                 if !dir.isEmpty { try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true) }
+                try Self.requireWritable(path: path)
             } else if !FileManager.default.fileExists(atPath: path) {
                 throw StoreError.noDatabase(path: path)
             }
-            pool = try DatabasePool(path: path, configuration: config)
+            pool = try DatabasePool(path: readOnly ? Self.readOnlyOpenPath(path) : path, configuration: config)
         } catch let e as StoreError {
             throw e
         } catch {
             throw StoreError.cannotOpen(path: path, reason: "\(error)")
         }
         if !readOnly { try migrate() }
+    }
+
+    /// The name SQLite opens for a read-only command. A WAL database whose directory cannot
+    /// be written and that has no `-shm` file (no process has it open) cannot be opened
+    /// read-only the normal way, because SQLite must create the `-shm` file; it is then opened
+    /// as an immutable URI (`file:...?immutable=1`), which reads it without any locking file.
+    static func readOnlyOpenPath(_ path: String) -> String {
+        let dir = (path as NSString).deletingLastPathComponent
+        guard access(dir.isEmpty ? "." : dir, W_OK) != 0, !FileManager.default.fileExists(atPath: path + "-shm") else { return path }
+        var allowed = CharacterSet.urlPathAllowed
+        allowed.remove(charactersIn: "?#%")
+        let absolute = path.hasPrefix("/") ? path : FileManager.default.currentDirectoryPath + "/" + path
+        return "file:" + (absolute.addingPercentEncoding(withAllowedCharacters: allowed) ?? absolute) + "?immutable=1"
+    }
+
+    /// Checks that the database at `path` (when it exists) and its directory can be written:
+    /// SQLite needs both (the `-wal` and `-shm` files live next to the database).
+    /// - Throws: `StoreError.readOnly` naming what is not writable.
+    public static func requireWritable(path: String) throws {
+        let dir = (path as NSString).deletingLastPathComponent
+        let directory = dir.isEmpty ? "." : dir
+        for (file, what) in [(path, "the file"), (directory, "its directory \(directory)")] {
+            guard FileManager.default.fileExists(atPath: file) else { continue }
+            if access(file, W_OK) != 0 {
+                throw StoreError.readOnly(path: path, reason: "\(what) is not writable: \(String(cString: strerror(errno)))")
+            }
+        }
     }
 
     /// The schema migrations compiled into the binary from `migrations/NNNN_name.sql` (build
@@ -90,7 +135,11 @@ public final class RunDatabase: @unchecked Sendable {
         for m in try Self.migrationFiles() {
             migrator.registerMigration(m.name) { db in try db.execute(sql: m.sql) }
         }
-        try wrap("migrating \(path)") { try migrator.migrate(pool) }
+        // Migrate only when a migration is pending, so an up-to-date database is not written.
+        try wrap("migrating \(path)") {
+            if try pool.read({ try migrator.hasCompletedMigrations($0) }) { return }
+            try migrator.migrate(pool)
+        }
     }
 
     /// Runs `body` in one write transaction. Internal: stage writes use it.
@@ -105,7 +154,11 @@ public final class RunDatabase: @unchecked Sendable {
 
     func wrap<T>(_ operation: String, _ body: () throws -> T) throws -> T {
         do { return try body() } catch let e as DatabaseError {
-            throw StoreError.sqlite(operation: operation, message: "\(e.message ?? "") (code \(e.resultCode.rawValue))")
+            switch e.resultCode {
+            case .SQLITE_FULL: throw StoreError.diskFull(path: path, operation: operation)
+            case .SQLITE_READONLY: throw StoreError.readOnly(path: path, reason: e.message ?? "SQLite refused to write")
+            default: throw StoreError.sqlite(operation: operation, message: "\(e.message ?? "") (code \(e.resultCode.rawValue))")
+            }
         }
     }
 

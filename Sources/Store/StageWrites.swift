@@ -339,7 +339,8 @@ extension RunDatabase {
 
     /// Inserts one score set (method, seed) with its ranks (1 = highest; ties broken by
     /// canonical index) into `score_sets` / `score_values` (migration 0003).
-    /// - Throws: `StoreError.sqlite` on a SQLite failure, e.g. the set already exists.
+    /// - Throws: GRDB's `DatabaseError` on a SQLite failure (e.g. the set already exists, or
+    ///   the disk is full); the caller's `write` turns it into a `StoreError`.
     static func insertScores(_ db: Database, method: String, seed: Int, shape: ScoreShape, scores: [Float]) throws -> Int {
         precondition(scores.count == shape.count, "score array does not match its shape")
         precondition(Int64(scores.count) < scoreSetStride, "a score set holds fewer than 2^32 weights")
@@ -369,7 +370,8 @@ extension RunDatabase {
             let rc = sqlite3_step(h)
             sqlite3_reset(h)
             if rc != SQLITE_DONE {
-                throw StoreError.sqlite(operation: "writing neuron scores", message: String(cString: sqlite3_errmsg(db.sqliteConnection)) + " (code \(rc))")
+                // As a GRDB error, so `wrap` turns SQLITE_FULL / SQLITE_READONLY into their messages.
+                throw DatabaseError(resultCode: ResultCode(rawValue: rc), message: String(cString: sqlite3_errmsg(db.sqliteConnection)))
             }
         }
         sqlite3_clear_bindings(h)

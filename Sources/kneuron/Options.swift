@@ -24,6 +24,7 @@ struct RunOptions: ParsableArguments {
         let spec = try PipelineSpec.load(path: self.spec)
         if let force, Stage(rawValue: force) == nil { throw PipelineError.unknownStage(force) }
         let path = db ?? "runs/\(spec.name).sqlite"
+        try RunDatabase.requireWritable(path: path)
         try RunLock.acquire(databasePath: path, suffix: shards.map { ".attribute-\($0.index)-of-\($0.count)" } ?? "")
         let database = try RunDatabase(path: path)
         let context = try RunContext(spec: spec, specPath: self.spec, db: database, quiet: quiet)
@@ -37,13 +38,21 @@ struct RunOptions: ParsableArguments {
     }
 }
 
+/// A failure of the environment rather than of the command line (printed without the usage
+/// text that ArgumentParser adds to a `ValidationError`).
+struct OperationalError: Error, CustomStringConvertible {
+    /// What went wrong and what to do.
+    let description: String
+    init(_ description: String) { self.description = description }
+}
+
 /// One writer per run: an exclusive `flock` on `<db>.lock`, held until the process exits
 /// (the kernel releases it even after kill -9, so a stale lock file is harmless).
 enum RunLock {
     nonisolated(unsafe) private static var descriptor: Int32 = -1
 
     /// Takes the lock of the database at `databasePath` (creating its directory).
-    /// - Throws: `ValidationError` when another process holds it or the lock file cannot be made.
+    /// - Throws: `OperationalError` when another process holds it or the lock file cannot be made.
     static func acquire(databasePath: String, suffix: String = "") throws {
         if descriptor >= 0 { return }
         let dir = (databasePath as NSString).deletingLastPathComponent
@@ -51,11 +60,11 @@ enum RunLock {
         let lockPath = databasePath + suffix + ".lock"
         let fd = open(lockPath, O_CREAT | O_RDWR | O_CLOEXEC, 0o644)
         guard fd >= 0 else {
-            throw ValidationError("cannot create the lock file \(lockPath): \(String(cString: strerror(errno))); check that the directory is writable")
+            throw OperationalError("cannot create the lock file \(lockPath): \(String(cString: strerror(errno))); check that the directory is writable")
         }
         guard flock(fd, LOCK_EX | LOCK_NB) == 0 else {
             close(fd)
-            throw ValidationError("another kneuron process is working on \(databasePath) (lock \(lockPath)); wait for it to finish or stop it, then run again")
+            throw OperationalError("another kneuron process is working on \(databasePath) (lock \(lockPath)); wait for it to finish or stop it, then run again")
         }
         descriptor = fd
     }

@@ -151,6 +151,17 @@ final class EndToEndTests: XCTestCase {
         _ = try runInProcess(spec: spec, db: reference)
         let killed = dir.appendingPathComponent("killed.sqlite").path
         _ = try killDuringAttribution(spec: spec, db: killed)
+        // status: 8 planned shards per method (24 sequences / 3), the committed ones done.
+        let partial = try RunDatabase(path: killed, readOnly: true)
+        let shardsAtKill = try count(partial, "SELECT COUNT(*) FROM shards")
+        let during = try RunStatus.read(db: partial)
+        XCTAssertFalse(during.complete)
+        XCTAssertEqual(during.lines.map(\.done), [true, true, true, true, false, false, false, false])
+        XCTAssertEqual(during.shards.count, 16)
+        XCTAssertEqual(during.shards.filter(\.done).count, shardsAtKill)
+        XCTAssertEqual(Set(during.shards.map(\.sequences)), [3])
+        XCTAssertTrue(during.lines[4].detail.hasPrefix("activation: \(min(shardsAtKill, 8)) of 8 shards done ("), during.lines[4].detail)
+        XCTAssertEqual(during.shardText.split(separator: "\n").count, 17)
 
         let resumed = try runInProcess(spec: spec, db: killed)
         XCTAssertEqual(resumed.prefix(4).map(\.ran), [false, false, false, false], "ingest..train are not redone")
@@ -161,6 +172,9 @@ final class EndToEndTests: XCTestCase {
         }
         XCTAssertEqual(try count(b, "SELECT COUNT(*) FROM shards"), 16)
         XCTAssertEqual(try count(b, "SELECT COUNT(*) FROM ig_completeness"), 24)
+        let after = try RunStatus.read(db: b)
+        XCTAssertTrue(after.complete)
+        XCTAssertEqual(after.shards.filter(\.done).count, 16)
         XCTAssertEqual(try a.evaluations(), try b.evaluations())
         XCTAssertEqual(try b.query("PRAGMA integrity_check").rows, [["ok"]])
     }
@@ -230,6 +244,9 @@ final class EndToEndTests: XCTestCase {
         }
         XCTAssertEqual(try count(b, "SELECT COUNT(*) FROM shards"), 16)
         XCTAssertEqual(try count(b, "SELECT COUNT(*) FROM ig_completeness"), 24)
+        let after = try RunStatus.read(db: b)
+        XCTAssertEqual(after.lines.map(\.done), [true, true, true, true, true, false, false, false])
+        XCTAssertEqual(after.shards.filter(\.done).count, 16)
         XCTAssertEqual(try b.query("PRAGMA integrity_check").rows, [["ok"]])
         // The rest of the pipeline continues from the combined scores.
         let rest = try runInProcess(spec: spec, db: sharded)
@@ -302,6 +319,91 @@ final class EndToEndTests: XCTestCase {
         XCTAssertEqual(correct, try count(db, "SELECT n_correct FROM evaluations WHERE method = 'full'"))
     }
 
+    /// Runs the `kneuron` executable with extra environment variables; returns its exit code
+    /// and stderr.
+    func runCLI(_ arguments: [String], environment: [String: String] = [:], prefix: [String] = []) throws -> (status: Int32, stderr: String) {
+        guard let exe = Self.executable() else { throw XCTSkip("kneuron executable not found next to the test bundle") }
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: prefix.first ?? exe)
+        p.arguments = prefix.isEmpty ? arguments : Array(prefix.dropFirst()) + [exe] + arguments
+        p.environment = ProcessInfo.processInfo.environment.merging(environment) { $1 }
+        let err = Pipe()
+        p.standardOutput = FileHandle.nullDevice
+        p.standardError = err
+        try p.run()
+        let text = String(decoding: err.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        p.waitUntilExit()
+        return (p.terminationStatus, text)
+    }
+
+    /// A full disk during attribution (simulated with SQLite's page limit): the run stops with
+    /// a clear message, everything committed before stays, and a rerun with space completes
+    /// to the same scores as an uninterrupted run.
+    func testDiskFullStopsCleanlyAndTheRerunCompletes() throws {
+        let spec = try writeSpec()
+        let reference = dir.appendingPathComponent("reference.sqlite").path
+        _ = try runInProcess(spec: spec, db: reference)
+        let full = dir.appendingPathComponent("full.sqlite").path
+        do {
+            let database = try RunDatabase(path: full)
+            let ctx = try RunContext(spec: try PipelineSpec.load(path: spec), specPath: spec, db: database, quiet: true)
+            _ = try PipelineRunner(context: ctx).run([.ingest, .tokenize, .split, .train])
+        }
+        let pages = try count(try RunDatabase(path: full, readOnly: true), "PRAGMA page_count")
+        let before = try RunDatabase(path: full, readOnly: true).query("SELECT epoch, train_loss FROM training_epochs ORDER BY 1").rows
+        let failed = try runCLI(["run", spec, "--db", full], environment: ["KNEURON_DEBUG_MAX_PAGES": "\(pages + 4)"])
+        XCTAssertEqual(failed.status, 1)
+        XCTAssertTrue(failed.stderr.contains("disk full while"), failed.stderr)
+        XCTAssertTrue(failed.stderr.contains("Free space on the disk and run the same command again"), failed.stderr)
+        XCTAssertFalse(failed.stderr.contains("Usage:"), failed.stderr)
+        let partial = try RunDatabase(path: full, readOnly: true)
+        XCTAssertNotNil(try partial.stage("train"), "train stays recorded")
+        XCTAssertNil(try partial.stage("attribute"))
+        XCTAssertEqual(try partial.query("SELECT epoch, train_loss FROM training_epochs ORDER BY 1").rows, before)
+        XCTAssertEqual(try partial.query("PRAGMA integrity_check").rows, [["ok"]])
+        let rerun = try runCLI(["run", spec, "--db", full, "--quiet"])
+        XCTAssertEqual(rerun.status, 0, rerun.stderr)
+        let a = try RunDatabase(path: reference, readOnly: true), b = try RunDatabase(path: full, readOnly: true)
+        for method in ["activation", "integrated_gradients"] {
+            XCTAssertEqual(try a.scores(method: method), try b.scores(method: method), method)
+        }
+        XCTAssertEqual(try a.evaluations(), try b.evaluations())
+    }
+
+    /// A database the user cannot write (file and directory read-only): commands that run
+    /// stages refuse with a clear message and change nothing; `status` and `query` still read
+    /// it. Root ignores permissions, so as root the command runs as `nobody` via setpriv.
+    func testReadOnlyDatabaseIsRefusedClearlyAndStaysReadable() throws {
+        let spec = try writeSpec()
+        let box = URL(fileURLWithPath: "/tmp").appendingPathComponent("kneuron-ro-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: box, withIntermediateDirectories: true)
+        defer { chmod(box.path, 0o755); try? FileManager.default.removeItem(at: box) }
+        let db = box.appendingPathComponent("run.sqlite").path
+        _ = try runInProcess(spec: spec, db: db)
+        let boxSpec = box.appendingPathComponent("e2e.yaml").path
+        try FileManager.default.copyItem(atPath: spec, toPath: boxSpec)
+        var prefix: [String] = []
+        if getuid() == 0 {
+            guard FileManager.default.isExecutableFile(atPath: "/usr/bin/setpriv") else { throw XCTSkip("running as root without setpriv") }
+            prefix = ["/usr/bin/setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
+            let probe = try runCLI(["--help"], prefix: prefix)
+            if probe.status != 0 { throw XCTSkip("user nobody cannot run the kneuron executable here: \(probe.stderr)") }
+        }
+        for file in try FileManager.default.contentsOfDirectory(atPath: box.path) { chmod(box.appendingPathComponent(file).path, 0o444) }
+        chmod(box.path, 0o555)
+        let checksum = { try Data(contentsOf: URL(fileURLWithPath: db)).hashValue }
+        let sumBefore = try checksum()
+        for args in [["run", boxSpec, "--db", db], ["run", boxSpec, "--db", db, "--force", "report"], ["report", boxSpec, "--db", db]] {
+            let r = try runCLI(args, prefix: prefix)
+            XCTAssertEqual(r.status, 1, args.joined(separator: " "))
+            XCTAssertTrue(r.stderr.contains("database \(db) is read-only (the file is not writable"), r.stderr)
+            XCTAssertTrue(r.stderr.contains("Nothing in it was changed"), r.stderr)
+        }
+        XCTAssertEqual(try checksum(), sumBefore)
+        XCTAssertEqual(try runCLI(["status", "--db", db], prefix: prefix).status, 0)
+        XCTAssertEqual(try runCLI(["query", "--db", db, "SELECT COUNT(*) FROM neuron_scores"], prefix: prefix).status, 0)
+    }
+
     /// Crash harness: `kneuron run` is killed with SIGKILL at random moments (>= 20 kills that
     /// landed while it was running, over ingest ... evaluate) and resumed until it completes,
     /// on fresh databases until enough kills accumulated; every table's data must equal an
@@ -333,7 +435,9 @@ final class EndToEndTests: XCTestCase {
         var rng = SplitMix64(seed: 2026)
         var kills = 0, runs = 0, rowsCompared = 0
         var killedIn: [String: Int] = [:]
-        while kills < 20 && runs < 8 {
+        let stagesToHit = ["ingest", "tokenize", "split", "train", "attribute", "evaluate"]
+        func missedStage() -> Bool { stagesToHit.contains { (killedIn[$0] ?? 0) == 0 } }
+        while (kills < 20 || missedStage()) && runs < 14 {
             runs += 1
             let db = dir.appendingPathComponent("crash-\(runs).sqlite").path
             var attempts = 0
@@ -345,11 +449,13 @@ final class EndToEndTests: XCTestCase {
                 p.executableURL = URL(fileURLWithPath: exe)
                 p.arguments = ["run", spec, "--db", db, "--quiet"]
                 p.environment = ProcessInfo.processInfo.environment.merging(
-                    ["KNEURON_DEBUG_SHARD_DELAY_MS": "25", "KNEURON_DEBUG_BATCH_DELAY_MS": "10"]) { $1 }
+                    ["KNEURON_DEBUG_SHARD_DELAY_MS": "25", "KNEURON_DEBUG_BATCH_DELAY_MS": "10", "KNEURON_DEBUG_STAGE_DELAY_MS": "40"]) { $1 }
                 p.standardOutput = FileHandle.nullDevice
                 p.standardError = FileHandle.nullDevice
                 try p.run()
-                let waitMs = 40 + rng.nextIndex(below: 500)
+                // The first attempt of a run is killed early (process start + 40 ms pauses
+                // before ingest, tokenize and split), later ones anywhere.
+                let waitMs = attempts == 1 ? 20 + rng.nextIndex(below: 200) : 40 + rng.nextIndex(below: 500)
                 let deadline = Date().addingTimeInterval(Double(waitMs) / 1000)
                 while p.isRunning && Date() < deadline { usleep(5_000) }
                 if !p.isRunning {
@@ -373,6 +479,9 @@ final class EndToEndTests: XCTestCase {
                 rowsCompared += b.count
             }
             XCTAssertEqual(try got.query("PRAGMA integrity_check").rows, [["ok"]])
+        }
+        for stage in stagesToHit {
+            XCTAssertGreaterThan(killedIn[stage] ?? 0, 0, "no kill landed in \(stage)")
         }
         print("crash harness: \(kills) kill points over \(runs) runs (killed while in: \(killedIn.sorted { $0.key < $1.key }.map { "\($0.key) \($0.value)" }.joined(separator: ", "))); \(rowsCompared) rows compared, all equal")
         XCTAssertGreaterThanOrEqual(kills, 20)
