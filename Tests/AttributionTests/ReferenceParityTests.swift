@@ -81,6 +81,63 @@ final class ReferenceParityTests: XCTestCase {
         }
     }
 
+    /// IG over every layer's FFN intermediate activations (Dai et al. 2021) vs captum
+    /// `IntegratedGradients` on the activation injected by a forward hook (zero baseline, same
+    /// 16 steps, `riemann_middle`, target P(class)): per-element |diff| <= 1e-4 * max |attribution|
+    /// over the (T,I) positions x neurons.
+    func testIntermediateIntegratedGradientsMatchCaptum() throws {
+        let (model, meta, reference) = try IGReference.load()
+        for (i, run) in meta.runs.enumerated() {
+            XCTAssertEqual(run.ffn.count, model.config.numHiddenLayers)
+            for layer in 0 ..< model.config.numHiddenLayers {
+                let r = try IntermediateIntegratedGradients.attribute(model: model, tokens: run.tokens, layer: layer,
+                                                                      target: run.target, steps: meta.steps)
+                let expected = try reference.floats("ffn_ig.\(i).\(layer)")
+                XCTAssertEqual(r.attributions.count, run.tokens.count * model.config.intermediateSize)
+                let (diff, scale) = compare(r.attributions, expected)
+                print(String(format: "parity: FFN IG sequence %d layer %d: max |diff| %.3e, max |attr| %.3e, relative %.3e (tolerance 1e-4)",
+                             i, layer, diff, scale, diff / scale))
+                XCTAssertGreaterThan(scale, 1e-3, "the fixture should have sizeable attributions")
+                XCTAssertLessThanOrEqual(diff, 1e-4 * scale, "sequence \(i) layer \(layer)")
+                XCTAssertEqual(r.pFull, run.ffn[layer].p_full, accuracy: 1e-5)
+                XCTAssertEqual(r.pBaseline, run.ffn[layer].p_baseline, accuracy: 1e-5)
+                XCTAssertEqual(r.attributionSum, run.ffn[layer].sum, accuracy: 1e-4 * scale * Double(expected.count).squareRoot())
+                // Neuron scores are the per-position attributions summed over positions.
+                let I = model.config.intermediateSize
+                for n in [0, I / 2, I - 1] {
+                    let s = (0 ..< run.tokens.count).reduce(0.0) { $0 + Double(expected[$1 * I + n]) }
+                    XCTAssertEqual(Double(r.neuronScores[n]), s, accuracy: 1e-4 * scale * Double(run.tokens.count))
+                }
+            }
+        }
+    }
+
+    /// Completeness (Sundararajan et al. 2017): with 400 midpoint steps the FFN attributions
+    /// sum to P(full) - P(baseline) within 1e-4; bad arguments throw.
+    func testIntermediateIntegratedGradientsCompletenessAndErrors() throws {
+        let (model, meta, _) = try IGReference.load()
+        let run = meta.runs[0]
+        let r = try IntermediateIntegratedGradients.attribute(model: model, tokens: run.tokens, layer: 1,
+                                                              target: run.target, steps: 400)
+        let gap = abs(r.attributionSum - (r.pFull - r.pBaseline))
+        print(String(format: "FFN IG completeness, 400 steps: sum %.6f vs %.6f - %.6f, |gap| %.3e",
+                     r.attributionSum, r.pFull, r.pBaseline, gap))
+        XCTAssertGreaterThan(abs(r.pFull - r.pBaseline), 0.05)
+        XCTAssertLessThan(gap, 1e-4)
+        func error(_ body: () throws -> Void) -> AttributionError? {
+            do { try body() } catch let e as AttributionError { return e } catch { XCTFail("\(error)") }
+            return nil
+        }
+        XCTAssertEqual(error { _ = try IntermediateIntegratedGradients.attribute(model: model, tokens: run.tokens, layer: 2, target: 0, steps: 4) },
+                       .layerOutOfRange(layer: 2, layers: 2))
+        XCTAssertEqual(error { _ = try IntermediateIntegratedGradients.attribute(model: model, tokens: run.tokens, layer: 0, target: 7, steps: 4) },
+                       .targetOutOfRange(target: 7, classes: 7))
+        XCTAssertEqual(error { _ = try IntermediateIntegratedGradients.attribute(model: model, tokens: run.tokens, layer: 0, target: 0, steps: 0) },
+                       .invalidSteps(0))
+        XCTAssertEqual(error { _ = try IntermediateIntegratedGradients.attribute(model: model, tokens: [], layer: 0, target: 0, steps: 4) },
+                       .emptySequence)
+    }
+
     /// Activation scores (|w_ij| * mean_s mean_t |x_stj|) vs the same formula on values taken by
     /// torch forward pre-hooks on every `attention.self.{query,key,value}` of the padded
     /// 4-sequence batch: absolute |diff| <= 1e-5 for the per-layer sums and the scores.
