@@ -168,6 +168,7 @@ public enum AttributionError: Error, CustomStringConvertible, Equatable {
     /// A target class outside `0 ..< classes`.
     case targetOutOfRange(target: Int, classes: Int)
 
+    /// A one-line message saying what was wrong and what to do.
     public var description: String {
         switch self {
         case .layerOutOfRange(let l, let n):
