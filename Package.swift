@@ -40,7 +40,7 @@ let package = Package(
         ]),
         .testTarget(name: "ProteinDataTests", dependencies: ["ProteinData"]),
         .testTarget(name: "ESMTests", dependencies: ["ESM", "Training"], resources: [.copy("Fixtures")]),
-        .testTarget(name: "AttributionTests", dependencies: ["Attribution", "ESM"]),
+        .testTarget(name: "AttributionTests", dependencies: ["Attribution", "ESM"], resources: [.copy("Fixtures")]),
         .testTarget(name: "StoreTests", dependencies: ["Store", .product(name: "GRDB", package: "GRDB.swift")]),
         .testTarget(name: "PipelineTests", dependencies: ["Pipeline", "Store", "ProteinData", "ESM"]),
     ]

@@ -157,6 +157,124 @@ public enum IntegratedGradients {
     }
 }
 
+/// Errors of the attribution methods.
+public enum AttributionError: Error, CustomStringConvertible, Equatable {
+    /// A layer index outside `0 ..< layers`.
+    case layerOutOfRange(layer: Int, layers: Int)
+    /// Fewer than one Riemann step.
+    case invalidSteps(Int)
+    /// An empty token sequence.
+    case emptySequence
+    /// A target class outside `0 ..< classes`.
+    case targetOutOfRange(target: Int, classes: Int)
+
+    /// A one-line message saying what was wrong and what to do.
+    public var description: String {
+        switch self {
+        case .layerOutOfRange(let l, let n):
+            return "layer \(l) is outside 0..<\(n); choose a layer of the model (0-based)"
+        case .invalidSteps(let s):
+            return "integrated gradients needs at least 1 step, got \(s)"
+        case .emptySequence:
+            return "cannot attribute an empty token sequence; tokenize it with <cls>/<eos>"
+        case .targetOutOfRange(let t, let c):
+            return "target class \(t) is outside 0..<\(c)"
+        }
+    }
+}
+
+/// Integrated gradients over the FFN intermediate activations of one layer, the knowledge-
+/// neuron attribution of Dai et al. 2021 ("Knowledge Neurons in Pretrained Transformers",
+/// arXiv 2104.08696, section 3.1) applied to the ESM-2 classifier: a = gelu(W1 LN_f(x) + b1)
+/// of block `layer` (HF `EsmIntermediate` output, (T,I) for one sequence), target
+/// F = P(target class), baseline a' = 0, path alpha*a at every position at once, midpoint
+/// Riemann sum with `steps` points (captum `riemann_middle`: alpha_k = (k - 0.5)/steps):
+///
+///     Attr(a_ti) = a_ti * (1/steps) * sum_k dF/da'_ti (alpha_k a)
+///
+/// Equal to captum `IntegratedGradients` on the activation injected by a forward hook
+/// (scripts/reference/make_attribution_fixtures.py; Tests/AttributionTests/ReferenceParityTests).
+/// A neuron's score over the sequence is the sum of its per-position attributions.
+public enum IntermediateIntegratedGradients {
+    /// One sequence's attributions and its completeness check.
+    public struct Result: Sendable {
+        /// Per-position attributions (T,I) row-major, T = tokens.count (incl. `<cls>`/`<eos>`).
+        public var attributions: [Float]
+        /// Per-neuron scores (I): the sum over positions of `attributions`.
+        public var neuronScores: [Float]
+        /// F at alpha = 1 (probability).
+        public var pFull: Double
+        /// F at alpha = 0 (probability).
+        public var pBaseline: Double
+        /// Sum of `attributions` (approaches pFull - pBaseline as steps grow; completeness).
+        public var attributionSum: Double
+    }
+
+    /// Attributes P(`target`) of one sequence to block `layer`'s intermediate activations.
+    /// Steps run as batch rows, `IntegratedGradients.tokensPerChunk` tokens per forward, so
+    /// memory stays flat as `steps` grows; each chunk is one forward with an
+    /// `IntermediateScale` and one input-gradient-only backward down to that layer.
+    /// - Parameters: tokens (`<cls>` ... `<eos>`, ids in the vocabulary), layer (0-based),
+    ///   target class index, steps >= 1.
+    /// - Throws: `AttributionError` for an empty sequence, a layer or target out of range, or
+    ///   steps < 1.
+    public static func attribute(model: ESMClassifier, tokens: [Int32], layer: Int, target: Int,
+                                 steps: Int) throws -> Result {
+        let C = model.config.numLabels, I = model.config.intermediateSize
+        guard !tokens.isEmpty else { throw AttributionError.emptySequence }
+        guard layer >= 0, layer < model.config.numHiddenLayers else {
+            throw AttributionError.layerOutOfRange(layer: layer, layers: model.config.numHiddenLayers)
+        }
+        guard target >= 0, target < C else { throw AttributionError.targetOutOfRange(target: target, classes: C) }
+        guard steps >= 1 else { throw AttributionError.invalidSteps(steps) }
+        let pad = Int32(model.config.padTokenId)
+        let T = tokens.count, TI = T * I
+
+        // Endpoints: row 0 the model (alpha 1), row 1 the baseline (alpha 0).
+        let ends = TokenBatch(sequences: [tokens, tokens], padTokenId: pad)
+        let endLogits = model.forward(ends, intermediateScale: IntermediateScale(layer: layer, factors: [1, 0]))
+        let endP = Loss.softmax(logits: endLogits, classes: C)
+        let pFull = Double(endP[target]), pBaseline = Double(endP[C + target])
+        let activation = Array(model.intermediateActivation(layer: layer)[0 ..< TI])   // a (T,I), row 0
+
+        var gradientSum = [Float](repeating: 0, count: TI)   // sum_k dF/da'(alpha_k a)
+        let chunk = max(1, min(steps, IntegratedGradients.tokensPerChunk / T))
+        var k = 0
+        while k < steps {
+            let rows = min(chunk, steps - k)
+            let alphas = (0 ..< rows).map { Float((Double(k + $0) + 0.5) / Double(steps)) }
+            let batch = TokenBatch(sequences: Array(repeating: tokens, count: rows), padTokenId: pad)
+            let logits = model.forward(batch, intermediateScale: IntermediateScale(layer: layer, factors: alphas))
+            let dLogits = Loss.targetProbabilityGradient(logits: logits, targets: Array(repeating: target, count: rows),
+                                                         classes: C).dLogits
+            let g = model.intermediateGradient(dLogits: dLogits, layer: layer)   // (rows,T,I), no padding
+            g.withUnsafeBufferPointer { gp in
+                gradientSum.withUnsafeMutableBufferPointer { acc in
+                    for r in 0 ..< rows {
+                        let row = gp.baseAddress! + r * TI
+                        for i in 0 ..< TI { acc[i] += row[i] }
+                    }
+                }
+            }
+            k += rows
+        }
+        let inv = 1 / Float(steps)
+        var attributions = [Float](repeating: 0, count: TI)
+        var neuronScores = [Float](repeating: 0, count: I)
+        var sum = 0.0
+        for t in 0 ..< T {
+            for i in 0 ..< I {
+                let a = activation[t * I + i] * gradientSum[t * I + i] * inv
+                attributions[t * I + i] = a
+                neuronScores[i] += a
+                sum += Double(a)
+            }
+        }
+        return Result(attributions: attributions, neuronScores: neuronScores, pFull: pFull, pBaseline: pBaseline,
+                      attributionSum: sum)
+    }
+}
+
 /// Submodels: keep a subset of q/k/v weights, zero the rest (arXiv 2312.10770: "all
 /// weights and biases associated with the neuron are set to zero"): a weight not kept is
 /// set to 0, and the bias of an output unit is set to 0 when its whole row is dropped.

@@ -84,6 +84,7 @@ public final class ESMClassifier {
     private var lastTokens: [Int32] = []
     private var lastLengths: [Int] = []
     private var hasQKVScale = false
+    private var scaledIntermediateLayer: Int? = nil
 
     // Cached activations of the last forward (see `forward`).
     private let resid = GrowBuffer()      // (L+1, N, H): resid[0] embeddings, resid[l+1] after block l
@@ -101,7 +102,7 @@ public final class ESMClassifier {
     private let finalOut = GrowBuffer()   // (N, H)
     private let finalStats = GrowBuffer() // (2, N)
     private let head = GrowBuffer()       // pooled (B,H), densePre (B,H), denseAct (B,H), logits (B,C)
-    private let rowScales = GrowBuffer()  // token-dropout scale (B), qkv scale (B)
+    private let rowScales = GrowBuffer()  // token-dropout scale (B), qkv scale (B), intermediate scale (B)
     private let rope = GrowBuffer()       // cos (T,HD/2), sin (T,HD/2)
     private let tmp = GrowBuffer()        // (N, max(H,I))
     private let attScratch = GrowBuffer() // workers * 2*T*T
@@ -110,6 +111,7 @@ public final class ESMClassifier {
     private let dqRot = GrowBuffer(), dkRot = GrowBuffer(), dqRaw = GrowBuffer(), dkRaw = GrowBuffer()
     private let dv = GrowBuffer(), dFc = GrowBuffer(), dAct = GrowBuffer(), dHead = GrowBuffer()
     private let lnScratch = GrowBuffer()
+    private let lnSink = GrowBuffer()     // 2H: LayerNorm weight/bias gradients of input-only passes
 
     /// Wraps existing parameters.
     /// - Throws: `ESMError.layoutMismatch` when `parameters.layout` is not `ParameterLayout(config:)`;
@@ -131,6 +133,7 @@ public final class ESMClassifier {
         outW = layout.spec(.classifierOutWeight).offset
         outB = layout.spec(.classifierOutBias).offset
         lnScratch.ensure(2 * config.hiddenSize)
+        lnSink.ensure(2 * config.hiddenSize)
         // OpenBLAS's own threads spin-wait between calls and fight the kernels' workers for the
         // cores (measured: >50% of training time in sched_yield); parallelism is done here.
         openblas_set_num_threads(1)
@@ -194,7 +197,7 @@ public final class ESMClassifier {
         fcPre.ensure(L * N * I); fcAct.ensure(L * N * I)
         finalOut.ensure(N * H); finalStats.ensure(2 * N)
         head.ensure(B * (3 * H + config.numLabels))
-        rowScales.ensure(2 * B)
+        rowScales.ensure(3 * B)
         rope.ensure(T * config.headDim)
         tmp.ensure(N * max(H, I))
         attScratch.ensure(max(1, workers) * 2 * T * T)
@@ -208,22 +211,33 @@ public final class ESMClassifier {
     ///   - qkvScale: optional factors (B): row b uses `(qkvScale[b] * W) x + bias` for the
     ///     query, key and value projections of every layer (integrated gradients, all steps of
     ///     one sequence as rows). Must have B entries.
+    ///   - intermediateScale: optional per-row factors (B) for ONE layer's FFN intermediate
+    ///     activation: row b feeds `output.dense` with `factors[b] * gelu(intermediate.dense(LN_f(x)))`
+    ///     at every position (integrated gradients over FFN neurons, see `IntermediateScale`).
+    ///     `layer` must be in `0 ..< numHiddenLayers` and `factors` must have B entries.
     /// - Returns: logits (B,C) row-major. Empty for an empty batch.
-    public func forward(_ batch: TokenBatch, qkvScale: [Float]? = nil) -> [Float] {
+    public func forward(_ batch: TokenBatch, qkvScale: [Float]? = nil,
+                        intermediateScale: IntermediateScale? = nil) -> [Float] {
         let B = batch.batchSize, T = batch.length
         self.B = B; self.T = T
         lastTokens = batch.tokens
         lastLengths = batch.lengths.map { min(max($0, 0), T) }
         hasQKVScale = qkvScale != nil
+        scaledIntermediateLayer = intermediateScale?.layer
         if B == 0 || T == 0 { return [Float](repeating: 0, count: B * config.numLabels) }
         precondition(qkvScale == nil || qkvScale!.count == B, "qkvScale must have one factor per batch row")
+        if let intermediateScale {
+            precondition(intermediateScale.factors.count == B, "intermediateScale must have one factor per batch row")
+            precondition(intermediateScale.layer >= 0 && intermediateScale.layer < config.numHiddenLayers,
+                         "intermediateScale.layer outside 0..<numHiddenLayers")
+        }
         ensureCapacity(B: B, T: T)
         let L = config.numHiddenLayers, H = config.hiddenSize, I = config.intermediateSize
         let NH = config.numAttentionHeads, HD = config.headDim, C = config.numLabels, V = config.vocabSize
         let N = B * T, NHsz = N * H, eps = config.layerNormEps
 
         // Per-row factors: token dropout (HF: 0.88 / (1 - masks/len)) and qkv scale.
-        let tdScale = rowScales.pointer, qkvS = rowScales.pointer + B
+        let tdScale = rowScales.pointer, qkvS = rowScales.pointer + B, ffnS = rowScales.pointer + 2 * B
         for b in 0 ..< B {
             if config.tokenDropout {
                 let len = lastLengths[b]
@@ -235,6 +249,7 @@ public final class ESMClassifier {
                 tdScale[b] = 1
             }
             qkvS[b] = qkvScale?[b] ?? 1
+            ffnS[b] = intermediateScale?.factors[b] ?? 1
         }
         rotaryTables(cos: rope.pointer, sin: rope.pointer + T * HD / 2, T: T, HD: HD)
         let cosT = rope.pointer, sinT = rope.pointer + T * HD / 2
@@ -271,6 +286,9 @@ public final class ESMClassifier {
                                          N: N, H: H, eps: eps)
                         linearForward(pre, inp: lf, weight: P + w.fcW, bias: P + w.fcB, N: N, IN: H, OUT: I, workers: workers)
                         geluForward(act, inp: pre, count: N * I)
+                        if l == scaledIntermediateLayer {   // act (B, T*I) *= factors[b]
+                            rowScaleForward(act, scale: ffnS, B: B, rowLength: T * I)
+                        }
                         linearForward(tmp.pointer, inp: act, weight: P + w.projW, bias: P + w.projB, N: N, IN: I, OUT: H, workers: workers)
                         residualForward(resid.pointer + (l + 1) * NHsz, a: xm, b: tmp.pointer, count: NHsz)
                     }
@@ -293,92 +311,126 @@ public final class ESMClassifier {
 
     /// Backward of the last `forward`: ACCUMULATES dL/dparameters into `grads` (same layout)
     /// given dL/dlogits (B,C). With a `qkvScale` forward, dW_{q,k,v} get the factor
-    /// `qkvScale[b]` of each row (chain rule); bias gradients do not.
+    /// `qkvScale[b]` of each row (chain rule); bias gradients do not. With an
+    /// `intermediateScale` forward, the gradient reaching that layer's `intermediate.dense`
+    /// gets the factor `factors[b]` of each row.
     /// Calling it before any forward, or with dLogits of the wrong size, is a programming error.
     public func backward(dLogits: [Float], into grads: inout ParameterBuffer) {
+        precondition(grads.values.count == parameters.values.count, "grads must have the parameter layout")
+        grads.values.withUnsafeMutableBufferPointer { gbuf in
+            backwardPass(dLogits: dLogits, grads: gbuf.baseAddress!, stopAtIntermediateOf: nil)
+        }
+    }
+
+    /// Gradient of the last `forward` with respect to the FFN intermediate activation of
+    /// `layer` as it entered `output.dense`: dL/da' (B,T,I) row-major, where
+    /// a' = factors[b] * gelu(intermediate.dense(LN_f(x))) when that forward had an
+    /// `IntermediateScale` for `layer` (a' = a otherwise), given dL/dlogits (B,C).
+    /// Only the head and blocks `layer ..< L` are visited and no parameter gradient is
+    /// computed (no weight products), so it costs well under a full `backward`.
+    /// Padding rows (t >= len[b]) get 0 (they never reach the logits).
+    /// Empty when `layer` is outside `0 ..< numHiddenLayers` or no forward ran.
+    public func intermediateGradient(dLogits: [Float], layer: Int) -> [Float] {
+        guard layer >= 0, layer < config.numHiddenLayers, B * T > 0 else { return [] }
+        backwardPass(dLogits: dLogits, grads: nil, stopAtIntermediateOf: layer)
+        return copyOut(dAct.pointer, B * T * config.intermediateSize)
+    }
+
+    /// The backward pass. `grads` nil: input gradients only (weight products skipped, LayerNorm
+    /// affine gradients sunk into scratch). `stopAtIntermediateOf` l: returns once dL/da' of
+    /// block l's intermediate activation is in `dAct` (N,I).
+    private func backwardPass(dLogits: [Float], grads: FloatPtr?, stopAtIntermediateOf stopLayer: Int?) {
         let B = self.B, T = self.T
         if B == 0 || T == 0 { return }
         let L = config.numHiddenLayers, H = config.hiddenSize, I = config.intermediateSize
         let NH = config.numAttentionHeads, HD = config.headDim, C = config.numLabels, V = config.vocabSize
         let N = B * T, NHsz = N * H
         precondition(dLogits.count == B * C, "dLogits must be (B,C) of the last forward")
-        precondition(grads.values.count == parameters.values.count, "grads must have the parameter layout")
         for buf in [dResid, dLn, dAttn, dqRot, dkRot, dqRaw, dkRaw, dv] { buf.ensure(NHsz) }
         dFc.ensure(N * I); dAct.ensure(N * I)
         dHead.ensure(3 * B * H)
         let cosT = rope.pointer, sinT = rope.pointer + T * HD / 2
         let qScale = 1 / Float(HD).squareRoot()
-        let qkvS = rowScales.pointer + B
+        let qkvS = rowScales.pointer + B, ffnS = rowScales.pointer + 2 * B
         let rs: ConstFloatPtr? = hasQKVScale ? ConstFloatPtr(qkvS) : nil
         let tdScale = rowScales.pointer
+        // Gradient destinations: the parameter slot, or nothing / a scratch sink.
+        let G = grads
+        func g(_ offset: Int) -> FloatPtr? { G.map { $0 + offset } }
+        let sinkW = lnSink.pointer, sinkB = lnSink.pointer + H
+        func lnW(_ offset: Int) -> FloatPtr { G.map { $0 + offset } ?? sinkW }
+        func lnB(_ offset: Int) -> FloatPtr { G.map { $0 + offset } ?? sinkB }
 
         parameters.values.withUnsafeBufferPointer { pbuf in
             let P = pbuf.baseAddress!
-            grads.values.withUnsafeMutableBufferPointer { gbuf in
-                let G = gbuf.baseAddress!
-                lastTokens.withUnsafeBufferPointer { tok in
-                    lastLengths.withUnsafeBufferPointer { lensBuf in
-                        let lens = lensBuf.baseAddress!
-                        dLogits.withUnsafeBufferPointer { dl in
-                            let pooled = head.pointer, densePre = pooled + B * H, denseAct = densePre + B * H
-                            let dPooled = dHead.pointer, dDensePre = dPooled + B * H, dDenseAct = dDensePre + B * H
-                            dHead.pointer.update(repeating: 0, count: 3 * B * H)
-                            linearBackward(dinp: dDenseAct, dweight: G + outW, dbias: G + outB, dout: dl.baseAddress!,
-                                           inp: denseAct, weight: P + outW, N: B, IN: H, OUT: C, workers: workers)
-                            tanhBackward(dinp: dDensePre, out: denseAct, dout: dDenseAct, count: B * H)
-                            linearBackward(dinp: dPooled, dweight: G + denseW, dbias: G + denseB, dout: dDensePre,
-                                           inp: pooled, weight: P + denseW, N: B, IN: H, OUT: H, workers: workers)
-                            dLn.pointer.update(repeating: 0, count: NHsz)
-                            poolBackward(dinp: dLn.pointer, dout: dPooled, lengths: lens, pooling: config.classifierPooling,
-                                         B: B, T: T, H: H)
-                            dResid.pointer.update(repeating: 0, count: NHsz)
-                            layerNormBackward(dinp: dResid.pointer, dweight: G + lnFinalW, dbias: G + lnFinalB,
-                                              dout: dLn.pointer, inp: resid.pointer + L * NHsz, weight: P + lnFinalW,
-                                              mean: finalStats.pointer, rstd: finalStats.pointer + N, N: N, H: H,
-                                              scratch: lnScratch.pointer)
+            lastTokens.withUnsafeBufferPointer { tok in
+                lastLengths.withUnsafeBufferPointer { lensBuf in
+                    let lens = lensBuf.baseAddress!
+                    dLogits.withUnsafeBufferPointer { dl in
+                        let pooled = head.pointer, densePre = pooled + B * H, denseAct = densePre + B * H
+                        let dPooled = dHead.pointer, dDensePre = dPooled + B * H, dDenseAct = dDensePre + B * H
+                        dHead.pointer.update(repeating: 0, count: 3 * B * H)
+                        linearBackward(dinp: dDenseAct, dweight: g(outW), dbias: g(outB), dout: dl.baseAddress!,
+                                       inp: denseAct, weight: P + outW, N: B, IN: H, OUT: C, workers: workers)
+                        tanhBackward(dinp: dDensePre, out: denseAct, dout: dDenseAct, count: B * H)
+                        linearBackward(dinp: dPooled, dweight: g(denseW), dbias: g(denseB), dout: dDensePre,
+                                       inp: pooled, weight: P + denseW, N: B, IN: H, OUT: H, workers: workers)
+                        dLn.pointer.update(repeating: 0, count: NHsz)
+                        poolBackward(dinp: dLn.pointer, dout: dPooled, lengths: lens, pooling: config.classifierPooling,
+                                     B: B, T: T, H: H)
+                        dResid.pointer.update(repeating: 0, count: NHsz)
+                        layerNormBackward(dinp: dResid.pointer, dweight: lnW(lnFinalW), dbias: lnB(lnFinalB),
+                                          dout: dLn.pointer, inp: resid.pointer + L * NHsz, weight: P + lnFinalW,
+                                          mean: finalStats.pointer, rstd: finalStats.pointer + N, N: N, H: H,
+                                          scratch: lnScratch.pointer)
+                    }
+                    for l in stride(from: L - 1, through: stopLayer ?? 0, by: -1) {
+                        let w = layers[l]
+                        let (x, xm, la, lf, q, k, v, ao, sa, sf, pre, act) = cached(layer: l, N: N)
+                        // FFN half; dResid holds dL/dx_next and gains dL/dx_mid.
+                        dAct.pointer.update(repeating: 0, count: N * I)
+                        linearBackward(dinp: dAct.pointer, dweight: g(w.projW), dbias: g(w.projB), dout: dResid.pointer,
+                                       inp: act, weight: P + w.projW, N: N, IN: I, OUT: H, workers: workers)
+                        if l == stopLayer { return }   // dAct = dL/da' of this layer
+                        if l == scaledIntermediateLayer {   // dL/da = factors[b] * dL/da'
+                            rowScaleBackward(dAct.pointer, scale: ffnS, B: B, rowLength: T * I)
                         }
-                        for l in stride(from: L - 1, through: 0, by: -1) {
-                            let w = layers[l]
-                            let (x, xm, la, lf, q, k, v, ao, sa, sf, pre, act) = cached(layer: l, N: N)
-                            // FFN half; dResid holds dL/dx_next and gains dL/dx_mid.
-                            dAct.pointer.update(repeating: 0, count: N * I)
-                            linearBackward(dinp: dAct.pointer, dweight: G + w.projW, dbias: G + w.projB, dout: dResid.pointer,
-                                           inp: act, weight: P + w.projW, N: N, IN: I, OUT: H, workers: workers)
-                            dFc.pointer.update(repeating: 0, count: N * I)
-                            geluBackward(dinp: dFc.pointer, inp: pre, dout: dAct.pointer, count: N * I)
-                            dLn.pointer.update(repeating: 0, count: NHsz)
-                            linearBackward(dinp: dLn.pointer, dweight: G + w.fcW, dbias: G + w.fcB, dout: dFc.pointer,
-                                           inp: lf, weight: P + w.fcW, N: N, IN: H, OUT: I, workers: workers)
-                            layerNormBackward(dinp: dResid.pointer, dweight: G + w.lnFW, dbias: G + w.lnFB, dout: dLn.pointer,
-                                              inp: xm, weight: P + w.lnFW, mean: sf, rstd: sf + N, N: N, H: H,
-                                              scratch: lnScratch.pointer)
-                            // Attention half; dResid gains dL/dx.
-                            dAttn.pointer.update(repeating: 0, count: NHsz)
-                            linearBackward(dinp: dAttn.pointer, dweight: G + w.oW, dbias: G + w.oB, dout: dResid.pointer,
-                                           inp: ao, weight: P + w.oW, N: N, IN: H, OUT: H, workers: workers)
-                            for buf in [dqRot, dkRot, dv, dqRaw, dkRaw] { buf.pointer.update(repeating: 0, count: NHsz) }
-                            attentionBackward(dq: dqRot.pointer, dk: dkRot.pointer, dv: dv.pointer, dout: dAttn.pointer,
-                                              q: q, k: k, v: v, lengths: lens, B: B, T: T, NH: NH, HD: HD,
-                                              scratch: attScratch.pointer, workers: workers)
-                            rotaryBackward(dinp: dqRaw.pointer, dout: dqRot.pointer, cos: cosT, sin: sinT, scale: qScale,
-                                           B: B, T: T, NH: NH, HD: HD)
-                            rotaryBackward(dinp: dkRaw.pointer, dout: dkRot.pointer, cos: cosT, sin: sinT, scale: 1,
-                                           B: B, T: T, NH: NH, HD: HD)
-                            dLn.pointer.update(repeating: 0, count: NHsz)
-                            let scratch = dAttn.pointer   // free now; N*H floats for the scaled dout
-                            linearBackward(dinp: dLn.pointer, dweight: G + w.qW, dbias: G + w.qB, dout: dqRaw.pointer,
-                                           inp: la, weight: P + w.qW, N: N, IN: H, OUT: H,
-                                           rowScale: rs, rowsPerScale: T, scratch: scratch, workers: workers)
-                            linearBackward(dinp: dLn.pointer, dweight: G + w.kW, dbias: G + w.kB, dout: dkRaw.pointer,
-                                           inp: la, weight: P + w.kW, N: N, IN: H, OUT: H,
-                                           rowScale: rs, rowsPerScale: T, scratch: scratch, workers: workers)
-                            linearBackward(dinp: dLn.pointer, dweight: G + w.vW, dbias: G + w.vB, dout: dv.pointer,
-                                           inp: la, weight: P + w.vW, N: N, IN: H, OUT: H,
-                                           rowScale: rs, rowsPerScale: T, scratch: scratch, workers: workers)
-                            layerNormBackward(dinp: dResid.pointer, dweight: G + w.lnAW, dbias: G + w.lnAB, dout: dLn.pointer,
-                                              inp: x, weight: P + w.lnAW, mean: sa, rstd: sa + N, N: N, H: H,
-                                              scratch: lnScratch.pointer)
-                        }
+                        dFc.pointer.update(repeating: 0, count: N * I)
+                        geluBackward(dinp: dFc.pointer, inp: pre, dout: dAct.pointer, count: N * I)
+                        dLn.pointer.update(repeating: 0, count: NHsz)
+                        linearBackward(dinp: dLn.pointer, dweight: g(w.fcW), dbias: g(w.fcB), dout: dFc.pointer,
+                                       inp: lf, weight: P + w.fcW, N: N, IN: H, OUT: I, workers: workers)
+                        layerNormBackward(dinp: dResid.pointer, dweight: lnW(w.lnFW), dbias: lnB(w.lnFB), dout: dLn.pointer,
+                                          inp: xm, weight: P + w.lnFW, mean: sf, rstd: sf + N, N: N, H: H,
+                                          scratch: lnScratch.pointer)
+                        // Attention half; dResid gains dL/dx.
+                        dAttn.pointer.update(repeating: 0, count: NHsz)
+                        linearBackward(dinp: dAttn.pointer, dweight: g(w.oW), dbias: g(w.oB), dout: dResid.pointer,
+                                       inp: ao, weight: P + w.oW, N: N, IN: H, OUT: H, workers: workers)
+                        for buf in [dqRot, dkRot, dv, dqRaw, dkRaw] { buf.pointer.update(repeating: 0, count: NHsz) }
+                        attentionBackward(dq: dqRot.pointer, dk: dkRot.pointer, dv: dv.pointer, dout: dAttn.pointer,
+                                          q: q, k: k, v: v, lengths: lens, B: B, T: T, NH: NH, HD: HD,
+                                          scratch: attScratch.pointer, workers: workers)
+                        rotaryBackward(dinp: dqRaw.pointer, dout: dqRot.pointer, cos: cosT, sin: sinT, scale: qScale,
+                                       B: B, T: T, NH: NH, HD: HD)
+                        rotaryBackward(dinp: dkRaw.pointer, dout: dkRot.pointer, cos: cosT, sin: sinT, scale: 1,
+                                       B: B, T: T, NH: NH, HD: HD)
+                        dLn.pointer.update(repeating: 0, count: NHsz)
+                        let scratch = dAttn.pointer   // free now; N*H floats for the scaled dout
+                        linearBackward(dinp: dLn.pointer, dweight: g(w.qW), dbias: g(w.qB), dout: dqRaw.pointer,
+                                       inp: la, weight: P + w.qW, N: N, IN: H, OUT: H,
+                                       rowScale: rs, rowsPerScale: T, scratch: scratch, workers: workers)
+                        linearBackward(dinp: dLn.pointer, dweight: g(w.kW), dbias: g(w.kB), dout: dkRaw.pointer,
+                                       inp: la, weight: P + w.kW, N: N, IN: H, OUT: H,
+                                       rowScale: rs, rowsPerScale: T, scratch: scratch, workers: workers)
+                        linearBackward(dinp: dLn.pointer, dweight: g(w.vW), dbias: g(w.vB), dout: dv.pointer,
+                                       inp: la, weight: P + w.vW, N: N, IN: H, OUT: H,
+                                       rowScale: rs, rowsPerScale: T, scratch: scratch, workers: workers)
+                        layerNormBackward(dinp: dResid.pointer, dweight: lnW(w.lnAW), dbias: lnB(w.lnAB), dout: dLn.pointer,
+                                          inp: x, weight: P + w.lnAW, mean: sa, rstd: sa + N, N: N, H: H,
+                                          scratch: lnScratch.pointer)
+                    }
+                    if let G {
                         embeddingBackward(dwte: G + wteOff, dout: dResid.pointer, tokens: tok.baseAddress!, lengths: lens,
                                           rowScale: tdScale, maskToken: Int32(config.maskTokenId),
                                           zeroMask: config.tokenDropout, B: B, T: T, H: H, V: V)
@@ -413,6 +465,16 @@ public final class ESMClassifier {
         return copyOut(lnA.pointer + layer * n, n)
     }
 
+    /// FFN intermediate activation of block `layer` from the last forward, as it entered
+    /// `output.dense`: gelu(intermediate.dense(LN_f(x))) (HF `EsmIntermediate` output), times
+    /// the row's factor when that forward had an `IntermediateScale` for `layer`.
+    /// (B,T,I) row-major, padding rows included. Empty when out of range or no forward ran.
+    public func intermediateActivation(layer: Int) -> [Float] {
+        guard layer >= 0, layer < config.numHiddenLayers, B * T > 0 else { return [] }
+        let n = B * T * config.intermediateSize
+        return copyOut(fcAct.pointer + layer * n, n)
+    }
+
     /// Final hidden states after `emb_layer_norm_after` from the last forward (B,T,H)
     /// (HF `last_hidden_state`).
     public func finalHiddenStates() -> [Float] {
@@ -438,5 +500,24 @@ public final class ESMClassifier {
         guard afterLayer >= 0, afterLayer < config.numHiddenLayers, B * T > 0 else { return [] }
         let n = B * T * config.hiddenSize
         return copyOut(resid.pointer + (afterLayer + 1) * n, n)
+    }
+}
+
+/// A per-row scale of ONE layer's FFN intermediate activation, for integrated gradients over
+/// FFN neurons (Dai et al. 2021, "Knowledge Neurons in Pretrained Transformers",
+/// arXiv 2104.08696 section 3.1: the activation is scaled by alpha from the zero baseline).
+/// In `ESMClassifier.forward(_:qkvScale:intermediateScale:)`, batch row b feeds block
+/// `layer`'s `output.dense` with `factors[b] * gelu(intermediate.dense(LN_f(x)))` at every
+/// position; nothing else changes.
+public struct IntermediateScale: Sendable, Equatable {
+    /// Block index, 0-based (`0 ..< numHiddenLayers`).
+    public var layer: Int
+    /// One factor per batch row (B); 1 is the unchanged model, 0 the baseline.
+    public var factors: [Float]
+
+    /// Scales block `layer`'s intermediate activation of batch row b by `factors[b]`.
+    public init(layer: Int, factors: [Float]) {
+        self.layer = layer
+        self.factors = factors
     }
 }

@@ -151,10 +151,11 @@ func linearForward(_ out: FloatPtr, inp: ConstFloatPtr, weight: ConstFloatPtr, b
 
 /// dinp (N,IN) += dout W'; dweight (OUT,IN) += dout'^T inp; dbias (OUT) += column sums of dout,
 /// where W' = rowScale*W and dout' = rowScale*dout per block when `rowScale` is given
-/// (then `scratch` must hold N*OUT floats). dout (N,OUT).
+/// (then `scratch` must hold N*OUT floats). dout (N,OUT). A nil `dinp`, `dweight` or `dbias`
+/// is not computed (input-gradient-only passes skip the weight product).
 /// `dinp` is split over `workers` threads by rows of N and `dweight` by rows of OUT, so every
 /// output element is summed in the same order whatever `workers` is.
-func linearBackward(dinp: FloatPtr?, dweight: FloatPtr, dbias: FloatPtr?, dout: ConstFloatPtr,
+func linearBackward(dinp: FloatPtr?, dweight: FloatPtr?, dbias: FloatPtr?, dout: ConstFloatPtr,
                     inp: ConstFloatPtr, weight: ConstFloatPtr, N: Int, IN: Int, OUT: Int,
                     rowScale: ConstFloatPtr? = nil, rowsPerScale: Int = 1, scratch: FloatPtr? = nil,
                     workers: Int = 1) {
@@ -183,11 +184,26 @@ func linearBackward(dinp: FloatPtr?, dweight: FloatPtr, dbias: FloatPtr?, dout: 
             }
         }
         let outs = chunk(OUT, parts: parts, index: part)
-        if !outs.isEmpty {
+        if let dweight, !outs.isEmpty {
             sgemm(transA: true, transB: false, m: outs.count, n: IN, k: N, a: g + outs.lowerBound, lda: OUT,
                   b: inp, ldb: IN, beta: 1, c: dweight + outs.lowerBound * IN, ldc: IN)
         }
     }
+}
+
+// MARK: - per-row scale of an activation (integrated gradients over FFN neurons)
+
+/// x (B, rowLength) *= scale[b] for every row b, in place: the integrated-gradients path
+/// alpha_b * a of an activation a (Dai et al. 2021, arXiv 2104.08696 section 3.1).
+/// OpenBLAS `sscal` per row.
+func rowScaleForward(_ x: FloatPtr, scale: ConstFloatPtr, B: Int, rowLength: Int) {
+    for b in 0 ..< B { cblas_sscal(Int32(rowLength), scale[b], x + b * rowLength, 1) }
+}
+
+/// dx (B, rowLength) *= scale[b], in place: the backward of `rowScaleForward`
+/// (d(alpha a)/da = alpha), turning dL/d(alpha a) into dL/da.
+func rowScaleBackward(_ dx: FloatPtr, scale: ConstFloatPtr, B: Int, rowLength: Int) {
+    rowScaleForward(dx, scale: scale, B: B, rowLength: rowLength)
 }
 
 // MARK: - GELU (exact erf form)

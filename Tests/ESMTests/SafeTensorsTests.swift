@@ -197,4 +197,62 @@ final class SafeTensorsTests: XCTestCase {
         XCTAssertEqual(assertThrows(SafeTensorsError.self) { try file.floats("nope") },
                        .noSuchTensor(path: path, name: "nope"))
     }
+
+    // MARK: - more malformed headers (issue 3): each gives its clear error, never a crash
+
+    func testHugeHeaderLengthsDoNotOverflow() throws {
+        for claimed: UInt64 in [UInt64.max, 1 << 63, UInt64(Int.max)] {
+            let (e, p) = try openError(image(#"{}"#, data: [], claimedLength: claimed))
+            XCTAssertEqual(e, .headerLengthBeyondFile(path: p, headerLength: claimed, fileSize: 10))
+        }
+    }
+
+    func testEmptyAndNonTextHeaders() throws {
+        let (empty, _) = try openError(image("", data: []))
+        guard case .headerNotJSON = empty else { return XCTFail("\(String(describing: empty))") }
+        var bytes = image(#"{"a":1}"#, data: [])
+        bytes[8] = 0xFF   // not UTF-8, not JSON
+        let (binary, p) = try openError(bytes)
+        guard case .headerNotJSON(let path, let offset, _) = binary else { return XCTFail("\(String(describing: binary))") }
+        XCTAssertEqual(path, p)
+        XCTAssertEqual(offset, 8)
+        let (cut, _) = try openError(image(#"{"a":{"dtype":"F32","shape":[2],"data_o"#, data: []))
+        guard case .headerNotJSON = cut else { return XCTFail("\(String(describing: cut))") }
+    }
+
+    func testBadFieldValues() throws {
+        let cases: [(String, String)] = [
+            (#"{"a":{"dtype":"F32","shape":[2],"data_offsets":[-4,4]}}"#, "data_offsets"),
+            (#"{"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8.5]}}"#, "data_offsets"),
+            (#"{"a":{"dtype":"F32","shape":[2],"data_offsets":[0,4,8]}}"#, "data_offsets"),
+            (#"{"a":{"dtype":"F32","shape":[2],"data_offsets":"0-8"}}"#, "data_offsets"),
+            (#"{"a":{"dtype":"F32","shape":[1.5],"data_offsets":[0,8]}}"#, "shape"),
+            (#"{"a":{"dtype":"F32","shape":[-2],"data_offsets":[0,8]}}"#, "shape"),
+            (#"{"a":{"dtype":32,"shape":[2],"data_offsets":[0,8]}}"#, "dtype"),
+            (#"{"a":[0,8]}"#, "(entry)"),
+            (#"{"__metadata__":{"format":1},"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]}}"#, "format"),
+            (#"{"a":{"dtype":"F32","shape":[4294967296,4294967296,4294967296],"data_offsets":[0,8]}}"#, "shape"),
+        ]
+        for (header, field) in cases {
+            let (e, p) = try openError(image(header, data: eightBytes))
+            guard case .badField(let path, _, let f, let detail) = e else { XCTFail("\(header): \(String(describing: e))"); continue }
+            XCTAssertEqual(path, p)
+            XCTAssertEqual(f, field, header)
+            XCTAssertFalse(detail.isEmpty)
+        }
+    }
+
+    func testContainedRangeOverlapsAndEmptyTensorsDoNot() throws {
+        // b lies inside a; c starts where a ends: b is reported against a.
+        let header = #"{"a":{"dtype":"F32","shape":[4],"data_offsets":[0,16]},"c":{"dtype":"F32","shape":[1],"data_offsets":[16,20]},"b":{"dtype":"F32","shape":[1],"data_offsets":[4,8]}}"#
+        let (e, p) = try openError(image(header, data: [UInt8](repeating: 0, count: 20)))
+        XCTAssertEqual(e, .overlappingOffsets(path: p, tensor: "b", other: "a", begin: 4, otherEnd: 16))
+        // Zero-size tensors at any in-range offset occupy no bytes.
+        let path = try temporaryDirectory(self).appendingPathComponent("empty.safetensors").path
+        try image(#"{"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},"e":{"dtype":"F32","shape":[0],"data_offsets":[4,4]}}"#,
+                  data: eightBytes).write(to: URL(fileURLWithPath: path))
+        let file = try SafeTensorsFile(path: path)
+        XCTAssertEqual(try file.floats("e"), [])
+        XCTAssertEqual(try file.floats("a"), [0, 0])
+    }
 }

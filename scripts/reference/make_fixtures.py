@@ -88,8 +88,9 @@ def tokenize(residues):
     return ids
 
 
-def make_config():
-    return EsmConfig(
+def make_config(**shape):
+    """The tiny fixture's explicit EsmConfig; `shape` overrides fields (e.g. hidden_size=320)."""
+    fields = dict(
         vocab_size=33,
         hidden_size=32,
         num_hidden_layers=2,
@@ -119,6 +120,8 @@ def make_config():
         use_cache=False,
         tie_word_embeddings=False,
     )
+    fields.update(shape)
+    return EsmConfig(**fields)
 
 
 def reinitialise(model):
