@@ -69,16 +69,47 @@ public struct InputsSpec: Codable, Sendable, Equatable {
     public var fasta: [String]
     /// EC label files (UniProt TSV `Entry<TAB>EC number`, the combined table, or CSV).
     public var labels: [String]
-    enum CodingKeys: String, CodingKey, CaseIterable { case fasta, labels }
-    /// Creates the inputs from lists of FASTA and label file paths (not validated).
-    public init(fasta: [String], labels: [String]) { self.fasta = fasta; self.labels = labels }
+    /// Name of the ID column of every label file (YAML `inputs.id_column`); absent = detected
+    /// from the header (`Entry`, `id`, `accession`, ...). Matched case-insensitively, `_`/`-`
+    /// as spaces; a label file without it is an error listing its columns.
+    public var idColumn: String?
+    /// Name of the EC column of every label file (YAML `inputs.ec_column`); absent = detected
+    /// (`EC number`, `ec`, `ec_number`, ...).
+    public var ecColumn: String?
+    /// ExPASy `enzyme.dat` (YAML `inputs.enzyme_dat`); when given, transferred EC numbers are
+    /// rewritten to their current numbers and deleted ones dropped or the row rejected
+    /// (`EnzymeNomenclature.apply`). Absent = labels used as written.
+    public var enzymeDat: String?
+    enum CodingKeys: String, CodingKey, CaseIterable {
+        case fasta, labels, idColumn = "id_column", ecColumn = "ec_column", enzymeDat = "enzyme_dat"
+    }
+    /// Creates the inputs from lists of FASTA and label file paths and the optional column
+    /// names and `enzyme.dat` path (not validated).
+    public init(fasta: [String], labels: [String], idColumn: String? = nil, ecColumn: String? = nil, enzymeDat: String? = nil) {
+        self.fasta = fasta
+        self.labels = labels
+        self.idColumn = idColumn
+        self.ecColumn = ecColumn
+        self.enzymeDat = enzymeDat
+    }
     public init(from decoder: Decoder) throws {
         try rejectUnknownKeys(decoder, CodingKeys.self)
         let c = try decoder.container(keyedBy: CodingKeys.self)
         fasta = try c.decodeIfPresent([String].self, forKey: .fasta) ?? []
         labels = try c.decode([String].self, forKey: .labels)
+        idColumn = try c.decodeIfPresent(String.self, forKey: .idColumn)
+        ecColumn = try c.decodeIfPresent(String.self, forKey: .ecColumn)
+        enzymeDat = try c.decodeIfPresent(String.self, forKey: .enzymeDat)
         try rejectDuplicates(fasta, at: c.codingPath + [CodingKeys.fasta])
         try rejectDuplicates(labels, at: c.codingPath + [CodingKeys.labels])
+        for (key, value) in [(CodingKeys.idColumn, idColumn), (.ecColumn, ecColumn), (.enzymeDat, enzymeDat)] {
+            if let v = value, v.trimmingCharacters(in: .whitespaces).isEmpty {
+                throw SpecError.invalid(path: keyPath(c.codingPath + [key]), message: "expected a non-empty name; omit the key to use the default")
+            }
+        }
+        if let i = idColumn, let e = ecColumn, LabelFileReader.normaliseColumnName(i) == LabelFileReader.normaliseColumnName(e) {
+            throw SpecError.invalid(path: keyPath(c.codingPath + [CodingKeys.ecColumn]), message: "'\(e)' is also the id_column; name two different columns")
+        }
     }
 }
 

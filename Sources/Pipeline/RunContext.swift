@@ -86,14 +86,25 @@ public final class RunContext: @unchecked Sendable {
     /// When set, the attribute stage works only on shards `s` with `s % count == index`
     /// (one task of an array job); nil = all shards.
     public var shardSelection: ShardSelection?
+    /// The spec text recorded in the `run` table; nil = read from `specPath` (a spec built in
+    /// memory, as `kneuron ingest --fasta ...` does, passes its rendering here).
+    public let specYAML: String?
+    /// When true, an ingest that accepts no sequence is recorded (with its rejections) instead
+    /// of failing; `kneuron ingest` without a spec sets it, so every file is reported.
+    public var allowEmptyIngest = false
+    /// What the ingest stage read, accepted and rejected per file; set when ingest ran in this
+    /// process, nil otherwise.
+    public internal(set) var ingestSummary: IngestSummary?
 
     /// Opens the run: loads nothing itself; registers the spec in the database.
+    /// `specYAML` replaces the file's text in the `run` table (for specs built in memory).
     /// - Throws: `StoreError` when the run cannot be recorded.
-    public init(spec: PipelineSpec, specPath: String, db: RunDatabase, quiet: Bool) throws {
+    public init(spec: PipelineSpec, specPath: String, db: RunDatabase, quiet: Bool, specYAML: String? = nil) throws {
         self.spec = spec
         self.specPath = specPath
         self.db = db
         self.quiet = quiet
+        self.specYAML = specYAML
         let base = db.path.hasSuffix(".sqlite") ? String(db.path.dropLast(7)) : db.path
         artifactsDirectory = base + ".artifacts"
     }
@@ -101,7 +112,7 @@ public final class RunContext: @unchecked Sendable {
     /// Records the spec (name, path, YAML, SHA-256) in the `run` table. The runner calls it
     /// only when a stage is about to run, so a refused run leaves the record untouched.
     public func recordRun() throws {
-        let yaml = (try? String(contentsOfFile: specPath, encoding: .utf8)) ?? ""
+        let yaml = specYAML ?? (try? String(contentsOfFile: specPath, encoding: .utf8)) ?? ""
         try db.registerRun(RunRecord(name: spec.name, specPath: specPath, specYAML: yaml,
                                      specSHA256: Hashing.sha256(Data(yaml.utf8)), kneuronVersion: kneuronVersion))
     }

@@ -58,6 +58,13 @@ public struct PipelineRunner {
                     }
                 }
                 fields.append(("label_level", String(spec.labelLevel)))
+                // Only when set, so runs recorded before these keys existed keep their keys.
+                if let c = spec.inputs.idColumn { fields.append(("inputs.id_column", c)) }
+                if let c = spec.inputs.ecColumn { fields.append(("inputs.ec_column", c)) }
+                if let e = spec.inputs.enzymeDat {
+                    let h = try Hashing.sha256(file: context.resolve(e))
+                    fields.append(("inputs.enzyme_dat", "sha256 \(h.hex), \(h.size) bytes"))
+                }
             case .tokenize:
                 fields = [("model.max_length", String(spec.model.maxLength)), ("model.crop", spec.model.crop.rawValue)]
             case .split:
@@ -133,6 +140,7 @@ public struct PipelineRunner {
         for (role, list) in [("fasta", spec.inputs.fasta), ("labels", spec.inputs.labels)] {
             for (i, p) in list.enumerated() where name == "inputs.\(role)[\(i)]" { return " (\(p))" }
         }
+        if name == "inputs.enzyme_dat", let p = spec.inputs.enzymeDat { return " (\(p))" }
         return ""
     }
 

@@ -38,7 +38,9 @@ public struct LabelRecord: Sendable, Equatable {
 /// TSV (`Entry<TAB>EC number<TAB>Sequence`), and CSV (`id,ec_number,seq`; RFC 4180 quoting, so a
 /// multi-EC cell is `"1.1.1.46,1.1.1.48"`). Delimiter: tab if the header has one, else comma.
 /// Columns are matched case-insensitively (`_`/`-` count as spaces) among
-/// `idColumnNames`, `ecColumnNames`, `sequenceColumnNames`; `idColumn`/`ecColumn` override.
+/// `idColumnNames`, `ecColumnNames`, `sequenceColumnNames`; `idColumn`/`ecColumn` override
+/// (CLI `--id-column` / `--ec-column`, spec `inputs.id_column` / `inputs.ec_column`), matched the
+/// same way; a named column the header lacks is an error listing the columns seen.
 /// In an EC cell, ECs are separated by `;` or `,`.
 ///
 /// Rejected rows (with line and reason): wrong number of fields, empty ID, empty label,
@@ -53,10 +55,12 @@ public enum LabelFileReader {
     /// Accepted sequence column names.
     public static let sequenceColumnNames = ["sequence", "seq", "protein sequence"]
 
-    /// Reads the label file at `path`.
+    /// Reads the label file at `path`; `idColumn` / `ecColumn` name the ID and EC columns
+    /// instead of detecting them.
     ///
     /// - Throws: `ProteinDataError.fileUnreadable`, `.gzipNotSupported`, `.unrecognisedHeader`
-    ///   (no header line, or no ID / EC column; the message lists the columns seen and what to pass).
+    ///   (no header line, no ID / EC column, or a named column the header lacks; the message
+    ///   names the file, lists the columns seen and says what to pass).
     public static func read(path: String, idColumn: String? = nil, ecColumn: String? = nil) throws
         -> (records: [LabelRecord], rejected: [RejectedRecord]) {
         let bytes = try TextFile.readBytes(path: path)
@@ -72,6 +76,10 @@ public enum LabelFileReader {
         try TextFile.checkNotGzip(bytes, path: file)
         return try parse(bytes: bytes, file: file, idColumn: idColumn, ecColumn: ecColumn)
     }
+
+    /// A column name as it is matched: lowercase, `_` and `-` as spaces, runs of spaces as one
+    /// (`EC_Number` and `ec number` match).
+    public static func normaliseColumnName(_ s: String) -> String { normaliseName(s) }
 
     static func normaliseName(_ s: String) -> String {
         let lowered = s.lowercased().map { ($0 == "_" || $0 == "-") ? " " : $0 }
@@ -99,22 +107,26 @@ public enum LabelFileReader {
             if let o = override {
                 guard let i = names.firstIndex(of: normaliseName(o)) else {
                     throw ProteinDataError.unrecognisedHeader(path: file, header: headerText,
-                        hint: "no column named '\(o)' (\(arg)); \(seen)")
+                        hint: "no column named '\(o)' (given by \(arg)); \(seen); pass one of those names")
                 }
                 return i
             }
             for c in candidates { if let i = names.firstIndex(of: c) { return i } }
             return nil
         }
-        let idIndex = try find(idColumn, idColumnNames, "ID", "idColumn")
-        let ecIndex = try find(ecColumn, ecColumnNames, "EC", "ecColumn")
+        let idIndex = try find(idColumn, idColumnNames, "ID", "--id-column / inputs.id_column")
+        let ecIndex = try find(ecColumn, ecColumnNames, "EC", "--ec-column / inputs.ec_column")
         let seqIndex = try find(nil, sequenceColumnNames, "sequence", "")
         guard let idIndex, let ecIndex else {
             var missing: [String] = []
-            if idIndex == nil { missing.append("no ID column (looked for \(idColumnNames.joined(separator: "/")); pass idColumn:)") }
-            if ecIndex == nil { missing.append("no EC column (looked for \(ecColumnNames.joined(separator: "/")); pass ecColumn:)") }
+            if idIndex == nil { missing.append("no ID column (looked for \(idColumnNames.joined(separator: "/")); pass --id-column NAME, or inputs.id_column in a spec)") }
+            if ecIndex == nil { missing.append("no EC column (looked for \(ecColumnNames.joined(separator: "/")); pass --ec-column NAME, or inputs.ec_column in a spec)") }
             throw ProteinDataError.unrecognisedHeader(path: file, header: headerText,
                 hint: missing.joined(separator: "; ") + "; " + seen)
+        }
+        guard idIndex != ecIndex else {
+            throw ProteinDataError.unrecognisedHeader(path: file, header: headerText,
+                hint: "the ID and the EC column are the same column '\(headerFields[idIndex])'; name two different columns with --id-column and --ec-column; \(seen)")
         }
 
         var records: [LabelRecord] = []

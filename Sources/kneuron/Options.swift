@@ -22,20 +22,30 @@ struct RunOptions: ParsableArguments {
     /// tasks of one run can work on the database at the same time.
     func runner(shards: ShardSelection? = nil) throws -> PipelineRunner {
         let spec = try PipelineSpec.load(path: self.spec)
-        if let force, Stage(rawValue: force) == nil { throw PipelineError.unknownStage(force) }
-        let path = db ?? "runs/\(spec.name).sqlite"
-        try RunDatabase.requireWritable(path: path)
-        try RunLock.acquire(databasePath: path, suffix: shards.map { ".attribute-\($0.index)-of-\($0.count)" } ?? "")
-        let database = try RunDatabase(path: path)
-        let context = try RunContext(spec: spec, specPath: self.spec, db: database, quiet: quiet)
-        context.shardSelection = shards
-        let runner = PipelineRunner(context: context)
-        if let force {
-            guard let stage = Stage(rawValue: force) else { throw PipelineError.unknownStage(force) }
-            try runner.force(stage)
-        }
-        return runner
+        return try openRunner(spec: spec, specPath: self.spec, db: db ?? "runs/\(spec.name).sqlite",
+                              force: force, quiet: quiet, shards: shards)
     }
+}
+
+/// Takes the run's lock, opens (migrating) the database at `db`, and returns a runner for
+/// `spec`, after discarding the `force`d stage and later ones. `specYAML` is recorded instead
+/// of the spec file's text (for a spec built in memory).
+/// - Throws: `PipelineError.unknownStage`, `StoreError.readOnly` (before any lock or
+///   write), lock and database errors.
+func openRunner(spec: PipelineSpec, specPath: String, specYAML: String? = nil, db path: String, force: String?,
+                quiet: Bool, shards: ShardSelection? = nil) throws -> PipelineRunner {
+    if let force, Stage(rawValue: force) == nil { throw PipelineError.unknownStage(force) }
+    try RunDatabase.requireWritable(path: path)
+    try RunLock.acquire(databasePath: path, suffix: shards.map { ".attribute-\($0.index)-of-\($0.count)" } ?? "")
+    let database = try RunDatabase(path: path)
+    let context = try RunContext(spec: spec, specPath: specPath, db: database, quiet: quiet, specYAML: specYAML)
+    context.shardSelection = shards
+    let runner = PipelineRunner(context: context)
+    if let force {
+        guard let stage = Stage(rawValue: force) else { throw PipelineError.unknownStage(force) }
+        try runner.force(stage)
+    }
+    return runner
 }
 
 /// A failure of the environment rather than of the command line (printed without the usage

@@ -2,12 +2,6 @@ import Foundation
 import ArgumentParser
 import Pipeline
 
-struct IngestCommand: StageCommand {
-    static let configuration = CommandConfiguration(commandName: "ingest", abstract: "Read FASTA and EC label files into the database.")
-    static let stage = Stage.ingest
-    @OptionGroup var options: RunOptions
-}
-
 struct TokenizeCommand: StageCommand {
     static let configuration = CommandConfiguration(commandName: "tokenize", abstract: "Tokenize sequences with the ESM-2 alphabet (crop by the spec's policy).")
     static let stage = Stage.tokenize

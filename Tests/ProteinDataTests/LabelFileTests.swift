@@ -70,7 +70,7 @@ final class LabelFileTests: XCTestCase {
             }
             XCTAssertEqual(p, odd)
             XCTAssertEqual(header, "protein\tfunction")
-            XCTAssertTrue(hint.contains("pass idColumn:") && hint.contains("pass ecColumn:"), hint)
+            XCTAssertTrue(hint.contains("pass --id-column NAME") && hint.contains("pass --ec-column NAME"), hint)
             XCTAssertTrue(hint.contains("'protein', 'function'"), hint)
         }
         let (records, rejected) = try LabelFileReader.read(path: odd, idColumn: "PROTEIN", ecColumn: "Function")
@@ -78,13 +78,39 @@ final class LabelFileTests: XCTestCase {
         XCTAssertEqual(records.map(\.id), ["P1"])
         XCTAssertThrowsError(try LabelFileReader.read(path: odd, idColumn: "protein", ecColumn: "ec")) { error in
             guard case .unrecognisedHeader(_, _, let hint)? = error as? ProteinDataError else { return XCTFail() }
-            XCTAssertTrue(hint.hasPrefix("no column named 'ec' (ecColumn)"), hint)
+            XCTAssertEqual(hint, "no column named 'ec' (given by --ec-column / inputs.ec_column); columns seen: 'protein', 'function'; pass one of those names")
         }
         let empty = try dir.write("empty.tsv", "\n\n")
         XCTAssertThrowsError(try LabelFileReader.read(path: empty))
         let gz = try dir.write("l.tsv.gz", bytes: [0x1f, 0x8b, 0, 0])
         XCTAssertThrowsError(try LabelFileReader.read(path: gz)) { error in
             XCTAssertEqual(error as? ProteinDataError, .gzipNotSupported(path: gz))
+        }
+    }
+
+    /// `--id-column` / `--ec-column`: other names and orders, in CSV and TSV, with the sequence
+    /// column still detected; the same column twice is an error.
+    func testColumnOptionsOnOtherNamesAndOrders() throws {
+        let dir = try TempDir()
+        let csv = try dir.write("o.csv", "sequence,Enzyme Class,organism,UniProtKB_AC\nMKV,\"2.7.1.1, 2.7.1.2\",human,Q1\nMKL,3.1.1.1,yeast,Q2\n,4.1.1.1,mouse,\n")
+        XCTAssertThrowsError(try LabelFileReader.read(path: csv)) { error in
+            guard case .unrecognisedHeader(let p, _, let hint)? = error as? ProteinDataError else { return XCTFail("\(error)") }
+            XCTAssertEqual(p, csv)
+            XCTAssertTrue(hint.contains("columns seen: 'sequence', 'Enzyme Class', 'organism', 'UniProtKB_AC'"), hint)
+        }
+        let (records, rejected) = try LabelFileReader.read(path: csv, idColumn: "uniprotkb-ac", ecColumn: "enzyme_class")
+        XCTAssertEqual(records.map(\.id), ["Q1", "Q2"])
+        XCTAssertEqual(records.map(\.ecNumbers), [[ec("2.7.1.1"), ec("2.7.1.2")], [ec("3.1.1.1")]])
+        XCTAssertEqual(records.map(\.sequence), ["MKV", "MKL"])
+        XCTAssertEqual(rejected, [RejectedRecord(file: csv, line: 4, id: nil, reason: "empty ID")])
+
+        let tsv = try dir.write("o.tsv", "ec\tname\tacc\n1.1.1.1\tadh\tP1\n")
+        let t = try LabelFileReader.read(path: tsv, idColumn: "acc")
+        XCTAssertEqual(t.records.map(\.id), ["P1"])
+        XCTAssertEqual(t.records.first?.ecNumbers, [ec("1.1.1.1")])
+        XCTAssertThrowsError(try LabelFileReader.read(path: tsv, idColumn: "ec")) { error in
+            guard case .unrecognisedHeader(_, _, let hint)? = error as? ProteinDataError else { return XCTFail("\(error)") }
+            XCTAssertTrue(hint.hasPrefix("the ID and the EC column are the same column 'ec'"), hint)
         }
     }
 }

@@ -3,37 +3,61 @@ import Foundation
 import ProteinData
 import Store
 
-/// Stage 1: reads FASTA and label files, joins them by ID, keeps every unusable record in
-/// `rejected_records` with its reason, records input files with size and SHA-256.
+/// Stage 1: reads FASTA and label files (ID / EC columns named by `inputs.id_column` /
+/// `inputs.ec_column` or detected), rewrites transferred EC numbers and drops deleted ones when
+/// `inputs.enzyme_dat` is given, joins sequences and labels by ID, keeps every unusable record
+/// in `rejected_records` with its reason, records input files with size and SHA-256, and
+/// leaves a per-file `IngestSummary` on the context.
 enum IngestStage {
     static func run(_ ctx: RunContext, key: String) throws -> Int {
         let start = Date()
         let spec = ctx.spec
+        let inputs = spec.inputs
         var files: [InputFileRecord] = []
         var fasta: [(file: String, records: [FastaRecord])] = []
         var labels: [(file: String, records: [LabelRecord])] = []
         var rejected: [RejectedRecord] = []
-        for p in spec.inputs.fasta {
+        var counts: [IngestSummary.File] = []
+        var nomenclature: EnzymeNomenclature?
+        if let e = inputs.enzymeDat {
+            let n = try EnzymeNomenclature(enzymeDatPath: ctx.resolve(e))
+            nomenclature = n
+            let obsolete = n.entries.values.filter { if case .current = $0 { return false } else { return true } }.count
+            ctx.log("  \(ctx.resolve(e)): \(n.entries.count) enzyme.dat entries, \(obsolete) transferred or deleted")
+        }
+        for p in inputs.fasta {
             let path = ctx.resolve(p)
             let h = try Hashing.sha256(file: path)
             files.append(InputFileRecord(path: path, role: "fasta", sizeBytes: h.size, sha256: h.hex))
             let r = try FastaReader.read(path: path)
             fasta.append((path, r.records))
             rejected += r.rejected
+            counts.append(IngestSummary.File(path: path, role: "fasta", read: r.records.count + r.rejected.count))
             ctx.log("  \(path): \(r.records.count) records, \(r.rejected.count) rejected")
         }
-        for p in spec.inputs.labels {
+        for p in inputs.labels {
             let path = ctx.resolve(p)
             let h = try Hashing.sha256(file: path)
             files.append(InputFileRecord(path: path, role: "labels", sizeBytes: h.size, sha256: h.hex))
-            let r = try LabelFileReader.read(path: path)
-            labels.append((path, r.records))
-            rejected += r.rejected
-            ctx.log("  \(path): \(r.records.count) label rows, \(r.rejected.count) rejected")
+            let r = try LabelFileReader.read(path: path, idColumn: inputs.idColumn, ecColumn: inputs.ecColumn)
+            var records = r.records
+            var fileRejected = r.rejected
+            var rewritten = ""
+            if let nomenclature {
+                let applied = nomenclature.apply(to: records, file: path, level: spec.labelLevel)
+                let changed = applied.records.filter { $0.notes.contains { $0.contains("(enzyme.dat)") } }.count
+                rewritten = ", \(changed) rewritten and \(applied.rejected.count) rejected by enzyme.dat"
+                records = applied.records
+                fileRejected += applied.rejected
+            }
+            labels.append((path, records))
+            rejected += fileRejected
+            counts.append(IngestSummary.File(path: path, role: "labels", read: r.records.count + r.rejected.count))
+            ctx.log("  \(path): \(r.records.count) label rows, \(r.rejected.count) rejected\(rewritten)")
         }
         let assembled = DatasetAssembler.assemble(fasta: fasta, labels: labels, level: spec.labelLevel)
         rejected += assembled.rejected
-        guard !assembled.accepted.isEmpty else {
+        guard !assembled.accepted.isEmpty || ctx.allowEmptyIngest else {
             throw PipelineError.empty(stage: "ingest", what: "no sequence could be used (\(rejected.count) rejected); check that FASTA IDs match the label file's Entry column")
         }
         let labelSet = Set(assembled.accepted.map { $0.label })
@@ -46,20 +70,17 @@ enum IngestStage {
                            sourceFile: s.sourceFile, sourceLine: s.line, notes: s.notes.joined(separator: "; "))
         }
         let rows = rejected.map { RejectedRow(file: $0.file, line: $0.line ?? 0, recordID: $0.id ?? "", reason: $0.reason) }
+        let summary = IngestSummary(files: counts, sequences: sequences.map { ($0.sourceFile) },
+                                    rejected: rows.map { ($0.file, $0.reason) }, classes: classes.count)
+        ctx.ingestSummary = summary
         var reasons: [String: Int] = [:]
-        for r in rejected { reasons[Self.reasonKind(r.reason), default: 0] += 1 }
+        for r in rejected { reasons[IngestSummary.reasonKind(r.reason), default: 0] += 1 }
         ctx.log("  accepted \(sequences.count) sequences in \(classes.count) classes; rejected \(rejected.count)"
-            + (reasons.isEmpty ? "" : ": " + reasons.sorted { $0.value > $1.value }.map { "\($0.value) \($0.key)" }.joined(separator: ", ")))
+            + (reasons.isEmpty ? "" : ": " + reasons.sorted { ($0.value, $1.key) > ($1.value, $0.key) }.map { "\($0.value) \($0.key)" }.joined(separator: ", ")))
         let n = sequences.count + rows.count
         try ctx.db.commitIngest(files: files, classes: classes, sequences: sequences, rejected: rows,
                                 ledger: StageRecord(stage: "ingest", contentKey: key, rowsWritten: n, seconds: Date().timeIntervalSince(start)))
         return n
-    }
-
-    /// The reason without record-specific details (for the summary line).
-    static func reasonKind(_ reason: String) -> String {
-        let cut = reason.firstIndex(where: { $0 == ":" || $0 == "(" }) ?? reason.endIndex
-        return String(reason[..<cut]).trimmingCharacters(in: .whitespaces)
     }
 }
 
