@@ -453,11 +453,24 @@ final class EndToEndTests: XCTestCase {
                 p.standardOutput = FileHandle.nullDevice
                 p.standardError = FileHandle.nullDevice
                 try p.run()
-                // The first attempt of a run is killed early (process start + 40 ms pauses
-                // before ingest, tokenize and split), later ones anywhere.
-                let waitMs = attempts == 1 ? 20 + rng.nextIndex(below: 200) : 40 + rng.nextIndex(below: 500)
-                let deadline = Date().addingTimeInterval(Double(waitMs) / 1000)
-                while p.isRunning && Date() < deadline { usleep(5_000) }
+                // The first attempt of each run aims at one stage in turn (ingest, tokenize, ...):
+                // it waits until the ledger says that stage is next, then kills within the
+                // 40 ms pause before its work. Later attempts are killed at random moments.
+                func nextStage() -> String {
+                    let done = (try? RunDatabase(path: db, readOnly: true).stages().map(\.stage)) ?? []
+                    return Stage.allCases.first { !done.contains($0.rawValue) }?.rawValue ?? "after report"
+                }
+                if attempts == 1 {
+                    let target = stagesToHit[(runs - 1) % stagesToHit.count]
+                    let order = Stage.allCases.map(\.rawValue) + ["after report"]
+                    let deadline = Date().addingTimeInterval(120)
+                    while p.isRunning && Date() < deadline,
+                          order.firstIndex(of: nextStage())! < order.firstIndex(of: target)! { usleep(2_000) }
+                    usleep(UInt32(rng.nextIndex(below: 30_000)))
+                } else {
+                    let deadline = Date().addingTimeInterval(Double(40 + rng.nextIndex(below: 500)) / 1000)
+                    while p.isRunning && Date() < deadline { usleep(5_000) }
+                }
                 if !p.isRunning {
                     p.waitUntilExit()
                     XCTAssertEqual(p.terminationStatus, 0, "a resumed run failed")
