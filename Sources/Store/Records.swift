@@ -304,3 +304,14 @@ public struct EvaluationRecord: Sendable, Equatable {
             && a.nTest == b.nTest && a.nCorrect == b.nCorrect && a.accuracy == b.accuracy && a.macroF1 == b.macroF1
     }
 }
+
+/// A ledger row that must still be recorded, unchanged, when a process commits work derived
+/// from it (checked inside the commit's transaction).
+public struct LedgerRequirement: Sendable, Equatable {
+    /// Stage name, e.g. `train`.
+    public var stage: String
+    /// The content key the work was computed from.
+    public var contentKey: String
+    /// Creates a requirement from its fields.
+    public init(stage: String, contentKey: String) { self.stage = stage; self.contentKey = contentKey }
+}

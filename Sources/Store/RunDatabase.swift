@@ -23,6 +23,9 @@ public enum StoreError: Error, CustomStringConvertible {
     /// The disk (or SQLite's page limit) filled up during a write; that transaction was
     /// rolled back, everything committed before it is kept.
     case diskFull(path: String, operation: String)
+    /// Another process redid or discarded a stage this process's work depends on (e.g.
+    /// `--force train` while an attribution task ran); this process's write was refused.
+    case superseded(String)
 
     public var description: String {
         switch self {
@@ -44,6 +47,8 @@ public enum StoreError: Error, CustomStringConvertible {
             return "database \(path) is read-only (\(reason)); commands that run stages record their work in it and need write access. "
                 + "Nothing in it was changed. Read it with `kneuron status --db \(path)` or `kneuron query --db \(path) SQL`, "
                 + "or make it and its directory writable (or copy it with its .artifacts directory to a writable place) and run again."
+        case .superseded(let what):
+            return what + ". Run the command again to work from the current state."
         case .diskFull(let path, let operation):
             return "disk full while \(operation) in \(path): that write was rolled back and everything committed before it is kept. "
                 + "Free space on the disk and run the same command again; it resumes where it stopped."

@@ -277,12 +277,40 @@ extension RunDatabase {
 
     // MARK: attribute
 
+    /// Throws `StoreError.superseded` unless the ledger records `stage` with `contentKey`
+    /// (checked inside the caller's write transaction).
+    static func requireLedger(_ db: Database, _ requirement: LedgerRequirement?, doing work: String) throws {
+        guard let requirement else { return }
+        let recorded = try String.fetchOne(db, sql: "SELECT content_key FROM stages WHERE stage = ?", arguments: [requirement.stage])
+        if recorded != requirement.contentKey {
+            throw StoreError.superseded("stage \(requirement.stage) was " + (recorded == nil ? "discarded" : "redone")
+                + " by another process while this one was \(work); this process's work is dropped")
+        }
+    }
+
+    /// Deletes the shards (and their completeness rows) of another content key. Internal.
+    static func deleteShards(_ db: Database, otherThan contentKey: String) throws -> Int {
+        try db.execute(sql: """
+            DELETE FROM ig_completeness WHERE shard_index IN
+              (SELECT shard_index FROM shards WHERE method = 'integrated_gradients' AND content_key != ?)
+            """, arguments: [contentKey])
+        try db.execute(sql: "DELETE FROM shards WHERE content_key != ?", arguments: [contentKey])
+        return db.changesCount
+    }
+
     /// Commits one finished shard: its partial sums (the done mark) and its completeness
     /// rows, in one transaction. Committing a shard that is already recorded is a no-op
-    /// (returns false), so a duplicate worker can never count a shard twice.
+    /// (returns false), so a duplicate worker can never count a shard twice. Shards of another
+    /// content key are deleted in the same transaction, so shards of two keys never coexist.
+    /// - Parameter requiring: the upstream ledger row the shard was computed from (the train
+    ///   stage and its key); when another process has redone or discarded that stage since,
+    ///   nothing is written and `StoreError.superseded` is thrown.
+    /// - Throws: `StoreError.superseded`, `.diskFull`, `.readOnly`, `.sqlite`.
     @discardableResult
-    public func commitShard(_ shard: ShardRecord, completeness: [CompletenessRecord]) throws -> Bool {
+    public func commitShard(_ shard: ShardRecord, completeness: [CompletenessRecord], requiring: LedgerRequirement? = nil) throws -> Bool {
         try write("committing shard \(shard.method)/\(shard.shardIndex)") { db in
+            try Self.requireLedger(db, requiring, doing: "attributing")
+            _ = try Self.deleteShards(db, otherThan: shard.contentKey)
             try db.execute(sql: "INSERT OR IGNORE INTO shards (method, shard_index, content_key, n_sequences, sums, seconds) VALUES (?, ?, ?, ?, ?, ?)",
                            arguments: [shard.method, shard.shardIndex, shard.contentKey, shard.nSequences, Blob.pack(shard.sums), shard.seconds])
             guard db.changesCount == 1 else { return false }
@@ -294,10 +322,12 @@ extension RunDatabase {
         }
     }
 
-    /// Indices of the finished shards of `method`.
-    public func finishedShards(method: String) throws -> Set<Int> {
+    /// Indices of the finished shards of `method` (of `contentKey` only, when given).
+    /// - Throws: `StoreError.sqlite`.
+    public func finishedShards(method: String, contentKey: String? = nil) throws -> Set<Int> {
         try read("reading shards") { db in
-            Set(try Int.fetchAll(db, sql: "SELECT shard_index FROM shards WHERE method = ?", arguments: [method]))
+            Set(try Int.fetchAll(db, sql: "SELECT shard_index FROM shards WHERE method = ? AND (? IS NULL OR content_key = ?)",
+                                 arguments: [method, contentKey, contentKey]))
         }
     }
 
@@ -305,20 +335,16 @@ extension RunDatabase {
     /// content key than `contentKey`, i.e. with other attribution parameters or another model,
     /// in one transaction. Returns how many shards were discarded.
     public func discardShards(otherThan contentKey: String) throws -> Int {
-        try write("discarding stale shards") { db in
-            try db.execute(sql: """
-                DELETE FROM ig_completeness WHERE shard_index IN
-                  (SELECT shard_index FROM shards WHERE method = 'integrated_gradients' AND content_key != ?)
-                """, arguments: [contentKey])
-            try db.execute(sql: "DELETE FROM shards WHERE content_key != ?", arguments: [contentKey])
-            return db.changesCount
-        }
+        try write("discarding stale shards") { db in try Self.deleteShards(db, otherThan: contentKey) }
     }
 
     /// Every finished shard of `method`, ordered by shard index (the fixed summation order).
-    public func shards(method: String) throws -> [ShardRecord] {
+    /// (Of `contentKey` only, when given.)
+    /// - Throws: `StoreError.sqlite`, `.corrupt` for a sums BLOB of the wrong length.
+    public func shards(method: String, contentKey: String? = nil) throws -> [ShardRecord] {
         try read("reading shards") { db in
-            try Row.fetchAll(db, sql: "SELECT method, shard_index, n_sequences, sums, seconds, content_key FROM shards WHERE method = ? ORDER BY shard_index", arguments: [method]).map {
+            try Row.fetchAll(db, sql: "SELECT method, shard_index, n_sequences, sums, seconds, content_key FROM shards WHERE method = ? AND (? IS NULL OR content_key = ?) ORDER BY shard_index",
+                             arguments: [method, contentKey, contentKey]).map {
                 ShardRecord(method: $0[0], shardIndex: $0[1], nSequences: $0[2], sums: try Blob.unpackDoubles($0[3]), seconds: $0[4], contentKey: $0[5])
             }
         }
@@ -407,11 +433,13 @@ extension RunDatabase {
     /// When the ledger already records the stage with the same content key (another process
     /// of an array job combined first), nothing is written and the recorded row count is returned.
     @discardableResult
-    public func commitScores(_ scores: [(method: String, values: [Float])], shape: ScoreShape, ledger: StageRecord) throws -> Int {
+    public func commitScores(_ scores: [(method: String, values: [Float])], shape: ScoreShape, ledger: StageRecord,
+                             requiring: LedgerRequirement? = nil) throws -> Int {
         try write("writing neuron scores") { db in
-            if let row = try Row.fetchOne(db, sql: "SELECT content_key, rows_written FROM stages WHERE stage = ?", arguments: [ledger.stage]),
-               (row[0] as String) == ledger.contentKey {
-                return row[1] as Int
+            try Self.requireLedger(db, requiring, doing: "combining the shards")
+            if let row = try Row.fetchOne(db, sql: "SELECT content_key, rows_written FROM stages WHERE stage = ?", arguments: [ledger.stage]) {
+                if (row[0] as String) == ledger.contentKey { return row[1] as Int }
+                throw StoreError.superseded("stage \(ledger.stage) was recorded by another process with other parameters while this one worked; this process's work is dropped")
             }
             var n = 0
             for s in scores { n += try Self.insertScores(db, method: s.method, seed: 0, shape: shape, scores: s.values) }

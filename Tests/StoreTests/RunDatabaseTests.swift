@@ -103,12 +103,46 @@ final class RunDatabaseTests: XCTestCase {
         let c = CompletenessRecord(sequenceID: "P1", shardIndex: 0, targetClass: 0, pFull: 0.6, pBaseline: 0.1, attributionSum: 0.45)
         XCTAssertTrue(try db.commitShard(ShardRecord(method: "integrated_gradients", shardIndex: 0, nSequences: 1, sums: [1], seconds: 1, contentKey: "old"), completeness: [c]))
         XCTAssertTrue(try db.commitShard(ShardRecord(method: "activation", shardIndex: 0, nSequences: 1, sums: [2], seconds: 1, contentKey: "old"), completeness: []))
-        XCTAssertTrue(try db.commitShard(ShardRecord(method: "activation", shardIndex: 1, nSequences: 1, sums: [3], seconds: 1, contentKey: "new"), completeness: []))
         XCTAssertEqual(try db.discardShards(otherThan: "new"), 2)
+        XCTAssertEqual(try db.completeness().count, 0, "completeness rows of discarded shards go too")
+        // A commit under another key also deletes the shards of the old one.
+        XCTAssertTrue(try db.commitShard(ShardRecord(method: "integrated_gradients", shardIndex: 0, nSequences: 1, sums: [1], seconds: 1, contentKey: "old"), completeness: [c]))
+        XCTAssertTrue(try db.commitShard(ShardRecord(method: "activation", shardIndex: 0, nSequences: 1, sums: [2], seconds: 1, contentKey: "old"), completeness: []))
+        XCTAssertTrue(try db.commitShard(ShardRecord(method: "activation", shardIndex: 1, nSequences: 1, sums: [3], seconds: 1, contentKey: "new"), completeness: []))
         XCTAssertEqual(try db.shards(method: "activation").map(\.shardIndex), [1])
+        XCTAssertEqual(try db.finishedShards(method: "activation", contentKey: "old"), [])
+        XCTAssertEqual(try db.finishedShards(method: "activation", contentKey: "new"), [1])
         XCTAssertEqual(try db.shards(method: "integrated_gradients").count, 0)
         XCTAssertEqual(try db.completeness().count, 0, "completeness rows of discarded shards go too")
         XCTAssertEqual(try db.discardShards(otherThan: "new"), 0)
+    }
+
+    /// Work computed from a train stage that another process redid or discarded meanwhile is
+    /// refused inside the commit's transaction, and a combine that finds the attribute stage
+    /// recorded under another key says so instead of failing on a UNIQUE constraint.
+    func testCommitsOfSupersededWorkAreRefused() throws {
+        let db = try open()
+        try ingestSample(db)
+        try db.commitLedger(StageRecord(stage: "train", contentKey: "train@1:a", rowsWritten: 1, seconds: 1))
+        let shard = ShardRecord(method: "activation", shardIndex: 0, nSequences: 1, sums: [2], seconds: 1, contentKey: "attr@1:a")
+        XCTAssertTrue(try db.commitShard(shard, completeness: [], requiring: LedgerRequirement(stage: "train", contentKey: "train@1:a")))
+        var s1 = shard
+        s1.shardIndex = 1
+        XCTAssertThrowsError(try db.commitShard(s1, completeness: [], requiring: LedgerRequirement(stage: "train", contentKey: "train@1:b"))) { e in
+            XCTAssertTrue("\(e)".hasPrefix("stage train was redone by another process while this one was attributing; this process's work is dropped. Run the command again"), "\(e)")
+        }
+        _ = try db.discard(stages: ["train", "attribute", "select", "evaluate", "report"])
+        XCTAssertThrowsError(try db.commitShard(s1, completeness: [], requiring: LedgerRequirement(stage: "train", contentKey: "train@1:a"))) { e in
+            XCTAssertTrue("\(e)".hasPrefix("stage train was discarded by another process"), "\(e)")
+        }
+        XCTAssertEqual(try db.shards(method: "activation").count, 0, "the refused commits wrote nothing")
+        let shape = ScoreShape(layers: 1, rows: 1, cols: 1)
+        try db.commitScores([("activation", [1, 2, 3])], shape: shape, ledger: StageRecord(stage: "attribute", contentKey: "attr@1:x", rowsWritten: 0, seconds: 0))
+        XCTAssertEqual(try db.commitScores([("activation", [1, 2, 3])], shape: shape, ledger: StageRecord(stage: "attribute", contentKey: "attr@1:x", rowsWritten: 0, seconds: 0)), 3,
+                       "the same key: already combined by another task, nothing written")
+        XCTAssertThrowsError(try db.commitScores([("activation", [1, 2, 3])], shape: shape, ledger: StageRecord(stage: "attribute", contentKey: "attr@1:y", rowsWritten: 0, seconds: 0))) { e in
+            XCTAssertTrue("\(e)".hasPrefix("stage attribute was recorded by another process with other parameters"), "\(e)")
+        }
     }
 
     func testScoresRanksSelectionViewsAndDensity() throws {

@@ -35,13 +35,16 @@ enum AttributeStage {
         let shardCount = (data.examples.count + spec.shardSize - 1) / spec.shardSize
         let shape = ScoredWeights(config: model.config)
         var gradients = ParameterBuffer(layout: model.parameters.layout)
+        // The model this process attributes; if another process redoes or discards training
+        // meanwhile (`--force train`), this process's commits are refused, not mixed in.
+        let upstream = try ctx.db.stage(Stage.train.rawValue).map { LedgerRequirement(stage: $0.stage, contentKey: $0.contentKey) }
         let stale = try ctx.db.discardShards(otherThan: key)
         if stale > 0 {
             ctx.log("  discarded \(stale) finished shards computed with other attribution parameters or another model")
         }
 
         for method in spec.methods {
-            let done = try ctx.db.finishedShards(method: method.rawValue)
+            let done = try ctx.db.finishedShards(method: method.rawValue, contentKey: key)
             let mine = (0 ..< shardCount).filter { ctx.shardSelection?.owns($0) ?? true }
             let todo = mine.filter { !done.contains($0) }
             if todo.isEmpty { continue }
@@ -70,7 +73,7 @@ enum AttributeStage {
                 }
                 try ctx.db.commitShard(ShardRecord(method: method.rawValue, shardIndex: shard, nSequences: examples.count,
                                                    sums: sums, seconds: Date().timeIntervalSince(t0), contentKey: key),
-                                     completeness: completeness)
+                                     completeness: completeness, requiring: upstream)
                 finished += 1
                 progress.update(finished)
                 if let ms = debugShardDelayMilliseconds { usleep(UInt32(ms) * 1000) }
@@ -80,13 +83,13 @@ enum AttributeStage {
         // Other tasks of an array job may still be working on their shards.
         if let selection = ctx.shardSelection {
             var left = 0
-            for method in spec.methods { left += shardCount - (try ctx.db.finishedShards(method: method.rawValue).count) }
+            for method in spec.methods { left += shardCount - (try ctx.db.finishedShards(method: method.rawValue, contentKey: key).count) }
             if left > 0 { throw PipelineError.shardsLeft(task: selection.description, left: left, total: shardCount * spec.methods.count) }
         }
         // Every shard of every method is done: combine in shard order.
         var scores: [(method: String, values: [Float])] = []
         for method in spec.methods {
-            let shards = try ctx.db.shards(method: method.rawValue)
+            let shards = try ctx.db.shards(method: method.rawValue, contentKey: key)
             guard shards.count == shardCount else {
                 throw PipelineError.empty(stage: "attribute", what: "\(method.rawValue) has \(shards.count) of \(shardCount) shards; run attribute again")
             }
@@ -112,7 +115,8 @@ enum AttributeStage {
         // stage recorded (same key) and leaves it as it is.
         let n = try ctx.db.commitScores(scores, shape: ScoreShape(layers: shape.layers, rows: shape.hidden, cols: shape.hidden),
                                         ledger: StageRecord(stage: "attribute", contentKey: key, rowsWritten: 0,
-                                                            seconds: Date().timeIntervalSince(start)))
+                                                            seconds: Date().timeIntervalSince(start)),
+                                        requiring: upstream)
         return n
     }
 }
