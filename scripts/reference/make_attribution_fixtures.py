@@ -70,17 +70,7 @@ def build_model():
     """The large-weight tiny classifier (module docstring), saved to MODEL and reloaded."""
     torch.manual_seed(SEED)
     model = EsmForSequenceClassification(make_fixtures.make_config()).to(torch.float32)
-    with torch.no_grad():
-        for module in model.modules():
-            if isinstance(module, torch.nn.Linear):
-                module.weight.normal_(0.0, 0.25)
-                if module.bias is not None:
-                    module.bias.copy_(0.1 * torch.randn_like(module.bias))
-            elif isinstance(module, torch.nn.Embedding):
-                module.weight.normal_(0.0, 0.5)
-            elif isinstance(module, torch.nn.LayerNorm):
-                module.weight.copy_(1.0 + 0.1 * torch.randn_like(module.weight))
-                module.bias.copy_(0.1 * torch.randn_like(module.bias))
+    make_fixtures.reinitialise(model, qk_std=0.25, linear_std=0.25, embedding_std=0.5)
     os.makedirs(MODEL, exist_ok=True)
     model.save_pretrained(MODEL, safe_serialization=True)
     model = EsmForSequenceClassification.from_pretrained(MODEL, attn_implementation="eager")

@@ -124,19 +124,25 @@ def make_config(**shape):
     return EsmConfig(**fields)
 
 
-def reinitialise(model):
-    """Non-trivial deterministic values for every parameter (see module docstring)."""
+def reinitialise(model, qk_std=0.2, linear_std=0.02, embedding_std=0.02):
+    """Non-trivial deterministic values for every parameter (see module docstring).
+
+    Linear weights ~ N(0, qk_std) for the query/key projections and N(0, linear_std) for the
+    others, biases 0.1 * N(0, 1); embeddings N(0, embedding_std); LayerNorm weight
+    1 + 0.1 * N(0, 1), bias 0.1 * N(0, 1). Draw order: modules in `named_modules()` order.
+    The defaults are this script's tiny fixture: query/key get std 0.2 so attention is far from
+    uniform (with 0.02 the scores are ~0.02, softmax is flat and rotary/masking errors barely
+    show). make_t6_reference.py and make_attribution_fixtures.py pass their own.
+    """
     with torch.no_grad():
         for name, module in model.named_modules():
             if isinstance(module, torch.nn.Linear):
-                # Query/key get std 0.2 so attention is far from uniform (with 0.02 the
-                # scores are ~0.02, softmax is flat and rotary/masking errors barely show).
-                std = 0.2 if name.endswith((".self.query", ".self.key")) else 0.02
+                std = qk_std if name.endswith((".self.query", ".self.key")) else linear_std
                 module.weight.normal_(0.0, std)
                 if module.bias is not None:
                     module.bias.copy_(0.1 * torch.randn_like(module.bias))
             elif isinstance(module, torch.nn.Embedding):
-                module.weight.normal_(0.0, 0.02)
+                module.weight.normal_(0.0, embedding_std)
             elif isinstance(module, torch.nn.LayerNorm):
                 module.weight.copy_(1.0 + 0.1 * torch.randn_like(module.weight))
                 module.bias.copy_(0.1 * torch.randn_like(module.bias))

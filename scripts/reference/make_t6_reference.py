@@ -63,17 +63,7 @@ def main(argv):
     torch.use_deterministic_algorithms(True)
     model = EsmForSequenceClassification(make_fixtures.make_config(**T6_SHAPE)).to(torch.float32)
     model.set_attn_implementation("eager")
-    with torch.no_grad():
-        for name, module in model.named_modules():
-            if isinstance(module, torch.nn.Linear):
-                module.weight.normal_(0.0, 0.05 if name.endswith((".self.query", ".self.key")) else 0.02)
-                if module.bias is not None:
-                    module.bias.copy_(0.1 * torch.randn_like(module.bias))
-            elif isinstance(module, torch.nn.Embedding):
-                module.weight.normal_(0.0, 0.02)
-            elif isinstance(module, torch.nn.LayerNorm):
-                module.weight.copy_(1.0 + 0.1 * torch.randn_like(module.weight))
-                module.bias.copy_(0.1 * torch.randn_like(module.bias))
+    make_fixtures.reinitialise(model, qk_std=0.05, linear_std=0.02, embedding_std=0.02)
     model.eval()
 
     seqs = [make_fixtures.tokenize(s) for s in sequences()]
