@@ -306,8 +306,12 @@ public struct SelectionSpec: Codable, Sendable, Equatable {
         randomSeeds = try c.decodeIfPresent([Int].self, forKey: .randomSeeds) ?? randomSeeds
         try rejectDuplicates(retentionFractions, at: c.codingPath + [CodingKeys.retentionFractions])
         try rejectDuplicates(randomSeeds, at: c.codingPath + [CodingKeys.randomSeeds])
-        for f in retentionFractions where !(f > 0 && f <= 1) {
-            throw SpecError.invalid(path: keyPath(c.codingPath + [CodingKeys.retentionFractions]), message: "expected fractions in (0, 1], got \(f)")
+        if retentionFractions.isEmpty {
+            throw SpecError.invalid(path: keyPath(c.codingPath + [CodingKeys.retentionFractions]), message: "give at least one fraction in (0, 1), e.g. [0.5, 0.25, 0.1, 0.01]")
+        }
+        for f in retentionFractions where !(f > 0 && f < 1) {
+            throw SpecError.invalid(path: keyPath(c.codingPath + [CodingKeys.retentionFractions]),
+                                    message: "expected fractions in (0, 1), got \(f)" + (f == 1 ? " (the full model, fraction 1, is always evaluated)" : ""))
         }
         if Set(randomSeeds).count < 3 {
             throw SpecError.invalid(path: keyPath(c.codingPath + [CodingKeys.randomSeeds]), message: "give at least 3 distinct seeds for the random baseline")

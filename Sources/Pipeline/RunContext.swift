@@ -45,7 +45,8 @@ public enum PipelineError: Error, CustomStringConvertible {
             return "shard index \(index) with \(count) shards: give --num-shards N >= 1 and --shard-index in 0..<N"
         case .shardsLeft(let task, let left, let total):
             return "attribute (\(task)): this task's shards are done; \(left) of \(total) shards belong to other tasks and are not done yet. "
-                + "The last task to finish combines the scores; or run `kneuron attribute SPEC` once they are all done"
+                + "The last task to finish combines the scores. If a task was killed, run `kneuron attribute SPEC` (without --shard-index) "
+                + "once the others have stopped: it does the shards that are left and combines"
         case .diverged(let epoch, let detail):
             return "training diverged in epoch \(epoch): \(detail)"
         case .unknownStage(let s):

@@ -30,7 +30,7 @@ public enum StoreError: Error, CustomStringConvertible {
     public var description: String {
         switch self {
         case .cannotOpen(let path, let reason):
-            return "cannot open database \(path): \(reason). Check that the directory exists and is writable."
+            return "cannot open database \(path): \(reason)"
         case .oneStatement(let count):
             return count == 0 ? "no SQL statement given" : "give one SQL statement at a time (found \(count) separated by ';')"
         case .noDatabase(let path):
@@ -83,47 +83,90 @@ public final class RunDatabase: @unchecked Sendable {
             if let maxPages { try db.execute(sql: "PRAGMA max_page_count = \(maxPages)") }
         }
         do {
+            var isDirectory: ObjCBool = false
+            if FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory), isDirectory.boolValue {
+                throw StoreError.cannotOpen(path: path, reason: "it is a directory; give the path of a .sqlite file")
+            }
             if !readOnly {
                 let dir = (path as NSString).deletingLastPathComponent
                 if !dir.isEmpty { try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true) }
                 try Self.requireWritable(path: path)
-            } else if !FileManager.default.fileExists(atPath: path) {
-                throw StoreError.noDatabase(path: path)
+            } else {
+                var st = stat()
+                if stat(path, &st) != 0 {
+                    if errno == ENOENT { throw StoreError.noDatabase(path: path) }
+                    throw StoreError.cannotOpen(path: path, reason: "\(String(cString: strerror(errno))) (check the permissions of the file and of its directories)")
+                }
             }
             pool = try DatabasePool(path: readOnly ? Self.readOnlyOpenPath(path) : path, configuration: config)
         } catch let e as StoreError {
             throw e
+        } catch let e as DatabaseError where e.resultCode == .SQLITE_NOTADB {
+            throw StoreError.cannotOpen(path: path, reason: "the file is not a SQLite database; give the path of a kneuron run database (or a new path)")
         } catch {
-            throw StoreError.cannotOpen(path: path, reason: "\(error)")
+            throw StoreError.cannotOpen(path: path, reason: "\(error); check that the directory exists and is writable")
         }
-        if !readOnly { try migrate() }
+        if !readOnly { try migrate() } else { try requireRunSchema() }
     }
 
-    /// The name SQLite opens for a read-only command. A WAL database whose directory cannot
-    /// be written and that has no `-shm` file (no process has it open) cannot be opened
-    /// read-only the normal way, because SQLite must create the `-shm` file; it is then opened
-    /// as an immutable URI (`file:...?immutable=1`), which reads it without any locking file.
-    static func readOnlyOpenPath(_ path: String) -> String {
+    /// The name SQLite opens for a read-only command (`status`, `query`).
+    ///
+    /// A WAL database with no `-shm` file (no process has it open) needs SQLite to create the
+    /// `-shm` (and `-wal`) file next to it even to read. That is impossible when the directory is
+    /// read-only, and when another user reads it the files it leaves belong to that user, which
+    /// locks the owner out. So unless this user owns the database and can write its directory,
+    /// it is opened as an immutable URI (`file:...?immutable=1`), which reads the main file
+    /// without creating anything.
+    /// - Throws: `StoreError.cannotOpen` when a non-empty `-wal` holds changes not yet copied
+    ///   into the main file (the last writer was killed): an immutable read would silently miss
+    ///   them.
+    static func readOnlyOpenPath(_ path: String) throws -> String {
+        let fm = FileManager.default
+        if fm.fileExists(atPath: path + "-shm") { return path }
         let dir = (path as NSString).deletingLastPathComponent
-        guard access(dir.isEmpty ? "." : dir, W_OK) != 0, !FileManager.default.fileExists(atPath: path + "-shm") else { return path }
+        let directoryWritable = access(dir.isEmpty ? "." : dir, W_OK) == 0
+        var st = stat()
+        let owned = stat(path, &st) == 0 && st.st_uid == geteuid()
+        if directoryWritable && owned { return path }
+        let walBytes = ((try? fm.attributesOfItem(atPath: path + "-wal"))?[.size] as? NSNumber)?.intValue ?? 0
+        if walBytes > 0 {
+            throw StoreError.cannotOpen(path: path, reason: "its \(path)-wal holds \(walBytes) bytes of changes not yet written into the database "
+                + "(the last run was stopped), and reading them needs SQLite's -shm file, which this user "
+                + (directoryWritable ? "should not create (it would belong to this user, not to the database's owner)" : "cannot create (the directory is not writable)")
+                + ". Run `kneuron status --db \(path)` once as the database's owner, or copy the .sqlite and its -wal file to a directory of yours")
+        }
         var allowed = CharacterSet.urlPathAllowed
         allowed.remove(charactersIn: "?#%")
-        let absolute = path.hasPrefix("/") ? path : FileManager.default.currentDirectoryPath + "/" + path
+        let absolute = path.hasPrefix("/") ? path : fm.currentDirectoryPath + "/" + path
         return "file:" + (absolute.addingPercentEncoding(withAllowedCharacters: allowed) ?? absolute) + "?immutable=1"
     }
 
     /// Checks that the database at `path` (when it exists) and its directory can be written:
     /// SQLite needs both (the `-wal` and `-shm` files live next to the database).
-    /// - Throws: `StoreError.readOnly` naming what is not writable.
+    /// - Throws: `StoreError.readOnly` naming what is not writable; `StoreError.cannotOpen` when
+    ///   the database does not exist and its directory is not writable.
     public static func requireWritable(path: String) throws {
         let dir = (path as NSString).deletingLastPathComponent
         let directory = dir.isEmpty ? "." : dir
-        for (file, what) in [(path, "the file"), (directory, "its directory \(directory)")] {
-            guard FileManager.default.fileExists(atPath: file) else { continue }
+        let exists = FileManager.default.fileExists(atPath: path)
+        if !exists, FileManager.default.fileExists(atPath: directory), access(directory, W_OK) != 0 {
+            throw StoreError.cannotOpen(path: path, reason: "cannot create it: directory \(directory) is not writable (\(String(cString: strerror(errno))))")
+        }
+        for (file, what) in [(path, "the file"), (directory, "its directory \(directory)"),
+                             (path + "-wal", "its \(path)-wal file"), (path + "-shm", "its \(path)-shm file")] {
+            guard exists, FileManager.default.fileExists(atPath: file) else { continue }
             if access(file, W_OK) != 0 {
                 throw StoreError.readOnly(path: path, reason: "\(what) is not writable: \(String(cString: strerror(errno)))")
             }
         }
+    }
+
+    /// A read-only command refuses a SQLite file that is not a run database.
+    private func requireRunSchema() throws {
+        let ok = try wrap("reading the schema of \(path)") {
+            try pool.read { try $0.tableExists("stages") }
+        }
+        if !ok { throw StoreError.cannotOpen(path: path, reason: "it is not a kneuron run database (no `stages` table)") }
     }
 
     /// The schema migrations compiled into the binary from `migrations/NNNN_name.sql` (build
@@ -143,6 +186,12 @@ public final class RunDatabase: @unchecked Sendable {
         // Migrate only when a migration is pending, so an up-to-date database is not written.
         try wrap("migrating \(path)") {
             if try pool.read({ try migrator.hasCompletedMigrations($0) }) { return }
+            // A SQLite file with tables of its own and no kneuron schema is someone else's.
+            let foreign = try pool.read { db in
+                try !db.tableExists("grdb_migrations")
+                    && Int.fetchOne(db, sql: "SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'")! > 0
+            }
+            if foreign { throw StoreError.cannotOpen(path: path, reason: "it is a SQLite database with other tables, not a kneuron run database; give a new path") }
             try migrator.migrate(pool)
         }
     }

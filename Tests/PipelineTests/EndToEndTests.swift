@@ -402,6 +402,24 @@ final class EndToEndTests: XCTestCase {
         XCTAssertEqual(try checksum(), sumBefore)
         XCTAssertEqual(try runCLI(["status", "--db", db], prefix: prefix).status, 0)
         XCTAssertEqual(try runCLI(["query", "--db", db, "SELECT COUNT(*) FROM neuron_scores"], prefix: prefix).status, 0)
+        XCTAssertEqual(try FileManager.default.contentsOfDirectory(atPath: box.path).filter { $0.hasSuffix("-shm") || $0.hasSuffix("-wal") }, [],
+                       "readers leave no -wal/-shm files behind")
+
+        // A database whose -wal still holds committed changes (its writer was killed) cannot be
+        // read without creating -shm: refused with the reason, never read without those changes.
+        let box2 = URL(fileURLWithPath: "/tmp").appendingPathComponent("kneuron-ro-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: box2, withIntermediateDirectories: true)
+        defer { chmod(box2.path, 0o755); try? FileManager.default.removeItem(at: box2) }
+        let live = dir.appendingPathComponent("live.sqlite").path
+        let writer = try RunDatabase(path: live)
+        try writer.commitLedger(StageRecord(stage: "ingest", contentKey: "ingest@1:x", rowsWritten: 0, seconds: 0))
+        for suffix in ["", "-wal"] { try FileManager.default.copyItem(atPath: live + suffix, toPath: box2.appendingPathComponent("live.sqlite" + suffix).path) }
+        withExtendedLifetime(writer) {}
+        chmod(box2.path, 0o555)
+        let copied = box2.appendingPathComponent("live.sqlite").path
+        let refused = try runCLI(["status", "--db", copied], prefix: prefix)
+        XCTAssertEqual(refused.status, 1)
+        XCTAssertTrue(refused.stderr.contains("-wal holds") && refused.stderr.contains("bytes of changes not yet written into the database"), refused.stderr)
     }
 
     /// Crash harness: `kneuron run` is killed with SIGKILL at random moments (>= 20 kills that

@@ -66,6 +66,10 @@ final class PipelineSpecTests: XCTestCase {
                         "at attribution.methods: activation is listed twice; list each entry once")
         assertSpecError(minimal + "\nselection:\n  retention_fractions: [0.5, 0.5]\n",
                         "at selection.retention_fractions: 0.5 is listed twice; list each entry once")
+        assertSpecError(minimal + "\nselection:\n  retention_fractions: []\n",
+                        "at selection.retention_fractions: give at least one fraction in (0, 1), e.g. [0.5, 0.25, 0.1, 0.01]")
+        assertSpecError(minimal + "\nselection:\n  retention_fractions: [0.5, 1.0]\n",
+                        "at selection.retention_fractions: expected fractions in (0, 1), got 1.0 (the full model, fraction 1, is always evaluated)")
         assertSpecError(minimal + "\nselection:\n  random_seeds: [1, 1, 2, 3]\n",
                         "at selection.random_seeds: 1 is listed twice; list each entry once")
         assertSpecError("name: t\ninputs:\n  fasta: [a.fasta, a.fasta]\n  labels: [a.tsv]\n",

@@ -253,6 +253,30 @@ final class RunDatabaseTests: XCTestCase {
         XCTAssertEqual(try db.sequences().count, 2)
     }
 
+    /// What is not a run database is refused with the reason, before anything is written.
+    func testNotARunDatabaseIsRefused() throws {
+        let foreign = dir.appendingPathComponent("other.sqlite").path
+        try DatabaseQueue(path: foreign).write { try $0.execute(sql: "CREATE TABLE foo (x); INSERT INTO foo VALUES (1)") }
+        XCTAssertThrowsError(try RunDatabase(path: foreign)) { e in
+            XCTAssertEqual("\(e)", "cannot open database \(foreign): it is a SQLite database with other tables, not a kneuron run database; give a new path")
+        }
+        XCTAssertEqual(try DatabaseQueue(path: foreign).read { try String.fetchAll($0, sql: "SELECT name FROM sqlite_master WHERE type = 'table'") }, ["foo"],
+                       "nothing was added to it")
+        XCTAssertThrowsError(try RunDatabase(path: foreign, readOnly: true)) { e in
+            XCTAssertEqual("\(e)", "cannot open database \(foreign): it is not a kneuron run database (no `stages` table)")
+        }
+        let text = dir.appendingPathComponent("labels.tsv").path
+        try "Entry\tEC number\nP1\t1.1.1.1\n".write(toFile: text, atomically: true, encoding: .utf8)
+        for readOnly in [false, true] {
+            XCTAssertThrowsError(try RunDatabase(path: text, readOnly: readOnly)) { e in
+                XCTAssertEqual("\(e)", "cannot open database \(text): the file is not a SQLite database; give the path of a kneuron run database (or a new path)")
+            }
+            XCTAssertThrowsError(try RunDatabase(path: dir.path, readOnly: readOnly)) { e in
+                XCTAssertEqual("\(e)", "cannot open database \(dir.path): it is a directory; give the path of a .sqlite file")
+            }
+        }
+    }
+
     func testReadOnlyOpenOfMissingFileFails() {
         XCTAssertThrowsError(try RunDatabase(path: dir.appendingPathComponent("nope.sqlite").path, readOnly: true)) { e in
             XCTAssertTrue("\(e)".hasPrefix("no run database at "), "\(e)")
