@@ -37,21 +37,22 @@ public struct FastaRecord: Sendable, Equatable {
 /// characters `-`/`.`, and text before the first header. Every header line yields exactly one
 /// record or one rejection. Duplicate IDs are kept here; `DatasetAssembler` decides about them.
 public enum FastaReader {
-    /// Reads the FASTA file at `path` as bytes.
+    /// Reads the FASTA file at `path` as bytes; a file starting with the gzip magic `1f 8b`
+    /// (whatever its name) is decompressed first.
     ///
-    /// - Throws: `ProteinDataError.fileUnreadable`, `.gzipNotSupported` (file starts with `1f 8b`).
+    /// - Throws: `ProteinDataError.fileUnreadable`, `.gzipCorrupt` (corrupt or truncated gzip).
     public static func read(path: String) throws -> (records: [FastaRecord], rejected: [RejectedRecord]) {
         let bytes = try TextFile.readBytes(path: path)
         return parse(bytes: bytes, file: path)
     }
 
-    /// Parses FASTA content held in memory; `file` is used in rejections. Never traps on any
-    /// byte sequence.
+    /// Parses FASTA content held in memory (gzip-compressed when it starts with `1f 8b`);
+    /// `file` is used in rejections. Never traps on any byte sequence.
     ///
-    /// - Throws: `ProteinDataError.gzipNotSupported` when the bytes start with `1f 8b`.
+    /// - Throws: `ProteinDataError.gzipCorrupt` when the bytes start with `1f 8b` but are not
+    ///   a complete gzip stream.
     public static func parse(data: Data, file: String) throws -> (records: [FastaRecord], rejected: [RejectedRecord]) {
-        let bytes = [UInt8](data)
-        try TextFile.checkNotGzip(bytes, path: file)
+        let bytes = try TextFile.decompressedIfGzip([UInt8](data), path: file)
         return parse(bytes: bytes, file: file)
     }
 

@@ -55,10 +55,11 @@ public enum LabelFileReader {
     /// Accepted sequence column names.
     public static let sequenceColumnNames = ["sequence", "seq", "protein sequence"]
 
-    /// Reads the label file at `path`; `idColumn` / `ecColumn` name the ID and EC columns
+    /// Reads the label file at `path` (decompressed first when it starts with the gzip magic
+    /// `1f 8b`, whatever its name); `idColumn` / `ecColumn` name the ID and EC columns
     /// instead of detecting them.
     ///
-    /// - Throws: `ProteinDataError.fileUnreadable`, `.gzipNotSupported`, `.unrecognisedHeader`
+    /// - Throws: `ProteinDataError.fileUnreadable`, `.gzipCorrupt`, `.unrecognisedHeader`
     ///   (no header line, no ID / EC column, or a named column the header lacks; the message
     ///   names the file, lists the columns seen and says what to pass).
     public static func read(path: String, idColumn: String? = nil, ecColumn: String? = nil) throws
@@ -67,13 +68,13 @@ public enum LabelFileReader {
         return try parse(bytes: bytes, file: path, idColumn: idColumn, ecColumn: ecColumn)
     }
 
-    /// Parses a label table held in memory; `file` is used in errors and rejections.
+    /// Parses a label table held in memory (gzip-compressed when it starts with `1f 8b`);
+    /// `file` is used in errors and rejections.
     ///
-    /// - Throws: `.gzipNotSupported`, `.unrecognisedHeader`.
+    /// - Throws: `.gzipCorrupt`, `.unrecognisedHeader`.
     public static func parse(data: Data, file: String, idColumn: String? = nil, ecColumn: String? = nil) throws
         -> (records: [LabelRecord], rejected: [RejectedRecord]) {
-        let bytes = [UInt8](data)
-        try TextFile.checkNotGzip(bytes, path: file)
+        let bytes = try TextFile.decompressedIfGzip([UInt8](data), path: file)
         return try parse(bytes: bytes, file: file, idColumn: idColumn, ecColumn: ecColumn)
     }
 

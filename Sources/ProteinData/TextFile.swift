@@ -11,31 +11,26 @@ enum TextFile {
         var bytes: ArraySlice<UInt8>
     }
 
-    /// Reads `path` as bytes; throws `fileUnreadable` or `gzipNotSupported`.
+    /// Reads the whole file at `path` as bytes, decompressed when it is gzip (see `ByteStream`).
+    ///
+    /// - Throws: `fileUnreadable` (missing, a directory, a read error), `gzipCorrupt`.
     static func readBytes(path: String) throws -> [UInt8] {
-        var isDirectory: ObjCBool = false
-        guard FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory) else {
-            throw ProteinDataError.fileUnreadable(path: path, reason: "no such file")
-        }
-        if isDirectory.boolValue {
-            throw ProteinDataError.fileUnreadable(path: path, reason: "it is a directory, not a file")
-        }
-        let data: Data
-        do {
-            data = try Data(contentsOf: URL(fileURLWithPath: path))
-        } catch {
-            throw ProteinDataError.fileUnreadable(path: path, reason: error.localizedDescription)
-        }
-        let bytes = [UInt8](data)
-        try checkNotGzip(bytes, path: path)
+        let stream = try ByteStream(path: path)
+        var bytes: [UInt8] = []
+        while let chunk = try stream.next() { bytes += chunk }
         return bytes
     }
 
-    /// Throws `gzipNotSupported` when `bytes` start with the gzip magic `1f 8b`.
-    static func checkNotGzip(_ bytes: [UInt8], path: String) throws {
-        if bytes.count >= 2 && bytes[0] == 0x1f && bytes[1] == 0x8b {
-            throw ProteinDataError.gzipNotSupported(path: path)
-        }
+    /// `bytes` decompressed when they start with the gzip magic `1f 8b`, else unchanged;
+    /// `path` names the data in errors.
+    ///
+    /// - Throws: `gzipCorrupt`.
+    static func decompressedIfGzip(_ bytes: [UInt8], path: String) throws -> [UInt8] {
+        guard bytes.count >= 2 && bytes[0] == 0x1f && bytes[1] == 0x8b else { return bytes }
+        let stream = ByteStream(bytes: bytes, name: path)
+        var out: [UInt8] = []
+        while let chunk = try stream.next() { out += chunk }
+        return out
     }
 
     /// Splits bytes into lines (LF, CRLF, CR), skipping a leading UTF-8 BOM.

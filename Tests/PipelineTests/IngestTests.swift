@@ -99,6 +99,28 @@ final class IngestTests: XCTestCase {
         XCTAssertTrue(try RunDatabase(path: db, readOnly: true).stage("ingest")!.parameters.contains("inputs.enzyme_dat\tsha256 "))
     }
 
+    /// gzip input through the stage: a compressed copy (named without `.gz`) gives the same
+    /// counts as the plain file; a truncated copy stops ingest with the file and offset.
+    func testGzipInputThroughTheStage() throws {
+        let tsv = try quirk("real-quirks.tsv")
+        let gz = dir.appendingPathComponent("quirks.tsv").path
+        let cut = dir.appendingPathComponent("cut.tsv").path
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: "/bin/sh")
+        p.arguments = ["-c", "gzip -c -n < '\(tsv)' > '\(gz)' && head -c 100 '\(gz)' > '\(cut)'"]
+        try p.run()
+        p.waitUntilExit()
+        guard p.terminationStatus == 0 else { throw XCTSkip("the gzip command is not available") }
+        let (ctx, _) = try ingest(IngestRequest(fasta: [], labels: [gz], databasePath: dir.appendingPathComponent("gz.sqlite").path))
+        let f = try XCTUnwrap(ctx.ingestSummary?.files.first)
+        XCTAssertEqual(f.read, 14)
+        XCTAssertEqual(f.accepted, 12)
+        XCTAssertEqual(f.rejectedByReason, ["ECs span several classes at level 1": 2])
+        XCTAssertThrowsError(try ingest(IngestRequest(fasta: [], labels: [cut], databasePath: dir.appendingPathComponent("cut.sqlite").path))) { error in
+            XCTAssertTrue("\(error)".contains("'\(cut)' starts like gzip (bytes 1f 8b) but cannot be decompressed: the file ends inside a gzip member (truncated download or copy?), at compressed byte offset 100"), "\(error)")
+        }
+    }
+
     func testSpecColumnsAndEnzymeDatRewriteAndReject() throws {
         let fixture = EndToEndTests.packageRoot.appendingPathComponent("data/fixtures/enzyme-tiny.dat").path
         let labels = try write("l.csv", """
