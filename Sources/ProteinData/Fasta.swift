@@ -41,9 +41,17 @@ public enum FastaReader {
     /// (whatever its name) is decompressed first.
     ///
     /// - Throws: `ProteinDataError.fileUnreadable`, `.gzipCorrupt` (corrupt or truncated gzip).
+    ///
+    /// The file is streamed in 1 MiB chunks (lines that straddle chunks, such as a 100k-residue
+    /// sequence on one line, are joined), so memory is bounded by the records returned plus the
+    /// longest record, not by the file size.
     public static func read(path: String) throws -> (records: [FastaRecord], rejected: [RejectedRecord]) {
-        let bytes = try TextFile.readBytes(path: path)
-        return parse(bytes: bytes, file: path)
+        try read(path: path, chunkSize: ByteStream.defaultChunkSize)
+    }
+
+    /// `read(path:)` with another chunk size in bytes (tests use tiny chunks).
+    static func read(path: String, chunkSize: Int) throws -> (records: [FastaRecord], rejected: [RejectedRecord]) {
+        try parse(stream: try ByteStream(path: path, chunkSize: chunkSize), file: path)
     }
 
     /// Parses FASTA content held in memory (gzip-compressed when it starts with `1f 8b`);
@@ -52,11 +60,13 @@ public enum FastaReader {
     /// - Throws: `ProteinDataError.gzipCorrupt` when the bytes start with `1f 8b` but are not
     ///   a complete gzip stream.
     public static func parse(data: Data, file: String) throws -> (records: [FastaRecord], rejected: [RejectedRecord]) {
-        let bytes = try TextFile.decompressedIfGzip([UInt8](data), path: file)
-        return parse(bytes: bytes, file: file)
+        try parse(stream: ByteStream(bytes: [UInt8](data), name: file), file: file)
     }
 
-    static func parse(bytes: [UInt8], file: String) -> (records: [FastaRecord], rejected: [RejectedRecord]) {
+    /// Parses the lines of `stream`; `file` is used in rejections.
+    ///
+    /// - Throws: what `ByteStream.next()` throws (`fileUnreadable`, `gzipCorrupt`).
+    static func parse(stream: ByteStream, file: String) throws -> (records: [FastaRecord], rejected: [RejectedRecord]) {
         var records: [FastaRecord] = []
         var rejected: [RejectedRecord] = []
 
@@ -83,7 +93,8 @@ public enum FastaReader {
             }
         }
 
-        for line in TextFile.lines(bytes) {
+        var lines = TextFile.LineReader(stream)
+        while let line = try lines.next() {
             let t = TextFile.trimmed(line.bytes)
             if t.isEmpty { continue }
             if t.first == UInt8(ascii: ">") {
