@@ -45,10 +45,14 @@ public struct IngestSummary: Sendable, Equatable {
     public var rejected: Int
     /// Classes at the run's label level.
     public var classes: Int
+    /// Sequences kept in the database but excluded from training (ECs span several classes);
+    /// each is also counted among the rejected records of its file.
+    public var excluded: Int
 
     /// Fills `files` with the accepted and rejected counts; `sequences` are the accepted
-    /// sequences' source files, `rejected` the rejections' (file, reason).
-    public init(files: [File], sequences: [String], rejected: [(file: String, reason: String)], classes: Int) {
+    /// sequences' source files, `rejected` the rejections' (file, reason), `excluded` the number
+    /// of sequences kept but excluded from training.
+    public init(files: [File], sequences: [String], rejected: [(file: String, reason: String)], classes: Int, excluded: Int = 0) {
         var byPath = Dictionary(uniqueKeysWithValues: files.enumerated().map { ($1.path, $0) })
         var out = files
         for s in sequences { if let i = byPath[s] { out[i].accepted += 1 } }
@@ -63,6 +67,7 @@ public struct IngestSummary: Sendable, Equatable {
         self.accepted = sequences.count
         self.rejected = rejected.count
         self.classes = classes
+        self.excluded = excluded
     }
 
     /// The summary of the ingest recorded in `db` (reads are unknown: the ledger does not keep
@@ -72,14 +77,17 @@ public struct IngestSummary: Sendable, Equatable {
         let files = try db.inputFiles().map { File(path: $0.path, role: $0.role, read: nil) }
         let rejected = try db.rejectedRecords().filter { !$0.reason.hasPrefix("tokenize:") }
         return IngestSummary(files: files, sequences: try db.sequences().map(\.sourceFile),
-                             rejected: rejected.map { ($0.file, $0.reason) }, classes: try db.classes().count)
+                             rejected: rejected.map { ($0.file, $0.reason) }, classes: try db.classes().count,
+                             excluded: try db.excludedSequences().count)
     }
 
     /// The reason without record-specific details, for counting: text before the first `:`,
     /// `(` or `;` (after a `sequence column: ` or `tokenize: ` prefix, which is kept), and before
     /// a quoted value or position when two or more words precede it
-    /// ("unknown residue 'J' at position 3" -> "unknown residue").
+    /// ("unknown residue 'J' at position 3" -> "unknown residue"); "label for a sequence rejected
+    /// in FILE line N: ..." counts as "label for a rejected sequence".
     public static func reasonKind(_ reason: String) -> String {
+        if reason.hasPrefix("label for a sequence rejected in ") { return "label for a rejected sequence" }
         for prefix in ["sequence column: ", "tokenize: "] where reason.hasPrefix(prefix) {
             return prefix + Self.reasonKind(String(reason.dropFirst(prefix.count)))
         }
@@ -109,6 +117,9 @@ public struct IngestSummary: Sendable, Equatable {
             }
         }
         out += "total: \(accepted) sequences accepted in \(classes) classes, \(rejected) records rejected (every one in rejected_records with file, line, ID and reason)\n"
+        if excluded > 0 {
+            out += "\(excluded) of the rejected sequences are kept in the database but excluded from training (sequences.excluded_reason: their ECs span several classes)\n"
+        }
         out += "joined = label rows that labelled another file's sequences, or duplicates kept once under another copy (noted)\n"
         return out
     }

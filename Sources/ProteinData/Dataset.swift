@@ -35,15 +35,54 @@ public struct LabeledSequence: Sendable, Equatable {
     }
 }
 
+/// A usable sequence that stays in the dataset but is excluded from training, with the reason.
+///
+/// Today the only reason is a label row whose ECs span several classes at the assembly level
+/// (`"ECs span several classes at level 1: 4.1.2.19; 1.2.1.22"`): the protein and all its EC
+/// numbers are kept (the run database stores it in `sequences` with `excluded_reason` and its
+/// ECs in `labels`), but it has no single class, so tokenize and split leave it out.
+public struct ExcludedSequence: Sendable, Equatable {
+    /// Sequence ID (FASTA ID / accession, or the label table's ID for table-only sequences).
+    public var id: String
+    /// Residues, uppercase (20 standard letters + X B Z U O).
+    public var sequence: String
+    /// Every EC number of the sequence's label row.
+    public var ecNumbers: [ECNumber]
+    /// File the sequence was read from (the FASTA file, or the label table for table-only sequences).
+    public var sourceFile: String
+    /// 1-based line of the FASTA header, or of the label-table row for table-only sequences.
+    public var line: Int
+    /// What readers and assembly changed or merged, one sentence each.
+    public var notes: [String]
+    /// Why it is excluded from training (the same sentence as its `RejectedRecord`).
+    public var reason: String
+
+    /// Creates an excluded sequence from its fields.
+    public init(id: String, sequence: String, ecNumbers: [ECNumber], sourceFile: String, line: Int,
+                notes: [String] = [], reason: String) {
+        self.id = id
+        self.sequence = sequence
+        self.ecNumbers = ecNumbers
+        self.sourceFile = sourceFile
+        self.line = line
+        self.notes = notes
+        self.reason = reason
+    }
+}
+
 /// Joins FASTA sequences with label rows by ID and applies the dataset rules.
 public enum DatasetAssembler {
     /// Joins sequences with labels by ID and applies the rules below; `level` 1...4 (1 = EC class).
     ///
     /// Rules (each rejection carries file, line, id and one of these reasons):
     /// - a sequence with no label row: "no EC label";
-    /// - a label row whose ID has no FASTA record and no table sequence: "label without sequence";
+    /// - a label row whose ID has no FASTA record and no table sequence: "label without sequence",
+    ///   or, when a FASTA reader rejected a record with that ID (`fastaRejected`), "label for a
+    ///   sequence rejected in FILE line N: REASON" naming the first such rejection;
     /// - an empty sequence: "empty sequence";
     /// - ECs that disagree at a known level `<= level`: "ECs span several classes at level N: a; b";
+    ///   the sequence is usable, so it is also returned in `excluded` (kept in the database,
+    ///   excluded from training) besides its rejection;
     /// - ECs none of which is known down to `level` (e.g. `1.-.-.-` at level 2): "ECs unknown at level N: ...";
     /// - the same ID in several FASTA records with different sequences: ALL copies rejected, each
     ///   naming another copy's file:line (the ID's label rows are rejected too);
@@ -52,14 +91,21 @@ public enum DatasetAssembler {
     ///   ID's sequences); with the same EC set: kept once, noted;
     /// - a combined-table sequence is used when no FASTA record has the ID; when both exist and
     ///   differ, both the FASTA record and the label row are rejected.
+    /// `fastaRejected` are the FASTA readers' rejections (only used to name the cause above).
     /// ECs less specific than `level` are ignored when another EC of the row is known at `level`
     /// and agrees with them (noted). The label is the truncation to `level` of the known ECs.
-    /// Accepted records come in FASTA order, then table-only records in label order.
+    /// Accepted and excluded records come in FASTA order, then table-only records in label order.
     /// An invalid `level` rejects every input record, naming the valid range.
+    ///
+    /// - Returns: `accepted`, the sequences for training; `excluded`, usable sequences excluded
+    ///   from training (each also in `rejected` with the same reason); `rejected`, every record
+    ///   that cannot be used for training, with file, line, id and reason.
     public static func assemble(fasta: [(file: String, records: [FastaRecord])],
                                 labels: [(file: String, records: [LabelRecord])],
-                                level: Int) -> (accepted: [LabeledSequence], rejected: [RejectedRecord]) {
+                                fastaRejected: [RejectedRecord] = [],
+                                level: Int) -> (accepted: [LabeledSequence], excluded: [ExcludedSequence], rejected: [RejectedRecord]) {
         var rejected: [RejectedRecord] = []
+        var excluded: [ExcludedSequence] = []
         guard (1...4).contains(level) else {
             let reason = "invalid EC level \(level): pass 1...4 (1 = EC class)"
             for (file, records) in fasta {
@@ -68,7 +114,7 @@ public enum DatasetAssembler {
             for (file, records) in labels {
                 for r in records { rejected.append(RejectedRecord(file: file, line: r.line, id: r.id, reason: reason)) }
             }
-            return ([], rejected)
+            return ([], [], rejected)
         }
 
         struct Seq { var file: String; var record: FastaRecord }
@@ -145,6 +191,9 @@ public enum DatasetAssembler {
             }
         }
 
+        var firstFastaRejection: [String: RejectedRecord] = [:]
+        for r in fastaRejected { if let id = r.id, firstFastaRejection[id] == nil { firstFastaRejection[id] = r } }
+
         var accepted: [LabeledSequence] = []
         func build(id: String, sequence: String, lab: Lab, file: String, line: Int, notes: [String]) {
             guard !sequence.isEmpty else {
@@ -153,7 +202,13 @@ public enum DatasetAssembler {
             }
             let result = label(for: lab.record.ecNumbers, level: level)
             guard let label = result.label else {
-                rejected.append(RejectedRecord(file: file, line: line, id: id, reason: result.reason ?? "no EC label"))
+                let reason = result.reason ?? "no EC label"
+                rejected.append(RejectedRecord(file: file, line: line, id: id, reason: reason))
+                if spansSeveralClasses(lab.record.ecNumbers, level: level) {
+                    excluded.append(ExcludedSequence(id: id, sequence: sequence, ecNumbers: lab.record.ecNumbers,
+                                                     sourceFile: file, line: line, notes: notes + lab.record.notes,
+                                                     reason: reason))
+                }
                 return
             }
             accepted.append(LabeledSequence(id: id, sequence: sequence, ecNumbers: lab.record.ecNumbers,
@@ -184,7 +239,11 @@ public enum DatasetAssembler {
                 continue
             }
             guard let t = lab.record.sequence else {
-                rejected.append(RejectedRecord(file: lab.file, line: lab.record.line, id: id, reason: "label without sequence"))
+                var reason = "label without sequence"
+                if let cause = firstFastaRejection[id] {
+                    reason = "label for a sequence rejected in \(cause.file)" + (cause.line.map { " line \($0)" } ?? "") + ": \(cause.reason)"
+                }
+                rejected.append(RejectedRecord(file: lab.file, line: lab.record.line, id: id, reason: reason))
                 continue
             }
             build(id: id, sequence: t, lab: lab, file: lab.file, line: lab.record.line, notes: [])
@@ -194,7 +253,21 @@ public enum DatasetAssembler {
             guard let lab = labByID[id], let why = deadSequence[id] else { continue }
             rejected.append(RejectedRecord(file: lab.file, line: lab.record.line, id: id, reason: why))
         }
-        return (accepted, rejected)
+        return (accepted, excluded, rejected)
+    }
+
+    /// True when two of `ecs` disagree at a level `<= level` that both know (`1.1.1.1` and
+    /// `2.7.1.1` at level 1; `3.4.-.-` and `3.5.1.1` at level 2, not at level 1).
+    public static func spansSeveralClasses(_ ecs: [ECNumber], level: Int) -> Bool {
+        let depth = min(max(level, 0), 4)
+        for i in 0..<ecs.count {
+            for j in (i + 1)..<max(i + 1, ecs.count) {
+                for k in 0..<depth {
+                    if let a = ecs[i].levels[k], let b = ecs[j].levels[k], a != b { return true }
+                }
+            }
+        }
+        return false
     }
 
     /// The label of a set of ECs at `level` (1...4): the common truncation of the ECs known at
@@ -205,14 +278,8 @@ public enum DatasetAssembler {
         guard !ecs.isEmpty else { return (nil, "no EC label", []) }
         guard (1...4).contains(level) else { return (nil, "invalid EC level \(level): pass 1...4", []) }
         let list = ecs.map(\.description).joined(separator: "; ")
-        for i in 0..<ecs.count {
-            for j in (i + 1)..<max(i + 1, ecs.count) {
-                for k in 0..<level {
-                    if let a = ecs[i].levels[k], let b = ecs[j].levels[k], a != b {
-                        return (nil, "ECs span several classes at level \(level): \(list)", [])
-                    }
-                }
-            }
+        if spansSeveralClasses(ecs, level: level) {
+            return (nil, "ECs span several classes at level \(level): \(list)", [])
         }
         let known = ecs.filter { $0.knownDepth >= level }
         guard let first = known.first else {

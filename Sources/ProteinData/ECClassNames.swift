@@ -26,7 +26,7 @@ public struct ECClassNames: Sendable {
 
     /// Parses the `enzclass.txt` at `enzclassPath`.
     ///
-    /// - Throws: `.fileUnreadable`, `.gzipNotSupported`, `.malformedFile` when no class line is found.
+    /// - Throws: `.fileUnreadable`, `.gzipCorrupt`, `.malformedFile` when no class line is found.
     public init(enzclassPath: String) throws {
         let bytes = try TextFile.readBytes(path: enzclassPath)
         var n: [ECNumber: String] = [:]

@@ -28,7 +28,7 @@ public struct EnzymeNomenclature: Sendable, Equatable {
 
     /// Reads the `enzyme.dat` at `path`.
     ///
-    /// - Throws: `ProteinDataError.fileUnreadable`, `.gzipNotSupported`, `.malformedFile` (an `ID`
+    /// - Throws: `ProteinDataError.fileUnreadable`, `.gzipCorrupt`, `.malformedFile` (an `ID`
     ///   that is not an EC number, a transferred entry whose targets cannot be read, a `DE` line
     ///   outside an entry, or no `ID` line at all), each naming the file and line.
     public init(enzymeDatPath path: String) throws {
@@ -39,8 +39,7 @@ public struct EnzymeNomenclature: Sendable, Equatable {
     ///
     /// - Throws: as `init(enzymeDatPath:)`.
     public static func parse(data: Data, file: String) throws -> EnzymeNomenclature {
-        let bytes = [UInt8](data)
-        try TextFile.checkNotGzip(bytes, path: file)
+        let bytes = try TextFile.decompressedIfGzip([UInt8](data), path: file)
         return try parse(bytes: bytes, file: file)
     }
 

@@ -37,25 +37,36 @@ public struct FastaRecord: Sendable, Equatable {
 /// characters `-`/`.`, and text before the first header. Every header line yields exactly one
 /// record or one rejection. Duplicate IDs are kept here; `DatasetAssembler` decides about them.
 public enum FastaReader {
-    /// Reads the FASTA file at `path` as bytes.
+    /// Reads the FASTA file at `path` as bytes; a file starting with the gzip magic `1f 8b`
+    /// (whatever its name) is decompressed first.
     ///
-    /// - Throws: `ProteinDataError.fileUnreadable`, `.gzipNotSupported` (file starts with `1f 8b`).
+    /// - Throws: `ProteinDataError.fileUnreadable`, `.gzipCorrupt` (corrupt or truncated gzip).
+    ///
+    /// The file is streamed in 1 MiB chunks (lines that straddle chunks, such as a 100k-residue
+    /// sequence on one line, are joined), so memory is bounded by the records returned plus the
+    /// longest record, not by the file size.
     public static func read(path: String) throws -> (records: [FastaRecord], rejected: [RejectedRecord]) {
-        let bytes = try TextFile.readBytes(path: path)
-        return parse(bytes: bytes, file: path)
+        try read(path: path, chunkSize: ByteStream.defaultChunkSize)
     }
 
-    /// Parses FASTA content held in memory; `file` is used in rejections. Never traps on any
-    /// byte sequence.
+    /// `read(path:)` with another chunk size in bytes (tests use tiny chunks).
+    static func read(path: String, chunkSize: Int) throws -> (records: [FastaRecord], rejected: [RejectedRecord]) {
+        try parse(stream: try ByteStream(path: path, chunkSize: chunkSize), file: path)
+    }
+
+    /// Parses FASTA content held in memory (gzip-compressed when it starts with `1f 8b`);
+    /// `file` is used in rejections. Never traps on any byte sequence.
     ///
-    /// - Throws: `ProteinDataError.gzipNotSupported` when the bytes start with `1f 8b`.
+    /// - Throws: `ProteinDataError.gzipCorrupt` when the bytes start with `1f 8b` but are not
+    ///   a complete gzip stream.
     public static func parse(data: Data, file: String) throws -> (records: [FastaRecord], rejected: [RejectedRecord]) {
-        let bytes = [UInt8](data)
-        try TextFile.checkNotGzip(bytes, path: file)
-        return parse(bytes: bytes, file: file)
+        try parse(stream: ByteStream(bytes: [UInt8](data), name: file), file: file)
     }
 
-    static func parse(bytes: [UInt8], file: String) -> (records: [FastaRecord], rejected: [RejectedRecord]) {
+    /// Parses the lines of `stream`; `file` is used in rejections.
+    ///
+    /// - Throws: what `ByteStream.next()` throws (`fileUnreadable`, `gzipCorrupt`).
+    static func parse(stream: ByteStream, file: String) throws -> (records: [FastaRecord], rejected: [RejectedRecord]) {
         var records: [FastaRecord] = []
         var rejected: [RejectedRecord] = []
 
@@ -82,7 +93,8 @@ public enum FastaReader {
             }
         }
 
-        for line in TextFile.lines(bytes) {
+        var lines = TextFile.LineReader(stream)
+        while let line = try lines.next() {
             let t = TextFile.trimmed(line.bytes)
             if t.isEmpty { continue }
             if t.first == UInt8(ascii: ">") {

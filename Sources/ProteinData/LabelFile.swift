@@ -55,26 +55,34 @@ public enum LabelFileReader {
     /// Accepted sequence column names.
     public static let sequenceColumnNames = ["sequence", "seq", "protein sequence"]
 
-    /// Reads the label file at `path`; `idColumn` / `ecColumn` name the ID and EC columns
+    /// Reads the label file at `path` (decompressed first when it starts with the gzip magic
+    /// `1f 8b`, whatever its name); `idColumn` / `ecColumn` name the ID and EC columns
     /// instead of detecting them.
     ///
-    /// - Throws: `ProteinDataError.fileUnreadable`, `.gzipNotSupported`, `.unrecognisedHeader`
+    /// - Throws: `ProteinDataError.fileUnreadable`, `.gzipCorrupt`, `.unrecognisedHeader`
     ///   (no header line, no ID / EC column, or a named column the header lacks; the message
     ///   names the file, lists the columns seen and says what to pass).
+    ///
+    /// The file is streamed in 1 MiB chunks (a row longer than a chunk is joined across them), so
+    /// memory is bounded by the records returned plus the longest row, not by the file size.
     public static func read(path: String, idColumn: String? = nil, ecColumn: String? = nil) throws
         -> (records: [LabelRecord], rejected: [RejectedRecord]) {
-        let bytes = try TextFile.readBytes(path: path)
-        return try parse(bytes: bytes, file: path, idColumn: idColumn, ecColumn: ecColumn)
+        try read(path: path, idColumn: idColumn, ecColumn: ecColumn, chunkSize: ByteStream.defaultChunkSize)
     }
 
-    /// Parses a label table held in memory; `file` is used in errors and rejections.
+    /// `read(path:idColumn:ecColumn:)` with another chunk size in bytes (tests use tiny chunks).
+    static func read(path: String, idColumn: String?, ecColumn: String?, chunkSize: Int) throws
+        -> (records: [LabelRecord], rejected: [RejectedRecord]) {
+        try parse(stream: try ByteStream(path: path, chunkSize: chunkSize), file: path, idColumn: idColumn, ecColumn: ecColumn)
+    }
+
+    /// Parses a label table held in memory (gzip-compressed when it starts with `1f 8b`);
+    /// `file` is used in errors and rejections.
     ///
-    /// - Throws: `.gzipNotSupported`, `.unrecognisedHeader`.
+    /// - Throws: `.gzipCorrupt`, `.unrecognisedHeader`.
     public static func parse(data: Data, file: String, idColumn: String? = nil, ecColumn: String? = nil) throws
         -> (records: [LabelRecord], rejected: [RejectedRecord]) {
-        let bytes = [UInt8](data)
-        try TextFile.checkNotGzip(bytes, path: file)
-        return try parse(bytes: bytes, file: file, idColumn: idColumn, ecColumn: ecColumn)
+        try parse(stream: ByteStream(bytes: [UInt8](data), name: file), file: file, idColumn: idColumn, ecColumn: ecColumn)
     }
 
     /// A column name as it is matched: lowercase, `_` and `-` as spaces, runs of spaces as one
@@ -86,14 +94,22 @@ public enum LabelFileReader {
         return String(lowered).split(separator: " ").joined(separator: " ")
     }
 
-    static func parse(bytes: [UInt8], file: String, idColumn: String?, ecColumn: String?) throws
+    /// Parses the lines of `stream`: the first non-blank line is the header; `file` is used in
+    /// errors and rejections.
+    ///
+    /// - Throws: what `ByteStream.next()` throws, `.unrecognisedHeader`.
+    static func parse(stream: ByteStream, file: String, idColumn: String?, ecColumn: String?) throws
         -> (records: [LabelRecord], rejected: [RejectedRecord]) {
-        let lines = TextFile.lines(bytes)
-        guard let headerIndex = lines.firstIndex(where: { !TextFile.trimmed($0.bytes).isEmpty }) else {
+        var lines = TextFile.LineReader(stream)
+        var header: TextFile.Line? = nil
+        while let line = try lines.next() {
+            if !TextFile.trimmed(line.bytes).isEmpty { header = line; break }
+        }
+        guard let header else {
             throw ProteinDataError.unrecognisedHeader(path: file, header: "",
                 hint: "the file is empty; expected a header such as 'Entry<TAB>EC number' or 'id,ec_number,seq'")
         }
-        let headerBytes = lines[headerIndex].bytes
+        let headerBytes = header.bytes
         let delimiter: UInt8 = headerBytes.contains(0x09) ? 0x09 : UInt8(ascii: ",")
         guard let headerFields = splitFields(headerBytes, delimiter: delimiter) else {
             throw ProteinDataError.unrecognisedHeader(path: file, header: TextFile.string(headerBytes),
@@ -131,7 +147,7 @@ public enum LabelFileReader {
 
         var records: [LabelRecord] = []
         var rejected: [RejectedRecord] = []
-        for line in lines[(headerIndex + 1)...] {
+        while let line = try lines.next() {
             if TextFile.trimmed(line.bytes).isEmpty { continue }
             func reject(_ id: String?, _ reason: String) {
                 rejected.append(RejectedRecord(file: file, line: line.number, id: id, reason: reason))

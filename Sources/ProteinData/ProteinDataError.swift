@@ -8,8 +8,10 @@ import Foundation
 public enum ProteinDataError: Error, CustomStringConvertible, Equatable, Sendable {
     /// The file could not be opened or read at all.
     case fileUnreadable(path: String, reason: String)
-    /// The file starts with the gzip magic bytes `1f 8b`; compressed input is not supported yet.
-    case gzipNotSupported(path: String)
+    /// The file starts with the gzip magic bytes `1f 8b` but is not a complete gzip stream:
+    /// corrupt data, a truncated file, or trailing data that is not another gzip member.
+    /// `offset` is the 0-based byte offset in the compressed file where decompression stopped.
+    case gzipCorrupt(path: String, offset: Int, reason: String)
     /// `text` is not an EC number; `where` says where it came from (e.g. "file.tsv line 12").
     case invalidEC(text: String, where: String)
     /// A residue letter outside the ESM alphabet (20 standard + X B Z U O) at a 1-based position.
@@ -28,8 +30,8 @@ public enum ProteinDataError: Error, CustomStringConvertible, Equatable, Sendabl
         switch self {
         case .fileUnreadable(let path, let reason):
             return "cannot read '\(path)': \(reason); check the path and its permissions"
-        case .gzipNotSupported(let path):
-            return "'\(path)' is gzip-compressed; gzip input is not supported yet -- run `gunzip \(path)` and pass the uncompressed file"
+        case .gzipCorrupt(let path, let offset, let reason):
+            return "'\(path)' starts like gzip (bytes 1f 8b) but cannot be decompressed: \(reason), at compressed byte offset \(offset); check it with `gzip -t` and fetch the file again"
         case .invalidEC(let text, let place):
             return "invalid EC number '\(text)' (\(place)): expected up to 4 dot-separated levels like 1.1.1.1, 3.4.-.-, 3.4.21, 4.2.2.n1 or 3.2.1.B3, class 1-7"
         case .unknownResidue(let letter, let position):

@@ -3,7 +3,9 @@ import Foundation
 /// Byte-level line splitting shared by the readers.
 ///
 /// Files are read as bytes so invalid UTF-8 cannot crash anything; a UTF-8 BOM is skipped;
-/// lines end at LF, CRLF or a lone CR. Line numbers are 1-based.
+/// lines end at LF, CRLF or a lone CR. Line numbers are 1-based. The FASTA and label readers
+/// stream (`LineReader` over a chunked, gzip-aware `ByteStream`); the small reference files
+/// (`enzclass.txt`, `enzyme.dat`) are read whole with `readBytes` and `lines(_:)`.
 enum TextFile {
     /// One physical line: its 1-based number and its bytes without the line end.
     struct Line {
@@ -11,31 +13,119 @@ enum TextFile {
         var bytes: ArraySlice<UInt8>
     }
 
-    /// Reads `path` as bytes; throws `fileUnreadable` or `gzipNotSupported`.
+    /// Reads the whole file at `path` as bytes, decompressed when it is gzip (see `ByteStream`).
+    ///
+    /// - Throws: `fileUnreadable` (missing, a directory, a read error), `gzipCorrupt`.
     static func readBytes(path: String) throws -> [UInt8] {
-        var isDirectory: ObjCBool = false
-        guard FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory) else {
-            throw ProteinDataError.fileUnreadable(path: path, reason: "no such file")
-        }
-        if isDirectory.boolValue {
-            throw ProteinDataError.fileUnreadable(path: path, reason: "it is a directory, not a file")
-        }
-        let data: Data
-        do {
-            data = try Data(contentsOf: URL(fileURLWithPath: path))
-        } catch {
-            throw ProteinDataError.fileUnreadable(path: path, reason: error.localizedDescription)
-        }
-        let bytes = [UInt8](data)
-        try checkNotGzip(bytes, path: path)
+        let stream = try ByteStream(path: path)
+        var bytes: [UInt8] = []
+        while let chunk = try stream.next() { bytes += chunk }
         return bytes
     }
 
-    /// Throws `gzipNotSupported` when `bytes` start with the gzip magic `1f 8b`.
-    static func checkNotGzip(_ bytes: [UInt8], path: String) throws {
-        if bytes.count >= 2 && bytes[0] == 0x1f && bytes[1] == 0x8b {
-            throw ProteinDataError.gzipNotSupported(path: path)
+    /// `bytes` decompressed when they start with the gzip magic `1f 8b`, else unchanged;
+    /// `path` names the data in errors.
+    ///
+    /// - Throws: `gzipCorrupt`.
+    static func decompressedIfGzip(_ bytes: [UInt8], path: String) throws -> [UInt8] {
+        guard bytes.count >= 2 && bytes[0] == 0x1f && bytes[1] == 0x8b else { return bytes }
+        let stream = ByteStream(bytes: bytes, name: path)
+        var out: [UInt8] = []
+        while let chunk = try stream.next() { out += chunk }
+        return out
+    }
+
+    /// Reads the lines of a `ByteStream` one at a time, exactly as `lines(_:)` splits the whole
+    /// data (LF, CRLF, CR; a leading UTF-8 BOM skipped; 1-based numbers), but holding only the
+    /// current chunk and the current line: a line that straddles chunk boundaries (a 100k-residue
+    /// sequence on one line) is assembled across them, so memory is bounded by the longest line
+    /// plus one chunk, not by the file size.
+    struct LineReader {
+        private let stream: ByteStream
+        private var chunk: [UInt8] = []
+        private var position = 0
+        /// Bytes of the current line from earlier chunks.
+        private var partial: [UInt8] = []
+        /// The previous chunk ended in CR: a LF at the start of the next one belongs to it.
+        private var skipLF = false
+        private var number = 0
+        private var atEnd = false
+
+        /// Lines of `stream`, from its current position.
+        init(_ stream: ByteStream) { self.stream = stream }
+
+        /// The next line, nil at the end.
+        ///
+        /// - Throws: what `ByteStream.next()` throws (`fileUnreadable`, `gzipCorrupt`).
+        mutating func next() throws -> Line? {
+            while true {
+                if position >= chunk.count {
+                    guard !atEnd, let c = try stream.next() else {
+                        atEnd = true
+                        chunk = []
+                        position = 0
+                        guard !partial.isEmpty else { return nil }
+                        var bytes = partial[...]
+                        partial = []
+                        if number == 0 { bytes = TextFile.droppingBOM(bytes) }
+                        // Like `lines(_:)`: a last line without a line end is returned when not empty.
+                        if bytes.isEmpty { return nil }
+                        number += 1
+                        return Line(number: number, bytes: bytes)
+                    }
+                    chunk = c
+                    position = 0
+                    if skipLF {
+                        skipLF = false
+                        if chunk[0] == 0x0A { position = 1; continue }
+                    }
+                }
+                let n = chunk.count
+                let start = position
+                let end: Int = chunk.withUnsafeBufferPointer { p in
+                    var i = start
+                    while i < n {
+                        let b = p[i]
+                        if b == 0x0A || b == 0x0D { break }
+                        i += 1
+                    }
+                    return i
+                }
+                if end == n {
+                    partial += chunk[start..<n]
+                    position = n
+                    continue
+                }
+                var bytes: ArraySlice<UInt8>
+                if partial.isEmpty {
+                    bytes = chunk[start..<end]
+                } else {
+                    partial += chunk[start..<end]
+                    bytes = partial[...]
+                    partial = []
+                }
+                position = end + 1
+                if chunk[end] == 0x0D {
+                    if position < n {
+                        if chunk[position] == 0x0A { position += 1 }
+                    } else {
+                        skipLF = true
+                    }
+                }
+                if number == 0 { bytes = TextFile.droppingBOM(bytes) }
+                number += 1
+                return Line(number: number, bytes: bytes)
+            }
         }
+    }
+
+    /// `bytes` without a leading UTF-8 BOM (`EF BB BF`).
+    static func droppingBOM(_ bytes: ArraySlice<UInt8>) -> ArraySlice<UInt8> {
+        let s = bytes.startIndex
+        if bytes.count >= 3 && bytes[s] == 0xEF && bytes[s + 1] == 0xBB && bytes[s + 2] == 0xBF {
+            return bytes.dropFirst(3)
+        }
+        return bytes
     }
 
     /// Splits bytes into lines (LF, CRLF, CR), skipping a leading UTF-8 BOM.

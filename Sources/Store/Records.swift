@@ -93,6 +93,30 @@ public struct SequenceRecord: Sendable, Equatable {
     }
 }
 
+/// A sequence kept in the database but excluded from training (`sequences.excluded_reason`
+/// not NULL, `ec_label` NULL), e.g. a protein whose ECs span several classes at the label level.
+public struct ExcludedSequenceRecord: Sendable, Equatable {
+    /// Sequence ID (accession, e.g. `P12345`).
+    public var id: String
+    /// Residues, uppercase.
+    public var sequence: String
+    /// Every EC number given for the sequence, canonical strings (stored in `labels`).
+    public var ecNumbers: [String]
+    /// File the sequence was read from (the FASTA file, or the label table for table-only sequences).
+    public var sourceFile: String
+    /// 1-based line of the FASTA header, or of the label-table row for table-only sequences.
+    public var sourceLine: Int
+    /// Notes such as "lowercase residues uppercased", joined with "; ".
+    public var notes: String
+    /// Why it is excluded from training, e.g. "ECs span several classes at level 1: 4.1.2.19; 1.2.1.22".
+    public var reason: String
+    /// Creates a record from its fields.
+    public init(id: String, sequence: String, ecNumbers: [String], sourceFile: String, sourceLine: Int, notes: String, reason: String) {
+        self.id = id; self.sequence = sequence; self.ecNumbers = ecNumbers
+        self.sourceFile = sourceFile; self.sourceLine = sourceLine; self.notes = notes; self.reason = reason
+    }
+}
+
 /// A record that could not be used, with its reason.
 public struct RejectedRow: Sendable, Equatable {
     /// Path of the file the record came from.

@@ -113,9 +113,11 @@ extension RunDatabase {
 
     // MARK: ingest
 
-    /// Writes ingest's output and ledger row in one transaction.
+    /// Writes ingest's output and ledger row in one transaction: `sequences` (for training) and
+    /// `excluded` (kept with `excluded_reason`, `ec_label` NULL) go to `sequences`, the EC numbers
+    /// of both to `labels`.
     public func commitIngest(files: [InputFileRecord], classes: [ClassRecord], sequences: [SequenceRecord],
-                             rejected: [RejectedRow], ledger: StageRecord) throws {
+                             excluded: [ExcludedSequenceRecord] = [], rejected: [RejectedRow], ledger: StageRecord) throws {
         try write("writing ingest results") { db in
             for f in files {
                 try db.execute(sql: "INSERT INTO input_files (path, role, size_bytes, sha256) VALUES (?, ?, ?, ?)",
@@ -129,6 +131,11 @@ extension RunDatabase {
             let lab = try db.makeStatement(sql: "INSERT OR IGNORE INTO labels (sequence_id, ec_number) VALUES (?, ?)")
             for s in sequences {
                 try seq.execute(arguments: [s.id, s.sequence, s.sequence.count, s.ecLabel, s.sourceFile, s.sourceLine, s.notes])
+                for ec in s.ecNumbers { try lab.execute(arguments: [s.id, ec]) }
+            }
+            let ex = try db.makeStatement(sql: "INSERT INTO sequences (id, sequence, length, ec_label, source_file, source_line, notes, excluded_reason) VALUES (?, ?, ?, NULL, ?, ?, ?, ?)")
+            for s in excluded {
+                try ex.execute(arguments: [s.id, s.sequence, s.sequence.count, s.sourceFile, s.sourceLine, s.notes, s.reason])
                 for ec in s.ecNumbers { try lab.execute(arguments: [s.id, ec]) }
             }
             let rej = try db.makeStatement(sql: "INSERT OR IGNORE INTO rejected_records (file, line, record_id, reason) VALUES (?, ?, ?, ?)")
@@ -155,17 +162,33 @@ extension RunDatabase {
         }
     }
 
-    /// Accepted sequences ordered by id, with their EC numbers.
+    /// Sequences for training (`excluded_reason IS NULL`) ordered by id, with their EC numbers.
+    /// Excluded sequences are read by `excludedSequences()`.
     public func sequences() throws -> [SequenceRecord] {
         try read("reading sequences") { db in
             var ecs: [String: [String]] = [:]
             for row in try Row.fetchAll(db, sql: "SELECT sequence_id, ec_number FROM labels ORDER BY sequence_id, ec_number") {
                 ecs[row[0], default: []].append(row[1])
             }
-            return try Row.fetchAll(db, sql: "SELECT id, sequence, ec_label, source_file, source_line, notes FROM sequences ORDER BY id").map {
+            return try Row.fetchAll(db, sql: "SELECT id, sequence, ec_label, source_file, source_line, notes FROM sequences WHERE excluded_reason IS NULL ORDER BY id").map {
                 let id: String = $0[0]
                 return SequenceRecord(id: id, sequence: $0[1], ecLabel: $0[2], ecNumbers: ecs[id] ?? [],
                                       sourceFile: $0[3], sourceLine: $0[4], notes: $0[5])
+            }
+        }
+    }
+
+    /// Sequences kept but excluded from training, ordered by id, with their EC numbers and reason.
+    public func excludedSequences() throws -> [ExcludedSequenceRecord] {
+        try read("reading excluded sequences") { db in
+            var ecs: [String: [String]] = [:]
+            for row in try Row.fetchAll(db, sql: "SELECT l.sequence_id, l.ec_number FROM labels l JOIN sequences s ON s.id = l.sequence_id WHERE s.excluded_reason IS NOT NULL ORDER BY l.sequence_id, l.ec_number") {
+                ecs[row[0], default: []].append(row[1])
+            }
+            return try Row.fetchAll(db, sql: "SELECT id, sequence, source_file, source_line, notes, excluded_reason FROM sequences WHERE excluded_reason IS NOT NULL ORDER BY id").map {
+                let id: String = $0[0]
+                return ExcludedSequenceRecord(id: id, sequence: $0[1], ecNumbers: ecs[id] ?? [], sourceFile: $0[2],
+                                              sourceLine: $0[3], notes: $0[4], reason: $0[5])
             }
         }
     }

@@ -56,6 +56,12 @@ final class IngestTests: XCTestCase {
         let database = try RunDatabase(path: db, readOnly: true)
         XCTAssertEqual(try database.sequences().count, 183)
         XCTAssertEqual(try database.rejectedRecords().map(\.recordID), ["Q92S13"])
+        // Q92S13 (ECs in classes 4 and 1) stays, excluded from training, with both ECs.
+        XCTAssertEqual(try database.excludedSequences().map(\.id), ["Q92S13"])
+        XCTAssertEqual(try database.excludedSequences().first?.ecNumbers, ["1.2.1.22", "4.1.2.19"])
+        XCTAssertEqual(try database.excludedSequences().first?.reason, "ECs span several classes at level 1: 4.1.2.19; 1.2.1.22")
+        XCTAssertEqual(summary.excluded, 1)
+        XCTAssertTrue(summary.text.contains("1 of the rejected sequences are kept in the database but excluded from training"), summary.text)
         XCTAssertEqual(try database.run()?.name, "q")
         XCTAssertTrue(try database.run()!.specYAML.contains("label_level: 1"))
         XCTAssertEqual(try IngestSummary.recorded(in: database).files.map(\.accepted), [183])
@@ -93,10 +99,63 @@ final class IngestTests: XCTestCase {
         XCTAssertEqual(f.read, 14)
         XCTAssertEqual(f.accepted, 11)
         XCTAssertEqual(f.rejectedByReason, ["ECs span several classes at level 2": 2, "ECs unknown at level 2": 1])
+        XCTAssertEqual(try RunDatabase(path: db, readOnly: true).excludedSequences().map(\.id), ["A0A2L0VXR0", "P18478"])
         // The excerpt's obsolete numbers do not occur in the real file: nothing is rewritten.
         let notes = try RunDatabase(path: db, readOnly: true).sequences().map(\.notes)
         XCTAssertFalse(notes.contains { $0.contains("enzyme.dat") })
         XCTAssertTrue(try RunDatabase(path: db, readOnly: true).stage("ingest")!.parameters.contains("inputs.enzyme_dat\tsha256 "))
+    }
+
+    /// gzip input through the stage: a compressed copy (named without `.gz`) gives the same
+    /// counts as the plain file; a truncated copy stops ingest with the file and offset.
+    func testGzipInputThroughTheStage() throws {
+        let tsv = try quirk("real-quirks.tsv")
+        let gz = dir.appendingPathComponent("quirks.tsv").path
+        let cut = dir.appendingPathComponent("cut.tsv").path
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: "/bin/sh")
+        p.arguments = ["-c", "gzip -c -n < '\(tsv)' > '\(gz)' && head -c 100 '\(gz)' > '\(cut)'"]
+        try p.run()
+        p.waitUntilExit()
+        guard p.terminationStatus == 0 else { throw XCTSkip("the gzip command is not available") }
+        let (ctx, _) = try ingest(IngestRequest(fasta: [], labels: [gz], databasePath: dir.appendingPathComponent("gz.sqlite").path))
+        let f = try XCTUnwrap(ctx.ingestSummary?.files.first)
+        XCTAssertEqual(f.read, 14)
+        XCTAssertEqual(f.accepted, 12)
+        XCTAssertEqual(f.rejectedByReason, ["ECs span several classes at level 1": 2])
+        XCTAssertThrowsError(try ingest(IngestRequest(fasta: [], labels: [cut], databasePath: dir.appendingPathComponent("cut.sqlite").path))) { error in
+            XCTAssertTrue("\(error)".contains("'\(cut)' starts like gzip (bytes 1f 8b) but cannot be decompressed: the file ends inside a gzip member (truncated download or copy?), at compressed byte offset 100"), "\(error)")
+        }
+    }
+
+    /// The 7,757 real set: its 172 cross-class proteins stay in `sequences` (excluded, with their
+    /// ECs in `labels`), are in `rejected_records` too, and neither tokenize nor split sees them.
+    func testCrossClassProteinsStayButAreNotTrainedOn() throws {
+        let base = Self.sharedData.appendingPathComponent("swissprot-ec")
+        let fasta = base.appendingPathComponent("swissprot-ec-7757.fasta").path
+        let labels = base.appendingPathComponent("swissprot-ec-7757.ec.tsv").path
+        guard FileManager.default.fileExists(atPath: fasta) else { throw XCTSkip("real data \(fasta) not found") }
+        let spec = try write("x.yaml", """
+            name: x
+            inputs: {fasta: [\(fasta)], labels: [\(labels)]}
+            model: {preset: tiny, max_length: 64}
+            """)
+        let db = dir.appendingPathComponent("x.sqlite").path
+        let ctx = try RunContext(spec: try PipelineSpec.load(path: spec), specPath: spec, db: try RunDatabase(path: db), quiet: true)
+        _ = try PipelineRunner(context: ctx).run([.ingest, .tokenize, .split])
+        XCTAssertEqual(ctx.ingestSummary?.excluded, 172)
+        XCTAssertEqual(ctx.ingestSummary?.accepted, 7585)
+        let database = try RunDatabase(path: db, readOnly: true)
+        func count(_ sql: String) throws -> String? { try database.query(sql).rows[0][0] }
+        XCTAssertEqual(try count("SELECT COUNT(*) FROM sequences"), "7757")
+        XCTAssertEqual(try count("SELECT COUNT(*) FROM sequences WHERE excluded_reason LIKE 'ECs span several classes at level 1: %' AND ec_label IS NULL"), "172")
+        XCTAssertEqual(try count("SELECT COUNT(*) FROM labels l JOIN sequences s ON s.id = l.sequence_id WHERE s.excluded_reason IS NOT NULL"), "370")
+        XCTAssertEqual(try count("SELECT COUNT(*) FROM rejected_records r JOIN sequences s ON s.id = r.record_id AND s.excluded_reason = r.reason"), "172")
+        XCTAssertEqual(try count("SELECT COUNT(*) FROM tokens"), "7585")
+        XCTAssertEqual(try count("SELECT COUNT(*) FROM splits"), "7585")
+        XCTAssertEqual(try count("SELECT COUNT(*) FROM splits p JOIN sequences s ON s.id = p.sequence_id WHERE s.excluded_reason IS NOT NULL"), "0")
+        XCTAssertEqual(try database.excludedSequences().count, 172)
+        XCTAssertTrue(try database.excludedSequences().allSatisfy { Set($0.ecNumbers.map { $0.prefix(1) }).count > 1 })
     }
 
     func testSpecColumnsAndEnzymeDatRewriteAndReject() throws {
@@ -202,7 +261,10 @@ final class IngestTests: XCTestCase {
         let ok = try run(["ingest", "--fasta", fasta, "--labels", labels, "--db", db, "--quiet"])
         XCTAssertEqual(ok.status, 0, ok.err)
         XCTAssertTrue(ok.out.contains("total: 1 sequences accepted in 1 classes, 5 records rejected"), ok.out)
-        XCTAssertTrue(ok.out.contains("    1 label without sequence"), ok.out)
+        XCTAssertTrue(ok.out.contains("    1 label for a rejected sequence"), ok.out)
+        let cause = try RunDatabase(path: db, readOnly: true).rejectedRecords().first { $0.file == labels }
+        XCTAssertEqual(cause?.recordID, "P2")
+        XCTAssertEqual(cause?.reason, "label for a sequence rejected in \(fasta) line 3: unknown residue 'J' at position 3; allowed are the 20 standard amino acids and X B Z U O")
         XCTAssertTrue(ok.out.contains("    2 duplicate ID with a different sequence"), ok.out)
         XCTAssertTrue(ok.out.contains("    1 unknown residue"), ok.out)
         let again = try run(["ingest", "--fasta", fasta, "--labels", labels, "--db", db, "--quiet"])

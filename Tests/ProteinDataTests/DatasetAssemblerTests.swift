@@ -24,8 +24,12 @@ final class DatasetAssemblerTests: XCTestCase {
                        lab("tableonly", ["6.1.1.1"], 9, seq: "GGG"), lab("both", ["7.1.1.1"], 10, seq: "MKT"),
                        lab("conflict", ["2.1.1.1"], 11, seq: "MKA")]),
         ]
-        let (accepted, rejected) = DatasetAssembler.assemble(fasta: fasta, labels: labels, level: 2)
+        let (accepted, excluded, rejected) = DatasetAssembler.assemble(fasta: fasta, labels: labels, level: 2)
         XCTAssertEqual(accepted.map(\.id), ["ok", "dupsame", "both", "tableonly"])
+        // The cross-class protein stays (excluded from training), and is rejected with the same reason.
+        XCTAssertEqual(excluded, [ExcludedSequence(id: "cross", sequence: "MKT", ecNumbers: [ec("1.1.1.1"), ec("2.7.1.1")],
+                                                   sourceFile: "a.fa", line: 5, notes: [],
+                                                   reason: "ECs span several classes at level 2: 1.1.1.1; 2.7.1.1")])
         XCTAssertEqual(accepted.map(\.label.description), ["1.1.-.-", "3.4.-.-", "7.1.-.-", "6.1.-.-"])
         XCTAssertEqual(accepted.map(\.sourceFile), ["a.fa", "a.fa", "a.fa", "l.tsv"])
         XCTAssertEqual(accepted.map(\.line), [1, 9, 15, 9])
@@ -69,8 +73,9 @@ final class DatasetAssemblerTests: XCTestCase {
             ("x.tsv", [lab("A", ["1.1.1.1", "1.1.1.2"], 2), lab("B", ["2.1.1.1"], 3)]),
             ("y.tsv", [lab("A", ["1.1.1.2", "1.1.1.1"], 2), lab("B", ["3.1.1.1"], 3)]),
         ]
-        let (accepted, rejected) = DatasetAssembler.assemble(fasta: fasta, labels: labels, level: 1)
+        let (accepted, excluded, rejected) = DatasetAssembler.assemble(fasta: fasta, labels: labels, level: 1)
         XCTAssertEqual(accepted.map(\.id), ["A"])
+        XCTAssertEqual(excluded, [])
         XCTAssertEqual(accepted[0].notes, ["duplicate label row also at y.tsv:2 with the same ECs; kept once"])
         XCTAssertEqual(rejected.map(\.description), [
             "x.tsv:3 [B]: duplicate ID with different EC labels (also at y.tsv:3: '3.1.1.1')",
@@ -81,5 +86,28 @@ final class DatasetAssemblerTests: XCTestCase {
         XCTAssertEqual(bad.accepted, [])
         XCTAssertEqual(bad.rejected.count, 6)
         XCTAssertEqual(bad.rejected[0].reason, "invalid EC level 5: pass 1...4 (1 = EC class)")
+    }
+
+    /// A label row whose FASTA record the reader rejected names that rejection, not
+    /// "label without sequence"; only the first rejection of an ID is named.
+    func testLabelForARejectedFastaRecordNamesTheCause() throws {
+        let dir = try TempDir()
+        let path = try dir.write("j.fasta", ">P1\nMKV\n>P2 has J\nMKJV\n>P2\nMK-V\n")
+        let read = try FastaReader.read(path: path)
+        XCTAssertEqual(read.records.map(\.id), ["P1"])
+        let labels: [(file: String, records: [LabelRecord])] = [("l.tsv", [lab("P1", ["1.1.1.1"], 2), lab("P2", ["2.7.1.1"], 3), lab("P3", ["3.1.1.1"], 4)])]
+        let set = DatasetAssembler.assemble(fasta: [(path, read.records)], labels: labels, fastaRejected: read.rejected, level: 1)
+        XCTAssertEqual(set.accepted.map(\.id), ["P1"])
+        XCTAssertEqual(read.rejected.map(\.description), [
+            "\(path):3 [P2]: unknown residue 'J' at position 3; allowed are the 20 standard amino acids and X B Z U O",
+            "\(path):5 [P2]: gap character '-' at position 3: aligned sequences are not supported; remove the gaps",
+        ])
+        XCTAssertEqual(set.rejected.map(\.description), [
+            "l.tsv:3 [P2]: label for a sequence rejected in \(path) line 3: unknown residue 'J' at position 3; allowed are the 20 standard amino acids and X B Z U O",
+            "l.tsv:4 [P3]: label without sequence",
+        ])
+        // Without the readers' rejections the old reason remains.
+        let plain = DatasetAssembler.assemble(fasta: [(path, read.records)], labels: labels, level: 1)
+        XCTAssertEqual(plain.rejected.map(\.reason), ["label without sequence", "label without sequence"])
     }
 }

@@ -72,6 +72,10 @@ final class RealDataTests: XCTestCase {
             XCTAssertEqual(set.rejected.count, expected[level], "level \(level)")
             XCTAssertEqual(set.accepted.count + set.rejected.count, 7757)
             XCTAssertTrue(set.rejected.allSatisfy { $0.reason.hasPrefix("ECs span several classes at level \(level): ") })
+            // Every one of them is a usable sequence kept (excluded from training) with the same reason.
+            XCTAssertEqual(set.excluded.count, expected[level], "level \(level)")
+            XCTAssertEqual(set.excluded.map(\.reason), set.rejected.map(\.reason))
+            XCTAssertEqual(set.excluded.map(\.id), set.rejected.map(\.id))
         }
         let level1 = DatasetAssembler.assemble(fasta: [(fastaPath, fasta.records)], labels: [(ecPath, labels.records)], level: 1)
         XCTAssertEqual(classCounts(level1.accepted), [1046, 3003, 2304, 502, 315, 231, 184])
@@ -105,6 +109,8 @@ final class RealDataTests: XCTestCase {
         XCTAssertEqual(l1.accepted.count, 183)
         XCTAssertEqual(l1.rejected.map(\.id), ["Q92S13"])
         XCTAssertEqual(l1.rejected.first?.reason, "ECs span several classes at level 1: 4.1.2.19; 1.2.1.22")
+        XCTAssertEqual(l1.excluded.map(\.id), ["Q92S13"])
+        XCTAssertEqual(l1.excluded.first?.ecNumbers, [ec("4.1.2.19"), ec("1.2.1.22")])
         let l4 = DatasetAssembler.assemble(fasta: [], labels: [(path, records)], level: 4)
         XCTAssertEqual(l4.accepted.count, 163)
         XCTAssertEqual(l4.rejected.filter { $0.reason.hasPrefix("ECs span several classes") }.count, 11)
@@ -128,6 +134,8 @@ final class RealDataTests: XCTestCase {
         let l1 = DatasetAssembler.assemble(fasta: [], labels: [(path, records)], level: 1)
         XCTAssertEqual(l1.accepted.count, 12)
         XCTAssertEqual(Set(l1.rejected.map { $0.id! }), ["P18478", "A0A2L0VXR0"])
+        XCTAssertEqual(Set(l1.excluded.map(\.id)), ["P18478", "A0A2L0VXR0"])
+        XCTAssertEqual(l1.excluded.first { $0.id == "A0A2L0VXR0" }?.reason, "ECs span several classes at level 1: 4.2.3.-; 5.5.1.-")
         let l2 = DatasetAssembler.assemble(fasta: [], labels: [(path, records)], level: 2)
         XCTAssertEqual(l2.accepted.count, 11)
         XCTAssertEqual(l2.rejected.first { $0.id == "A0A2Z5TIQ0" }?.reason, "ECs unknown at level 2: 1.-.-.-")

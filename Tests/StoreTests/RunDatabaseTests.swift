@@ -30,11 +30,11 @@ final class RunDatabaseTests: XCTestCase {
 
     func testMigrationsAppliedOnceAndRecorded() throws {
         let db = try open()
-        XCTAssertEqual(try db.appliedMigrations(), ["0001_initial", "0002_embeddings", "0003_score_sets"])
+        XCTAssertEqual(try db.appliedMigrations(), ["0001_initial", "0002_embeddings", "0003_score_sets", "0004_excluded_sequences"])
         // Reopening applies nothing new and keeps the data.
         try ingestSample(db)
         let again = try open()
-        XCTAssertEqual(try again.appliedMigrations(), ["0001_initial", "0002_embeddings", "0003_score_sets"])
+        XCTAssertEqual(try again.appliedMigrations(), ["0001_initial", "0002_embeddings", "0003_score_sets", "0004_excluded_sequences"])
         XCTAssertEqual(try again.sequences().map(\.id), ["P1", "P2"])
         XCTAssertEqual(try again.query("SELECT journal_mode FROM pragma_journal_mode").rows, [["wal"]])
         XCTAssertEqual(try again.query("SELECT foreign_keys FROM pragma_foreign_keys").rows, [["1"]])
@@ -52,6 +52,32 @@ final class RunDatabaseTests: XCTestCase {
         XCTAssertThrowsError(try ingestSample(db))
         XCTAssertEqual(try db.query("SELECT COUNT(*) FROM sequences").rows, [["2"]])
         XCTAssertEqual(try db.query("SELECT COUNT(*) FROM labels").rows, [["3"]])
+    }
+
+    /// A sequence excluded from training (0004): in `sequences` with its reason and NULL label,
+    /// its ECs in `labels`, not among `sequences()`; the schema refuses a row with neither a
+    /// label nor a reason.
+    func testExcludedSequencesKeptApart() throws {
+        let db = try open()
+        let excluded = ExcludedSequenceRecord(id: "X1", sequence: "MKVL", ecNumbers: ["1.1.1.1", "2.7.1.1"], sourceFile: "a.fasta",
+                                              sourceLine: 7, notes: "", reason: "ECs span several classes at level 1: 1.1.1.1; 2.7.1.1")
+        try db.commitIngest(files: [], classes: [ClassRecord(classIndex: 0, ecLabel: "1.-.-.-", name: nil)],
+                            sequences: [SequenceRecord(id: "P1", sequence: "MKV", ecLabel: "1.-.-.-", ecNumbers: ["1.1.1.1"], sourceFile: "a.fasta", sourceLine: 1, notes: "")],
+                            excluded: [excluded],
+                            rejected: [RejectedRow(file: "a.fasta", line: 7, recordID: "X1", reason: excluded.reason)], ledger: ledger("ingest"))
+        XCTAssertEqual(try db.sequences().map(\.id), ["P1"])
+        XCTAssertEqual(try db.excludedSequences(), [excluded])
+        XCTAssertEqual(try db.query("SELECT id, ec_label, excluded_reason IS NULL FROM sequences ORDER BY id").rows,
+                       [["P1", "1.-.-.-", "1"], ["X1", nil, "0"]])
+        XCTAssertEqual(try db.query("SELECT COUNT(*) FROM labels WHERE sequence_id = 'X1'").rows, [["2"]])
+        let raw = try DatabaseQueue(path: dir.appendingPathComponent("run.sqlite").path)
+        XCTAssertThrowsError(try raw.write { try $0.execute(sql: "INSERT INTO sequences (id, sequence, length, source_file, source_line) VALUES ('Y', 'MK', 2, 'f', 1)") }) { error in
+            XCTAssertTrue("\(error)".contains("CHECK constraint failed"), "\(error)")
+        }
+        try raw.close()
+        // Foreign keys to the rebuilt table still hold.
+        XCTAssertThrowsError(try db.commitSplits(["NOPE": "train"], ledger: ledger("split")))
+        try db.commitSplits(["P1": "train"], ledger: ledger("split"))
     }
 
     func testForeignKeysEnforced() throws {
@@ -218,7 +244,7 @@ final class RunDatabaseTests: XCTestCase {
             }
         }
         let db = try RunDatabase(path: path)
-        XCTAssertEqual(try db.appliedMigrations().last, "0003_score_sets")
+        XCTAssertEqual(try db.appliedMigrations().last, "0004_excluded_sequences")
         XCTAssertEqual(try db.scores(method: "activation"), (0 ..< 36).map { Float($0) })
         XCTAssertEqual(try db.ranks(method: "random", seed: 2), Array(1 ... 36))
         XCTAssertEqual(try db.query("SELECT layer, module, row, col, score, rank FROM neuron_scores WHERE method = 'random' AND rank = 20").rows,

@@ -6,8 +6,10 @@ import Store
 /// Stage 1: reads FASTA and label files (ID / EC columns named by `inputs.id_column` /
 /// `inputs.ec_column` or detected), rewrites transferred EC numbers and drops deleted ones when
 /// `inputs.enzyme_dat` is given, joins sequences and labels by ID, keeps every unusable record
-/// in `rejected_records` with its reason, records input files with size and SHA-256, and
-/// leaves a per-file `IngestSummary` on the context.
+/// in `rejected_records` with its reason (a label row for a FASTA record the reader rejected
+/// names that rejection), keeps sequences whose ECs span several classes in `sequences` with
+/// `excluded_reason` (and in `rejected_records`), records input files with size and SHA-256,
+/// and leaves a per-file `IngestSummary` on the context.
 enum IngestStage {
     static func run(_ ctx: RunContext, key: String) throws -> Int {
         let start = Date()
@@ -17,6 +19,7 @@ enum IngestStage {
         var fasta: [(file: String, records: [FastaRecord])] = []
         var labels: [(file: String, records: [LabelRecord])] = []
         var rejected: [RejectedRecord] = []
+        var fastaRejected: [RejectedRecord] = []
         var counts: [IngestSummary.File] = []
         var nomenclature: EnzymeNomenclature?
         if let e = inputs.enzymeDat {
@@ -32,6 +35,7 @@ enum IngestStage {
             let r = try FastaReader.read(path: path)
             fasta.append((path, r.records))
             rejected += r.rejected
+            fastaRejected += r.rejected
             counts.append(IngestSummary.File(path: path, role: "fasta", read: r.records.count + r.rejected.count))
             ctx.log("  \(path): \(r.records.count) records, \(r.rejected.count) rejected")
         }
@@ -55,7 +59,7 @@ enum IngestStage {
             counts.append(IngestSummary.File(path: path, role: "labels", read: r.records.count + r.rejected.count))
             ctx.log("  \(path): \(r.records.count) label rows, \(r.rejected.count) rejected\(rewritten)")
         }
-        let assembled = DatasetAssembler.assemble(fasta: fasta, labels: labels, level: spec.labelLevel)
+        let assembled = DatasetAssembler.assemble(fasta: fasta, labels: labels, fastaRejected: fastaRejected, level: spec.labelLevel)
         rejected += assembled.rejected
         guard !assembled.accepted.isEmpty || ctx.allowEmptyIngest else {
             throw PipelineError.empty(stage: "ingest", what: "no sequence could be used (\(rejected.count) rejected); check that FASTA IDs match the label file's Entry column")
@@ -69,23 +73,34 @@ enum IngestStage {
             SequenceRecord(id: s.id, sequence: s.sequence, ecLabel: s.label.description, ecNumbers: s.ecNumbers.map(\.description),
                            sourceFile: s.sourceFile, sourceLine: s.line, notes: s.notes.joined(separator: "; "))
         }
+        // Usable sequences without a single class: kept (with their ECs), excluded from training,
+        // and also listed in rejected_records with the same reason.
+        let excluded = assembled.excluded.map { s in
+            ExcludedSequenceRecord(id: s.id, sequence: s.sequence, ecNumbers: s.ecNumbers.map(\.description),
+                                   sourceFile: s.sourceFile, sourceLine: s.line, notes: s.notes.joined(separator: "; "), reason: s.reason)
+        }
         let rows = rejected.map { RejectedRow(file: $0.file, line: $0.line ?? 0, recordID: $0.id ?? "", reason: $0.reason) }
         let summary = IngestSummary(files: counts, sequences: sequences.map { ($0.sourceFile) },
-                                    rejected: rows.map { ($0.file, $0.reason) }, classes: classes.count)
+                                    rejected: rows.map { ($0.file, $0.reason) }, classes: classes.count, excluded: excluded.count)
         ctx.ingestSummary = summary
         var reasons: [String: Int] = [:]
         for r in rejected { reasons[IngestSummary.reasonKind(r.reason), default: 0] += 1 }
+        if !excluded.isEmpty {
+            ctx.log("  \(excluded.count) sequences kept in the database but excluded from training (ECs span several classes at level \(spec.labelLevel))")
+        }
         ctx.log("  accepted \(sequences.count) sequences in \(classes.count) classes; rejected \(rejected.count)"
             + (reasons.isEmpty ? "" : ": " + reasons.sorted { ($0.value, $1.key) > ($1.value, $0.key) }.map { "\($0.value) \($0.key)" }.joined(separator: ", ")))
-        let n = sequences.count + rows.count
-        try ctx.db.commitIngest(files: files, classes: classes, sequences: sequences, rejected: rows,
+        let n = sequences.count + excluded.count + rows.count
+        try ctx.db.commitIngest(files: files, classes: classes, sequences: sequences, excluded: excluded, rejected: rows,
                                 ledger: StageRecord(stage: "ingest", contentKey: key, rowsWritten: n, seconds: Date().timeIntervalSince(start)))
         return n
     }
 }
 
-/// Stage 2: ESM-2 tokens (`<cls>` residues `<eos>`), cropped by the spec's policy.
-/// A sequence the `reject` policy refuses is reported and left out of later stages.
+/// Stage 2: ESM-2 tokens (`<cls>` residues `<eos>`), cropped by the spec's policy, for the
+/// sequences used for training (`RunDatabase.sequences()`: excluded sequences are skipped, so
+/// split never sees them). A sequence the `reject` policy refuses is reported and left out of
+/// later stages.
 enum TokenizeStage {
     static func run(_ ctx: RunContext, key: String) throws -> Int {
         let start = Date()
@@ -101,6 +116,8 @@ enum TokenizeStage {
                 ctx.log("  \(s.id): not tokenized: \(error)")
             }
         }
+        let excluded = try ctx.db.excludedSequences().count
+        if excluded > 0 { ctx.log("  \(excluded) sequences excluded from training at ingest are not tokenized") }
         let cropped = tokens.filter(\.cropped).count
         ctx.log("  \(tokens.count) sequences tokenized, \(cropped) cropped to \(ctx.spec.model.maxLength) tokens (policy \(ctx.spec.model.crop.rawValue)), \(refused.count) refused (kept in rejected_records)")
         try ctx.db.commitTokens(tokens, refused: refused, ledger: StageRecord(stage: "tokenize", contentKey: key, rowsWritten: tokens.count, seconds: Date().timeIntervalSince(start)))
