@@ -21,6 +21,11 @@ struct BenchCommand: ParsableCommand {
     @Option(name: .customLong("repeat"), help: "Timed repeats after one warm-up.") var repeats = 10
     @Flag(help: "One JSON object per workload and line.") var json = false
 
+    func validate() throws {
+        guard igSteps >= 1 else { throw ValidationError("--ig-steps must be at least 1 (got \(igSteps))") }
+        guard repeats >= 1 else { throw ValidationError("--repeat must be at least 1 (got \(repeats))") }
+    }
+
     func run() throws {
         let workloads = workload == .all ? BenchWorkload.allCases : [BenchWorkload(rawValue: workload.rawValue)!]
         let coreType = ProcessInfo.processInfo.environment["OPENBLAS_CORETYPE"] ?? "auto"
@@ -37,7 +42,7 @@ struct BenchCommand: ParsableCommand {
             print(String(format: "sgemm 2048x1280x320 (largest GEMM of the model): %.1f GFLOP/s", sgemm))
         }
         for w in workloads {
-            let r = try Benchmark.run(w, repeats: w == .sqlite ? min(repeats, 3) : repeats, igSteps: igSteps)
+            let r = try Benchmark.run(w, repeats: repeats, igSteps: igSteps)
             if json {
                 let object: [String: Any] = [
                     "workload": w.rawValue, "median_ms": r.medianMilliseconds, "min_ms": r.minMilliseconds,
