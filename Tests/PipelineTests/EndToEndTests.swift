@@ -97,6 +97,8 @@ final class EndToEndTests: XCTestCase {
         let report = try String(contentsOfFile: dir.appendingPathComponent("e2e.artifacts/report.md").path, encoding: .utf8)
         XCTAssertTrue(report.contains("| integrated gradients |"), report)
         XCTAssertTrue(report.contains("| 100% | 50% | 10% |"), report)
+        // Stratified split: 8 test sequences of each of the 7 classes.
+        XCTAssertTrue(report.contains("7 classes, chance 0.1429, majority-class baseline 0.1429 (8/56)."), report)
 
         let second = try runInProcess(spec: spec, db: dbPath)
         XCTAssertEqual(second.map(\.ran), Array(repeating: false, count: 8), "a second run does nothing")

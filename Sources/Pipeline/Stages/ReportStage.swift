@@ -36,7 +36,11 @@ public struct RunReport: Sendable {
         var md = "# kneuron report: \(name)\n\n"
         if let full {
             md += "Full model: test accuracy \(fmt(full.accuracy)) (\(full.nCorrect)/\(full.nTest)), macro-F1 \(fmt(full.macroF1)); "
-            md += "\(classes.count) classes, chance \(fmt(1 / Double(max(classes.count, 1)))).\n\n"
+            // Two baselines: uniform guessing, and always answering the test set's most common
+            // class (the one to beat when the classes are unbalanced).
+            let majority = full.perClass.map(\.n).max() ?? 0
+            md += "\(classes.count) classes, chance \(fmt(1 / Double(max(classes.count, 1)))), "
+            md += "majority-class baseline \(fmt(Double(majority) / Double(max(full.nTest, 1)))) (\(majority)/\(full.nTest)).\n\n"
         }
         md += "## Test accuracy of submodels (Table 1 of arXiv 2312.10770)\n\n"
         md += "| method | 100% | " + fractions.map { "\(pct($0)) |" }.joined(separator: " ") + "\n"
