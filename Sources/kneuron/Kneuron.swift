@@ -1,4 +1,5 @@
 import ArgumentParser
+import Foundation
 
 /// The `kneuron` command: the root only lists subcommands (one file each).
 @main
@@ -11,4 +12,16 @@ struct Kneuron: ParsableCommand {
                       AttributeCommand.self, SelectCommand.self, EvaluateCommand.self, ReportCommand.self,
                       StatusCommand.self, QueryCommand.self, PredictCommand.self, EmbedCommand.self, BenchCommand.self]
     )
+
+    /// Parses and runs the command; on failure, removes a database this process created but
+    /// recorded nothing in (see `FreshDatabase`), then exits as ArgumentParser does.
+    static func main() {
+        do {
+            var command = try parseAsRoot()
+            try command.run()
+        } catch {
+            FreshDatabase.removeIfEmpty()
+            exit(withError: error)
+        }
+    }
 }

@@ -37,6 +37,8 @@ func openRunner(spec: PipelineSpec, specPath: String, specYAML: String? = nil, d
     if let force, Stage(rawValue: force) == nil { throw PipelineError.unknownStage(force) }
     try RunDatabase.requireWritable(path: path)
     try RunLock.acquire(databasePath: path, suffix: shards.map { ".attribute-\($0.index)-of-\($0.count)" } ?? "")
+    // Only under the run's own lock (not a shard task's) is this process the only writer.
+    if shards == nil && !FileManager.default.fileExists(atPath: path) { FreshDatabase.path = path }
     let database = try RunDatabase(path: path)
     let context = try RunContext(spec: spec, specPath: specPath, db: database, quiet: quiet, specYAML: specYAML)
     context.shardSelection = shards
@@ -54,6 +56,20 @@ struct OperationalError: Error, CustomStringConvertible {
     /// What went wrong and what to do.
     let description: String
     init(_ description: String) { self.description = description }
+}
+
+/// The database this process created, if any: when the command then fails before any stage
+/// is recorded, `removeIfEmpty()` deletes it so a failed first attempt (a missing input file,
+/// a bad label file) leaves no empty run behind.
+enum FreshDatabase {
+    nonisolated(unsafe) static var path: String?
+
+    /// Deletes the database created by this process (with its -wal, -shm and lock files) when
+    /// no stage is recorded in it; leaves anything else alone.
+    static func removeIfEmpty() {
+        guard let path, let db = try? RunDatabase(path: path, readOnly: true), (try? db.stages().isEmpty) == true else { return }
+        for suffix in ["", "-wal", "-shm", ".lock"] { try? FileManager.default.removeItem(atPath: path + suffix) }
+    }
 }
 
 /// One writer per run: an exclusive `flock` on `<db>.lock`, held until the process exits

@@ -338,6 +338,22 @@ final class EndToEndTests: XCTestCase {
         return (p.terminationStatus, text)
     }
 
+    /// A first attempt that fails before any stage is recorded leaves no database behind;
+    /// a database with recorded work is never removed by a later failure.
+    func testFailedFirstAttemptLeavesNoDatabase() throws {
+        let db = dir.appendingPathComponent("new.sqlite").path
+        let missing = dir.appendingPathComponent("missing.fasta").path
+        let failed = try runCLI(["ingest", "--fasta", missing, "--labels", missing + ".tsv", "--db", db])
+        XCTAssertEqual(failed.status, 1)
+        XCTAssertTrue(failed.stderr.contains("cannot read input \(missing)"), failed.stderr)
+        XCTAssertEqual(try FileManager.default.contentsOfDirectory(atPath: dir.path).filter { $0.hasPrefix("new.sqlite") }, [])
+        let spec = try writeSpec()
+        XCTAssertEqual(try runCLI(["ingest", spec, "--db", db]).status, 0)
+        let refused = try runCLI(["ingest", spec, "--db", db, "--force", "train"])
+        XCTAssertNotEqual(refused.status, 0)
+        XCTAssertNotNil(try RunDatabase(path: db, readOnly: true).stage("ingest"), "recorded work stays")
+    }
+
     /// A full disk during attribution (simulated with SQLite's page limit): the run stops with
     /// a clear message, everything committed before stays, and a rerun with space completes
     /// to the same scores as an uninterrupted run.

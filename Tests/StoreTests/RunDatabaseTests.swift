@@ -30,11 +30,11 @@ final class RunDatabaseTests: XCTestCase {
 
     func testMigrationsAppliedOnceAndRecorded() throws {
         let db = try open()
-        XCTAssertEqual(try db.appliedMigrations(), ["0001_initial", "0002_embeddings", "0003_score_sets", "0004_excluded_sequences"])
+        XCTAssertEqual(try db.appliedMigrations(), ["0001_initial", "0002_embeddings", "0003_score_sets", "0004_excluded_sequences", "0005_accuracy_sd"])
         // Reopening applies nothing new and keeps the data.
         try ingestSample(db)
         let again = try open()
-        XCTAssertEqual(try again.appliedMigrations(), ["0001_initial", "0002_embeddings", "0003_score_sets", "0004_excluded_sequences"])
+        XCTAssertEqual(try again.appliedMigrations(), ["0001_initial", "0002_embeddings", "0003_score_sets", "0004_excluded_sequences", "0005_accuracy_sd"])
         XCTAssertEqual(try again.sequences().map(\.id), ["P1", "P2"])
         XCTAssertEqual(try again.query("SELECT journal_mode FROM pragma_journal_mode").rows, [["wal"]])
         XCTAssertEqual(try again.query("SELECT foreign_keys FROM pragma_foreign_keys").rows, [["1"]])
@@ -244,7 +244,7 @@ final class RunDatabaseTests: XCTestCase {
             }
         }
         let db = try RunDatabase(path: path)
-        XCTAssertEqual(try db.appliedMigrations().last, "0004_excluded_sequences")
+        XCTAssertEqual(try db.appliedMigrations().last, "0005_accuracy_sd")
         XCTAssertEqual(try db.scores(method: "activation"), (0 ..< 36).map { Float($0) })
         XCTAssertEqual(try db.ranks(method: "random", seed: 2), Array(1 ... 36))
         XCTAssertEqual(try db.query("SELECT layer, module, row, col, score, rank FROM neuron_scores WHERE method = 'random' AND rank = 20").rows,
@@ -259,12 +259,17 @@ final class RunDatabaseTests: XCTestCase {
         let evals = [0.2, 0.3, 0.4].enumerated().map { i, acc in
             EvaluationRecord(method: "random", retentionFraction: 0.5, seed: i + 1, nTest: 10, nCorrect: Int(acc * 10), accuracy: acc, macroF1: acc / 2, perClass: per)
         }
-        try db.commitEvaluations(evals, ledger: ledger("evaluate"))
-        let row = try db.query("SELECT n_seeds, accuracy_mean, accuracy_sd FROM accuracy_table").rows[0]
+        // Identical accuracies over seeds at fraction 0.1: SD 0 up to rounding of the mean
+        // (0005; the one-pass formula of 0001 gave ~2e-9 for such seeds).
+        let same = [1, 2, 3].map { EvaluationRecord(method: "random", retentionFraction: 0.1, seed: $0, nTest: 7, nCorrect: 1, accuracy: 1.0 / 7, macroF1: 0.1, perClass: per) }
+        try db.commitEvaluations(evals + same, ledger: ledger("evaluate"))
+        let sd = try db.query("SELECT accuracy_sd FROM accuracy_table WHERE retention_fraction = 0.1").rows[0][0]!
+        XCTAssertLessThan(Double(sd)!, 1e-15, sd)
+        let row = try db.query("SELECT n_seeds, accuracy_mean, accuracy_sd FROM accuracy_table WHERE retention_fraction = 0.5").rows[0]
         XCTAssertEqual(row[0], "3")
         XCTAssertEqual(Double(row[1]!)!, 0.3, accuracy: 1e-12)
-        XCTAssertEqual(Double(row[2]!)!, 0.1, accuracy: 1e-9)
-        XCTAssertEqual(try db.evaluations().map(\.seed), [1, 2, 3])
+        XCTAssertEqual(Double(row[2]!)!, 0.1, accuracy: 1e-12)
+        XCTAssertEqual(try db.evaluations().filter { $0.retentionFraction == 0.5 }.map(\.seed), [1, 2, 3])
         XCTAssertEqual(try db.evaluations()[0].perClass.map(\.nCorrect), [1, 1])
     }
 
