@@ -83,20 +83,11 @@ public final class RunDatabase: @unchecked Sendable {
             if let maxPages { try db.execute(sql: "PRAGMA max_page_count = \(maxPages)") }
         }
         do {
-            var isDirectory: ObjCBool = false
-            if FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory), isDirectory.boolValue {
-                throw StoreError.cannotOpen(path: path, reason: "it is a directory; give the path of a .sqlite file")
-            }
+            try Self.requireRunDatabase(path: path, readOnly: readOnly)
             if !readOnly {
                 let dir = (path as NSString).deletingLastPathComponent
                 if !dir.isEmpty { try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true) }
                 try Self.requireWritable(path: path)
-            } else {
-                var st = stat()
-                if stat(path, &st) != 0 {
-                    if errno == ENOENT { throw StoreError.noDatabase(path: path) }
-                    throw StoreError.cannotOpen(path: path, reason: "\(String(cString: strerror(errno))) (check the permissions of the file and of its directories)")
-                }
             }
             pool = try DatabasePool(path: readOnly ? Self.readOnlyOpenPath(path) : path, configuration: config)
         } catch let e as StoreError {
@@ -106,7 +97,7 @@ public final class RunDatabase: @unchecked Sendable {
         } catch {
             throw StoreError.cannotOpen(path: path, reason: "\(error); check that the directory exists and is writable")
         }
-        if !readOnly { try migrate() } else { try requireRunSchema() }
+        if !readOnly { try migrate() }
     }
 
     /// The name SQLite opens for a read-only command (`status`, `query`).
@@ -133,7 +124,8 @@ public final class RunDatabase: @unchecked Sendable {
             throw StoreError.cannotOpen(path: path, reason: "its \(path)-wal holds \(walBytes) bytes of changes not yet written into the database "
                 + "(the last run was stopped), and reading them needs SQLite's -shm file, which this user "
                 + (directoryWritable ? "should not create (it would belong to this user, not to the database's owner)" : "cannot create (the directory is not writable)")
-                + ". Run `kneuron status --db \(path)` once as the database's owner, or copy the .sqlite and its -wal file to a directory of yours")
+                + (owned ? ". Make the directory writable and run `kneuron status --db \(path)` once, or copy the .sqlite and its -wal file to a writable directory"
+                         : ". Run `kneuron status --db \(path)` once as the database's owner, or copy the .sqlite and its -wal file to a directory of yours"))
         }
         var allowed = CharacterSet.urlPathAllowed
         allowed.remove(charactersIn: "?#%")
@@ -161,12 +153,43 @@ public final class RunDatabase: @unchecked Sendable {
         }
     }
 
-    /// A read-only command refuses a SQLite file that is not a run database.
-    private func requireRunSchema() throws {
-        let ok = try wrap("reading the schema of \(path)") {
-            try pool.read { try $0.tableExists("stages") }
+    /// Refuses, without changing it, an existing path that is not a kneuron run database: a
+    /// directory, a file that is not SQLite, or a SQLite database with schema objects but no
+    /// kneuron schema (no `grdb_migrations` table: someone else's database). A missing or
+    /// empty file passes when `readOnly` is false (it becomes a new run database).
+    /// - Throws: `StoreError.cannotOpen` with the reason; `StoreError.noDatabase` (read-only,
+    ///   missing file).
+    public static func requireRunDatabase(path: String, readOnly: Bool) throws {
+        var isDirectory: ObjCBool = false
+        guard FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory) else {
+            var st = stat()
+            if stat(path, &st) != 0 && errno != ENOENT {
+                throw StoreError.cannotOpen(path: path, reason: "\(String(cString: strerror(errno))) (check the permissions of the file and of its directories)")
+            }
+            if readOnly { throw StoreError.noDatabase(path: path) }
+            return
         }
-        if !ok { throw StoreError.cannotOpen(path: path, reason: "it is not a kneuron run database (no `stages` table)") }
+        if isDirectory.boolValue { throw StoreError.cannotOpen(path: path, reason: "it is a directory; give the path of a .sqlite file") }
+        let size = ((try? FileManager.default.attributesOfItem(atPath: path))?[.size] as? NSNumber)?.intValue ?? 0
+        if size == 0 {
+            if readOnly { throw StoreError.cannotOpen(path: path, reason: "the file is empty, not a kneuron run database") }
+            return
+        }
+        var config = Configuration()
+        config.readonly = true
+        let objects: [String]
+        do {
+            let queue = try DatabaseQueue(path: try readOnlyOpenPath(path), configuration: config)
+            objects = try queue.read { try String.fetchAll($0, sql: "SELECT name FROM sqlite_master WHERE name NOT LIKE 'sqlite_%'") }
+        } catch let e as StoreError {
+            throw e
+        } catch let e as DatabaseError where e.resultCode == .SQLITE_NOTADB {
+            throw StoreError.cannotOpen(path: path, reason: "the file is not a SQLite database; give the path of a kneuron run database (or a new path)")
+        }
+        if !objects.contains("grdb_migrations") && (readOnly || !objects.isEmpty) {
+            throw StoreError.cannotOpen(path: path, reason: "it is a SQLite database without the kneuron schema (\(objects.count) tables/views/indexes of its own), "
+                + "not a kneuron run database; give " + (readOnly ? "the path of a run database" : "a new path"))
+        }
     }
 
     /// The schema migrations compiled into the binary from `migrations/NNNN_name.sql` (build
@@ -186,12 +209,6 @@ public final class RunDatabase: @unchecked Sendable {
         // Migrate only when a migration is pending, so an up-to-date database is not written.
         try wrap("migrating \(path)") {
             if try pool.read({ try migrator.hasCompletedMigrations($0) }) { return }
-            // A SQLite file with tables of its own and no kneuron schema is someone else's.
-            let foreign = try pool.read { db in
-                try !db.tableExists("grdb_migrations")
-                    && Int.fetchOne(db, sql: "SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'")! > 0
-            }
-            if foreign { throw StoreError.cannotOpen(path: path, reason: "it is a SQLite database with other tables, not a kneuron run database; give a new path") }
             try migrator.migrate(pool)
         }
     }

@@ -35,6 +35,7 @@ struct RunOptions: ParsableArguments {
 func openRunner(spec: PipelineSpec, specPath: String, specYAML: String? = nil, db path: String, force: String?,
                 quiet: Bool, shards: ShardSelection? = nil) throws -> PipelineRunner {
     if let force, Stage(rawValue: force) == nil { throw PipelineError.unknownStage(force) }
+    try RunDatabase.requireRunDatabase(path: path, readOnly: false)
     try RunDatabase.requireWritable(path: path)
     try RunLock.acquire(databasePath: path, suffix: shards.map { ".attribute-\($0.index)-of-\($0.count)" } ?? "")
     // Only under the run's own lock (not a shard task's) is this process the only writer.

@@ -286,18 +286,31 @@ final class RunDatabaseTests: XCTestCase {
 
     /// What is not a run database is refused with the reason, before anything is written.
     func testNotARunDatabaseIsRefused() throws {
-        let foreign = dir.appendingPathComponent("other.sqlite").path
-        try DatabaseQueue(path: foreign).write { try $0.execute(sql: "CREATE TABLE foo (x); INSERT INTO foo VALUES (1)") }
-        XCTAssertThrowsError(try RunDatabase(path: foreign)) { e in
-            XCTAssertEqual("\(e)", "cannot open database \(foreign): it is a SQLite database with other tables, not a kneuron run database; give a new path")
-        }
-        XCTAssertEqual(try DatabaseQueue(path: foreign).read { try String.fetchAll($0, sql: "SELECT name FROM sqlite_master WHERE type = 'table'") }, ["foo"],
-                       "nothing was added to it")
-        XCTAssertThrowsError(try RunDatabase(path: foreign, readOnly: true)) { e in
-            XCTAssertEqual("\(e)", "cannot open database \(foreign): it is not a kneuron run database (no `stages` table)")
+        // Someone else's databases: a table, a view only, a table named like ours. Each is
+        // refused by writing and reading opens, and left byte for byte as it was (no WAL switch,
+        // no -wal/-shm files).
+        for (name, sql, objects) in [("table", "CREATE TABLE foo (x); INSERT INTO foo VALUES (1)", 1),
+                                     ("view", "CREATE VIEW v AS SELECT 1", 1),
+                                     ("stages", "CREATE TABLE stages (x)", 1)] {
+            let foreign = dir.appendingPathComponent("\(name).sqlite").path
+            try DatabaseQueue(path: foreign).write { try $0.execute(sql: sql) }
+            let before = try Data(contentsOf: URL(fileURLWithPath: foreign))
+            XCTAssertThrowsError(try RunDatabase(path: foreign)) { e in
+                XCTAssertEqual("\(e)", "cannot open database \(foreign): it is a SQLite database without the kneuron schema (\(objects) tables/views/indexes of its own), not a kneuron run database; give a new path")
+            }
+            XCTAssertThrowsError(try RunDatabase(path: foreign, readOnly: true)) { e in
+                XCTAssertEqual("\(e)", "cannot open database \(foreign): it is a SQLite database without the kneuron schema (\(objects) tables/views/indexes of its own), not a kneuron run database; give the path of a run database")
+            }
+            XCTAssertEqual(try Data(contentsOf: URL(fileURLWithPath: foreign)), before, name)
+            XCTAssertFalse(FileManager.default.fileExists(atPath: foreign + "-wal"), name)
         }
         let text = dir.appendingPathComponent("labels.tsv").path
         try "Entry\tEC number\nP1\t1.1.1.1\n".write(toFile: text, atomically: true, encoding: .utf8)
+        let empty = dir.appendingPathComponent("empty.sqlite").path
+        FileManager.default.createFile(atPath: empty, contents: Data())
+        XCTAssertThrowsError(try RunDatabase(path: empty, readOnly: true)) { e in
+            XCTAssertEqual("\(e)", "cannot open database \(empty): the file is empty, not a kneuron run database")
+        }
         for readOnly in [false, true] {
             XCTAssertThrowsError(try RunDatabase(path: text, readOnly: readOnly)) { e in
                 XCTAssertEqual("\(e)", "cannot open database \(text): the file is not a SQLite database; give the path of a kneuron run database (or a new path)")
@@ -306,6 +319,9 @@ final class RunDatabaseTests: XCTestCase {
                 XCTAssertEqual("\(e)", "cannot open database \(dir.path): it is a directory; give the path of a .sqlite file")
             }
         }
+        XCTAssertEqual(try String(contentsOfFile: text, encoding: .utf8), "Entry\tEC number\nP1\t1.1.1.1\n")
+        // An empty file becomes a run database when opened for writing.
+        XCTAssertEqual(try RunDatabase(path: empty).appliedMigrations().count, try RunDatabase.migrationFiles().count)
     }
 
     func testReadOnlyOpenOfMissingFileFails() {
