@@ -82,18 +82,22 @@ public enum FastaReader {
         var residues: [UInt8] = []
         /// Residue characters of the current record beyond `maxResidues` (counted, not kept).
         var overflow = 0
+        /// How many of the last `overflow` characters are `*` (stripped, so not residues).
+        var overflowStars = 0
         var strayStart: Int? = nil
 
         func finish() {
             guard let h = header else { return }
-            defer { header = nil; residues.removeAll(keepingCapacity: true); overflow = 0 }
+            defer { header = nil; residues.removeAll(keepingCapacity: true); overflow = 0; overflowStars = 0 }
             if let problem = h.problem {
                 rejected.append(RejectedRecord(file: file, line: headerLine, id: h.id, reason: problem))
                 return
             }
             guard let id = h.id else { return }
-            if overflow > 0 {
-                let length = residues.count + overflow
+            if overflow > 0 && overflow == overflowStars {
+                residues.append(UInt8(ascii: "*"))   // exactly at the limit, then only `*`: noted, stripped
+            } else if overflow > 0 {
+                let length = residues.count + overflow - overflowStars
                 rejected.append(RejectedRecord(file: file, line: headerLine, id: id,
                     reason: "record '\(TextFile.excerpt(id))' has \(length) residues, more than the limit of \(maxResidues) (FastaReader.maxResidues); split or remove it"))
                 return
@@ -122,7 +126,12 @@ public enum FastaReader {
                 header = parseHeader(t.dropFirst())
             } else if header != nil {
                 for b in t where !TextFile.isSpace(b) {
-                    if residues.count < maxResidues { residues.append(b) } else { overflow += 1 }
+                    if residues.count < maxResidues {
+                        residues.append(b)
+                    } else {
+                        overflow += 1
+                        overflowStars = b == UInt8(ascii: "*") ? overflowStars + 1 : 0
+                    }
                 }
             } else if strayStart == nil && records.isEmpty && rejected.isEmpty {
                 strayStart = line.number

@@ -65,11 +65,12 @@ final class HostileInputTests: XCTestCase {
         var text = ">big some protein\n"
         let line = String(repeating: "A", count: 1_000) + "\n"
         text += String(repeating: line, count: 10_000) + "MK\n"
-        text += ">limit\n" + String(repeating: line, count: 10_000) + ">ok\nMKV\n"
+        text += ">limit\n" + String(repeating: line, count: 10_000) + "**\n>ok\nMKV\n"
         let path = try dir.write("big.fasta", text)
         let (records, rejected) = try FastaReader.read(path: path)
         XCTAssertEqual(records.map(\.id), ["limit", "ok"])
         XCTAssertEqual(records.first?.sequence.count, 10_000_000)
+        XCTAssertEqual(records.first?.notes, ["trailing * stripped"])
         XCTAssertEqual(rejected, [RejectedRecord(file: path, line: 1, id: "big",
             reason: "record 'big' has 10000002 residues, more than the limit of 10000000 (FastaReader.maxResidues); split or remove it")])
     }
