@@ -118,7 +118,7 @@ public struct IngestSummary: Sendable, Equatable {
         }
         out += "total: \(accepted) sequences accepted in \(classes) classes, \(rejected) records rejected (every one in rejected_records with file, line, ID and reason)\n"
         if excluded > 0 {
-            out += "\(excluded) of the rejected sequences are kept in the database but excluded from training (sequences.excluded_reason: their ECs span several classes)\n"
+            out += "\(excluded) of the rejected sequences are kept in the database but excluded from training (sequences.excluded_reason: their ECs give different labels at the label level)\n"
         }
         out += "joined = label rows that labelled another file's sequences, or duplicates kept once under another copy (noted)\n"
         return out

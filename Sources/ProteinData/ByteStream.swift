@@ -11,10 +11,13 @@ import Darwin
 /// gzip is detected by the magic bytes `1f 8b` at the start (RFC 1952), whatever the file's
 /// name; it is inflated with the system zlib (`inflateInit2` with `16 + MAX_WBITS`, i.e. gzip
 /// wrapper only), and concatenated gzip members (`cat a.gz b.gz`, bgzip files) are read one
-/// after the other, as `gunzip` does. A corrupt member, data after a member that is not another
+/// after the other, as `gunzip` does; zero bytes after the last member (tar / dd padding) are
+/// ignored, as GNU gzip does. A corrupt member, non-zero data after a member that is not another
 /// gzip member, or a stream that ends inside a member throws `ProteinDataError.gzipCorrupt`
 /// naming the file and the compressed byte offset where zlib stopped; nothing is returned
-/// silently truncated.
+/// silently truncated. Data starting with the magic bytes of bzip2 (`BZh` + digit 1-9),
+/// xz (`FD 37 7A 58 5A 00`) or zstd (`28 B5 2F FD`) throws `ProteinDataError.malformedFile`
+/// naming the file and the format (see `unsupportedCompression`).
 ///
 /// Memory: one input buffer and one output chunk (`chunkSize` bytes each), whatever the file size.
 final class ByteStream {
@@ -46,6 +49,8 @@ final class ByteStream {
     private var inBuffer: UnsafeMutablePointer<UInt8>?
     private var outBuffer: UnsafeMutablePointer<UInt8>?
     private var betweenMembers = false
+    /// Zero bytes were skipped after the last member: only more zeros may follow.
+    private var inZeroPadding = false
     private var membersCompleted = 0
     private var finished = false
 
@@ -118,13 +123,34 @@ final class ByteStream {
         }
     }
 
-    /// Looks at the first two bytes to decide between plain and gzip.
+    /// The compression format other than gzip that `prefix` (the first bytes of a file) starts
+    /// with, and the command that decompresses it: bzip2, xz or zstd; nil for anything else.
+    static func unsupportedCompression<C: Collection>(_ prefix: C) -> (format: String, command: String)?
+        where C.Element == UInt8 {
+        let b = Array(prefix.prefix(6))
+        if b.count >= 4 && b[0] == 0x42 && b[1] == 0x5A && b[2] == 0x68 && (0x31...0x39).contains(b[3]) {
+            return ("bzip2", "bunzip2")
+        }
+        if b == [0xFD, 0x37, 0x7A, 0x58, 0x5A, 0x00] { return ("xz", "unxz") }
+        if b.count >= 4 && b[0..<4] == [0x28, 0xB5, 0x2F, 0xFD] { return ("zstd", "unzstd") }
+        return nil
+    }
+
+    /// The error for data compressed with `format` (see `unsupportedCompression`), naming `path`.
+    static func unsupportedCompressionError(path: String, format: String, command: String) -> ProteinDataError {
+        .malformedFile(path: path, reason: "compressed with \(format); decompress it first (\(command) '\(path)') or recompress with gzip")
+    }
+
+    /// Looks at the first bytes to decide between plain and gzip (and refuse bzip2, xz, zstd).
     private func start() throws {
         started = true
-        while pending.count < 2 {
-            let more = try readRawChunk(max(chunkSize, 2) - pending.count)
+        while pending.count < 6 {
+            let more = try readRawChunk(max(chunkSize, 6) - pending.count)
             if more.isEmpty { break }
             pending += more
+        }
+        if let (format, command) = ByteStream.unsupportedCompression(pending) {
+            throw ByteStream.unsupportedCompressionError(path: name, format: format, command: command)
         }
         guard pending.count >= 2 && pending[0] == 0x1f && pending[1] == 0x8b else { return }
         isGzip = true
@@ -146,7 +172,8 @@ final class ByteStream {
 
     /// The next chunk of (decompressed) bytes, at most `chunkSize`; nil at the end.
     ///
-    /// - Throws: `ProteinDataError.fileUnreadable` (read error), `.gzipCorrupt`.
+    /// - Throws: `ProteinDataError.fileUnreadable` (read error), `.gzipCorrupt`, `.malformedFile`
+    ///   (bzip2, xz or zstd data).
     func next() throws -> [UInt8]? {
         if !started { try start() }
         if !isGzip {
@@ -179,6 +206,16 @@ final class ByteStream {
                     reason: "the file ends inside a gzip member (truncated download or copy?)")
             }
             if betweenMembers {
+                // Zero bytes after a member (tar / dd padding) are skipped, as GNU gzip does.
+                var k = Int(s.pointee.avail_in)
+                if var p = s.pointee.next_in, p.pointee == 0 || inZeroPadding {
+                    while k > 0 && p.pointee == 0 { p += 1; k -= 1 }
+                    s.pointee.next_in = p
+                    s.pointee.avail_in = UInt32(k)
+                    if k == 0 { inZeroPadding = true; continue }
+                    throw ProteinDataError.gzipCorrupt(path: name, offset: offset(),
+                        reason: "non-zero data after the zero padding that follows gzip member \(membersCompleted) (trailing garbage)")
+                }
                 // More data after a complete member: it must be another member.
                 guard inflateReset(s) == Z_OK else {
                     throw ProteinDataError.gzipCorrupt(path: name, offset: offset(), reason: "zlib could not restart for the next member")

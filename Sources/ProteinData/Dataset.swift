@@ -37,8 +37,9 @@ public struct LabeledSequence: Sendable, Equatable {
 
 /// A usable sequence that stays in the dataset but is excluded from training, with the reason.
 ///
-/// Today the only reason is a label row whose ECs span several classes at the assembly level
-/// (`"ECs span several classes at level 1: 4.1.2.19; 1.2.1.22"`): the protein and all its EC
+/// Today the only reason is a label row whose ECs give different labels at the assembly level
+/// (`"ECs span several classes at level 1: 4.1.2.19; 1.2.1.22"`, or at levels 2-4
+/// `"ECs give different labels at level 2: 1.1.1.1; 1.2.1.1"`): the protein and all its EC
 /// numbers are kept (the run database stores it in `sequences` with `excluded_reason` and its
 /// ECs in `labels`), but it has no single class, so tokenize and split leave it out.
 public struct ExcludedSequence: Sendable, Equatable {
@@ -80,7 +81,8 @@ public enum DatasetAssembler {
     ///   or, when a FASTA reader rejected a record with that ID (`fastaRejected`), "label for a
     ///   sequence rejected in FILE line N: REASON" naming the first such rejection;
     /// - an empty sequence: "empty sequence";
-    /// - ECs that disagree at a known level `<= level`: "ECs span several classes at level N: a; b";
+    /// - ECs that disagree at a known level `<= level`: "ECs span several classes at level 1: a; b"
+    ///   at level 1, "ECs give different labels at level N: a; b" at levels 2-4;
     ///   the sequence is usable, so it is also returned in `excluded` (kept in the database,
     ///   excluded from training) besides its rejection;
     /// - ECs none of which is known down to `level` (e.g. `1.-.-.-` at level 2): "ECs unknown at level N: ...";
@@ -272,14 +274,16 @@ public enum DatasetAssembler {
 
     /// The label of a set of ECs at `level` (1...4): the common truncation of the ECs known at
     /// `level`, or a rejection reason when they disagree at a known level `<= level` ("ECs span
-    /// several classes at level N: ...") or none is known down to `level` ("ECs unknown at level N").
+    /// several classes at level 1: ..." at level 1, "ECs give different labels at level N: ..." at 2-4) or none is known down to `level` ("ECs unknown at level N").
     /// `notes` mentions less specific ECs that were ignored.
     public static func label(for ecs: [ECNumber], level: Int) -> (label: ECNumber?, reason: String?, notes: [String]) {
         guard !ecs.isEmpty else { return (nil, "no EC label", []) }
         guard (1...4).contains(level) else { return (nil, "invalid EC level \(level): pass 1...4", []) }
         let list = ecs.map(\.description).joined(separator: "; ")
         if spansSeveralClasses(ecs, level: level) {
-            return (nil, "ECs span several classes at level \(level): \(list)", [])
+            // At levels 2-4 both ECs may be in one class: they give different labels, not classes.
+            let what = level == 1 ? "span several classes" : "give different labels"
+            return (nil, "ECs \(what) at level \(level): \(list)", [])
         }
         let known = ecs.filter { $0.knownDepth >= level }
         guard let first = known.first else {

@@ -34,9 +34,15 @@ public struct FastaRecord: Sendable, Equatable {
 /// Lowercase residues are uppercased and a trailing `*` is stripped (both noted on the record).
 /// Rejected, with file, line and id: `>` with no ID, a header with no sequence, a character
 /// outside 20 standard + X B Z U O (the reason names it and its 1-based position), gap
-/// characters `-`/`.`, and text before the first header. Every header line yields exactly one
+/// characters `-`/`.`, text before the first header, and a record longer than `maxResidues`
+/// (the reason names the record and its length). Every header line yields exactly one
 /// record or one rejection. Duplicate IDs are kept here; `DatasetAssembler` decides about them.
 public enum FastaReader {
+    /// Longest record accepted, in residues (10,000,000; the longest known protein, titin, has
+    /// about 35,000). A longer record is rejected ("record 'ID' has N residues, more than the
+    /// limit of 10000000 ...") and its residues beyond the limit are counted, not kept.
+    public static let maxResidues = 10_000_000
+
     /// Reads the FASTA file at `path` as bytes; a file starting with the gzip magic `1f 8b`
     /// (whatever its name) is decompressed first.
     ///
@@ -74,16 +80,28 @@ public enum FastaReader {
         var headerLine = 0
         var header: (id: String?, description: String, problem: String?)? = nil
         var residues: [UInt8] = []
+        /// Residue characters of the current record beyond `maxResidues` (counted, not kept).
+        var overflow = 0
+        /// How many of the last `overflow` characters are `*` (stripped, so not residues).
+        var overflowStars = 0
         var strayStart: Int? = nil
 
         func finish() {
             guard let h = header else { return }
-            defer { header = nil; residues.removeAll(keepingCapacity: true) }
+            defer { header = nil; residues.removeAll(keepingCapacity: true); overflow = 0; overflowStars = 0 }
             if let problem = h.problem {
                 rejected.append(RejectedRecord(file: file, line: headerLine, id: h.id, reason: problem))
                 return
             }
             guard let id = h.id else { return }
+            if overflow > 0 && overflow == overflowStars {
+                residues.append(UInt8(ascii: "*"))   // exactly at the limit, then only `*`: noted, stripped
+            } else if overflow > 0 {
+                let length = residues.count + overflow - overflowStars
+                rejected.append(RejectedRecord(file: file, line: headerLine, id: id,
+                    reason: "record '\(TextFile.excerpt(id))' has \(length) residues, more than the limit of \(maxResidues) (FastaReader.maxResidues); split or remove it"))
+                return
+            }
             switch ResidueCheck.normalise(residues) {
             case .ok(let sequence, let notes):
                 records.append(FastaRecord(id: id, description: h.description, sequence: sequence,
@@ -107,7 +125,14 @@ public enum FastaReader {
                 headerLine = line.number
                 header = parseHeader(t.dropFirst())
             } else if header != nil {
-                for b in t where !TextFile.isSpace(b) { residues.append(b) }
+                for b in t where !TextFile.isSpace(b) {
+                    if residues.count < maxResidues {
+                        residues.append(b)
+                    } else {
+                        overflow += 1
+                        overflowStars = b == UInt8(ascii: "*") ? overflowStars + 1 : 0
+                    }
+                }
             } else if strayStart == nil && records.isEmpty && rejected.isEmpty {
                 strayStart = line.number
             }

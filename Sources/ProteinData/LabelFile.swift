@@ -54,6 +54,10 @@ public enum LabelFileReader {
     public static let ecColumnNames = ["ec number", "ec", "ec numbers", "ec label", "ec labels"]
     /// Accepted sequence column names.
     public static let sequenceColumnNames = ["sequence", "seq", "protein sequence"]
+    /// Longest line of a label file, in bytes (1 MiB): a longer line stops the read with
+    /// `ProteinDataError.malformedFile` ("line N longer than 1 MiB: not a label table") instead
+    /// of being joined in memory. (FASTA lines are not limited.)
+    public static let maxLineBytes = 1 << 20
 
     /// Reads the label file at `path` (decompressed first when it starts with the gzip magic
     /// `1f 8b`, whatever its name); `idColumn` / `ecColumn` name the ID and EC columns
@@ -61,7 +65,10 @@ public enum LabelFileReader {
     ///
     /// - Throws: `ProteinDataError.fileUnreadable`, `.gzipCorrupt`, `.unrecognisedHeader`
     ///   (no header line, no ID / EC column, or a named column the header lacks; the message
-    ///   names the file, lists the columns seen and says what to pass).
+    ///   names the file, lists the columns seen and says what to pass; the header and the column
+    ///   list are echoed cut to about 120 characters, control bytes escaped as `\x00`),
+    ///   `.malformedFile` (a line longer than `maxLineBytes`, or another compression format:
+    ///   bzip2, xz, zstd).
     ///
     /// The file is streamed in 1 MiB chunks (a row longer than a chunk is joined across them), so
     /// memory is bounded by the records returned plus the longest row, not by the file size.
@@ -97,10 +104,13 @@ public enum LabelFileReader {
     /// Parses the lines of `stream`: the first non-blank line is the header; `file` is used in
     /// errors and rejections.
     ///
-    /// - Throws: what `ByteStream.next()` throws, `.unrecognisedHeader`.
+    /// - Throws: what `ByteStream.next()` throws, `.unrecognisedHeader`, `.malformedFile` (a line
+    ///   longer than `maxLineBytes`).
     static func parse(stream: ByteStream, file: String, idColumn: String?, ecColumn: String?) throws
         -> (records: [LabelRecord], rejected: [RejectedRecord]) {
-        var lines = TextFile.LineReader(stream)
+        var lines = TextFile.LineReader(stream, maxLineBytes: maxLineBytes) { number in
+            ProteinDataError.malformedFile(path: file, reason: "line \(number) longer than 1 MiB: not a label table")
+        }
         var header: TextFile.Line? = nil
         while let line = try lines.next() {
             if !TextFile.trimmed(line.bytes).isEmpty { header = line; break }
@@ -112,12 +122,13 @@ public enum LabelFileReader {
         let headerBytes = header.bytes
         let delimiter: UInt8 = headerBytes.contains(0x09) ? 0x09 : UInt8(ascii: ",")
         guard let headerFields = splitFields(headerBytes, delimiter: delimiter) else {
-            throw ProteinDataError.unrecognisedHeader(path: file, header: TextFile.string(headerBytes),
+            throw ProteinDataError.unrecognisedHeader(path: file, header: TextFile.excerpt(bytes: headerBytes),
                 hint: "the header has an unterminated quote")
         }
         let names = headerFields.map { normaliseName($0) }
-        let headerText = TextFile.string(headerBytes)
-        let seen = "columns seen: " + headerFields.map { "'\($0)'" }.joined(separator: ", ")
+        // Echoed in errors cut to about 120 characters (a 1 MB header must not be copied twice).
+        let headerText = TextFile.excerpt(bytes: headerBytes)
+        let seen = "columns seen: " + TextFile.excerpt(headerFields.map { "'\($0)'" }.joined(separator: ", "))
 
         func find(_ override: String?, _ candidates: [String], _ what: String, _ arg: String) throws -> Int? {
             if let o = override {
@@ -142,7 +153,7 @@ public enum LabelFileReader {
         }
         guard idIndex != ecIndex else {
             throw ProteinDataError.unrecognisedHeader(path: file, header: headerText,
-                hint: "the ID and the EC column are the same column '\(headerFields[idIndex])'; name two different columns with --id-column and --ec-column; \(seen)")
+                hint: "the ID and the EC column are the same column '\(TextFile.excerpt(headerFields[idIndex]))'; name two different columns with --id-column and --ec-column; \(seen)")
         }
 
         var records: [LabelRecord] = []
@@ -180,7 +191,7 @@ public enum LabelFileReader {
                 if !ecs.contains(ec) { ecs.append(ec) }
             }
             if let bad {
-                reject(id, "invalid EC number '\(bad)' in label '\(label)'")
+                reject(id, "invalid EC number '\(TextFile.excerpt(bad))' in label '\(TextFile.excerpt(label))'")
                 continue
             }
             guard !ecs.isEmpty else { reject(id, "empty label"); continue }

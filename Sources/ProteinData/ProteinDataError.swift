@@ -21,9 +21,12 @@ public enum ProteinDataError: Error, CustomStringConvertible, Equatable, Sendabl
     /// `Tokenizer(maxLength:)` was given fewer than 3 tokens (room for `<cls>`, one residue, `<eos>`).
     case invalidMaxLength(Int)
     /// The header of a label file has no recognisable ID or EC column.
-    /// `header` is the header line as seen; `hint` says what to pass (`idColumn:` / `ecColumn:`).
+    /// `header` is the header line as seen, cut to about 120 characters (`…` and its full length
+    /// in bytes) with control bytes escaped as `\x00`; `hint` says what to pass
+    /// (`idColumn:` / `ecColumn:`) and lists the columns seen, cut the same way.
     case unrecognisedHeader(path: String, header: String, hint: String)
-    /// The file was read but its content is not in the expected format.
+    /// The file was read but its content is not in the expected format (including a label-file
+    /// line longer than 1 MiB, and data compressed with bzip2, xz or zstd).
     case malformedFile(path: String, reason: String)
 
     public var description: String {

@@ -26,8 +26,12 @@ enum TextFile {
     /// `bytes` decompressed when they start with the gzip magic `1f 8b`, else unchanged;
     /// `path` names the data in errors.
     ///
-    /// - Throws: `gzipCorrupt`.
+    /// - Throws: `gzipCorrupt`; `malformedFile` when they start with the magic bytes of bzip2,
+    ///   xz or zstd (naming the format and how to decompress it).
     static func decompressedIfGzip(_ bytes: [UInt8], path: String) throws -> [UInt8] {
+        if let (format, command) = ByteStream.unsupportedCompression(bytes) {
+            throw ByteStream.unsupportedCompressionError(path: path, format: format, command: command)
+        }
         guard bytes.count >= 2 && bytes[0] == 0x1f && bytes[1] == 0x8b else { return bytes }
         let stream = ByteStream(bytes: bytes, name: path)
         var out: [UInt8] = []
@@ -50,13 +54,30 @@ enum TextFile {
         private var skipLF = false
         private var number = 0
         private var atEnd = false
+        /// Longest line accepted, in bytes (without the line end); nil: unlimited.
+        private let maxLineBytes: Int?
+        /// The error thrown for the 1-based line that exceeds `maxLineBytes`.
+        private let lineTooLong: (Int) -> Error
 
-        /// Lines of `stream`, from its current position.
-        init(_ stream: ByteStream) { self.stream = stream }
+        /// Lines of `stream`, from its current position, of any length.
+        init(_ stream: ByteStream) {
+            self.stream = stream
+            self.maxLineBytes = nil
+            self.lineTooLong = { _ in ProteinDataError.malformedFile(path: stream.name, reason: "line too long") }
+        }
+
+        /// Lines of `stream`; a line longer than `maxLineBytes` bytes throws `lineTooLong(lineNumber)`
+        /// as soon as that many bytes are seen, without joining the rest of it in memory.
+        init(_ stream: ByteStream, maxLineBytes: Int, lineTooLong: @escaping (Int) -> Error) {
+            self.stream = stream
+            self.maxLineBytes = maxLineBytes
+            self.lineTooLong = lineTooLong
+        }
 
         /// The next line, nil at the end.
         ///
-        /// - Throws: what `ByteStream.next()` throws (`fileUnreadable`, `gzipCorrupt`).
+        /// - Throws: what `ByteStream.next()` throws (`fileUnreadable`, `gzipCorrupt`), and
+        ///   `lineTooLong(n)` for a line longer than `maxLineBytes` when one was given.
         mutating func next() throws -> Line? {
             while true {
                 if position >= chunk.count {
@@ -90,6 +111,9 @@ enum TextFile {
                         i += 1
                     }
                     return i
+                }
+                if let limit = maxLineBytes, partial.count + (end - start) > limit {
+                    throw lineTooLong(number + 1)
                 }
                 if end == n {
                     partial += chunk[start..<n]
@@ -150,6 +174,41 @@ enum TextFile {
         }
         if start < n { result.append(Line(number: number, bytes: bytes[start..<n])) }
         return result
+    }
+
+    /// Longest text echoed from a file in an error message, in characters (see `excerpt`).
+    static let excerptLimit = 120
+
+    /// `text` as it is echoed in error messages: control characters other than tab (and DEL)
+    /// escaped as `\xNN`, cut after `limit` characters with `…` and a note of the full length in
+    /// bytes, so a 1 GB header line of zero bytes cannot flood the terminal.
+    static func excerpt(_ text: String, limit: Int = excerptLimit) -> String {
+        excerpt(text, limit: limit, totalBytes: text.utf8.count)
+    }
+
+    /// `excerpt` of bytes decoded as lossy UTF-8, decoding only the start of a long line;
+    /// the note gives the length of all of `bytes`.
+    static func excerpt<S: Collection>(bytes: S, limit: Int = excerptLimit) -> String where S.Element == UInt8 {
+        // A character is at most 4 bytes: the first 4 * limit + 4 bytes hold more than `limit` of them.
+        excerpt(string(bytes.prefix(4 * limit + 4)), limit: limit, totalBytes: bytes.count)
+    }
+
+    /// `text` (the start of `totalBytes` bytes) escaped and cut as `excerpt(_:limit:)` says.
+    private static func excerpt(_ text: String, limit: Int, totalBytes: Int) -> String {
+        var out = ""
+        var count = 0
+        var cut = false
+        for scalar in text.unicodeScalars {
+            if count >= limit { cut = true; break }
+            if (scalar.value < 0x20 && scalar.value != 0x09) || scalar.value == 0x7F {
+                out += String(format: "\\x%02X", Int(scalar.value))
+            } else {
+                out.unicodeScalars.append(scalar)
+            }
+            count += 1
+        }
+        if cut || totalBytes > text.utf8.count { out += "… (\(totalBytes) bytes in all)" }
+        return out
     }
 
     /// ASCII space, tab, vertical tab, form feed.

@@ -98,7 +98,7 @@ final class IngestTests: XCTestCase {
         let f = try XCTUnwrap(ctx.ingestSummary?.files.first)
         XCTAssertEqual(f.read, 14)
         XCTAssertEqual(f.accepted, 11)
-        XCTAssertEqual(f.rejectedByReason, ["ECs span several classes at level 2": 2, "ECs unknown at level 2": 1])
+        XCTAssertEqual(f.rejectedByReason, ["ECs give different labels at level 2": 2, "ECs unknown at level 2": 1])
         XCTAssertEqual(try RunDatabase(path: db, readOnly: true).excludedSequences().map(\.id), ["A0A2L0VXR0", "P18478"])
         // The excerpt's obsolete numbers do not occur in the real file: nothing is rewritten.
         let notes = try RunDatabase(path: db, readOnly: true).sequences().map(\.notes)

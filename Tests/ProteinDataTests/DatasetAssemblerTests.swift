@@ -29,7 +29,7 @@ final class DatasetAssemblerTests: XCTestCase {
         // The cross-class protein stays (excluded from training), and is rejected with the same reason.
         XCTAssertEqual(excluded, [ExcludedSequence(id: "cross", sequence: "MKT", ecNumbers: [ec("1.1.1.1"), ec("2.7.1.1")],
                                                    sourceFile: "a.fa", line: 5, notes: [],
-                                                   reason: "ECs span several classes at level 2: 1.1.1.1; 2.7.1.1")])
+                                                   reason: "ECs give different labels at level 2: 1.1.1.1; 2.7.1.1")])
         XCTAssertEqual(accepted.map(\.label.description), ["1.1.-.-", "3.4.-.-", "7.1.-.-", "6.1.-.-"])
         XCTAssertEqual(accepted.map(\.sourceFile), ["a.fa", "a.fa", "a.fa", "l.tsv"])
         XCTAssertEqual(accepted.map(\.line), [1, 9, 15, 9])
@@ -40,7 +40,7 @@ final class DatasetAssemblerTests: XCTestCase {
             .mapValues { $0.map(\.reason) }
         XCTAssertEqual(byKey, [
             "a.fa:3 nolabel": ["no EC label"],
-            "a.fa:5 cross": ["ECs span several classes at level 2: 1.1.1.1; 2.7.1.1"],
+            "a.fa:5 cross": ["ECs give different labels at level 2: 1.1.1.1; 2.7.1.1"],
             "a.fa:7 vague": ["ECs unknown at level 2: 1.-.-.-"],
             "a.fa:11 dupdiff": ["duplicate ID with a different sequence (also at b.fa:3)"],
             "b.fa:3 dupdiff": ["duplicate ID with a different sequence (also at a.fa:11)"],
@@ -58,7 +58,7 @@ final class DatasetAssemblerTests: XCTestCase {
         XCTAssertEqual(DatasetAssembler.label(for: ecs, level: 1).label, ec("1"))
         XCTAssertEqual(DatasetAssembler.label(for: ecs, level: 2).label, ec("1.1"))
         XCTAssertEqual(DatasetAssembler.label(for: ecs, level: 3).reason,
-                       "ECs span several classes at level 3: 1.1.1.1; 1.1.3.-")
+                       "ECs give different labels at level 3: 1.1.1.1; 1.1.3.-")
         let mixed = DatasetAssembler.label(for: [ec("1.1.1.1"), ec("1.-.-.-")], level: 3)
         XCTAssertEqual(mixed.label, ec("1.1.1"))
         XCTAssertEqual(mixed.notes, ["less specific ECs ignored at level 3: 1.-.-.-"])

@@ -71,7 +71,8 @@ final class RealDataTests: XCTestCase {
             let set = DatasetAssembler.assemble(fasta: [(fastaPath, fasta.records)], labels: [(ecPath, labels.records)], level: level)
             XCTAssertEqual(set.rejected.count, expected[level], "level \(level)")
             XCTAssertEqual(set.accepted.count + set.rejected.count, 7757)
-            XCTAssertTrue(set.rejected.allSatisfy { $0.reason.hasPrefix("ECs span several classes at level \(level): ") })
+            let kind = level == 1 ? "span several classes" : "give different labels"
+            XCTAssertTrue(set.rejected.allSatisfy { $0.reason.hasPrefix("ECs \(kind) at level \(level): ") })
             // Every one of them is a usable sequence kept (excluded from training) with the same reason.
             XCTAssertEqual(set.excluded.count, expected[level], "level \(level)")
             XCTAssertEqual(set.excluded.map(\.reason), set.rejected.map(\.reason))
@@ -113,7 +114,7 @@ final class RealDataTests: XCTestCase {
         XCTAssertEqual(l1.excluded.first?.ecNumbers, [ec("4.1.2.19"), ec("1.2.1.22")])
         let l4 = DatasetAssembler.assemble(fasta: [], labels: [(path, records)], level: 4)
         XCTAssertEqual(l4.accepted.count, 163)
-        XCTAssertEqual(l4.rejected.filter { $0.reason.hasPrefix("ECs span several classes") }.count, 11)
+        XCTAssertEqual(l4.rejected.filter { $0.reason.hasPrefix("ECs give different labels at level 4: ") }.count, 11)
         XCTAssertEqual(l4.rejected.filter { $0.reason.hasPrefix("ECs unknown at level 4") }.count, 10)
     }
 

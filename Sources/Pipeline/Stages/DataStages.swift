@@ -86,7 +86,7 @@ enum IngestStage {
         var reasons: [String: Int] = [:]
         for r in rejected { reasons[IngestSummary.reasonKind(r.reason), default: 0] += 1 }
         if !excluded.isEmpty {
-            ctx.log("  \(excluded.count) sequences kept in the database but excluded from training (ECs span several classes at level \(spec.labelLevel))")
+            ctx.log("  \(excluded.count) sequences kept in the database but excluded from training (their ECs give different labels at level \(spec.labelLevel))")
         }
         ctx.log("  accepted \(sequences.count) sequences in \(classes.count) classes; rejected \(rejected.count)"
             + (reasons.isEmpty ? "" : ": " + reasons.sorted { ($0.value, $1.key) > ($1.value, $0.key) }.map { "\($0.value) \($0.key)" }.joined(separator: ", ")))
