@@ -99,6 +99,7 @@ final class EndToEndTests: XCTestCase {
         XCTAssertTrue(report.contains("| 100% | 50% | 10% |"), report)
         // Stratified split: 8 test sequences of each of the 7 classes.
         XCTAssertTrue(report.contains("7 classes, chance 0.1429, majority-class baseline 0.1429 (8/56)."), report)
+        XCTAssertTrue(report.contains("Data: 280 sequences (train 168, select 56, test 56); 0 records rejected (reasons in `rejected_records`)."), report)
 
         let second = try runInProcess(spec: spec, db: dbPath)
         XCTAssertEqual(second.map(\.ran), Array(repeating: false, count: 8), "a second run does nothing")

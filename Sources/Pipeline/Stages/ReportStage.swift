@@ -42,6 +42,12 @@ public struct RunReport: Sendable {
             md += "\(classes.count) classes, chance \(fmt(1 / Double(max(classes.count, 1)))), "
             md += "majority-class baseline \(fmt(Double(majority) / Double(max(full.nTest, 1)))) (\(majority)/\(full.nTest)).\n\n"
         }
+        // What the numbers rest on: the sequences used and those left out.
+        let splitSizes = try ["train", "select", "test"].map { try db.sequenceIDs(split: $0).count }
+        let rejected = try db.rejectedRecords().count, excluded = try db.excludedSequences().count
+        md += "Data: \(splitSizes.reduce(0, +)) sequences (train \(splitSizes[0]), select \(splitSizes[1]), test \(splitSizes[2])); "
+        md += "\(rejected) records rejected" + (excluded > 0 ? ", \(excluded) of them proteins kept in `sequences` but excluded from training" : "")
+        md += " (reasons in `rejected_records`).\n\n"
         md += "## Test accuracy of submodels (Table 1 of arXiv 2312.10770)\n\n"
         md += "| method | 100% | " + fractions.map { "\(pct($0)) |" }.joined(separator: " ") + "\n"
         md += "|---|---|" + fractions.map { _ in "---|" }.joined() + "\n"
