@@ -37,7 +37,7 @@ enum IngestStage {
             rejected += r.rejected
             fastaRejected += r.rejected
             counts.append(IngestSummary.File(path: path, role: "fasta", read: r.records.count + r.rejected.count))
-            ctx.log("  \(path): \(r.records.count) records, \(r.rejected.count) rejected")
+            ctx.log("  \(path): \(r.records.count) records read, \(r.rejected.count) rejected while reading")
         }
         for p in inputs.labels {
             let path = ctx.resolve(p)
@@ -57,7 +57,7 @@ enum IngestStage {
             labels.append((path, records))
             rejected += fileRejected
             counts.append(IngestSummary.File(path: path, role: "labels", read: r.records.count + r.rejected.count))
-            ctx.log("  \(path): \(r.records.count) label rows, \(r.rejected.count) rejected\(rewritten)")
+            ctx.log("  \(path): \(r.records.count) label rows read, \(r.rejected.count) rejected while reading\(rewritten)")
         }
         let assembled = DatasetAssembler.assemble(fasta: fasta, labels: labels, fastaRejected: fastaRejected, level: spec.labelLevel)
         rejected += assembled.rejected
