@@ -339,3 +339,21 @@ public struct LedgerRequirement: Sendable, Equatable {
     /// Creates a requirement from its fields.
     public init(stage: String, contentKey: String) { self.stage = stage; self.contentKey = contentKey }
 }
+
+/// The ranking stored with every score set (`neuron_scores.rank`).
+public enum ScoreRanking {
+    /// Ranks of `scores` in their canonical order: 1 = highest score, ties broken by canonical
+    /// index (lower first). One sort of n Int32 indices, O(n log n).
+    public static func ranks(_ scores: [Float]) -> [Int32] {
+        var order = [Int32](unsafeUninitializedCapacity: scores.count) { buf, n in
+            for i in 0 ..< scores.count { buf[i] = Int32(i) }
+            n = scores.count
+        }
+        scores.withUnsafeBufferPointer { sc in
+            order.sort { a, b in sc[Int(a)] != sc[Int(b)] ? sc[Int(a)] > sc[Int(b)] : a < b }
+        }
+        var rank = [Int32](repeating: 0, count: scores.count)
+        for (r, i) in order.enumerated() { rank[Int(i)] = Int32(r + 1) }
+        return rank
+    }
+}

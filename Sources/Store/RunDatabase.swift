@@ -27,6 +27,11 @@ public enum StoreError: Error, CustomStringConvertible {
     /// `--force train` while an attribution task ran); this process's write was refused.
     case superseded(String)
 
+    /// `cannotOpen` for a file that is not SQLite at all.
+    static func notSQLite(path: String) -> StoreError {
+        .cannotOpen(path: path, reason: "the file is not a SQLite database; give the path of a kneuron run database (or a new path)")
+    }
+
     public var description: String {
         switch self {
         case .cannotOpen(let path, let reason):
@@ -83,17 +88,16 @@ public final class RunDatabase: @unchecked Sendable {
             if let maxPages { try db.execute(sql: "PRAGMA max_page_count = \(maxPages)") }
         }
         do {
-            try Self.requireRunDatabase(path: path, readOnly: readOnly)
             if !readOnly {
                 let dir = (path as NSString).deletingLastPathComponent
                 if !dir.isEmpty { try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true) }
-                try Self.requireWritable(path: path)
             }
+            try Self.preflight(path: path, readOnly: readOnly)
             pool = try DatabasePool(path: readOnly ? Self.readOnlyOpenPath(path) : path, configuration: config)
         } catch let e as StoreError {
             throw e
         } catch let e as DatabaseError where e.resultCode == .SQLITE_NOTADB {
-            throw StoreError.cannotOpen(path: path, reason: "the file is not a SQLite database; give the path of a kneuron run database (or a new path)")
+            throw StoreError.notSQLite(path: path)
         } catch {
             throw StoreError.cannotOpen(path: path, reason: "\(error); check that the directory exists and is writable")
         }
@@ -153,6 +157,15 @@ public final class RunDatabase: @unchecked Sendable {
         }
     }
 
+    /// Every check made before a database is opened, without changing anything:
+    /// `requireRunDatabase`, and for writing `requireWritable`. Commands call it before taking
+    /// the run's lock too, so a refused path gets no lock file.
+    /// - Throws: `StoreError.cannotOpen`, `.noDatabase`, `.readOnly`.
+    public static func preflight(path: String, readOnly: Bool) throws {
+        try requireRunDatabase(path: path, readOnly: readOnly)
+        if !readOnly { try requireWritable(path: path) }
+    }
+
     /// Refuses, without changing it, an existing path that is not a kneuron run database: a
     /// directory, a file that is not SQLite, or a SQLite database with schema objects but no
     /// kneuron schema (no `grdb_migrations` table: someone else's database). A missing or
@@ -184,7 +197,7 @@ public final class RunDatabase: @unchecked Sendable {
         } catch let e as StoreError {
             throw e
         } catch let e as DatabaseError where e.resultCode == .SQLITE_NOTADB {
-            throw StoreError.cannotOpen(path: path, reason: "the file is not a SQLite database; give the path of a kneuron run database (or a new path)")
+            throw StoreError.notSQLite(path: path)
         }
         if !objects.contains("grdb_migrations") && (readOnly || !objects.isEmpty) {
             throw StoreError.cannotOpen(path: path, reason: "it is a SQLite database without the kneuron schema (\(objects.count) tables/views/indexes of its own), "

@@ -76,36 +76,32 @@ extension RunDatabase {
     /// Deletes the rows of the given stages and their ledger rows, later stages first, in
     /// one transaction (used by `--force`). Returns the rows deleted per table.
     public func discard(stages names: [String]) throws -> [(table: String, rows: Int)] {
-        let deletes: [(stage: String, table: String, sql: String)] = [
-            ("evaluate", "evaluation_classes", "DELETE FROM evaluation_classes"),
-            ("evaluate", "evaluations", "DELETE FROM evaluations"),
-            ("select", "selection_density", "DELETE FROM selection_density"),
-            ("select", "selections", "DELETE FROM selections"),
-            ("select", "neuron_scores (random)", "score_sets:method = 'random'"),
-            ("attribute", "neuron_scores", "score_sets:method != 'random'"),
-            ("attribute", "ig_completeness", "DELETE FROM ig_completeness"),
-            ("attribute", "shards", "DELETE FROM shards"),
-            ("train", "training_epochs", "DELETE FROM training_epochs"),
-            ("train", "checkpoints", "DELETE FROM checkpoints"),
-            ("split", "splits", "DELETE FROM splits"),
-            ("tokenize", "tokens", "DELETE FROM tokens"),
-            ("tokenize", "rejected_records (tokenize)", "DELETE FROM rejected_records WHERE reason LIKE 'tokenize:%'"),
-            ("ingest", "labels", "DELETE FROM labels"),
-            ("ingest", "rejected_records", "DELETE FROM rejected_records"),
-            ("ingest", "sequences", "DELETE FROM sequences"),
-            ("ingest", "classes", "DELETE FROM classes"),
-            ("ingest", "input_files", "DELETE FROM input_files"),
+        // Each delete returns the rows it removed; score sets span two tables (migration 0003).
+        func sql(_ statement: String) -> (Database) throws -> Int { { db in try db.execute(sql: statement); return db.changesCount } }
+        func scoreSets(_ condition: String) -> (Database) throws -> Int { { db in try Self.deleteScoreSets(db, where: condition) } }
+        let deletes: [(stage: String, table: String, delete: (Database) throws -> Int)] = [
+            ("evaluate", "evaluation_classes", sql("DELETE FROM evaluation_classes")),
+            ("evaluate", "evaluations", sql("DELETE FROM evaluations")),
+            ("select", "selection_density", sql("DELETE FROM selection_density")),
+            ("select", "selections", sql("DELETE FROM selections")),
+            ("select", "neuron_scores (random)", scoreSets("method = 'random'")),
+            ("attribute", "neuron_scores", scoreSets("method != 'random'")),
+            ("attribute", "ig_completeness", sql("DELETE FROM ig_completeness")),
+            ("attribute", "shards", sql("DELETE FROM shards")),
+            ("train", "training_epochs", sql("DELETE FROM training_epochs")),
+            ("train", "checkpoints", sql("DELETE FROM checkpoints")),
+            ("split", "splits", sql("DELETE FROM splits")),
+            ("tokenize", "tokens", sql("DELETE FROM tokens")),
+            ("tokenize", "rejected_records (tokenize)", sql("DELETE FROM rejected_records WHERE reason LIKE 'tokenize:%'")),
+            ("ingest", "labels", sql("DELETE FROM labels")),
+            ("ingest", "rejected_records", sql("DELETE FROM rejected_records")),
+            ("ingest", "sequences", sql("DELETE FROM sequences")),
+            ("ingest", "classes", sql("DELETE FROM classes")),
+            ("ingest", "input_files", sql("DELETE FROM input_files")),
         ]
         return try write("discarding stages \(names.joined(separator: ", "))") { db in
             var out: [(String, Int)] = []
-            for d in deletes where names.contains(d.stage) {
-                if d.sql.hasPrefix("score_sets:") {
-                    out.append((d.table, try Self.deleteScoreSets(db, where: String(d.sql.dropFirst("score_sets:".count)))))
-                } else {
-                    try db.execute(sql: d.sql)
-                    out.append((d.table, db.changesCount))
-                }
-            }
+            for d in deletes where names.contains(d.stage) { out.append((d.table, try d.delete(db))) }
             for name in names { try db.execute(sql: "DELETE FROM stages WHERE stage = ?", arguments: [name]) }
             return out
         }
@@ -386,24 +382,13 @@ extension RunDatabase {
     /// `set_id * scoreSetStride + canonical index`.
     static let scoreSetStride: Int64 = 1 << 32
 
-    /// Inserts one score set (method, seed) with its ranks (1 = highest; ties broken by
-    /// canonical index) into `score_sets` / `score_values` (migration 0003).
+    /// Inserts one score set (method, seed) with its ranks (`ScoreRanking.ranks(scores)`) into
+    /// `score_sets` / `score_values` (migration 0003).
     /// - Throws: GRDB's `DatabaseError` on a SQLite failure (e.g. the set already exists, or
     ///   the disk is full); the caller's `write` turns it into a `StoreError`.
-    static func insertScores(_ db: Database, method: String, seed: Int, shape: ScoreShape, scores: [Float]) throws -> Int {
-        precondition(scores.count == shape.count, "score array does not match its shape")
+    static func insertScores(_ db: Database, method: String, seed: Int, shape: ScoreShape, scores: [Float], ranks rank: [Int32]) throws -> Int {
+        precondition(scores.count == shape.count && rank.count == scores.count, "score or rank array does not match its shape")
         precondition(Int64(scores.count) < scoreSetStride, "a score set holds fewer than 2^32 weights")
-        // rank: 1 = highest score; ties by canonical index.
-        var order = [Int32](unsafeUninitializedCapacity: scores.count) { buf, n in
-            for i in 0 ..< scores.count { buf[i] = Int32(i) }
-            n = scores.count
-        }
-        scores.withUnsafeBufferPointer { sc in
-            order.sort { a, b in sc[Int(a)] != sc[Int(b)] ? sc[Int(a)] > sc[Int(b)] : a < b }
-        }
-        var rank = [Int32](repeating: 0, count: scores.count)
-        for (r, i) in order.enumerated() { rank[Int(i)] = Int32(r + 1) }
-
         try db.execute(sql: "INSERT INTO score_sets (method, seed, n_layers, n_rows, n_cols) VALUES (?, ?, ?, ?, ?)",
                        arguments: [method, seed, shape.layers, shape.rows, shape.cols])
         let base = db.lastInsertedRowID * scoreSetStride
@@ -465,7 +450,9 @@ extension RunDatabase {
                 throw StoreError.superseded("stage \(ledger.stage) was recorded by another process with other parameters while this one worked; this process's work is dropped")
             }
             var n = 0
-            for s in scores { n += try Self.insertScores(db, method: s.method, seed: 0, shape: shape, scores: s.values) }
+            for s in scores {
+                n += try Self.insertScores(db, method: s.method, seed: 0, shape: shape, scores: s.values, ranks: ScoreRanking.ranks(s.values))
+            }
             var l = ledger
             l.rowsWritten = n
             try Self.insertLedger(db, l)
@@ -487,12 +474,13 @@ extension RunDatabase {
 
     // MARK: select
 
-    /// Writes the random-baseline scores, the selections and their densities, and the
+    /// Writes the random-baseline scores (with their ranks, `ScoreRanking.ranks(values)`, which
+    /// the select stage has already computed), the selections and their densities, and the
     /// select ledger row, in one transaction.
-    public func commitSelections(randomScores: [(seed: Int, values: [Float])], shape: ScoreShape,
+    public func commitSelections(randomScores: [(seed: Int, values: [Float], ranks: [Int32])], shape: ScoreShape,
                                  selections: [SelectionRecord], densities: [DensityRecord], ledger: StageRecord) throws {
         try write("writing selections") { db in
-            for r in randomScores { _ = try Self.insertScores(db, method: "random", seed: r.seed, shape: shape, scores: r.values) }
+            for r in randomScores { _ = try Self.insertScores(db, method: "random", seed: r.seed, shape: shape, scores: r.values, ranks: r.ranks) }
             for s in selections {
                 try db.execute(sql: "INSERT INTO selections (method, retention_fraction, seed, n_kept, n_total, min_kept_score) VALUES (?, ?, ?, ?, ?, ?)",
                                arguments: [s.method, s.retentionFraction, s.seed, s.nKept, s.nTotal, s.minKeptScore])

@@ -35,8 +35,7 @@ struct RunOptions: ParsableArguments {
 func openRunner(spec: PipelineSpec, specPath: String, specYAML: String? = nil, db path: String, force: String?,
                 quiet: Bool, shards: ShardSelection? = nil) throws -> PipelineRunner {
     if let force, Stage(rawValue: force) == nil { throw PipelineError.unknownStage(force) }
-    try RunDatabase.requireRunDatabase(path: path, readOnly: false)
-    try RunDatabase.requireWritable(path: path)
+    try RunDatabase.preflight(path: path, readOnly: false)
     try RunLock.acquire(databasePath: path, suffix: shards.map { ".attribute-\($0.index)-of-\($0.count)" } ?? "")
     // Only under the run's own lock (not a shard task's) is this process the only writer.
     if shards == nil && !FileManager.default.fileExists(atPath: path) { FreshDatabase.path = path }

@@ -200,7 +200,7 @@ final class RunDatabaseTests: XCTestCase {
         let act = (0 ..< shape.count).map { Float($0) / 100 }                 // score = index / 100
         let ig = (0 ..< shape.count).map { Float(shape.count - $0) / 1000 }   // reversed order
         XCTAssertEqual(try db.commitScores([("activation", act), ("integrated_gradients", ig)], shape: shape, ledger: ledger("attribute")), 144)
-        try db.commitSelections(randomScores: [(seed: 7, values: act.reversed())], shape: shape, selections: [], densities: [], ledger: ledger("select"))
+        try db.commitSelections(randomScores: [(seed: 7, values: act.reversed(), ranks: ScoreRanking.ranks(act.reversed()))], shape: shape, selections: [], densities: [], ledger: ledger("select"))
         let rows = try db.query("SELECT layer, module, row, col, score, rank FROM neuron_scores WHERE method = 'activation' ORDER BY layer, CASE module WHEN 'query' THEN 0 WHEN 'key' THEN 1 ELSE 2 END, row, col").rows
         XCTAssertEqual(rows.count, 72)
         for (i, r) in rows.enumerated() {

@@ -83,8 +83,10 @@ enum IngestStage {
         let summary = IngestSummary(files: counts, sequences: sequences.map { ($0.sourceFile) },
                                     rejected: rows.map { ($0.file, $0.reason) }, classes: classes.count, excluded: excluded.count)
         ctx.ingestSummary = summary
-        var reasons: [String: Int] = [:]
-        for r in rejected { reasons[IngestSummary.reasonKind(r.reason), default: 0] += 1 }
+        // The log line's counts by reason: the summary's per-file counts, added up.
+        let reasons = summary.files.reduce(into: [String: Int]()) { total, f in
+            for (kind, n) in f.rejectedByReason { total[kind, default: 0] += n }
+        }
         if !excluded.isEmpty {
             ctx.log("  \(excluded.count) sequences kept in the database but excluded from training (their ECs give different labels at level \(spec.labelLevel))")
         }

@@ -20,21 +20,22 @@ enum SelectStage {
         let model = try ModelStore.finalModel(ctx, stage: "select")
         let shape = ScoredWeights(config: model.config)
         let scoreShape = ScoreShape(layers: shape.layers, rows: shape.hidden, cols: shape.hidden)
-        var sets: [(method: String, seed: Int, scores: [Float], ranks: [Int]?)] = []
+        var sets: [(method: String, seed: Int, scores: [Float], ranks: [Int])] = []
         for method in ctx.spec.attribution.methods {
             sets.append((method.rawValue, 0, try ctx.db.scores(method: method.rawValue), try ctx.db.ranks(method: method.rawValue)))
         }
-        var randomScores: [(seed: Int, values: [Float])] = []
+        var randomScores: [(seed: Int, values: [Float], ranks: [Int32])] = []
         for seed in spec.randomSeeds {
             var rng = SplitMix64(seed: UInt64(bitPattern: Int64(seed)))
             let values = (0 ..< shape.count).map { _ in Float(rng.nextUnitDouble()) }
-            randomScores.append((seed, values))
-            sets.append(("random", seed, values, nil))
+            let ranks = ScoreRanking.ranks(values)   // ranked once: used here and stored
+            randomScores.append((seed, values, ranks))
+            sets.append(("random", seed, values, ranks.map(Int.init)))
         }
         var selections: [SelectionRecord] = []
         var densities: [DensityRecord] = []
         for set in sets {
-            let ranks = set.ranks ?? Self.ranks(set.scores)
+            let ranks = set.ranks
             for fraction in spec.retentionFractions.sorted(by: >) {
                 let k = keptCount(fraction, total: shape.count)
                 var minKept = Float.infinity
@@ -59,14 +60,6 @@ enum SelectStage {
                                                         seconds: Date().timeIntervalSince(start)))
         ctx.log("  \(selections.count) selections (\(ctx.spec.attribution.methods.count) methods + random x \(spec.randomSeeds.count) seeds, \(spec.retentionFractions.count) fractions)")
         return selections.count
-    }
-
-    /// Ranks (1 = highest) with ties broken by canonical index, as stored in `neuron_scores`.
-    static func ranks(_ scores: [Float]) -> [Int] {
-        let order = (0 ..< scores.count).sorted { scores[$0] != scores[$1] ? scores[$0] > scores[$1] : $0 < $1 }
-        var r = [Int](repeating: 0, count: scores.count)
-        for (i, idx) in order.enumerated() { r[idx] = i + 1 }
-        return r
     }
 }
 
