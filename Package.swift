@@ -38,7 +38,7 @@ let package = Package(
             .product(name: "Crypto", package: "swift-crypto"),
         ]),
         .executableTarget(name: "kneuron", dependencies: [
-            "Pipeline", "ESM", "ProteinData", "Store",
+            "Pipeline", "Attribution", "ESM", "ProteinData", "Store",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
         .testTarget(name: "ProteinDataTests", dependencies: ["ProteinData"]),

@@ -83,8 +83,8 @@ public final class ESMClassifier {
     private var B = 0, T = 0
     private var lastTokens: [Int32] = []
     private var lastLengths: [Int] = []
-    private var hasQKVScale = false
-    private var scaledIntermediateLayer: Int? = nil
+    private var hooks = ForwardHooks.none
+    private var captured: [ModuleSite: [Float]] = [:]
 
     // Cached activations of the last forward (see `forward`).
     private let resid = GrowBuffer()      // (L+1, N, H): resid[0] embeddings, resid[l+1] after block l
@@ -102,7 +102,7 @@ public final class ESMClassifier {
     private let finalOut = GrowBuffer()   // (N, H)
     private let finalStats = GrowBuffer() // (2, N)
     private let head = GrowBuffer()       // pooled (B,H), densePre (B,H), denseAct (B,H), logits (B,C)
-    private let rowScales = GrowBuffer()  // token-dropout scale (B), qkv scale (B), intermediate scale (B)
+    private let rowScales = GrowBuffer()  // token-dropout scale (B), weight scale (B), output scale (B)
     private let rope = GrowBuffer()       // cos (T,HD/2), sin (T,HD/2)
     private let tmp = GrowBuffer()        // (N, max(H,I))
     private let attScratch = GrowBuffer() // workers * 2*T*T
@@ -110,6 +110,7 @@ public final class ESMClassifier {
     private let dResid = GrowBuffer(), dLn = GrowBuffer(), dAttn = GrowBuffer()
     private let dqRot = GrowBuffer(), dkRot = GrowBuffer(), dqRaw = GrowBuffer(), dkRaw = GrowBuffer()
     private let dv = GrowBuffer(), dFc = GrowBuffer(), dAct = GrowBuffer(), dHead = GrowBuffer()
+    private let dScaled = GrowBuffer()   // (N, H): row-scaled gradient of a scaled output whose unscaled gradient also flows on
     private let lnScratch = GrowBuffer()
     private let lnSink = GrowBuffer()     // 2H: LayerNorm weight/bias gradients of input-only passes
 
@@ -208,36 +209,31 @@ public final class ESMClassifier {
     /// - Parameters:
     ///   - batch: B rows of T tokens (see `TokenBatch`); ids outside the vocabulary embed as
     ///     zero (call `check(_:)` first for user input).
-    ///   - qkvScale: optional factors (B): row b uses `(qkvScale[b] * W) x + bias` for the
-    ///     query, key and value projections of every layer (integrated gradients, all steps of
-    ///     one sequence as rows). Must have B entries.
-    ///   - intermediateScale: optional per-row factors (B) for ONE layer's FFN intermediate
-    ///     activation: row b feeds `output.dense` with `factors[b] * gelu(intermediate.dense(LN_f(x)))`
-    ///     at every position (integrated gradients over FFN neurons, see `IntermediateScale`).
-    ///     `layer` must be in `0 ..< numHiddenLayers` and `factors` must have B entries.
+    ///   - hooks: per-row scaling of the weights of named linear maps (`WeightScale`) or of
+    ///     one linear map's output (`OutputScale`), and outputs to keep for `output(at:)`.
+    ///     Factor arrays must have B entries and sites must name layers of the model
+    ///     (programming errors otherwise).
     /// - Returns: logits (B,C) row-major. Empty for an empty batch.
-    public func forward(_ batch: TokenBatch, qkvScale: [Float]? = nil,
-                        intermediateScale: IntermediateScale? = nil) -> [Float] {
+    public func forward(_ batch: TokenBatch, hooks: ForwardHooks = .none) -> [Float] {
         let B = batch.batchSize, T = batch.length
         self.B = B; self.T = T
         lastTokens = batch.tokens
         lastLengths = batch.lengths.map { min(max($0, 0), T) }
-        hasQKVScale = qkvScale != nil
-        scaledIntermediateLayer = intermediateScale?.layer
+        self.hooks = hooks
+        captured = [:]
         if B == 0 || T == 0 { return [Float](repeating: 0, count: B * config.numLabels) }
-        precondition(qkvScale == nil || qkvScale!.count == B, "qkvScale must have one factor per batch row")
-        if let intermediateScale {
-            precondition(intermediateScale.factors.count == B, "intermediateScale must have one factor per batch row")
-            precondition(intermediateScale.layer >= 0 && intermediateScale.layer < config.numHiddenLayers,
-                         "intermediateScale.layer outside 0..<numHiddenLayers")
+        if let w = hooks.weightScale { precondition(w.factors.count == B, "weightScale must have one factor per batch row") }
+        if let o = hooks.outputScale {
+            precondition(o.factors.count == B, "outputScale must have one factor per batch row")
+            precondition(o.site.layer >= 0 && o.site.layer < config.numHiddenLayers, "outputScale.site.layer outside 0..<numHiddenLayers")
         }
         ensureCapacity(B: B, T: T)
         let L = config.numHiddenLayers, H = config.hiddenSize, I = config.intermediateSize
         let NH = config.numAttentionHeads, HD = config.headDim, C = config.numLabels, V = config.vocabSize
         let N = B * T, NHsz = N * H, eps = config.layerNormEps
 
-        // Per-row factors: token dropout (HF: 0.88 / (1 - masks/len)) and qkv scale.
-        let tdScale = rowScales.pointer, qkvS = rowScales.pointer + B, ffnS = rowScales.pointer + 2 * B
+        // Per-row factors: token dropout (HF: 0.88 / (1 - masks/len)), weight scale, output scale.
+        let tdScale = rowScales.pointer, wS = rowScales.pointer + B, oS = rowScales.pointer + 2 * B
         for b in 0 ..< B {
             if config.tokenDropout {
                 let len = lastLengths[b]
@@ -248,13 +244,22 @@ public final class ESMClassifier {
             } else {
                 tdScale[b] = 1
             }
-            qkvS[b] = qkvScale?[b] ?? 1
-            ffnS[b] = intermediateScale?.factors[b] ?? 1
+            wS[b] = hooks.weightScale?.factors[b] ?? 1
+            oS[b] = hooks.outputScale?.factors[b] ?? 1
         }
         rotaryTables(cos: rope.pointer, sin: rope.pointer + T * HD / 2, T: T, HD: HD)
         let cosT = rope.pointer, sinT = rope.pointer + T * HD / 2
         let qScale = 1 / Float(HD).squareRoot()
-        let rs: ConstFloatPtr? = qkvScale == nil ? nil : ConstFloatPtr(qkvS)
+        let scaledWeights = hooks.weightScale?.modules ?? []
+        /// The weight row scale of module m (nil = unscaled).
+        func rs(_ m: LinearModule) -> ConstFloatPtr? { scaledWeights.contains(m) ? ConstFloatPtr(wS) : nil }
+        /// After the output y (N, out) of the linear map at (l, m) is computed: apply the output
+        /// scale and keep a copy when asked.
+        func hook(_ l: Int, _ m: LinearModule, _ y: FloatPtr, _ out: Int) {
+            let site = ModuleSite(layer: l, module: m)
+            if hooks.outputScale?.site == site { rowScaleForward(y, scale: oS, B: B, rowLength: T * out) }
+            if hooks.capture.contains(site) { captured[site] = copyOut(y, N * out) }
+        }
 
         parameters.values.withUnsafeBufferPointer { pbuf in
             let P = pbuf.baseAddress!
@@ -270,26 +275,32 @@ public final class ESMClassifier {
                         layerNormForward(la, mean: sa, rstd: sa + N, inp: x, weight: P + w.lnAW, bias: P + w.lnAB,
                                          N: N, H: H, eps: eps)
                         linearForward(tmp.pointer, inp: la, weight: P + w.qW, bias: P + w.qB, N: N, IN: H, OUT: H,
-                                      rowScale: rs, rowsPerScale: T, workers: workers)
+                                      rowScale: rs(.query), rowsPerScale: T, workers: workers)
+                        hook(l, .query, tmp.pointer, H)
                         rotaryForward(q, inp: tmp.pointer, cos: cosT, sin: sinT, scale: qScale, B: B, T: T, NH: NH, HD: HD)
                         linearForward(tmp.pointer, inp: la, weight: P + w.kW, bias: P + w.kB, N: N, IN: H, OUT: H,
-                                      rowScale: rs, rowsPerScale: T, workers: workers)
+                                      rowScale: rs(.key), rowsPerScale: T, workers: workers)
+                        hook(l, .key, tmp.pointer, H)
                         rotaryForward(k, inp: tmp.pointer, cos: cosT, sin: sinT, scale: 1, B: B, T: T, NH: NH, HD: HD)
                         linearForward(v, inp: la, weight: P + w.vW, bias: P + w.vB, N: N, IN: H, OUT: H,
-                                      rowScale: rs, rowsPerScale: T, workers: workers)
+                                      rowScale: rs(.value), rowsPerScale: T, workers: workers)
+                        hook(l, .value, v, H)
                         attentionForward(ao, q: q, k: k, v: v, lengths: lens.baseAddress!, B: B, T: T, NH: NH, HD: HD,
                                          scratch: attScratch.pointer, workers: workers)
-                        linearForward(tmp.pointer, inp: ao, weight: P + w.oW, bias: P + w.oB, N: N, IN: H, OUT: H, workers: workers)
+                        linearForward(tmp.pointer, inp: ao, weight: P + w.oW, bias: P + w.oB, N: N, IN: H, OUT: H,
+                                      rowScale: rs(.attentionOutput), rowsPerScale: T, workers: workers)
+                        hook(l, .attentionOutput, tmp.pointer, H)
                         residualForward(xm, a: x, b: tmp.pointer, count: NHsz)
                         // x_next = x_mid + W2 gelu(W1 LN_f(x_mid) + b1) + b2
                         layerNormForward(lf, mean: sf, rstd: sf + N, inp: xm, weight: P + w.lnFW, bias: P + w.lnFB,
                                          N: N, H: H, eps: eps)
-                        linearForward(pre, inp: lf, weight: P + w.fcW, bias: P + w.fcB, N: N, IN: H, OUT: I, workers: workers)
+                        linearForward(pre, inp: lf, weight: P + w.fcW, bias: P + w.fcB, N: N, IN: H, OUT: I,
+                                      rowScale: rs(.intermediate), rowsPerScale: T, workers: workers)
                         geluForward(act, inp: pre, count: N * I)
-                        if l == scaledIntermediateLayer {   // act (B, T*I) *= factors[b]
-                            rowScaleForward(act, scale: ffnS, B: B, rowLength: T * I)
-                        }
-                        linearForward(tmp.pointer, inp: act, weight: P + w.projW, bias: P + w.projB, N: N, IN: I, OUT: H, workers: workers)
+                        hook(l, .intermediate, act, I)
+                        linearForward(tmp.pointer, inp: act, weight: P + w.projW, bias: P + w.projB, N: N, IN: I, OUT: H,
+                                      rowScale: rs(.output), rowsPerScale: T, workers: workers)
+                        hook(l, .output, tmp.pointer, H)
                         residualForward(resid.pointer + (l + 1) * NHsz, a: xm, b: tmp.pointer, count: NHsz)
                     }
                     layerNormForward(finalOut.pointer, mean: finalStats.pointer, rstd: finalStats.pointer + N,
@@ -310,56 +321,82 @@ public final class ESMClassifier {
     }
 
     /// Backward of the last `forward`: ACCUMULATES dL/dparameters into `grads` (same layout)
-    /// given dL/dlogits (B,C). With a `qkvScale` forward, dW_{q,k,v} get the factor
-    /// `qkvScale[b]` of each row (chain rule); bias gradients do not. With an
-    /// `intermediateScale` forward, the gradient reaching that layer's `intermediate.dense`
-    /// gets the factor `factors[b]` of each row.
+    /// given dL/dlogits (B,C). With a `WeightScale`, the weight gradients of the scaled modules
+    /// get the factor of each row (chain rule: dL/dW = sum_b factors[b] dL/dW'_b); bias
+    /// gradients do not. With an `OutputScale`, the gradient below that site gets the factor.
+    /// - Parameter modules: when given, only the weight and bias gradients of these linear maps
+    ///   (every layer) are computed and accumulated; every other slot of `grads` is left as it
+    ///   is and the weight products of the other maps are skipped (integrated gradients over a
+    ///   chosen module set needs no more). nil = every parameter.
     /// Calling it before any forward, or with dLogits of the wrong size, is a programming error.
-    public func backward(dLogits: [Float], into grads: inout ParameterBuffer) {
+    public func backward(dLogits: [Float], into grads: inout ParameterBuffer, modules: Set<LinearModule>? = nil) {
         precondition(grads.values.count == parameters.values.count, "grads must have the parameter layout")
         grads.values.withUnsafeMutableBufferPointer { gbuf in
-            backwardPass(dLogits: dLogits, grads: gbuf.baseAddress!, stopAtIntermediateOf: nil)
+            _ = backwardPass(dLogits: dLogits, grads: gbuf.baseAddress!, modules: modules, sites: [])
         }
     }
 
-    /// Gradient of the last `forward` with respect to the FFN intermediate activation of
-    /// `layer` as it entered `output.dense`: dL/da' (B,T,I) row-major, where
-    /// a' = factors[b] * gelu(intermediate.dense(LN_f(x))) when that forward had an
-    /// `IntermediateScale` for `layer` (a' = a otherwise), given dL/dlogits (B,C).
-    /// Only the head and blocks `layer ..< L` are visited and no parameter gradient is
-    /// computed (no weight products), so it costs well under a full `backward`.
-    /// Padding rows (t >= len[b]) get 0 (they never reach the logits).
-    /// Empty when `layer` is outside `0 ..< numHiddenLayers` or no forward ran.
-    public func intermediateGradient(dLogits: [Float], layer: Int) -> [Float] {
-        guard layer >= 0, layer < config.numHiddenLayers, B * T > 0 else { return [] }
-        backwardPass(dLogits: dLogits, grads: nil, stopAtIntermediateOf: layer)
-        return copyOut(dAct.pointer, B * T * config.intermediateSize)
+    /// Gradients of the last `forward` with respect to the outputs of the linear maps at
+    /// `sites`, as they left the map (after the forward's `OutputScale` when it applied there;
+    /// for `intermediate`, the activation after GELU): dL/dy (B,T,out) row-major per site, given
+    /// dL/dlogits (B,C). Only the head and the blocks down to the lowest site are visited and no
+    /// parameter gradient is computed (no weight products). Padding rows (t >= len[b]) get 0.
+    /// Sites outside the model's layers are left out of the result; empty when no forward ran.
+    public func outputGradients(dLogits: [Float], at sites: Set<ModuleSite>) -> [ModuleSite: [Float]] {
+        let valid = sites.filter { $0.layer >= 0 && $0.layer < config.numHiddenLayers }
+        guard !valid.isEmpty, B * T > 0 else { return [:] }
+        return backwardPass(dLogits: dLogits, grads: nil, modules: nil, sites: valid)
     }
 
     /// The backward pass. `grads` nil: input gradients only (weight products skipped, LayerNorm
-    /// affine gradients sunk into scratch). `stopAtIntermediateOf` l: returns once dL/da' of
-    /// block l's intermediate activation is in `dAct` (N,I).
-    private func backwardPass(dLogits: [Float], grads: FloatPtr?, stopAtIntermediateOf stopLayer: Int?) {
+    /// affine gradients sunk into scratch), returning once the gradient of every site in `sites`
+    /// is copied out. `modules`: the linear maps whose parameter gradients are wanted (nil = all).
+    private func backwardPass(dLogits: [Float], grads: FloatPtr?, modules: Set<LinearModule>?,
+                              sites: Set<ModuleSite>) -> [ModuleSite: [Float]] {
         let B = self.B, T = self.T
-        if B == 0 || T == 0 { return }
+        if B == 0 || T == 0 { return [:] }
         let L = config.numHiddenLayers, H = config.hiddenSize, I = config.intermediateSize
         let NH = config.numAttentionHeads, HD = config.headDim, C = config.numLabels, V = config.vocabSize
         let N = B * T, NHsz = N * H
         precondition(dLogits.count == B * C, "dLogits must be (B,C) of the last forward")
         for buf in [dResid, dLn, dAttn, dqRot, dkRot, dqRaw, dkRaw, dv] { buf.ensure(NHsz) }
-        dFc.ensure(N * I); dAct.ensure(N * I)
+        dFc.ensure(N * I); dAct.ensure(N * I); dScaled.ensure(NHsz)
         dHead.ensure(3 * B * H)
         let cosT = rope.pointer, sinT = rope.pointer + T * HD / 2
         let qScale = 1 / Float(HD).squareRoot()
-        let qkvS = rowScales.pointer + B, ffnS = rowScales.pointer + 2 * B
-        let rs: ConstFloatPtr? = hasQKVScale ? ConstFloatPtr(qkvS) : nil
+        let wS = rowScales.pointer + B, oS = rowScales.pointer + 2 * B
+        let scaledWeights = hooks.weightScale?.modules ?? []
+        func rs(_ m: LinearModule) -> ConstFloatPtr? { scaledWeights.contains(m) ? ConstFloatPtr(wS) : nil }
         let tdScale = rowScales.pointer
         // Gradient destinations: the parameter slot, or nothing / a scratch sink.
         let G = grads
-        func g(_ offset: Int) -> FloatPtr? { G.map { $0 + offset } }
+        let allParameters = modules == nil
+        func g(_ m: LinearModule, _ offset: Int) -> FloatPtr? {
+            guard let G, modules?.contains(m) ?? true else { return nil }
+            return G + offset
+        }
+        func other(_ offset: Int) -> FloatPtr? { allParameters ? G.map { $0 + offset } : nil }
         let sinkW = lnSink.pointer, sinkB = lnSink.pointer + H
-        func lnW(_ offset: Int) -> FloatPtr { G.map { $0 + offset } ?? sinkW }
-        func lnB(_ offset: Int) -> FloatPtr { G.map { $0 + offset } ?? sinkB }
+        func lnW(_ offset: Int) -> FloatPtr { other(offset) ?? sinkW }
+        func lnB(_ offset: Int) -> FloatPtr { other(offset) ?? sinkB }
+        var out: [ModuleSite: [Float]] = [:]
+        let lowest = sites.min()
+        /// At the site (l, m) whose output gradient dL/dy' is in `d` (N, width): copy it out
+        /// when asked; returns the gradient to propagate below, dL/dy = factors[b] dL/dy' when
+        /// the forward scaled this output (in `scratch`, or in place when `scratch` is nil),
+        /// else `d`. Sets `done` once the lowest asked site is reached.
+        var done = false
+        func visit(_ l: Int, _ m: LinearModule, _ d: FloatPtr, _ width: Int, scratch: FloatPtr?) -> ConstFloatPtr {
+            let site = ModuleSite(layer: l, module: m)
+            if sites.contains(site) { out[site] = copyOut(d, N * width) }
+            if G == nil && site == lowest { done = true }
+            guard hooks.outputScale?.site == site else { return ConstFloatPtr(d) }
+            let target = scratch ?? d
+            if let scratch { scratch.update(from: d, count: N * width) }
+            rowScaleBackward(target, scale: oS, B: B, rowLength: T * width)
+            return ConstFloatPtr(target)
+        }
+        let stopLayer = G == nil ? (lowest?.layer ?? 0) : 0
 
         parameters.values.withUnsafeBufferPointer { pbuf in
             let P = pbuf.baseAddress!
@@ -370,10 +407,10 @@ public final class ESMClassifier {
                         let pooled = head.pointer, densePre = pooled + B * H, denseAct = densePre + B * H
                         let dPooled = dHead.pointer, dDensePre = dPooled + B * H, dDenseAct = dDensePre + B * H
                         dHead.pointer.update(repeating: 0, count: 3 * B * H)
-                        linearBackward(dinp: dDenseAct, dweight: g(outW), dbias: g(outB), dout: dl.baseAddress!,
+                        linearBackward(dinp: dDenseAct, dweight: other(outW), dbias: other(outB), dout: dl.baseAddress!,
                                        inp: denseAct, weight: P + outW, N: B, IN: H, OUT: C, workers: workers)
                         tanhBackward(dinp: dDensePre, out: denseAct, dout: dDenseAct, count: B * H)
-                        linearBackward(dinp: dPooled, dweight: g(denseW), dbias: g(denseB), dout: dDensePre,
+                        linearBackward(dinp: dPooled, dweight: other(denseW), dbias: other(denseB), dout: dDensePre,
                                        inp: pooled, weight: P + denseW, N: B, IN: H, OUT: H, workers: workers)
                         dLn.pointer.update(repeating: 0, count: NHsz)
                         poolBackward(dinp: dLn.pointer, dout: dPooled, lengths: lens, pooling: config.classifierPooling,
@@ -384,29 +421,35 @@ public final class ESMClassifier {
                                           mean: finalStats.pointer, rstd: finalStats.pointer + N, N: N, H: H,
                                           scratch: lnScratch.pointer)
                     }
-                    for l in stride(from: L - 1, through: stopLayer ?? 0, by: -1) {
+                    for l in stride(from: L - 1, through: stopLayer, by: -1) {
                         let w = layers[l]
                         let (x, xm, la, lf, q, k, v, ao, sa, sf, pre, act) = cached(layer: l, N: N)
-                        // FFN half; dResid holds dL/dx_next and gains dL/dx_mid.
+                        // FFN half; dResid holds dL/dx_next (= dL/d output.dense's output) and gains dL/dx_mid.
+                        // The residual path keeps dResid unscaled: a scaled output's gradient goes to dScaled.
+                        let dProj = visit(l, .output, dResid.pointer, H, scratch: dScaled.pointer)
+                        if done { return }
                         dAct.pointer.update(repeating: 0, count: N * I)
-                        linearBackward(dinp: dAct.pointer, dweight: g(w.projW), dbias: g(w.projB), dout: dResid.pointer,
-                                       inp: act, weight: P + w.projW, N: N, IN: I, OUT: H, workers: workers)
-                        if l == stopLayer { return }   // dAct = dL/da' of this layer
-                        if l == scaledIntermediateLayer {   // dL/da = factors[b] * dL/da'
-                            rowScaleBackward(dAct.pointer, scale: ffnS, B: B, rowLength: T * I)
-                        }
+                        linearBackward(dinp: dAct.pointer, dweight: g(.output, w.projW), dbias: g(.output, w.projB), dout: dProj,
+                                       inp: act, weight: P + w.projW, N: N, IN: I, OUT: H,
+                                       rowScale: rs(.output), rowsPerScale: T, scratch: tmp.pointer, workers: workers)
+                        _ = visit(l, .intermediate, dAct.pointer, I, scratch: nil)   // dL/da' -> dL/da in place
+                        if done { return }
                         dFc.pointer.update(repeating: 0, count: N * I)
                         geluBackward(dinp: dFc.pointer, inp: pre, dout: dAct.pointer, count: N * I)
                         dLn.pointer.update(repeating: 0, count: NHsz)
-                        linearBackward(dinp: dLn.pointer, dweight: g(w.fcW), dbias: g(w.fcB), dout: dFc.pointer,
-                                       inp: lf, weight: P + w.fcW, N: N, IN: H, OUT: I, workers: workers)
+                        linearBackward(dinp: dLn.pointer, dweight: g(.intermediate, w.fcW), dbias: g(.intermediate, w.fcB), dout: dFc.pointer,
+                                       inp: lf, weight: P + w.fcW, N: N, IN: H, OUT: I,
+                                       rowScale: rs(.intermediate), rowsPerScale: T, scratch: tmp.pointer, workers: workers)
                         layerNormBackward(dinp: dResid.pointer, dweight: lnW(w.lnFW), dbias: lnB(w.lnFB), dout: dLn.pointer,
                                           inp: xm, weight: P + w.lnFW, mean: sf, rstd: sf + N, N: N, H: H,
                                           scratch: lnScratch.pointer)
-                        // Attention half; dResid gains dL/dx.
+                        // Attention half; dResid = dL/dx_mid (= dL/d attention.output.dense's output) and gains dL/dx.
+                        let dO = visit(l, .attentionOutput, dResid.pointer, H, scratch: dScaled.pointer)
+                        if done { return }
                         dAttn.pointer.update(repeating: 0, count: NHsz)
-                        linearBackward(dinp: dAttn.pointer, dweight: g(w.oW), dbias: g(w.oB), dout: dResid.pointer,
-                                       inp: ao, weight: P + w.oW, N: N, IN: H, OUT: H, workers: workers)
+                        linearBackward(dinp: dAttn.pointer, dweight: g(.attentionOutput, w.oW), dbias: g(.attentionOutput, w.oB), dout: dO,
+                                       inp: ao, weight: P + w.oW, N: N, IN: H, OUT: H,
+                                       rowScale: rs(.attentionOutput), rowsPerScale: T, scratch: tmp.pointer, workers: workers)
                         for buf in [dqRot, dkRot, dv, dqRaw, dkRaw] { buf.pointer.update(repeating: 0, count: NHsz) }
                         attentionBackward(dq: dqRot.pointer, dk: dkRot.pointer, dv: dv.pointer, dout: dAttn.pointer,
                                           q: q, k: k, v: v, lengths: lens, B: B, T: T, NH: NH, HD: HD,
@@ -415,22 +458,27 @@ public final class ESMClassifier {
                                        B: B, T: T, NH: NH, HD: HD)
                         rotaryBackward(dinp: dkRaw.pointer, dout: dkRot.pointer, cos: cosT, sin: sinT, scale: 1,
                                        B: B, T: T, NH: NH, HD: HD)
+                        // dv, dqRaw, dkRaw feed only their own Linear: scaled in place.
+                        _ = visit(l, .value, dv.pointer, H, scratch: nil)
+                        _ = visit(l, .query, dqRaw.pointer, H, scratch: nil)
+                        _ = visit(l, .key, dkRaw.pointer, H, scratch: nil)
+                        if done { return }
                         dLn.pointer.update(repeating: 0, count: NHsz)
-                        let scratch = dAttn.pointer   // free now; N*H floats for the scaled dout
-                        linearBackward(dinp: dLn.pointer, dweight: g(w.qW), dbias: g(w.qB), dout: dqRaw.pointer,
+                        let scratch = tmp.pointer   // N*H floats for the row-scaled dout
+                        linearBackward(dinp: dLn.pointer, dweight: g(.query, w.qW), dbias: g(.query, w.qB), dout: dqRaw.pointer,
                                        inp: la, weight: P + w.qW, N: N, IN: H, OUT: H,
-                                       rowScale: rs, rowsPerScale: T, scratch: scratch, workers: workers)
-                        linearBackward(dinp: dLn.pointer, dweight: g(w.kW), dbias: g(w.kB), dout: dkRaw.pointer,
+                                       rowScale: rs(.query), rowsPerScale: T, scratch: scratch, workers: workers)
+                        linearBackward(dinp: dLn.pointer, dweight: g(.key, w.kW), dbias: g(.key, w.kB), dout: dkRaw.pointer,
                                        inp: la, weight: P + w.kW, N: N, IN: H, OUT: H,
-                                       rowScale: rs, rowsPerScale: T, scratch: scratch, workers: workers)
-                        linearBackward(dinp: dLn.pointer, dweight: g(w.vW), dbias: g(w.vB), dout: dv.pointer,
+                                       rowScale: rs(.key), rowsPerScale: T, scratch: scratch, workers: workers)
+                        linearBackward(dinp: dLn.pointer, dweight: g(.value, w.vW), dbias: g(.value, w.vB), dout: dv.pointer,
                                        inp: la, weight: P + w.vW, N: N, IN: H, OUT: H,
-                                       rowScale: rs, rowsPerScale: T, scratch: scratch, workers: workers)
+                                       rowScale: rs(.value), rowsPerScale: T, scratch: scratch, workers: workers)
                         layerNormBackward(dinp: dResid.pointer, dweight: lnW(w.lnAW), dbias: lnB(w.lnAB), dout: dLn.pointer,
                                           inp: x, weight: P + w.lnAW, mean: sa, rstd: sa + N, N: N, H: H,
                                           scratch: lnScratch.pointer)
                     }
-                    if let G {
+                    if allParameters, let G {
                         embeddingBackward(dwte: G + wteOff, dout: dResid.pointer, tokens: tok.baseAddress!, lengths: lens,
                                           rowScale: tdScale, maskToken: Int32(config.maskTokenId),
                                           zeroMask: config.tokenDropout, B: B, T: T, H: H, V: V)
@@ -438,6 +486,7 @@ public final class ESMClassifier {
                 }
             }
         }
+        return out
     }
 
     /// Views of block `layer`'s cached activations for N token rows, shared by forward and
@@ -456,23 +505,38 @@ public final class ESMClassifier {
         Array(UnsafeBufferPointer(start: p, count: count))
     }
 
-    /// LN_a output of block `layer` from the last forward, the input of its query/key/value
-    /// projections: (B,T,H) row-major, padding rows included (mask them by `lengths`).
-    /// Empty when `layer` is out of range or no forward ran.
-    public func attentionInput(layer: Int) -> [Float] {
-        guard layer >= 0, layer < config.numHiddenLayers, B * T > 0 else { return [] }
-        let n = B * T * config.hiddenSize
-        return copyOut(lnA.pointer + layer * n, n)
+    /// The input of the linear map at `site` in the last forward, as the map saw it: LN_a's
+    /// output for query/key/value, the attention heads' concatenated output for
+    /// attention_output, LN_f's output for intermediate, the activation after GELU (after an
+    /// `OutputScale` of that layer's intermediate) for output. (B,T,in) row-major, padding
+    /// rows included (mask them by the batch lengths). Empty when out of range or no forward ran.
+    public func input(at site: ModuleSite) -> [Float] {
+        guard site.layer >= 0, site.layer < config.numHiddenLayers, B * T > 0 else { return [] }
+        let N = B * T
+        let (_, _, la, lf, _, _, _, ao, _, _, _, act) = cached(layer: site.layer, N: N)
+        switch site.module {
+        case .query, .key, .value: return copyOut(la, N * config.hiddenSize)
+        case .attentionOutput: return copyOut(ao, N * config.hiddenSize)
+        case .intermediate: return copyOut(lf, N * config.hiddenSize)
+        case .output: return copyOut(act, N * config.intermediateSize)
+        }
     }
 
-    /// FFN intermediate activation of block `layer` from the last forward, as it entered
-    /// `output.dense`: gelu(intermediate.dense(LN_f(x))) (HF `EsmIntermediate` output), times
-    /// the row's factor when that forward had an `IntermediateScale` for `layer`.
-    /// (B,T,I) row-major, padding rows included. Empty when out of range or no forward ran.
-    public func intermediateActivation(layer: Int) -> [Float] {
-        guard layer >= 0, layer < config.numHiddenLayers, B * T > 0 else { return [] }
-        let n = B * T * config.intermediateSize
-        return copyOut(fcAct.pointer + layer * n, n)
+    /// The output of the linear map at `site` in the last forward (after its `OutputScale`
+    /// when one applied there): (B,T,out) row-major, padding rows included. For
+    /// `intermediate` it is the activation after GELU (HF `EsmIntermediate` output). value and
+    /// intermediate are always available; query, key, attention_output and output only when
+    /// the forward's `ForwardHooks.capture` listed the site. Empty otherwise.
+    public func output(at site: ModuleSite) -> [Float] {
+        if let y = captured[site] { return y }
+        guard site.layer >= 0, site.layer < config.numHiddenLayers, B * T > 0 else { return [] }
+        let N = B * T
+        let (_, _, _, _, _, _, v, _, _, _, _, act) = cached(layer: site.layer, N: N)
+        switch site.module {
+        case .value: return copyOut(v, N * config.hiddenSize)
+        case .intermediate: return copyOut(act, N * config.intermediateSize)
+        default: return []
+        }
     }
 
     /// Final hidden states after `emb_layer_norm_after` from the last forward (B,T,H)
@@ -500,24 +564,5 @@ public final class ESMClassifier {
         guard afterLayer >= 0, afterLayer < config.numHiddenLayers, B * T > 0 else { return [] }
         let n = B * T * config.hiddenSize
         return copyOut(resid.pointer + (afterLayer + 1) * n, n)
-    }
-}
-
-/// A per-row scale of ONE layer's FFN intermediate activation, for integrated gradients over
-/// FFN neurons (Dai et al. 2021, "Knowledge Neurons in Pretrained Transformers",
-/// arXiv 2104.08696 section 3.1: the activation is scaled by alpha from the zero baseline).
-/// In `ESMClassifier.forward(_:qkvScale:intermediateScale:)`, batch row b feeds block
-/// `layer`'s `output.dense` with `factors[b] * gelu(intermediate.dense(LN_f(x)))` at every
-/// position; nothing else changes.
-public struct IntermediateScale: Sendable, Equatable {
-    /// Block index, 0-based (`0 ..< numHiddenLayers`).
-    public var layer: Int
-    /// One factor per batch row (B); 1 is the unchanged model, 0 the baseline.
-    public var factors: [Float]
-
-    /// Scales block `layer`'s intermediate activation of batch row b by `factors[b]`.
-    public init(layer: Int, factors: [Float]) {
-        self.layer = layer
-        self.factors = factors
     }
 }

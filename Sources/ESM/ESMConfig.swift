@@ -12,18 +12,6 @@ public enum Pooling: String, Codable, Sendable, CaseIterable {
     case mean
 }
 
-/// The three self-attention projections whose weights are scored for knowledge neurons
-/// (HuggingFace `EsmSelfAttention.{query,key,value}`; arXiv 2312.10770 section 3).
-public enum AttentionModule: String, Codable, Sendable, CaseIterable, Comparable {
-    case query
-    case key
-    case value
-
-    public static func < (a: AttentionModule, b: AttentionModule) -> Bool {
-        allCases.firstIndex(of: a)! < allCases.firstIndex(of: b)!
-    }
-}
-
 /// Errors raised while building or loading an ESM-2 configuration.
 public enum ESMConfigError: Error, CustomStringConvertible, Equatable {
     /// The preset name is not one of `ESMConfig.presetNames`.

@@ -33,16 +33,6 @@ public enum LayerTensor: String, CaseIterable, Sendable {
         default: return [h]
         }
     }
-
-    /// The weight tensor of an attention projection.
-    public static func weight(_ m: AttentionModule) -> LayerTensor {
-        switch m { case .query: .queryWeight; case .key: .keyWeight; case .value: .valueWeight }
-    }
-
-    /// The bias tensor of an attention projection.
-    public static func bias(_ m: AttentionModule) -> LayerTensor {
-        switch m { case .query: .queryBias; case .key: .keyBias; case .value: .valueBias }
-    }
 }
 
 /// Tensors outside the blocks, by their HuggingFace `EsmForSequenceClassification` names.

@@ -12,9 +12,9 @@ public enum BenchWorkload: String, CaseIterable, Sendable {
     case forward
     /// Forward + backward of the mean cross-entropy for all parameters, batch 8 x 256.
     case train
-    /// Integrated gradients of P(class 0) w.r.t. every q/k/v weight for one sequence of 256
-    /// tokens, 20 steps (midpoint rule; `kneuron bench --ig-steps` changes it), steps
-    /// processed in chunks.
+    /// Integrated gradients of P(class 0) for one sequence of 256 tokens, 20 steps (midpoint
+    /// rule; `kneuron bench --ig-steps` changes it), steps processed in chunks; by default over
+    /// every q/k/v weight (`--modules`, `--granularity` choose another score layout).
     case ig
     /// Writing 2,080,800 neuron scores (6 layers x 3 modules x 340 x 340) with their ranks
     /// to a fresh SQLite database in one transaction (`RunDatabase.commitScores`).
@@ -86,9 +86,12 @@ public enum Benchmark {
     }
 
     /// Times `repeats` runs of `workload` after one warm-up run (`igSteps`: Riemann steps of
-    /// the `ig` workload).
-    /// - Throws: `StoreError` for the `sqlite` workload when the temporary database fails.
-    public static func run(_ workload: BenchWorkload, repeats: Int, igSteps: Int = 20) throws -> BenchResult {
+    /// the `ig` workload; `modules` and `granularity`: its score layout, default the paper's
+    /// query/key/value weights).
+    /// - Throws: `StoreError` for the `sqlite` workload when the temporary database fails;
+    ///   `AttributionError.noModules` for an empty module list.
+    public static func run(_ workload: BenchWorkload, repeats: Int, igSteps: Int = 20,
+                           modules: [LinearModule] = LinearModule.attention, granularity: Granularity = .weight) throws -> BenchResult {
         let model = try model()
         let (B, T) = workload.shape
         let rows = tokens(batch: B, length: T)
@@ -107,7 +110,10 @@ public enum Benchmark {
                 model.backward(dLogits: d, into: &grads)
             }
         case .ig:
-            once = { _ = IntegratedGradients.attribute(model: model, tokens: rows[0], target: 0, steps: igSteps, gradients: &grads) }
+            let layout = try ScoreLayout(config: model.config, modules: modules, granularity: granularity)
+            let input = [AttributionInput(tokens: rows[0], target: 0)]
+            once = { _ = try? IntegratedGradientsAttributor().contributions(model: model, sequences: input, layout: layout,
+                                                                              options: AttributionOptions(steps: igSteps)) }
         case .sqlite:
             return try sqlite(repeats: repeats)
         }

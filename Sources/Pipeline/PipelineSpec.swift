@@ -1,4 +1,5 @@
 import Foundation
+import Attribution
 import Yams
 import ESM
 import ProteinData
@@ -251,14 +252,6 @@ public enum LRScheduleKind: String, Codable, Sendable, CaseIterable {
     case linear
     /// The learning rate throughout.
     case constant
-}
-
-/// Scoring method of the attribute stage.
-public enum AttributionMethod: String, Codable, Sendable, CaseIterable {
-    /// mean over sequences and non-padding positions of |w_ij x_j|.
-    case activation
-    /// integrated gradients of P(true class) w.r.t. the q/k/v weights, zero baseline.
-    case integratedGradients = "integrated_gradients"
 }
 
 /// The attribute stage's parameters.

@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import Attribution
 import ESM
 import Pipeline
 
@@ -19,11 +20,22 @@ struct BenchCommand: ParsableCommand {
     @Option(help: "forward, train, ig, sqlite or all.") var workload: WorkloadChoice = .all
     @Option(help: "Riemann steps of the ig workload.") var igSteps = 20
     @Option(name: .customLong("repeat"), help: "Timed repeats after one warm-up.") var repeats = 10
+    @Option(parsing: .upToNextOption, help: "Linear maps of the ig workload: query key value attention_output intermediate output.")
+    var modules: [String] = LinearModule.attention.map(\.rawValue)
+    @Option(help: "Granularity of the ig workload: weight or neuron.") var granularity = Granularity.weight.rawValue
     @Flag(help: "One JSON object per workload and line.") var json = false
+
+    /// `--modules` as types (checked in `validate`).
+    var linearModules: [LinearModule] { modules.compactMap(LinearModule.init(rawValue:)) }
 
     func validate() throws {
         guard igSteps >= 1 else { throw ValidationError("--ig-steps must be at least 1 (got \(igSteps))") }
         guard repeats >= 1 else { throw ValidationError("--repeat must be at least 1 (got \(repeats))") }
+        for m in modules where LinearModule(rawValue: m) == nil {
+            throw ValidationError("--modules: unknown module '\(m)'; choose from \(LinearModule.allCases.map(\.rawValue).joined(separator: ", "))")
+        }
+        guard !modules.isEmpty else { throw ValidationError("--modules needs at least one module") }
+        guard Granularity(rawValue: granularity) != nil else { throw ValidationError("--granularity must be weight or neuron (got '\(granularity)')") }
     }
 
     func run() throws {
@@ -42,12 +54,13 @@ struct BenchCommand: ParsableCommand {
             print(String(format: "sgemm 2048x1280x320 (largest GEMM of the model): %.1f GFLOP/s", sgemm))
         }
         for w in workloads {
-            let r = try Benchmark.run(w, repeats: repeats, igSteps: igSteps)
+            let r = try Benchmark.run(w, repeats: repeats, igSteps: igSteps, modules: linearModules, granularity: Granularity(rawValue: granularity)!)
             if json {
                 let object: [String: Any] = [
                     "workload": w.rawValue, "median_ms": r.medianMilliseconds, "min_ms": r.minMilliseconds,
                     "gflops": r.gflopsPerSecond, "peak_rss_mb": Double(r.peakRSSBytes) / 1_048_576,
                     "repeats": r.milliseconds.count, "openblas_coretype": coreType, "ig_steps": igSteps,
+                    "modules": linearModules.map(\.rawValue), "granularity": granularity,
                 ]
                 let data = try JSONSerialization.data(withJSONObject: object, options: [.sortedKeys])
                 print(String(decoding: data, as: UTF8.self))

@@ -65,12 +65,12 @@ final class ReferenceParityTests: XCTestCase {
     /// The canonical order (layer, module, row, col) is the fixture's (L, 3, H, H) layout.
     func testQKVIntegratedGradientsMatchCaptum() throws {
         let (model, meta, reference) = try IGReference.load()
-        var gradients = ParameterBuffer(layout: model.parameters.layout)
         XCTAssertEqual(meta.runs.count, 2)
         for (i, run) in meta.runs.enumerated() {
-            let r = IntegratedGradients.attribute(model: model, tokens: run.tokens, target: run.target,
-                                                  steps: meta.steps, gradients: &gradients)
-            let (diff, scale) = compare(r.attributions, try reference.floats("qkv_ig.\(i)"))
+            let part = try IntegratedGradientsAttributor().contributions(model: model, sequences: [AttributionInput(tokens: run.tokens, target: run.target)],
+                                                                         layout: .paper(model.config), options: AttributionOptions(steps: meta.steps))[0]
+            let r = part.completeness[0]
+            let (diff, scale) = compare(part.contribution.map(Float.init), try reference.floats("qkv_ig.\(i)"))
             print(String(format: "parity: qkv IG sequence %d (%d tokens): max |diff| %.3e, max |attr| %.3e, relative %.3e (tolerance 1e-4)",
                          i, run.tokens.count, diff, scale, diff / scale))
             XCTAssertGreaterThan(scale, 1e-3, "the fixture should have sizeable attributions")
@@ -81,61 +81,25 @@ final class ReferenceParityTests: XCTestCase {
         }
     }
 
-    /// IG over every layer's FFN intermediate activations (Dai et al. 2021) vs captum
-    /// `IntegratedGradients` on the activation injected by a forward hook (zero baseline, same
-    /// 16 steps, `riemann_middle`, target P(class)): per-element |diff| <= 1e-4 * max |attribution|
-    /// over the (T,I) positions x neurons.
-    func testIntermediateIntegratedGradientsMatchCaptum() throws {
+    /// Completeness (Sundararajan et al. 2017): with 400 midpoint steps the FFN neuron
+    /// attributions (Dai et al. 2021) sum to P(full) - P(baseline) within 1e-4. (Parity of the
+    /// FFN path with captum, ffn_ig.*, is part of EngineParityTests: neuron_ig of intermediate.)
+    func testIntermediateIntegratedGradientsCompleteness() throws {
         let (model, meta, reference) = try IGReference.load()
-        for (i, run) in meta.runs.enumerated() {
-            XCTAssertEqual(run.ffn.count, model.config.numHiddenLayers)
-            for layer in 0 ..< model.config.numHiddenLayers {
-                let r = try IntermediateIntegratedGradients.attribute(model: model, tokens: run.tokens, layer: layer,
-                                                                      target: run.target, steps: meta.steps)
-                let expected = try reference.floats("ffn_ig.\(i).\(layer)")
-                XCTAssertEqual(r.attributions.count, run.tokens.count * model.config.intermediateSize)
-                let (diff, scale) = compare(r.attributions, expected)
-                print(String(format: "parity: FFN IG sequence %d layer %d: max |diff| %.3e, max |attr| %.3e, relative %.3e (tolerance 1e-4)",
-                             i, layer, diff, scale, diff / scale))
-                XCTAssertGreaterThan(scale, 1e-3, "the fixture should have sizeable attributions")
-                XCTAssertLessThanOrEqual(diff, 1e-4 * scale, "sequence \(i) layer \(layer)")
-                XCTAssertEqual(r.pFull, run.ffn[layer].p_full, accuracy: 1e-5)
-                XCTAssertEqual(r.pBaseline, run.ffn[layer].p_baseline, accuracy: 1e-5)
-                XCTAssertEqual(r.attributionSum, run.ffn[layer].sum, accuracy: 1e-4 * scale * Double(expected.count).squareRoot())
-                // Neuron scores are the per-position attributions summed over positions.
-                let I = model.config.intermediateSize
-                for n in [0, I / 2, I - 1] {
-                    let s = (0 ..< run.tokens.count).reduce(0.0) { $0 + Double(expected[$1 * I + n]) }
-                    XCTAssertEqual(Double(r.neuronScores[n]), s, accuracy: 1e-4 * scale * Double(run.tokens.count))
-                }
-            }
-        }
-    }
-
-    /// Completeness (Sundararajan et al. 2017): with 400 midpoint steps the FFN attributions
-    /// sum to P(full) - P(baseline) within 1e-4; bad arguments throw.
-    func testIntermediateIntegratedGradientsCompletenessAndErrors() throws {
-        let (model, meta, _) = try IGReference.load()
         let run = meta.runs[0]
-        let r = try IntermediateIntegratedGradients.attribute(model: model, tokens: run.tokens, layer: 1,
-                                                              target: run.target, steps: 400)
-        let gap = abs(r.attributionSum - (r.pFull - r.pBaseline))
+        let input = AttributionInput(tokens: run.tokens, target: run.target)
+        let site = ModuleSite(layer: 1, module: .intermediate)
+        let r = IntegratedGradientsAttributor.neuronPath(model, input, site: site, steps: 400)
+        let sum = r.attributions.reduce(0.0) { $0 + Double($1) }
+        let gap = abs(sum - (r.pFull - r.pBaseline))
         print(String(format: "FFN IG completeness, 400 steps: sum %.6f vs %.6f - %.6f, |gap| %.3e",
-                     r.attributionSum, r.pFull, r.pBaseline, gap))
+                     sum, r.pFull, r.pBaseline, gap))
         XCTAssertGreaterThan(abs(r.pFull - r.pBaseline), 0.05)
         XCTAssertLessThan(gap, 1e-4)
-        func error(_ body: () throws -> Void) -> AttributionError? {
-            do { try body() } catch let e as AttributionError { return e } catch { XCTFail("\(error)") }
-            return nil
-        }
-        XCTAssertEqual(error { _ = try IntermediateIntegratedGradients.attribute(model: model, tokens: run.tokens, layer: 2, target: 0, steps: 4) },
-                       .layerOutOfRange(layer: 2, layers: 2))
-        XCTAssertEqual(error { _ = try IntermediateIntegratedGradients.attribute(model: model, tokens: run.tokens, layer: 0, target: 7, steps: 4) },
-                       .targetOutOfRange(target: 7, classes: 7))
-        XCTAssertEqual(error { _ = try IntermediateIntegratedGradients.attribute(model: model, tokens: run.tokens, layer: 0, target: 0, steps: 0) },
-                       .invalidSteps(0))
-        XCTAssertEqual(error { _ = try IntermediateIntegratedGradients.attribute(model: model, tokens: [], layer: 0, target: 0, steps: 4) },
-                       .emptySequence)
+        // The 16-step path equals the first fixture's captum FFN run too.
+        let r16 = IntegratedGradientsAttributor.neuronPath(model, input, site: site, steps: meta.steps)
+        let (diff, scale) = compare(r16.attributions, try reference.floats("ffn_ig.0.1"))
+        XCTAssertLessThanOrEqual(diff, 1e-4 * scale)
     }
 
     /// Activation scores (|w_ij| * mean_s mean_t |x_stj|) vs the same formula on values taken by
@@ -146,9 +110,14 @@ final class ReferenceParityTests: XCTestCase {
         let sequences = zip(meta.activation.input_ids, meta.activation.attention_mask).map { Array($0.prefix($1.reduce(0, +))) }
         XCTAssertEqual(sequences.map(\.count), [5, 11, 17, 24])
         for batchSize in [1, 3] {
-            let sums = ActivationAttribution.sumMeanAbsInputs(model: model, sequences: sequences, batchSize: batchSize)
+            let a = ActivationAttributor(), layout = ScoreLayout.paper(model.config)
+            var sums = [Double](repeating: 0, count: a.contributionCount(layout: layout, config: model.config))
+            for p in try a.contributions(model: model, sequences: sequences.map { AttributionInput(tokens: $0, target: 0) }, layout: layout,
+                                         options: AttributionOptions(batchSize: batchSize)) {
+                for i in sums.indices { sums[i] += p.contribution[i] }
+            }
             let (sumDiff, sumScale) = compare(sums.map(Float.init), try reference.floats("activation_sums"))
-            let scores = ActivationAttribution.scores(parameters: model.parameters, sums: sums, count: sequences.count)
+            let scores = a.scores(sums: sums, count: sequences.count, parameters: model.parameters, layout: layout)
             let (diff, scale) = compare(scores, try reference.floats("activation_scores"))
             print(String(format: "parity: activation scores (batch %d): sums max |diff| %.3e (max %.3e), scores max |diff| %.3e (max %.3e) (tolerance 1e-5)",
                          batchSize, sumDiff, sumScale, diff, scale))

@@ -53,7 +53,7 @@ final class BatchInvarianceTests: XCTestCase {
     /// Scaling block l's intermediate activation by alpha is the same function as scaling
     /// that block's `output.dense` weight by alpha: W2 (alpha a) = (alpha W2) a. So the logits
     /// agree, every parameter gradient except W2's agrees, and dL/dW2 (scaled activation) =
-    /// alpha * dL/dW2' (scaled weight); and `intermediateGradient` dL/da' = (dL/da of the
+    /// alpha * dL/dW2' (scaled weight); and `outputGradients` dL/da' = (dL/da of the
     /// scaled-weight model) / alpha. Tolerance 1e-4 of each tensor's max (float32 order of sums).
     func testIntermediateScaleFollowsTheChainRule() throws {
         let model = try fixtureModel()
@@ -63,10 +63,11 @@ final class BatchInvarianceTests: XCTestCase {
         var rng = SplitMix64(seed: 5)
         let dLogits = (0 ..< 2 * C).map { _ in Float(rng.nextNormalPair().0) }
         var gScaled = ParameterBuffer(layout: model.parameters.layout)
+        let site = ModuleSite(layer: layer, module: .intermediate)
         let logitsScaled = model.forward(TokenBatch(sequences: sequences),
-                                         intermediateScale: IntermediateScale(layer: layer, factors: alphas))
+                                         hooks: ForwardHooks(outputScale: .init(site: site, factors: alphas)))
         model.backward(dLogits: dLogits, into: &gScaled)
-        let dAct = model.intermediateGradient(dLogits: dLogits, layer: layer)
+        let dAct = model.outputGradients(dLogits: dLogits, at: [site])[site]!
 
         let w2 = model.parameters.layout.spec(layer: layer, .outputWeight)
         let I = model.config.intermediateSize, T = sequences.map(\.count).max()!
@@ -82,8 +83,8 @@ final class BatchInvarianceTests: XCTestCase {
                 let f: Float = spec == w2 ? alphas[b] : 1
                 for i in spec.range { gRef.values[i] += f * g.values[i] }
             }
-            let dA = m.intermediateGradient(dLogits: Array(dLogits[b * C ..< (b + 1) * C]) + [Float](repeating: 0, count: C),
-                                            layer: layer)
+            let dA = m.outputGradients(dLogits: Array(dLogits[b * C ..< (b + 1) * C]) + [Float](repeating: 0, count: C),
+                                       at: [site])[site]!
             dActRef += dA[0 ..< T * I].map { $0 / alphas[b] }
         }
         let logitDiff = zip(logitsScaled, logitsRef).map { abs($0 - $1) }.max()!
@@ -105,6 +106,6 @@ final class BatchInvarianceTests: XCTestCase {
         // dL/da' (B,T,I) is zero on padding rows and non-trivial elsewhere.
         XCTAssertEqual(dAct[(0 * T + 7) * I ..< (0 * T + 8) * I].map { abs($0) }.max(), 0, "padding position")
         XCTAssertGreaterThan(dAct[0 ..< I].map { abs($0) }.max()!, 0)
-        XCTAssertEqual(model.intermediateGradient(dLogits: dLogits, layer: 2), [], "layer out of range")
+        XCTAssertEqual(model.outputGradients(dLogits: dLogits, at: [ModuleSite(layer: 2, module: .intermediate)]), [:], "layer out of range")
     }
 }

@@ -263,10 +263,16 @@ final class GradientCheckTests: XCTestCase {
 
     /// The whole classifier: gradient of the loss w.r.t. sampled parameters of every tensor,
     /// both poolings, a padded batch with a <mask>, and the integrated-gradients path
-    /// (`qkvScale`), where dW_{q,k,v} carry the per-row factor.
+    /// with each generic hook: a `WeightScale` on all six linear maps (dW carry the per-row
+    /// factor) and an `OutputScale` at one site of each module (the gradient below the site
+    /// carries the factor).
     func testWholeClassifier() throws {
+        let sites = LinearModule.allCases.enumerated().map { ModuleSite(layer: $0.offset % 2, module: $0.element) }
+        let variants: [(String, ForwardHooks)] = [("none", .none),
+            ("weight scale, 6 modules", ForwardHooks(weightScale: .init(modules: Set(LinearModule.allCases), factors: [0.3, 0.8])))]
+            + sites.map { ("output scale at \($0)", ForwardHooks(outputScale: .init(site: $0, factors: [0.3, 0.8]))) }
         for pooling in [Pooling.cls, .mean] {
-            for scaled in [false, true] {
+            for (name, hooks) in variants where pooling == .cls || name == "none" || name.hasPrefix("weight") {
                 var config = try ESMConfig.preset("tiny", numLabels: 3, pooling: pooling)
                 config.numHiddenLayers = 2
                 let model = ESMClassifier(config: config, seed: 7)
@@ -278,14 +284,13 @@ final class GradientCheckTests: XCTestCase {
                 }
                 model.parameters = p
                 let batch = TokenBatch(sequences: [[0, 5, 6, 32, 9, 2], [0, 10, 11, 2]], padTokenId: 1)
-                let scales: [Float]? = scaled ? [0.3, 0.8] : nil
                 let labels = [1, 2]
-                let logits = model.forward(batch, qkvScale: scales)
+                let logits = model.forward(batch, hooks: hooks)
                 let (_, dLogits) = Loss.crossEntropy(logits: logits, labels: labels, classes: 3)
                 var grads = ParameterBuffer(layout: p.layout)
                 model.backward(dLogits: dLogits, into: &grads)
                 func loss() -> Double {
-                    Double(Loss.crossEntropy(logits: model.forward(batch, qkvScale: scales), labels: labels, classes: 3).loss)
+                    Double(Loss.crossEntropy(logits: model.forward(batch, hooks: hooks), labels: labels, classes: 3).loss)
                 }
                 var worstOverall = 0.0
                 let eps: Float = 1e-2
@@ -305,10 +310,10 @@ final class GradientCheckTests: XCTestCase {
                     }
                     let rel = worst / scale
                     worstOverall = max(worstOverall, rel)
-                    XCTAssertLessThanOrEqual(rel, 2e-2, "\(spec.name) pooling \(pooling) scaled \(scaled)")
+                    XCTAssertLessThanOrEqual(rel, 2e-2, "\(spec.name) pooling \(pooling) hooks \(name)")
                 }
-                print(String(format: "gradcheck whole classifier (pooling %@, qkvScale %@): worst relative %.3e",
-                             pooling.rawValue, scaled ? "yes" : "no", worstOverall))
+                print(String(format: "gradcheck whole classifier (pooling %@, hooks: %@): worst relative %.3e",
+                             pooling.rawValue, name, worstOverall))
             }
         }
     }

@@ -33,8 +33,8 @@ enum AttributeStage {
         let data = try sequences(ctx)
         guard !data.examples.isEmpty else { throw PipelineError.empty(stage: "attribute", what: "the selection split is empty") }
         let shardCount = (data.examples.count + spec.shardSize - 1) / spec.shardSize
-        let shape = ScoredWeights(config: model.config)
-        var gradients = ParameterBuffer(layout: model.parameters.layout)
+        let layout = ScoreLayout.paper(model.config)
+        let options = AttributionOptions(steps: spec.steps)
         // The model this process attributes; if another process redoes or discards training
         // meanwhile (`--force train`), this process's commits are refused, not mixed in.
         let upstream = try ctx.db.stage(Stage.train.rawValue).map { LedgerRequirement(stage: $0.stage, contentKey: $0.contentKey) }
@@ -44,6 +44,7 @@ enum AttributeStage {
         }
 
         for method in spec.methods {
+            let attributor = method.implementation
             let done = try ctx.db.finishedShards(method: method.rawValue, contentKey: key)
             let mine = (0 ..< shardCount).filter { ctx.shardSelection?.owns($0) ?? true }
             let todo = mine.filter { !done.contains($0) }
@@ -56,19 +57,15 @@ enum AttributeStage {
                 let t0 = Date()
                 let lo = shard * spec.shardSize, hi = min(lo + spec.shardSize, data.examples.count)
                 let examples = Array(data.examples[lo ..< hi])
-                var sums: [Double]
+                let parts = try attributor.contributions(model: model, sequences: examples.map { AttributionInput(tokens: $0.tokens, target: $0.label) },
+                                                         layout: layout, options: options)
+                var sums = [Double](repeating: 0, count: attributor.contributionCount(layout: layout, config: model.config))
                 var completeness: [CompletenessRecord] = []
-                switch method {
-                case .activation:
-                    sums = ActivationAttribution.sumMeanAbsInputs(model: model, sequences: examples.map(\.tokens))
-                case .integratedGradients:
-                    sums = [Double](repeating: 0, count: shape.count)
-                    for (k, ex) in examples.enumerated() {
-                        let r = IntegratedGradients.attribute(model: model, tokens: ex.tokens, target: ex.label,
-                                                              steps: spec.steps, gradients: &gradients)
-                        for i in 0 ..< shape.count { sums[i] += Double(r.attributions[i]) }
-                        completeness.append(CompletenessRecord(sequenceID: data.ids[lo + k], shardIndex: shard, targetClass: ex.label,
-                                                               pFull: r.pFull, pBaseline: r.pBaseline, attributionSum: r.attributionSum))
+                for (k, part) in parts.enumerated() {   // in sequence order: the fixed summation order
+                    for i in sums.indices { sums[i] += part.contribution[i] }
+                    for c in part.completeness {
+                        completeness.append(CompletenessRecord(sequenceID: data.ids[lo + k], shardIndex: shard, targetClass: examples[k].label,
+                                                               pFull: c.pFull, pBaseline: c.pBaseline, attributionSum: c.attributionSum))
                     }
                 }
                 try ctx.db.commitShard(ShardRecord(method: method.rawValue, shardIndex: shard, nSequences: examples.count,
@@ -99,11 +96,8 @@ enum AttributeStage {
                 for i in 0 ..< total.count { total[i] += s.sums[i] }
                 n += s.nSequences
             }
-            switch method {
-            case .activation:
-                scores.append((method.rawValue, ActivationAttribution.scores(parameters: model.parameters, sums: total, count: n)))
-            case .integratedGradients:
-                scores.append((method.rawValue, total.map { Float($0 / Double(n)) }))
+            scores.append((method.rawValue, method.implementation.scores(sums: total, count: n, parameters: model.parameters, layout: layout)))
+            if method == .integratedGradients {
                 let gaps = try ctx.db.completeness().map { abs($0.gap) }
                 if !gaps.isEmpty {
                     ctx.log(String(format: "  integrated gradients completeness |gap|: mean %.4g, max %.4g over %d sequences (%d steps)",
@@ -113,7 +107,7 @@ enum AttributeStage {
         }
         // Two tasks can finish at the same moment and both combine; the second finds the
         // stage recorded (same key) and leaves it as it is.
-        let n = try ctx.db.commitScores(scores, shape: ScoreShape(layers: shape.layers, rows: shape.hidden, cols: shape.hidden),
+        let n = try ctx.db.commitScores(scores, shape: ScoreShape(layers: model.config.numHiddenLayers, rows: model.config.hiddenSize, cols: model.config.hiddenSize),
                                         ledger: StageRecord(stage: "attribute", contentKey: key, rowsWritten: 0,
                                                             seconds: Date().timeIntervalSince(start)),
                                         requiring: upstream)

@@ -18,8 +18,8 @@ enum SelectStage {
         let start = Date()
         let spec = ctx.spec.selection
         let model = try ModelStore.finalModel(ctx, stage: "select")
-        let shape = ScoredWeights(config: model.config)
-        let scoreShape = ScoreShape(layers: shape.layers, rows: shape.hidden, cols: shape.hidden)
+        let layout = ScoreLayout.paper(model.config)
+        let scoreShape = ScoreShape(layers: layout.layers, rows: model.config.hiddenSize, cols: model.config.hiddenSize)
         var sets: [(method: String, seed: Int, scores: [Float], ranks: [Int])] = []
         for method in ctx.spec.attribution.methods {
             sets.append((method.rawValue, 0, try ctx.db.scores(method: method.rawValue), try ctx.db.ranks(method: method.rawValue)))
@@ -27,7 +27,7 @@ enum SelectStage {
         var randomScores: [(seed: Int, values: [Float], ranks: [Int32])] = []
         for seed in spec.randomSeeds {
             var rng = SplitMix64(seed: UInt64(bitPattern: Int64(seed)))
-            let values = (0 ..< shape.count).map { _ in Float(rng.nextUnitDouble()) }
+            let values = (0 ..< layout.count).map { _ in Float(rng.nextUnitDouble()) }
             let ranks = ScoreRanking.ranks(values)   // ranked once: used here and stored
             randomScores.append((seed, values, ranks))
             sets.append(("random", seed, values, ranks.map(Int.init)))
@@ -37,22 +37,19 @@ enum SelectStage {
         for set in sets {
             let ranks = set.ranks
             for fraction in spec.retentionFractions.sorted(by: >) {
-                let k = keptCount(fraction, total: shape.count)
+                let k = keptCount(fraction, total: layout.count)
                 var minKept = Float.infinity
-                for l in 0 ..< shape.layers {
-                    for m in AttentionModule.allCases {
-                        let o = shape.offset(layer: l, module: m)
-                        var kept = 0
-                        for i in o ..< o + shape.perMatrix where ranks[i] <= k {
-                            kept += 1
-                            minKept = min(minKept, set.scores[i])
-                        }
-                        densities.append(DensityRecord(method: set.method, retentionFraction: fraction, seed: set.seed,
-                                                       layer: l, module: m.rawValue, nKept: kept, nTotal: shape.perMatrix))
+                for block in layout.blocks {
+                    var kept = 0
+                    for i in block.range where ranks[i] <= k {
+                        kept += 1
+                        minKept = min(minKept, set.scores[i])
                     }
+                    densities.append(DensityRecord(method: set.method, retentionFraction: fraction, seed: set.seed,
+                                                   layer: block.site.layer, module: block.site.module.rawValue, nKept: kept, nTotal: block.count))
                 }
                 selections.append(SelectionRecord(method: set.method, retentionFraction: fraction, seed: set.seed,
-                                                  nKept: k, nTotal: shape.count, minKeptScore: Double(minKept)))
+                                                  nKept: k, nTotal: layout.count, minKeptScore: Double(minKept)))
             }
         }
         try ctx.db.commitSelections(randomScores: randomScores, shape: scoreShape, selections: selections, densities: densities,
@@ -119,7 +116,7 @@ enum EvaluateStage {
             let cacheKey = "\(s.method)/\(s.seed)"
             if ranksCache[cacheKey] == nil { ranksCache[cacheKey] = try ctx.db.ranks(method: s.method, seed: s.seed) }
             let kept = ranksCache[cacheKey]!.map { $0 <= s.nKept }
-            model.parameters = Submodel.masked(full, kept: kept)
+            model.parameters = Submodel.masked(full, layout: .paper(model.config), kept: kept)
             records.append(evaluate(method: s.method, fraction: s.retentionFraction, seed: s.seed))
             progress.update(records.count)
             if let ms = debugBatchDelayMilliseconds { usleep(UInt32(ms) * 1000) }
