@@ -131,16 +131,18 @@ public enum Benchmark {
     /// The `sqlite` workload: each repeat writes the scores into a new database in the
     /// temporary directory (removed afterwards).
     static func sqlite(repeats: Int) throws -> BenchResult {
-        let shape = ScoreShape(layers: 6, rows: 340, cols: 340)
+        var config = try ESMConfig.preset("esm2_t6_8M", numLabels: 7)
+        config.hiddenSize = 340   // 6 x 3 x 340 x 340 = 2,080,800 scores
+        let layout = ScoreLayout.paper(config).stored
         var rng = SplitMix64(seed: 3)
-        let scores = (0 ..< shape.count).map { _ in Float(rng.nextUnitDouble()) }
+        let scores = (0 ..< layout.count).map { _ in Float(rng.nextUnitDouble()) }
         var times: [Double] = []
         for _ in 0 ..< max(1, repeats) {
             let path = NSTemporaryDirectory() + "/kneuron-bench-\(UUID().uuidString).sqlite"
             defer { for s in ["", "-wal", "-shm"] { try? FileManager.default.removeItem(atPath: path + s) } }
             let db = try RunDatabase(path: path)
             let t0 = DispatchTime.now().uptimeNanoseconds
-            try db.commitScores([("activation", scores)], shape: shape,
+            try db.commitScores([ScoreSet(id: RankingID(method: AttributionMethod.activation.rawValue), layout: layout, values: scores)],
                                 ledger: StageRecord(stage: "attribute", contentKey: "bench", rowsWritten: 0, seconds: 0))
             times.append(Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e6)
         }

@@ -58,6 +58,9 @@ let enumChoices: [String: [String]] = [
     "SelectOn": SelectOn.allCases.map(\.rawValue),
     "LRScheduleKind": LRScheduleKind.allCases.map(\.rawValue),
     "AttributionMethod": AttributionMethod.allCases.map(\.rawValue),
+    "LinearModule": LinearModule.allCases.map(\.rawValue),
+    "Granularity": Granularity.allCases.map(\.rawValue),
+    "AttributionTarget": AttributionTarget.allCases.map(\.rawValue),
 ]
 
 func keyPath(_ path: [CodingKey]) -> String {
@@ -259,27 +262,66 @@ public struct AttributionSpec: Codable, Sendable, Equatable {
     /// Scoring methods to run, at least one, no duplicates (YAML `attribution.methods`,
     /// default `[activation, integrated_gradients]`).
     public var methods: [AttributionMethod] = [.activation, .integratedGradients]
+    /// Linear maps of every layer to score (YAML `attribution.modules`, default
+    /// `[query, key, value]`, the paper's), named as HuggingFace's `EsmLayer` modules.
+    public var modules: [LinearModule] = LinearModule.attention
+    /// What is scored (YAML `attribution.granularity`, default `[weight]`): `weight` every element
+    /// of the chosen matrices, `neuron` every output unit of the chosen maps; one ranking each.
+    public var granularity: [Granularity] = [.weight]
+    /// Which probability is attributed (YAML `attribution.targets`, default `[true_class]`):
+    /// `true_class` one ranking from P(true class); `per_class` one ranking per class c from
+    /// P(c) over the selection sequences of class c.
+    public var targets: [AttributionTarget] = [.trueClass]
     /// Riemann steps of integrated gradients.
     public var steps: Int = 20
     /// Sequences per shard (the unit of resumable work).
     public var shardSize: Int = 16
     /// Use at most this many sequences of the selection split (first by id); absent = all.
     public var maxSequences: Int?
-    enum CodingKeys: String, CodingKey, CaseIterable { case methods, steps, shardSize = "shard_size", maxSequences = "max_sequences" }
-    /// Creates the defaults: both methods, 20 steps, shards of 16 sequences, no sequence cap.
+    enum CodingKeys: String, CodingKey, CaseIterable {
+        case methods, modules, granularity, targets, steps, shardSize = "shard_size", maxSequences = "max_sequences"
+    }
+    /// Creates the defaults: activation and integrated gradients over the q/k/v weights for the
+    /// true class, 20 steps, shards of 16 sequences, no sequence cap.
     public init() {}
     public init(from decoder: Decoder) throws {
         try rejectUnknownKeys(decoder, CodingKeys.self)
         let c = try decoder.container(keyedBy: CodingKeys.self)
         methods = try c.decodeIfPresent([AttributionMethod].self, forKey: .methods) ?? methods
+        modules = try c.decodeIfPresent([LinearModule].self, forKey: .modules) ?? modules
+        granularity = try c.decodeIfPresent([Granularity].self, forKey: .granularity) ?? granularity
+        targets = try c.decodeIfPresent([AttributionTarget].self, forKey: .targets) ?? targets
         steps = try c.decodeIfPresent(Int.self, forKey: .steps) ?? steps
         shardSize = try c.decodeIfPresent(Int.self, forKey: .shardSize) ?? shardSize
         maxSequences = try c.decodeIfPresent(Int.self, forKey: .maxSequences)
-        try rejectDuplicates(methods.map(\.rawValue), at: c.codingPath + [CodingKeys.methods])
-        if methods.isEmpty { throw SpecError.invalid(path: keyPath(c.codingPath + [CodingKeys.methods]), message: "give at least one method: activation, integrated_gradients") }
+        for (key, names) in [(CodingKeys.methods, methods.map(\.rawValue)), (.modules, modules.map(\.rawValue)),
+                             (.granularity, granularity.map(\.rawValue)), (.targets, targets.map(\.rawValue))] {
+            try rejectDuplicates(names, at: c.codingPath + [key])
+        }
+        func nonEmpty(_ key: CodingKeys, _ isEmpty: Bool, _ choices: [String]) throws {
+            if isEmpty { throw SpecError.invalid(path: keyPath(c.codingPath + [key]), message: "give at least one of: \(choices.joined(separator: ", "))") }
+        }
+        try nonEmpty(.methods, methods.isEmpty, AttributionMethod.allCases.map(\.rawValue))
+        try nonEmpty(.modules, modules.isEmpty, LinearModule.allCases.map(\.rawValue))
+        try nonEmpty(.granularity, granularity.isEmpty, Granularity.allCases.map(\.rawValue))
+        try nonEmpty(.targets, targets.isEmpty, AttributionTarget.allCases.map(\.rawValue))
         if steps < 1 { throw SpecError.invalid(path: keyPath(c.codingPath + [CodingKeys.steps]), message: "expected 1 or more, got \(steps)") }
         if shardSize < 1 { throw SpecError.invalid(path: keyPath(c.codingPath + [CodingKeys.shardSize]), message: "expected 1 or more, got \(shardSize)") }
         if let m = maxSequences, m < 1 { throw SpecError.invalid(path: keyPath(c.codingPath + [CodingKeys.maxSequences]), message: "expected 1 or more, got \(m)") }
+    }
+
+    /// Encodes every key, except that `modules`, `granularity` and `targets` are written only
+    /// when they differ from their defaults: the attribute stage's content key is made from
+    /// this encoding, so runs recorded before these keys existed keep their keys.
+    public func encode(to encoder: Encoder) throws {
+        var c = encoder.container(keyedBy: CodingKeys.self)
+        try c.encode(methods, forKey: .methods)
+        if modules.sorted() != LinearModule.attention { try c.encode(modules.sorted(), forKey: .modules) }
+        if granularity.sorted() != [.weight] { try c.encode(granularity.sorted(), forKey: .granularity) }
+        if targets.sorted() != [.trueClass] { try c.encode(targets.sorted(), forKey: .targets) }
+        try c.encode(steps, forKey: .steps)
+        try c.encode(shardSize, forKey: .shardSize)
+        try c.encodeIfPresent(maxSequences, forKey: .maxSequences)
     }
 }
 

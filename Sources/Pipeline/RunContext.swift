@@ -71,6 +71,40 @@ public enum Stage: String, CaseIterable, Sendable, Comparable {
     }
 }
 
+/// Test hooks of the crash and resume tests, read once from the environment
+/// (`KNEURON_DEBUG_*`, milliseconds) and carried by the run context. Unset in normal use.
+public struct DebugHooks: Sendable, Equatable {
+    /// `KNEURON_DEBUG_STAGE_DELAY_MS`: pause before every stage's work (kills inside the short stages).
+    public var stageDelayMilliseconds: Int?
+    /// `KNEURON_DEBUG_SHARD_DELAY_MS`: pause after each committed attribution shard.
+    public var shardDelayMilliseconds: Int?
+    /// `KNEURON_DEBUG_BATCH_DELAY_MS`: pause after every training batch and every evaluated submodel.
+    public var batchDelayMilliseconds: Int?
+
+    /// The hooks set in `environment`.
+    public init(environment: [String: String] = ProcessInfo.processInfo.environment) {
+        func ms(_ name: String) -> Int? { environment[name].flatMap { Int($0) } }
+        stageDelayMilliseconds = ms("KNEURON_DEBUG_STAGE_DELAY_MS")
+        shardDelayMilliseconds = ms("KNEURON_DEBUG_SHARD_DELAY_MS")
+        batchDelayMilliseconds = ms("KNEURON_DEBUG_BATCH_DELAY_MS")
+    }
+
+    /// Sleeps for `milliseconds` when set.
+    static func pause(_ milliseconds: Int?) {
+        if let ms = milliseconds { usleep(UInt32(ms) * 1000) }
+    }
+}
+
+/// The three splits of a run (`splits.split` in the database).
+public enum SplitRole: String, Sendable, CaseIterable {
+    case train, select, test
+}
+
+extension SelectOn {
+    /// The split neurons are selected (attributed) on.
+    public var split: SplitRole { self == .select ? .select : .test }
+}
+
 /// Everything a stage needs: the spec, where it lives, the database and the artifacts
 /// directory (`<db without .sqlite>.artifacts/`: checkpoints, training state, reports).
 public final class RunContext: @unchecked Sendable {
@@ -84,6 +118,8 @@ public final class RunContext: @unchecked Sendable {
     public let artifactsDirectory: String
     /// Silences progress output.
     public let quiet: Bool
+    /// Test hooks, parsed once from the environment.
+    public let debug = DebugHooks()
     /// When set, the attribute stage works only on shards `s` with `s % count == index`
     /// (one task of an array job); nil = all shards.
     public var shardSelection: ShardSelection?

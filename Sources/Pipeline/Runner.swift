@@ -205,12 +205,8 @@ public struct PipelineRunner {
         return outcomes
     }
 
-    /// Test hook: `KNEURON_DEBUG_STAGE_DELAY_MS` pauses before every stage's work, so the
-    /// crash harness can kill a run inside the short stages (ingest, tokenize, split) too.
-    static let debugStageDelayMilliseconds: Int? = ProcessInfo.processInfo.environment["KNEURON_DEBUG_STAGE_DELAY_MS"].flatMap { Int($0) }
-
     private func execute(_ stage: Stage, key: String) throws -> Int {
-        if let ms = Self.debugStageDelayMilliseconds { usleep(UInt32(ms) * 1000) }
+        DebugHooks.pause(context.debug.stageDelayMilliseconds)   // lets the crash harness kill inside short stages
         switch stage {
         case .ingest: return try IngestStage.run(context, key: key)
         case .tokenize: return try TokenizeStage.run(context, key: key)

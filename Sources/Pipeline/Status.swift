@@ -1,3 +1,4 @@
+import Attribution
 import Foundation
 import Store
 
@@ -17,10 +18,14 @@ public struct RunStatus: Sendable {
         /// `attribute` the shards done per method (each only when there are any); otherwise empty.
         public var detail: String
     }
-    /// One attribution shard of one method: done (with its sequences and seconds) or left.
+    /// One attribution shard of one method and granularity: done (with its sequences and seconds) or left.
     public struct ShardLine: Sendable, Equatable {
-        /// `activation` or `integrated_gradients`.
+        /// Attribution method name.
         public var method: String
+        /// `weight` or `neuron`.
+        public var granularity: String
+        /// `method/granularity`, as status prints it.
+        public var job: String { "\(method)/\(granularity)" }
         /// Shard index, from 0.
         public var shardIndex: Int
         /// True when the shard's sums are committed.
@@ -41,13 +46,12 @@ public struct RunStatus: Sendable {
 
     /// The attribution plan of the recorded spec: methods, shard size and the number of
     /// sequences attributed; nil when no spec is recorded or the split is not done yet.
-    static func shardPlan(db: RunDatabase) throws -> (methods: [String], shardSize: Int, sequences: Int)? {
+    static func shardPlan(db: RunDatabase) throws -> (jobs: [(method: String, granularity: String)], shardSize: Int, sequences: Int)? {
         guard let run = try db.run(), try db.stage(Stage.split.rawValue) != nil,
               let spec = try? PipelineSpec.parse(yaml: run.specYAML, path: run.specPath) else { return nil }
-        let split = spec.split.selectOn == .select ? "select" : "test"
-        var n = try db.sequenceIDs(split: split).count
+        var n = try db.sequenceIDs(split: spec.split.selectOn.split.rawValue).count
         if let cap = spec.attribution.maxSequences { n = min(n, cap) }
-        return (spec.attribution.methods.map(\.rawValue), spec.attribution.shardSize, n)
+        return (spec.attribution.jobs.map { ($0.method.rawValue, $0.granularity.rawValue) }, spec.attribution.shardSize, n)
     }
 
     /// Reads the ledger (and shard/epoch progress) from `db`.
@@ -56,15 +60,16 @@ public struct RunStatus: Sendable {
         let ledger = Dictionary(uniqueKeysWithValues: try db.stages().map { ($0.stage, $0) })
         let plan = try shardPlan(db: db)
         var shardLines: [ShardLine] = []
-        for method in plan?.methods ?? ["activation", "integrated_gradients"] {
-            let done = Dictionary(uniqueKeysWithValues: try db.shards(method: method).map { ($0.shardIndex, $0) })
+        let defaultJobs = AttributionSpec().jobs.map { (method: $0.method.rawValue, granularity: $0.granularity.rawValue) }
+        for (method, granularity) in plan?.jobs ?? defaultJobs {
+            let done = Dictionary(uniqueKeysWithValues: try db.shards(method: method, granularity: granularity).map { ($0.shardIndex, $0) })
             let planned = plan.map { ($0.sequences + $0.shardSize - 1) / $0.shardSize } ?? 0
             for i in Set(done.keys).union(0 ..< planned).sorted() {
                 if let d = done[i] {
-                    shardLines.append(ShardLine(method: method, shardIndex: i, done: true, sequences: d.nSequences, seconds: d.seconds))
+                    shardLines.append(ShardLine(method: method, granularity: granularity, shardIndex: i, done: true, sequences: d.nSequences, seconds: d.seconds))
                 } else {
                     let size = plan.map { min($0.shardSize, $0.sequences - i * $0.shardSize) }
-                    shardLines.append(ShardLine(method: method, shardIndex: i, done: false, sequences: size, seconds: 0))
+                    shardLines.append(ShardLine(method: method, granularity: granularity, shardIndex: i, done: false, sequences: size, seconds: 0))
                 }
             }
         }
@@ -80,11 +85,12 @@ public struct RunStatus: Sendable {
                                     epochs.map(\.seconds).reduce(0, +), last.selectAccuracy)
                 }
             case .attribute:
-                let methods = Array(Set(shardLines.map(\.method))).sorted()
-                detail = methods.map { m in
-                    let mine = shardLines.filter { $0.method == m }
+                var jobs: [String] = []
+                for s in shardLines where !jobs.contains(s.job) { jobs.append(s.job) }
+                detail = jobs.map { m in
+                    let mine = shardLines.filter { $0.job == m }
                     let done = mine.filter(\.done)
-                    return String(format: "%@: %d of %@ shards done (%.1f s)", m, done.count,
+                    return String(format: "%@: %d of %@ shards done (%.1f s)", m as NSString, done.count,
                                   plan == nil ? "?" : String(mine.count), done.map(\.seconds).reduce(0, +))
                 }.joined(separator: "; ")
             default: break
@@ -96,9 +102,9 @@ public struct RunStatus: Sendable {
 
     /// One line per shard: method, index, state, sequences, seconds.
     public var shardText: String {
-        var out = "method                 shard  state  sequences  seconds\n"
+        var out = "method/granularity             shard  state  sequences  seconds\n"
         for s in shards {
-            out += s.method.padding(toLength: 23, withPad: " ", startingAt: 0)
+            out += s.job.padding(toLength: 31, withPad: " ", startingAt: 0)
                 + String(s.shardIndex).padding(toLength: 7, withPad: " ", startingAt: 0)
                 + (s.done ? "done " : "left ").padding(toLength: 7, withPad: " ", startingAt: 0)
                 + (s.sequences.map(String.init) ?? "?").padding(toLength: 11, withPad: " ", startingAt: 0)

@@ -193,115 +193,184 @@ public struct CheckpointRecord: Sendable, Equatable {
 
 /// A finished attribution shard: its partial sums are its done mark.
 public struct ShardRecord: Sendable, Equatable {
-    /// `activation` or `integrated_gradients`.
+    /// Attribution method name (`activation`, `integrated_gradients`, `gradient_x_activation`).
     public var method: String
+    /// `weight` or `neuron`.
+    public var granularity: String
     /// 0-based shard number: sequences `shardIndex * shard_size ..< (shardIndex + 1) * shard_size` of the attribution set (the last shard may be shorter).
     public var shardIndex: Int
     /// Sequences in the shard (at most `attribution.shard_size`).
     public var nSequences: Int
-    /// Partial sums over the shard's sequences (float64; layout documented by the producer).
+    /// Sequences of each class in the shard when the sums are grouped by class (per_class
+    /// targets); nil = one group of every sequence.
+    public var classCounts: [Int]?
+    /// Partial sums over the shard's sequences (float64; one group, or one group per class
+    /// concatenated; the group layout is documented by the producer).
     public var sums: [Double]
     /// Wall time to compute the shard, seconds.
     public var seconds: Double
     /// The attribute stage's content key the shard was computed under.
     public var contentKey: String
     /// Creates a record from its fields.
-    public init(method: String, shardIndex: Int, nSequences: Int, sums: [Double], seconds: Double, contentKey: String = "") {
-        self.method = method; self.shardIndex = shardIndex; self.nSequences = nSequences
-        self.sums = sums; self.seconds = seconds; self.contentKey = contentKey
+    public init(method: String, granularity: String = "weight", shardIndex: Int, nSequences: Int, classCounts: [Int]? = nil,
+                sums: [Double], seconds: Double, contentKey: String = "") {
+        self.method = method; self.granularity = granularity; self.shardIndex = shardIndex; self.nSequences = nSequences
+        self.classCounts = classCounts; self.sums = sums; self.seconds = seconds; self.contentKey = contentKey
     }
 }
 
-/// Integrated-gradients completeness of one sequence.
+/// Integrated-gradients completeness of one sequence and path.
 public struct CompletenessRecord: Sendable, Equatable {
     /// ID of the attributed sequence.
     public var sequenceID: String
+    /// `weight` (one path scaling every chosen matrix) or `neuron` (one path per layer x module).
+    public var granularity: String
+    /// Layer of the scaled output (neuron paths); -1 for the weight path.
+    public var layer: Int
+    /// Module of the scaled output (neuron paths); '' for the weight path.
+    public var module: String
     /// 0-based shard the sequence was attributed in.
     public var shardIndex: Int
     /// 0-based class index of the sequence's label (the integrated-gradients target).
     public var targetClass: Int
-    /// P(target) with all q/k/v weights (probability).
+    /// P(target) of the model (probability).
     public var pFull: Double
-    /// P(target) with all q/k/v weights zero (probability).
+    /// P(target) at the zero baseline (probability).
     public var pBaseline: Double
-    /// Sum of the sequence's attributions over all q/k/v weights.
+    /// Sum of the path's attributions.
     public var attributionSum: Double
     /// Creates a record from its fields.
-    public init(sequenceID: String, shardIndex: Int, targetClass: Int, pFull: Double, pBaseline: Double, attributionSum: Double) {
-        self.sequenceID = sequenceID; self.shardIndex = shardIndex; self.targetClass = targetClass
+    public init(sequenceID: String, granularity: String = "weight", layer: Int = -1, module: String = "", shardIndex: Int,
+                targetClass: Int, pFull: Double, pBaseline: Double, attributionSum: Double) {
+        self.sequenceID = sequenceID; self.granularity = granularity; self.layer = layer; self.module = module
+        self.shardIndex = shardIndex; self.targetClass = targetClass
         self.pFull = pFull; self.pBaseline = pBaseline; self.attributionSum = attributionSum
     }
     /// `attributionSum - (pFull - pBaseline)`.
     public var gap: Double { attributionSum - (pFull - pBaseline) }
 }
 
-/// The shape of the scored weights: `layers` layers x (query, key, value) x `rows` x `cols`,
-/// flattened in that order (canonical order of every score array).
-public struct ScoreShape: Sendable, Equatable {
-    /// Number of transformer layers.
+/// Which ranking a score set, selection or evaluation belongs to (the database's
+/// `(method, granularity, target_class, seed)`).
+public struct RankingID: Sendable, Hashable, Comparable, CustomStringConvertible {
+    /// Method name (`random` for the baseline, `full` for the unpruned model's evaluation).
+    public var method: String
+    /// `weight`, `neuron` (`none` for the full model).
+    public var granularity: String
+    /// -1: F = P(true class) (and random, full); c >= 0: the per_class ranking of class c.
+    public var targetClass: Int
+    /// Random baseline seed; 0 otherwise.
+    public var seed: Int
+    /// Creates an id from its fields.
+    public init(method: String, granularity: String = "weight", targetClass: Int = -1, seed: Int = 0) {
+        self.method = method; self.granularity = granularity; self.targetClass = targetClass; self.seed = seed
+    }
+    public static func < (a: Self, b: Self) -> Bool {
+        (a.granularity, a.method, a.targetClass, a.seed) < (b.granularity, b.method, b.targetClass, b.seed)
+    }
+    /// `integrated_gradients/neuron`, `integrated_gradients/neuron/class 2`, `random/weight/seed 3`.
+    public var description: String {
+        "\(method)/\(granularity)" + (targetClass >= 0 ? "/class \(targetClass)" : "") + (seed != 0 ? "/seed \(seed)" : "")
+    }
+}
+
+/// The layout of a score set as stored in `score_blocks`: the scored linear maps and where
+/// each (layer, module) block starts in the set's canonical index. Built by the producer
+/// (the pipeline's `ScoreLayout`); the store only records and decodes it.
+public struct ScoreSetLayout: Sendable, Equatable {
+    /// One weight matrix (rows x cols) or one map's units (rows x 1).
+    public struct Block: Sendable, Equatable {
+        /// 0-based layer.
+        public var layer: Int
+        /// Module name (`query`, ..., `output`).
+        public var module: String
+        /// Output units.
+        public var rows: Int
+        /// Input features, or 1 for neuron granularity.
+        public var cols: Int
+        /// Canonical index of the first element.
+        public var offset: Int
+        /// Creates a block from its fields.
+        public init(layer: Int, module: String, rows: Int, cols: Int, offset: Int) {
+            self.layer = layer; self.module = module; self.rows = rows; self.cols = cols; self.offset = offset
+        }
+    }
+    /// Scored module names in canonical order.
+    public var modules: [String]
+    /// Layers of the model.
     public var layers: Int
-    /// Rows per matrix: output units (the hidden size H).
-    public var rows: Int
-    /// Columns per matrix: input features (the hidden size H).
-    public var cols: Int
-    /// Module names in canonical order.
-    public static let modules = ["query", "key", "value"]
-    /// Creates a shape from its fields.
-    public init(layers: Int, rows: Int, cols: Int) { self.layers = layers; self.rows = rows; self.cols = cols }
-    /// Elements per matrix.
-    public var perMatrix: Int { rows * cols }
-    /// Total number of scored weights.
-    public var count: Int { layers * 3 * rows * cols }
+    /// Blocks in canonical order, contiguous from offset 0.
+    public var blocks: [Block]
+    /// Creates a layout from its fields.
+    public init(modules: [String], layers: Int, blocks: [Block]) { self.modules = modules; self.layers = layers; self.blocks = blocks }
+    /// Number of scores.
+    public var count: Int { blocks.last.map { $0.offset + $0.rows * $0.cols } ?? 0 }
 }
 
 /// A stored selection (the `n_kept` highest ranked weights of a method and seed).
 public struct SelectionRecord: Sendable, Equatable {
-    /// `activation`, `integrated_gradients` or `random`.
+    /// Method name, or `random`.
     public var method: String
+    /// `weight` or `neuron`.
+    public var granularity: String
+    /// -1 = true class (and random); c = the per_class ranking of class c.
+    public var targetClass: Int
     /// Fraction of all q/k/v weights kept, in (0, 1].
     public var retentionFraction: Double
     /// Seed of the random baseline; 0 for `activation` and `integrated_gradients`.
     public var seed: Int
     /// Weights kept (ranks 1...nKept): round(fraction x nTotal), at least 1.
     public var nKept: Int
-    /// Number of scored weights (`ScoreShape.count`).
+    /// Number of scored elements (the layout's count).
     public var nTotal: Int
     /// Lowest score among the kept weights; nil when the stored value is NULL.
     public var minKeptScore: Double?
     /// Creates a record from its fields.
-    public init(method: String, retentionFraction: Double, seed: Int, nKept: Int, nTotal: Int, minKeptScore: Double?) {
-        self.method = method; self.retentionFraction = retentionFraction; self.seed = seed
+    public init(method: String, granularity: String = "weight", targetClass: Int = -1, retentionFraction: Double, seed: Int,
+                nKept: Int, nTotal: Int, minKeptScore: Double?) {
+        self.method = method; self.granularity = granularity; self.targetClass = targetClass
+        self.retentionFraction = retentionFraction; self.seed = seed
         self.nKept = nKept; self.nTotal = nTotal; self.minKeptScore = minKeptScore
     }
 }
 
 /// Kept weights of one selection in one layer x module.
 public struct DensityRecord: Sendable, Equatable {
-    /// `activation`, `integrated_gradients` or `random`.
+    /// Method name, or `random`.
     public var method: String
+    /// `weight` or `neuron`.
+    public var granularity: String
+    /// -1 = true class (and random); c = the per_class ranking of class c.
+    public var targetClass: Int
     /// Fraction of all q/k/v weights kept, in (0, 1].
     public var retentionFraction: Double
     /// Seed of the random baseline; 0 for `activation` and `integrated_gradients`.
     public var seed: Int
     /// 0-based layer.
     public var layer: Int
-    /// `query`, `key` or `value`.
+    /// Module name (`query`, ..., `output`).
     public var module: String
-    /// Kept weights in this matrix.
+    /// Kept weights (or neurons) in this block.
     public var nKept: Int
     /// Weights in this matrix (rows x cols).
     public var nTotal: Int
     /// Creates a record from its fields.
-    public init(method: String, retentionFraction: Double, seed: Int, layer: Int, module: String, nKept: Int, nTotal: Int) {
-        self.method = method; self.retentionFraction = retentionFraction; self.seed = seed
+    public init(method: String, granularity: String = "weight", targetClass: Int = -1, retentionFraction: Double, seed: Int,
+                layer: Int, module: String, nKept: Int, nTotal: Int) {
+        self.method = method; self.granularity = granularity; self.targetClass = targetClass
+        self.retentionFraction = retentionFraction; self.seed = seed
         self.layer = layer; self.module = module; self.nKept = nKept; self.nTotal = nTotal
     }
 }
 
 /// Test-set quality of one model (full or submodel).
 public struct EvaluationRecord: Sendable, Equatable {
-    /// `full` for the unpruned model, else the selection's method (`activation`, `integrated_gradients`, `random`).
+    /// `full` for the unpruned model, else the selection's method (or `random`).
     public var method: String
+    /// The selection's granularity (`weight`, `neuron`); `none` for `full`.
+    public var granularity: String
+    /// -1 = true class (and random, full); c = the per_class ranking of class c.
+    public var targetClass: Int
     /// Fraction of q/k/v weights kept; 1.0 for `full`.
     public var retentionFraction: Double
     /// Seed of the random baseline; 0 for `full`, `activation` and `integrated_gradients`.
@@ -318,13 +387,16 @@ public struct EvaluationRecord: Sendable, Equatable {
     /// Per class: (class index, n, n correct, F1).
     public var perClass: [(classIndex: Int, n: Int, nCorrect: Int, f1: Double)]
     /// Creates a record from its fields.
-    public init(method: String, retentionFraction: Double, seed: Int, nTest: Int, nCorrect: Int, accuracy: Double, macroF1: Double, perClass: [(classIndex: Int, n: Int, nCorrect: Int, f1: Double)]) {
-        self.method = method; self.retentionFraction = retentionFraction; self.seed = seed; self.nTest = nTest
+    public init(method: String, granularity: String = "weight", targetClass: Int = -1, retentionFraction: Double, seed: Int,
+                nTest: Int, nCorrect: Int, accuracy: Double, macroF1: Double, perClass: [(classIndex: Int, n: Int, nCorrect: Int, f1: Double)]) {
+        self.method = method; self.granularity = granularity; self.targetClass = targetClass
+        self.retentionFraction = retentionFraction; self.seed = seed; self.nTest = nTest
         self.nCorrect = nCorrect; self.accuracy = accuracy; self.macroF1 = macroF1; self.perClass = perClass
     }
     /// Equality of every field except `perClass` (tuples are not `Equatable`).
     public static func == (a: EvaluationRecord, b: EvaluationRecord) -> Bool {
-        a.method == b.method && a.retentionFraction == b.retentionFraction && a.seed == b.seed
+        a.method == b.method && a.granularity == b.granularity && a.targetClass == b.targetClass
+            && a.retentionFraction == b.retentionFraction && a.seed == b.seed
             && a.nTest == b.nTest && a.nCorrect == b.nCorrect && a.accuracy == b.accuracy && a.macroF1 == b.macroF1
     }
 }
@@ -356,4 +428,36 @@ public enum ScoreRanking {
         for (r, i) in order.enumerated() { rank[Int(i)] = Int32(r + 1) }
         return rank
     }
+}
+
+/// One score set to store: its ranking, layout and scores in layout order (ranks are
+/// computed by the store with `ScoreRanking.ranks` unless given).
+public struct ScoreSet: Sendable {
+    /// Which ranking.
+    public var id: RankingID
+    /// Where each block sits.
+    public var layout: ScoreSetLayout
+    /// Scores, `layout.count` values.
+    public var values: [Float]
+    /// Ranks (1 = highest) when already computed; nil = computed on insert.
+    public var ranks: [Int32]?
+    /// Creates a set from its fields.
+    public init(id: RankingID, layout: ScoreSetLayout, values: [Float], ranks: [Int32]? = nil) {
+        self.id = id; self.layout = layout; self.values = values; self.ranks = ranks
+    }
+}
+
+extension SelectionRecord {
+    /// The ranking this selection keeps the top of.
+    public var ranking: RankingID { RankingID(method: method, granularity: granularity, targetClass: targetClass, seed: seed) }
+}
+
+extension EvaluationRecord {
+    /// The ranking whose selection was evaluated (`full`: method full, granularity none).
+    public var ranking: RankingID { RankingID(method: method, granularity: granularity, targetClass: targetClass, seed: seed) }
+}
+
+extension DensityRecord {
+    /// The ranking of the selection.
+    public var ranking: RankingID { RankingID(method: method, granularity: granularity, targetClass: targetClass, seed: seed) }
 }

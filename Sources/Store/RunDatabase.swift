@@ -26,6 +26,8 @@ public enum StoreError: Error, CustomStringConvertible {
     /// Another process redid or discarded a stage this process's work depends on (e.g.
     /// `--force train` while an attribution task ran); this process's write was refused.
     case superseded(String)
+    /// A database written by an older kneuron, opened read-only, so not migrated.
+    case outdatedSchema(path: String, pending: [String])
 
     /// `cannotOpen` for a file that is not SQLite at all.
     static func notSQLite(path: String) -> StoreError {
@@ -52,6 +54,10 @@ public enum StoreError: Error, CustomStringConvertible {
             return "database \(path) is read-only (\(reason)); commands that run stages record their work in it and need write access. "
                 + "Nothing in it was changed. Read it with `kneuron status --db \(path)` or `kneuron query --db \(path) SQL`, "
                 + "or make it and its directory writable (or copy it with its .artifacts directory to a writable place) and run again."
+        case .outdatedSchema(let path, let pending):
+            return "database \(path) was written by an older kneuron: schema migrations \(pending.joined(separator: ", ")) are not applied yet, "
+                + "and read-only commands do not migrate. Run any command that writes it once, e.g. `kneuron run SPEC --db \(path)` "
+                + "(it migrates, keeps every recorded score and does nothing else when all stages are done)"
         case .superseded(let what):
             return what + ". Run the command again to work from the current state."
         case .diskFull(let path, let operation):
@@ -212,6 +218,22 @@ public final class RunDatabase: @unchecked Sendable {
         let all = EmbeddedMigrations.all.sorted { $0.name < $1.name }
         if all.isEmpty { throw StoreError.migrationsMissing("no migrations were embedded at build time") }
         return all
+    }
+
+    /// Names of the compiled-in migrations not yet applied to this database (a database opened
+    /// read-only is not migrated).
+    /// - Throws: `StoreError.sqlite`, `.migrationsMissing`.
+    public func pendingMigrations() throws -> [String] {
+        let applied = Set(try appliedMigrations())
+        return try Self.migrationFiles().map(\.name).filter { !applied.contains($0) }
+    }
+
+    /// Throws unless every compiled-in migration is applied (for read-only commands that read
+    /// the current schema, e.g. `status`).
+    /// - Throws: `StoreError.outdatedSchema` naming the pending migrations.
+    public func requireCurrentSchema() throws {
+        let pending = try pendingMigrations()
+        if !pending.isEmpty { throw StoreError.outdatedSchema(path: path, pending: pending) }
     }
 
     private func migrate() throws {

@@ -310,8 +310,8 @@ extension RunDatabase {
     /// Deletes the shards (and their completeness rows) of another content key. Internal.
     static func deleteShards(_ db: Database, otherThan contentKey: String) throws -> Int {
         try db.execute(sql: """
-            DELETE FROM ig_completeness WHERE shard_index IN
-              (SELECT shard_index FROM shards WHERE method = 'integrated_gradients' AND content_key != ?)
+            DELETE FROM ig_completeness WHERE (granularity, shard_index) IN
+              (SELECT granularity, shard_index FROM shards WHERE method = 'integrated_gradients' AND content_key != ?)
             """, arguments: [contentKey])
         try db.execute(sql: "DELETE FROM shards WHERE content_key != ?", arguments: [contentKey])
         return db.changesCount
@@ -327,26 +327,27 @@ extension RunDatabase {
     /// - Throws: `StoreError.superseded`, `.diskFull`, `.readOnly`, `.sqlite`.
     @discardableResult
     public func commitShard(_ shard: ShardRecord, completeness: [CompletenessRecord], requiring: LedgerRequirement? = nil) throws -> Bool {
-        try write("committing shard \(shard.method)/\(shard.shardIndex)") { db in
+        try write("committing shard \(shard.method)/\(shard.granularity)/\(shard.shardIndex)") { db in
             try Self.requireLedger(db, requiring, doing: "attributing")
             _ = try Self.deleteShards(db, otherThan: shard.contentKey)
-            try db.execute(sql: "INSERT OR IGNORE INTO shards (method, shard_index, content_key, n_sequences, sums, seconds) VALUES (?, ?, ?, ?, ?, ?)",
-                           arguments: [shard.method, shard.shardIndex, shard.contentKey, shard.nSequences, Blob.pack(shard.sums), shard.seconds])
+            try db.execute(sql: "INSERT OR IGNORE INTO shards (method, granularity, shard_index, content_key, n_sequences, class_counts, sums, seconds) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                           arguments: [shard.method, shard.granularity, shard.shardIndex, shard.contentKey, shard.nSequences,
+                                       shard.classCounts.map { Blob.pack($0.map(Int64.init)) }, Blob.pack(shard.sums), shard.seconds])
             guard db.changesCount == 1 else { return false }
-            let st = try db.makeStatement(sql: "INSERT INTO ig_completeness (sequence_id, shard_index, target_class, p_full, p_baseline, attribution_sum, gap) VALUES (?, ?, ?, ?, ?, ?, ?)")
+            let st = try db.makeStatement(sql: "INSERT INTO ig_completeness (sequence_id, granularity, layer, module, shard_index, target_class, p_full, p_baseline, attribution_sum, gap) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")
             for c in completeness {
-                try st.execute(arguments: [c.sequenceID, c.shardIndex, c.targetClass, c.pFull, c.pBaseline, c.attributionSum, c.gap])
+                try st.execute(arguments: [c.sequenceID, c.granularity, c.layer, c.module, c.shardIndex, c.targetClass, c.pFull, c.pBaseline, c.attributionSum, c.gap])
             }
             return true
         }
     }
 
-    /// Indices of the finished shards of `method` (of `contentKey` only, when given).
+    /// Indices of the finished shards of `method` at `granularity` (of `contentKey` only, when given).
     /// - Throws: `StoreError.sqlite`.
-    public func finishedShards(method: String, contentKey: String? = nil) throws -> Set<Int> {
+    public func finishedShards(method: String, granularity: String = "weight", contentKey: String? = nil) throws -> Set<Int> {
         try read("reading shards") { db in
-            Set(try Int.fetchAll(db, sql: "SELECT shard_index FROM shards WHERE method = ? AND (? IS NULL OR content_key = ?)",
-                                 arguments: [method, contentKey, contentKey]))
+            Set(try Int.fetchAll(db, sql: "SELECT shard_index FROM shards WHERE method = ? AND granularity = ? AND (? IS NULL OR content_key = ?)",
+                                 arguments: [method, granularity, contentKey, contentKey]))
         }
     }
 
@@ -360,11 +361,14 @@ extension RunDatabase {
     /// Every finished shard of `method`, ordered by shard index (the fixed summation order).
     /// (Of `contentKey` only, when given.)
     /// - Throws: `StoreError.sqlite`, `.corrupt` for a sums BLOB of the wrong length.
-    public func shards(method: String, contentKey: String? = nil) throws -> [ShardRecord] {
+    public func shards(method: String, granularity: String = "weight", contentKey: String? = nil) throws -> [ShardRecord] {
         try read("reading shards") { db in
-            try Row.fetchAll(db, sql: "SELECT method, shard_index, n_sequences, sums, seconds, content_key FROM shards WHERE method = ? AND (? IS NULL OR content_key = ?) ORDER BY shard_index",
-                             arguments: [method, contentKey, contentKey]).map {
-                ShardRecord(method: $0[0], shardIndex: $0[1], nSequences: $0[2], sums: try Blob.unpackDoubles($0[3]), seconds: $0[4], contentKey: $0[5])
+            try Row.fetchAll(db, sql: "SELECT method, granularity, shard_index, n_sequences, class_counts, sums, seconds, content_key FROM shards WHERE method = ? AND granularity = ? AND (? IS NULL OR content_key = ?) ORDER BY shard_index",
+                             arguments: [method, granularity, contentKey, contentKey]).map {
+                let counts: Data? = $0[4]
+                return ShardRecord(method: $0[0], granularity: $0[1], shardIndex: $0[2], nSequences: $0[3],
+                                   classCounts: try counts.map { try Blob.unpack($0, as: Int64.self).map(Int.init) },
+                                   sums: try Blob.unpackDoubles($0[5]), seconds: $0[6], contentKey: $0[7])
             }
         }
     }
@@ -372,8 +376,19 @@ extension RunDatabase {
     /// Completeness rows ordered by sequence id.
     public func completeness() throws -> [CompletenessRecord] {
         try read("reading completeness") { db in
-            try Row.fetchAll(db, sql: "SELECT sequence_id, shard_index, target_class, p_full, p_baseline, attribution_sum FROM ig_completeness ORDER BY sequence_id").map {
-                CompletenessRecord(sequenceID: $0[0], shardIndex: $0[1], targetClass: $0[2], pFull: $0[3], pBaseline: $0[4], attributionSum: $0[5])
+            try Row.fetchAll(db, sql: "SELECT sequence_id, granularity, layer, module, shard_index, target_class, p_full, p_baseline, attribution_sum FROM ig_completeness ORDER BY sequence_id, granularity, layer, module").map {
+                CompletenessRecord(sequenceID: $0[0], granularity: $0[1], layer: $0[2], module: $0[3], shardIndex: $0[4], targetClass: $0[5],
+                                   pFull: $0[6], pBaseline: $0[7], attributionSum: $0[8])
+            }
+        }
+    }
+
+    /// Mean and max |gap| of the integrated-gradients completeness rows per granularity.
+    /// - Throws: `StoreError.sqlite`.
+    public func completenessSummary() throws -> [(granularity: String, paths: Int, meanAbsGap: Double, maxAbsGap: Double)] {
+        try read("summarising completeness") { db in
+            try Row.fetchAll(db, sql: "SELECT granularity, COUNT(*), AVG(ABS(gap)), MAX(ABS(gap)) FROM ig_completeness GROUP BY granularity ORDER BY granularity").map {
+                ($0[0], $0[1], $0[2], $0[3])
             }
         }
     }
@@ -382,16 +397,24 @@ extension RunDatabase {
     /// `set_id * scoreSetStride + canonical index`.
     static let scoreSetStride: Int64 = 1 << 32
 
-    /// Inserts one score set (method, seed) with its ranks (`ScoreRanking.ranks(scores)`) into
-    /// `score_sets` / `score_values` (migration 0003).
+    /// Inserts one score set with its layout (`score_sets`, `score_blocks`) and its scores and
+    /// ranks (`score_values`, migration 0003/0006). Ranks are `ScoreRanking.ranks(values)`
+    /// unless the set carries them.
     /// - Throws: GRDB's `DatabaseError` on a SQLite failure (e.g. the set already exists, or
     ///   the disk is full); the caller's `write` turns it into a `StoreError`.
-    static func insertScores(_ db: Database, method: String, seed: Int, shape: ScoreShape, scores: [Float], ranks rank: [Int32]) throws -> Int {
-        precondition(scores.count == shape.count && rank.count == scores.count, "score or rank array does not match its shape")
-        precondition(Int64(scores.count) < scoreSetStride, "a score set holds fewer than 2^32 weights")
-        try db.execute(sql: "INSERT INTO score_sets (method, seed, n_layers, n_rows, n_cols) VALUES (?, ?, ?, ?, ?)",
-                       arguments: [method, seed, shape.layers, shape.rows, shape.cols])
-        let base = db.lastInsertedRowID * scoreSetStride
+    static func insertScores(_ db: Database, _ set: ScoreSet) throws -> Int {
+        let scores = set.values, rank = set.ranks ?? ScoreRanking.ranks(set.values)
+        precondition(scores.count == set.layout.count && rank.count == scores.count, "score or rank array does not match its layout")
+        precondition(Int64(scores.count) < scoreSetStride, "a score set holds fewer than 2^32 scores")
+        try db.execute(sql: "INSERT INTO score_sets (method, granularity, target_class, seed, modules, n_layers, n_scores) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                       arguments: [set.id.method, set.id.granularity, set.id.targetClass, set.id.seed,
+                                   set.layout.modules.joined(separator: ","), set.layout.layers, scores.count])
+        let setID = db.lastInsertedRowID
+        let blocks = try db.makeStatement(sql: "INSERT INTO score_blocks (set_id, block_index, layer, module, n_rows, n_cols, offset) VALUES (?, ?, ?, ?, ?, ?, ?)")
+        for (i, b) in set.layout.blocks.enumerated() {
+            try blocks.execute(arguments: [setID, i, b.layer, b.module, b.rows, b.cols, b.offset])
+        }
+        let base = setID * scoreSetStride
         // Bulk insert through SQLite's C API on GRDB's prepared statement (GRDB's per-row
         // argument arrays took most of the time): three binds and one step per row, ids
         // increasing, so SQLite appends to the table's B-tree.
@@ -420,28 +443,30 @@ extension RunDatabase {
             try db.execute(sql: "DELETE FROM score_values WHERE id >= ? AND id < ?",
                            arguments: [id * scoreSetStride, (id + 1) * scoreSetStride])
             n += db.changesCount
+            try db.execute(sql: "DELETE FROM score_blocks WHERE set_id = ?", arguments: [id])
         }
         try db.execute(sql: "DELETE FROM score_sets WHERE \(condition)")
         return n
     }
 
     /// One column of a score set in canonical order, or [] when the set does not exist.
-    private func scoreColumn<T: DatabaseValueConvertible>(_ column: String, method: String, seed: Int, as: T.Type) throws -> [T] {
-        try read("reading \(column)s of \(method)") { db in
-            guard let id = try Int64.fetchOne(db, sql: "SELECT set_id FROM score_sets WHERE method = ? AND seed = ?", arguments: [method, seed])
+    private func scoreColumn<T: DatabaseValueConvertible>(_ column: String, _ set: RankingID, as: T.Type) throws -> [T] {
+        try read("reading \(column)s of \(set)") { db in
+            guard let id = try Int64.fetchOne(db, sql: "SELECT set_id FROM score_sets WHERE method = ? AND granularity = ? AND target_class = ? AND seed = ?",
+                                              arguments: [set.method, set.granularity, set.targetClass, set.seed])
             else { return [] }
             return try T.fetchAll(db, sql: "SELECT \(column) FROM score_values WHERE id >= ? AND id < ? ORDER BY id",
                                   arguments: [id * Self.scoreSetStride, (id + 1) * Self.scoreSetStride])
         }
     }
 
-    /// Writes the final per-weight scores of each method (canonical order, see
-    /// `ScoreShape`) with their ranks, and the attribute ledger row, in one transaction.
+    /// Writes the final score sets of the attribute stage (each in its layout's order) with
+    /// their ranks, and the attribute ledger row, in one transaction.
     /// Returns the number of rows written.
     /// When the ledger already records the stage with the same content key (another process
     /// of an array job combined first), nothing is written and the recorded row count is returned.
     @discardableResult
-    public func commitScores(_ scores: [(method: String, values: [Float])], shape: ScoreShape, ledger: StageRecord,
+    public func commitScores(_ scores: [ScoreSet], ledger: StageRecord,
                              requiring: LedgerRequirement? = nil) throws -> Int {
         try write("writing neuron scores") { db in
             try Self.requireLedger(db, requiring, doing: "combining the shards")
@@ -450,9 +475,7 @@ extension RunDatabase {
                 throw StoreError.superseded("stage \(ledger.stage) was recorded by another process with other parameters while this one worked; this process's work is dropped")
             }
             var n = 0
-            for s in scores {
-                n += try Self.insertScores(db, method: s.method, seed: 0, shape: shape, scores: s.values, ranks: ScoreRanking.ranks(s.values))
-            }
+            for s in scores { n += try Self.insertScores(db, s) }
             var l = ledger
             l.rowsWritten = n
             try Self.insertLedger(db, l)
@@ -460,16 +483,34 @@ extension RunDatabase {
         }
     }
 
-    /// Scores of (method, seed) in canonical order ([] when the set was not written).
+    /// Scores of a ranking in its layout's order ([] when the set was not written).
     /// - Throws: `StoreError.sqlite`.
-    public func scores(method: String, seed: Int = 0) throws -> [Float] {
-        try scoreColumn("score", method: method, seed: seed, as: Double.self).map(Float.init)
+    public func scores(_ set: RankingID) throws -> [Float] {
+        try scoreColumn("score", set, as: Double.self).map(Float.init)
     }
 
-    /// Ranks (1 = highest) of (method, seed) in canonical order ([] when not written).
+    /// Scores of the weight-granularity, true-class set of (method, seed) (kneuron 0.1's only kind).
     /// - Throws: `StoreError.sqlite`.
-    public func ranks(method: String, seed: Int = 0) throws -> [Int] {
-        try scoreColumn("rank", method: method, seed: seed, as: Int.self)
+    public func scores(method: String, seed: Int = 0) throws -> [Float] { try scores(RankingID(method: method, seed: seed)) }
+
+    /// Ranks (1 = highest) of a ranking in its layout's order ([] when not written).
+    /// - Throws: `StoreError.sqlite`.
+    public func ranks(_ set: RankingID) throws -> [Int] {
+        try scoreColumn("rank", set, as: Int.self)
+    }
+
+    /// Ranks of the weight-granularity, true-class set of (method, seed).
+    /// - Throws: `StoreError.sqlite`.
+    public func ranks(method: String, seed: Int = 0) throws -> [Int] { try ranks(RankingID(method: method, seed: seed)) }
+
+    /// Every stored score set's ranking id, ordered.
+    /// - Throws: `StoreError.sqlite`.
+    public func scoreSets() throws -> [RankingID] {
+        try read("reading score sets") { db in
+            try Row.fetchAll(db, sql: "SELECT method, granularity, target_class, seed FROM score_sets").map {
+                RankingID(method: $0[0], granularity: $0[1], targetClass: $0[2], seed: $0[3])
+            }.sorted()
+        }
     }
 
     // MARK: select
@@ -477,17 +518,16 @@ extension RunDatabase {
     /// Writes the random-baseline scores (with their ranks, `ScoreRanking.ranks(values)`, which
     /// the select stage has already computed), the selections and their densities, and the
     /// select ledger row, in one transaction.
-    public func commitSelections(randomScores: [(seed: Int, values: [Float], ranks: [Int32])], shape: ScoreShape,
-                                 selections: [SelectionRecord], densities: [DensityRecord], ledger: StageRecord) throws {
+    public func commitSelections(randomScores: [ScoreSet], selections: [SelectionRecord], densities: [DensityRecord], ledger: StageRecord) throws {
         try write("writing selections") { db in
-            for r in randomScores { _ = try Self.insertScores(db, method: "random", seed: r.seed, shape: shape, scores: r.values, ranks: r.ranks) }
+            for r in randomScores { _ = try Self.insertScores(db, r) }
             for s in selections {
-                try db.execute(sql: "INSERT INTO selections (method, retention_fraction, seed, n_kept, n_total, min_kept_score) VALUES (?, ?, ?, ?, ?, ?)",
-                               arguments: [s.method, s.retentionFraction, s.seed, s.nKept, s.nTotal, s.minKeptScore])
+                try db.execute(sql: "INSERT INTO selections (method, granularity, target_class, retention_fraction, seed, n_kept, n_total, min_kept_score) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                               arguments: [s.method, s.granularity, s.targetClass, s.retentionFraction, s.seed, s.nKept, s.nTotal, s.minKeptScore])
             }
-            let st = try db.makeStatement(sql: "INSERT INTO selection_density (method, retention_fraction, seed, layer, module, n_kept, n_total) VALUES (?, ?, ?, ?, ?, ?, ?)")
+            let st = try db.makeStatement(sql: "INSERT INTO selection_density (method, granularity, target_class, retention_fraction, seed, layer, module, n_kept, n_total) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)")
             for d in densities {
-                try st.execute(arguments: [d.method, d.retentionFraction, d.seed, d.layer, d.module, d.nKept, d.nTotal])
+                try st.execute(arguments: [d.method, d.granularity, d.targetClass, d.retentionFraction, d.seed, d.layer, d.module, d.nKept, d.nTotal])
             }
             try Self.insertLedger(db, ledger)
         }
@@ -496,8 +536,9 @@ extension RunDatabase {
     /// Stored selections, ordered by method, fraction (descending) and seed.
     public func selections() throws -> [SelectionRecord] {
         try read("reading selections") { db in
-            try Row.fetchAll(db, sql: "SELECT method, retention_fraction, seed, n_kept, n_total, min_kept_score FROM selections ORDER BY method, retention_fraction DESC, seed").map {
-                SelectionRecord(method: $0[0], retentionFraction: $0[1], seed: $0[2], nKept: $0[3], nTotal: $0[4], minKeptScore: $0[5])
+            try Row.fetchAll(db, sql: "SELECT method, granularity, target_class, retention_fraction, seed, n_kept, n_total, min_kept_score FROM selections ORDER BY granularity, method, target_class, retention_fraction DESC, seed").map {
+                SelectionRecord(method: $0[0], granularity: $0[1], targetClass: $0[2], retentionFraction: $0[3], seed: $0[4],
+                                nKept: $0[5], nTotal: $0[6], minKeptScore: $0[7])
             }
         }
     }
@@ -505,8 +546,16 @@ extension RunDatabase {
     /// Density rows ordered by selection, layer and module.
     public func densities() throws -> [DensityRecord] {
         try read("reading densities") { db in
-            try Row.fetchAll(db, sql: "SELECT method, retention_fraction, seed, layer, module, n_kept, n_total FROM selection_density ORDER BY method, retention_fraction DESC, seed, layer, CASE module WHEN 'query' THEN 0 WHEN 'key' THEN 1 ELSE 2 END").map {
-                DensityRecord(method: $0[0], retentionFraction: $0[1], seed: $0[2], layer: $0[3], module: $0[4], nKept: $0[5], nTotal: $0[6])
+            // Blocks in the order their selection's score set stores them (score_blocks).
+            try Row.fetchAll(db, sql: """
+                SELECT d.method, d.granularity, d.target_class, d.retention_fraction, d.seed, d.layer, d.module, d.n_kept, d.n_total
+                FROM selection_density d
+                LEFT JOIN score_sets s ON s.method = d.method AND s.granularity = d.granularity AND s.target_class = d.target_class AND s.seed = d.seed
+                LEFT JOIN score_blocks b ON b.set_id = s.set_id AND b.layer = d.layer AND b.module = d.module
+                ORDER BY d.granularity, d.method, d.target_class, d.retention_fraction DESC, d.seed, b.block_index
+                """).map {
+                DensityRecord(method: $0[0], granularity: $0[1], targetClass: $0[2], retentionFraction: $0[3], seed: $0[4],
+                              layer: $0[5], module: $0[6], nKept: $0[7], nTotal: $0[8])
             }
         }
     }
@@ -517,11 +566,11 @@ extension RunDatabase {
     public func commitEvaluations(_ evaluations: [EvaluationRecord], ledger: StageRecord) throws {
         try write("writing evaluations") { db in
             for e in evaluations {
-                try db.execute(sql: "INSERT INTO evaluations (method, retention_fraction, seed, n_test, n_correct, accuracy, macro_f1) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                               arguments: [e.method, e.retentionFraction, e.seed, e.nTest, e.nCorrect, e.accuracy, e.macroF1])
+                try db.execute(sql: "INSERT INTO evaluations (method, granularity, target_class, retention_fraction, seed, n_test, n_correct, accuracy, macro_f1) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                               arguments: [e.method, e.granularity, e.targetClass, e.retentionFraction, e.seed, e.nTest, e.nCorrect, e.accuracy, e.macroF1])
                 for c in e.perClass {
-                    try db.execute(sql: "INSERT INTO evaluation_classes (method, retention_fraction, seed, class_index, n, n_correct, accuracy, f1) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                                   arguments: [e.method, e.retentionFraction, e.seed, c.classIndex, c.n, c.nCorrect,
+                    try db.execute(sql: "INSERT INTO evaluation_classes (method, granularity, target_class, retention_fraction, seed, class_index, n, n_correct, accuracy, f1) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                                   arguments: [e.method, e.granularity, e.targetClass, e.retentionFraction, e.seed, c.classIndex, c.n, c.nCorrect,
                                                c.n > 0 ? Double(c.nCorrect) / Double(c.n) : nil, c.f1])
                 }
             }
@@ -532,15 +581,16 @@ extension RunDatabase {
     /// Evaluations ordered by method, fraction (descending), seed; per-class rows included.
     public func evaluations() throws -> [EvaluationRecord] {
         try read("reading evaluations") { db in
-            var perClass: [String: [(classIndex: Int, n: Int, nCorrect: Int, f1: Double)]] = [:]
-            for r in try Row.fetchAll(db, sql: "SELECT method, retention_fraction, seed, class_index, n, n_correct, f1 FROM evaluation_classes ORDER BY class_index") {
-                let key = "\(r[0] as String)|\(r[1] as Double)|\(r[2] as Int)"
-                perClass[key, default: []].append((r[3], r[4], r[5], r[6]))
+            struct Key: Hashable { var ranking: RankingID; var fraction: Double }
+            var perClass: [Key: [(classIndex: Int, n: Int, nCorrect: Int, f1: Double)]] = [:]
+            for r in try Row.fetchAll(db, sql: "SELECT method, granularity, target_class, retention_fraction, seed, class_index, n, n_correct, f1 FROM evaluation_classes ORDER BY class_index") {
+                let key = Key(ranking: RankingID(method: r[0], granularity: r[1], targetClass: r[2], seed: r[4]), fraction: r[3])
+                perClass[key, default: []].append((r[5], r[6], r[7], r[8]))
             }
-            return try Row.fetchAll(db, sql: "SELECT method, retention_fraction, seed, n_test, n_correct, accuracy, macro_f1 FROM evaluations ORDER BY method, retention_fraction DESC, seed").map {
-                let key = "\($0[0] as String)|\($0[1] as Double)|\($0[2] as Int)"
-                return EvaluationRecord(method: $0[0], retentionFraction: $0[1], seed: $0[2], nTest: $0[3], nCorrect: $0[4],
-                                        accuracy: $0[5], macroF1: $0[6], perClass: perClass[key] ?? [])
+            return try Row.fetchAll(db, sql: "SELECT method, granularity, target_class, retention_fraction, seed, n_test, n_correct, accuracy, macro_f1 FROM evaluations ORDER BY granularity, method, target_class, retention_fraction DESC, seed").map {
+                let key = Key(ranking: RankingID(method: $0[0], granularity: $0[1], targetClass: $0[2], seed: $0[4]), fraction: $0[3])
+                return EvaluationRecord(method: $0[0], granularity: $0[1], targetClass: $0[2], retentionFraction: $0[3], seed: $0[4],
+                                        nTest: $0[5], nCorrect: $0[6], accuracy: $0[7], macroF1: $0[8], perClass: perClass[key] ?? [])
             }
         }
     }

@@ -17,6 +17,10 @@ struct QueryCommand: ParsableCommand {
 
     func run() throws {
         let database = try RunDatabase(path: db, readOnly: true)
+        if let pending = try? database.pendingMigrations(), !pending.isEmpty {
+            FileHandle.standardError.write(Data(("note: \(db) has the schema of an older kneuron (migrations \(pending.joined(separator: ", ")) not applied); "
+                + "the query runs on that schema. Any writing command, e.g. `kneuron run SPEC --db \(db)`, migrates it.\n").utf8))
+        }
         let result = try database.query(sql)
         switch format {
         case .csv:

@@ -15,6 +15,7 @@ struct StatusCommand: ParsableCommand {
 
     func run() throws {
         let database = try RunDatabase(path: try databasePath(db: db, spec: spec), readOnly: true)
+        try database.requireCurrentSchema()
         let status = try RunStatus.read(db: database)
         print(status.text, terminator: "")
         if shards { print("\n" + status.shardText, terminator: "") }

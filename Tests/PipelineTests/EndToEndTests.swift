@@ -163,7 +163,7 @@ final class EndToEndTests: XCTestCase {
         XCTAssertEqual(during.shards.count, 16)
         XCTAssertEqual(during.shards.filter(\.done).count, shardsAtKill)
         XCTAssertEqual(Set(during.shards.map(\.sequences)), [3])
-        XCTAssertTrue(during.lines[4].detail.hasPrefix("activation: \(min(shardsAtKill, 8)) of 8 shards done ("), during.lines[4].detail)
+        XCTAssertTrue(during.lines[4].detail.hasPrefix("activation/weight: \(min(shardsAtKill, 8)) of 8 shards done ("), during.lines[4].detail)
         XCTAssertEqual(during.shardText.split(separator: "\n").count, 17)
 
         let resumed = try runInProcess(spec: spec, db: killed)

@@ -3,6 +3,15 @@ import GRDB
 import XCTest
 @testable import Store
 
+/// The paper's q/k/v layout as the pipeline builds it (`ScoreLayout.paper(...).stored`):
+/// layers x (query, key, value) blocks of rows x cols. The store itself knows no module order.
+let qkv = ["query", "key", "value"]
+func qkvLayout(layers: Int, rows: Int, cols: Int) -> ScoreSetLayout {
+    var blocks: [ScoreSetLayout.Block] = []
+    for l in 0 ..< layers { for m in qkv { blocks.append(.init(layer: l, module: m, rows: rows, cols: cols, offset: blocks.count * rows * cols)) } }
+    return ScoreSetLayout(modules: qkv, layers: layers, blocks: blocks)
+}
+
 final class RunDatabaseTests: XCTestCase {
     var dir: URL!
 
@@ -30,11 +39,11 @@ final class RunDatabaseTests: XCTestCase {
 
     func testMigrationsAppliedOnceAndRecorded() throws {
         let db = try open()
-        XCTAssertEqual(try db.appliedMigrations(), ["0001_initial", "0002_embeddings", "0003_score_sets", "0004_excluded_sequences", "0005_accuracy_sd"])
+        XCTAssertEqual(try db.appliedMigrations(), ["0001_initial", "0002_embeddings", "0003_score_sets", "0004_excluded_sequences", "0005_accuracy_sd", "0006_attribution_engine"])
         // Reopening applies nothing new and keeps the data.
         try ingestSample(db)
         let again = try open()
-        XCTAssertEqual(try again.appliedMigrations(), ["0001_initial", "0002_embeddings", "0003_score_sets", "0004_excluded_sequences", "0005_accuracy_sd"])
+        XCTAssertEqual(try again.appliedMigrations(), ["0001_initial", "0002_embeddings", "0003_score_sets", "0004_excluded_sequences", "0005_accuracy_sd", "0006_attribution_engine"])
         XCTAssertEqual(try again.sequences().map(\.id), ["P1", "P2"])
         XCTAssertEqual(try again.query("SELECT journal_mode FROM pragma_journal_mode").rows, [["wal"]])
         XCTAssertEqual(try again.query("SELECT foreign_keys FROM pragma_foreign_keys").rows, [["1"]])
@@ -162,24 +171,24 @@ final class RunDatabaseTests: XCTestCase {
             XCTAssertTrue("\(e)".hasPrefix("stage train was discarded by another process"), "\(e)")
         }
         XCTAssertEqual(try db.shards(method: "activation").count, 0, "the refused commits wrote nothing")
-        let shape = ScoreShape(layers: 1, rows: 1, cols: 1)
-        try db.commitScores([("activation", [1, 2, 3])], shape: shape, ledger: StageRecord(stage: "attribute", contentKey: "attr@1:x", rowsWritten: 0, seconds: 0))
-        XCTAssertEqual(try db.commitScores([("activation", [1, 2, 3])], shape: shape, ledger: StageRecord(stage: "attribute", contentKey: "attr@1:x", rowsWritten: 0, seconds: 0)), 3,
+        let set = [ScoreSet(id: RankingID(method: "activation"), layout: qkvLayout(layers: 1, rows: 1, cols: 1), values: [1, 2, 3])]
+        try db.commitScores(set, ledger: StageRecord(stage: "attribute", contentKey: "attr@1:x", rowsWritten: 0, seconds: 0))
+        XCTAssertEqual(try db.commitScores(set, ledger: StageRecord(stage: "attribute", contentKey: "attr@1:x", rowsWritten: 0, seconds: 0)), 3,
                        "the same key: already combined by another task, nothing written")
-        XCTAssertThrowsError(try db.commitScores([("activation", [1, 2, 3])], shape: shape, ledger: StageRecord(stage: "attribute", contentKey: "attr@1:y", rowsWritten: 0, seconds: 0))) { e in
+        XCTAssertThrowsError(try db.commitScores(set, ledger: StageRecord(stage: "attribute", contentKey: "attr@1:y", rowsWritten: 0, seconds: 0))) { e in
             XCTAssertTrue("\(e)".hasPrefix("stage attribute was recorded by another process with other parameters"), "\(e)")
         }
     }
 
     func testScoresRanksSelectionViewsAndDensity() throws {
         let db = try open()
-        let shape = ScoreShape(layers: 1, rows: 2, cols: 2)  // 12 weights
+        let layout = qkvLayout(layers: 1, rows: 2, cols: 2)  // 12 weights
         let scores: [Float] = [0.5, 0.1, 0.9, 0.9, 0, 0, 0.3, 0.2, 0.8, 0.05, 0.01, 0.7]
-        XCTAssertEqual(try db.commitScores([("activation", scores)], shape: shape, ledger: ledger("attribute")), 12)
+        XCTAssertEqual(try db.commitScores([ScoreSet(id: RankingID(method: "activation"), layout: layout, values: scores)], ledger: ledger("attribute")), 12)
         XCTAssertEqual(try db.scores(method: "activation"), scores)
         // Ties (0.9, 0.9) broken by canonical order.
         XCTAssertEqual(try db.ranks(method: "activation"), [5, 8, 1, 2, 11, 12, 6, 7, 3, 9, 10, 4])
-        try db.commitSelections(randomScores: [], shape: shape,
+        try db.commitSelections(randomScores: [],
                                 selections: [SelectionRecord(method: "activation", retentionFraction: 0.25, seed: 0, nKept: 3, nTotal: 12, minKeptScore: 0.8)],
                                 densities: [DensityRecord(method: "activation", retentionFraction: 0.25, seed: 0, layer: 0, module: "query", nKept: 2, nTotal: 4),
                                             DensityRecord(method: "activation", retentionFraction: 0.25, seed: 0, layer: 0, module: "value", nKept: 1, nTotal: 4)],
@@ -192,34 +201,60 @@ final class RunDatabaseTests: XCTestCase {
     }
 
     /// Every weight of a non-square, two-layer shape is decoded by the `neuron_scores` view
-    /// to its (layer, module, row, col), sets are kept apart, `neuron_across_methods` pivots
+    /// to its (layer, module, row, col), sets are kept apart, `neuron_across_methods` lists
     /// them, and discarding attribute removes only the non-random sets.
     func testScoreViewDecodesEveryWeightAndDiscardKeepsRandom() throws {
         let db = try open()
-        let shape = ScoreShape(layers: 2, rows: 3, cols: 4)  // 72 weights
-        let act = (0 ..< shape.count).map { Float($0) / 100 }                 // score = index / 100
-        let ig = (0 ..< shape.count).map { Float(shape.count - $0) / 1000 }   // reversed order
-        XCTAssertEqual(try db.commitScores([("activation", act), ("integrated_gradients", ig)], shape: shape, ledger: ledger("attribute")), 144)
-        try db.commitSelections(randomScores: [(seed: 7, values: act.reversed(), ranks: ScoreRanking.ranks(act.reversed()))], shape: shape, selections: [], densities: [], ledger: ledger("select"))
+        let layout = qkvLayout(layers: 2, rows: 3, cols: 4)  // 72 weights
+        let act = (0 ..< layout.count).map { Float($0) / 100 }                  // score = index / 100
+        let ig = (0 ..< layout.count).map { Float(layout.count - $0) / 1000 }   // reversed order
+        XCTAssertEqual(try db.commitScores([ScoreSet(id: RankingID(method: "activation"), layout: layout, values: act),
+                                            ScoreSet(id: RankingID(method: "integrated_gradients"), layout: layout, values: ig)], ledger: ledger("attribute")), 144)
+        try db.commitSelections(randomScores: [ScoreSet(id: RankingID(method: "random", seed: 7), layout: layout, values: act.reversed())],
+                                selections: [], densities: [], ledger: ledger("select"))
         let rows = try db.query("SELECT layer, module, row, col, score, rank FROM neuron_scores WHERE method = 'activation' ORDER BY layer, CASE module WHEN 'query' THEN 0 WHEN 'key' THEN 1 ELSE 2 END, row, col").rows
         XCTAssertEqual(rows.count, 72)
         for (i, r) in rows.enumerated() {
             let l = i / 36, m = (i / 12) % 3, row = (i / 4) % 3, col = i % 4
-            XCTAssertEqual(r, ["\(l)", ScoreShape.modules[m], "\(row)", "\(col)", "\(Double(Float(i) / 100))", "\(72 - i)"], "weight \(i)")
+            XCTAssertEqual(r, ["\(l)", qkv[m], "\(row)", "\(col)", "\(Double(Float(i) / 100))", "\(72 - i)"], "weight \(i)")
         }
         XCTAssertEqual(try db.query("SELECT method, seed, COUNT(*), MIN(rank), MAX(rank) FROM neuron_scores GROUP BY method, seed ORDER BY method").rows,
                        [["activation", "0", "72", "1", "72"], ["integrated_gradients", "0", "72", "1", "72"], ["random", "7", "72", "1", "72"]])
-        let p = try db.query("SELECT activation_score, activation_rank, integrated_gradients_score, integrated_gradients_rank, random_rank_mean FROM neuron_across_methods WHERE layer = 1 AND module = 'key' AND row = 2 AND col = 1").rows
+        let p = try db.query("SELECT method, score, rank, random_rank_mean FROM neuron_across_methods WHERE layer = 1 AND module = 'key' AND row = 2 AND col = 1 ORDER BY method").rows
         // layer 1, key (module 1), row 2, col 1 -> index 36 + 12 + 8 + 1 = 57.
-        XCTAssertEqual(p, [["\(Double(Float(57) / 100))", "15", "\(Double(Float(72 - 57) / 1000))", "58", "58.0"]])
+        XCTAssertEqual(p, [["activation", "\(Double(Float(57) / 100))", "15", "58.0"], ["integrated_gradients", "\(Double(Float(72 - 57) / 1000))", "58", "58.0"]])
         let deleted = try db.discard(stages: ["attribute", "select", "evaluate", "report"])
         XCTAssertEqual(deleted.first { $0.table == "neuron_scores" }?.rows, 144)
         XCTAssertEqual(deleted.first { $0.table == "neuron_scores (random)" }?.rows, 72)
         XCTAssertEqual(try db.query("SELECT COUNT(*) FROM score_sets").rows, [["0"]])
         XCTAssertEqual(try db.scores(method: "activation"), [])
+        XCTAssertEqual(try db.query("SELECT COUNT(*) FROM score_blocks").rows, [["0"]], "blocks go with their sets")
         // Written again after the discard: new set ids, same values.
-        try db.commitScores([("activation", act)], shape: shape, ledger: ledger("attribute"))
+        try db.commitScores([ScoreSet(id: RankingID(method: "activation"), layout: layout, values: act)], ledger: ledger("attribute"))
         XCTAssertEqual(try db.scores(method: "activation"), act)
+    }
+
+    /// Score sets of other granularities, module sets and targets (migration 0006) are kept
+    /// apart and decoded through `score_blocks`: a neuron layout of blocks of different sizes
+    /// (intermediate 4 units, output 2) gives (layer, module, row = unit, col = 0).
+    func testNeuronAndPerClassSetsDecodeThroughScoreBlocks() throws {
+        let db = try open()
+        let blocks = [ScoreSetLayout.Block(layer: 0, module: "intermediate", rows: 4, cols: 1, offset: 0),
+                      .init(layer: 0, module: "output", rows: 2, cols: 1, offset: 4),
+                      .init(layer: 1, module: "intermediate", rows: 4, cols: 1, offset: 6),
+                      .init(layer: 1, module: "output", rows: 2, cols: 1, offset: 10)]
+        let layout = ScoreSetLayout(modules: ["intermediate", "output"], layers: 2, blocks: blocks)
+        let values = (0 ..< 12).map { Float($0) }
+        let trueClass = RankingID(method: "gradient_x_activation", granularity: "neuron")
+        let class3 = RankingID(method: "gradient_x_activation", granularity: "neuron", targetClass: 3)
+        XCTAssertEqual(try db.commitScores([ScoreSet(id: trueClass, layout: layout, values: values),
+                                            ScoreSet(id: class3, layout: layout, values: values.map { -$0 })], ledger: ledger("attribute")), 24)
+        XCTAssertEqual(try db.scores(class3), values.map { -$0 })
+        XCTAssertEqual(try db.scoreSets(), [trueClass, class3])
+        XCTAssertEqual(try db.query("SELECT layer, module, row, col, score, rank FROM neuron_scores WHERE target_class = -1 AND rank IN (1, 7) ORDER BY rank").rows,
+                       [["1", "output", "1", "0", "11.0", "1"], ["0", "output", "1", "0", "5.0", "7"]])
+        XCTAssertEqual(try db.query("SELECT target_class, COUNT(*) FROM neuron_scores GROUP BY target_class").rows, [["-1", "12"], ["3", "12"]])
+        XCTAssertEqual(try db.query("SELECT modules, n_scores FROM score_sets ORDER BY set_id").rows, [["intermediate,output", "12"], ["intermediate,output", "12"]])
     }
 
     /// A database written under 0001's `neuron_scores` table is carried over by 0003: the
@@ -235,7 +270,7 @@ final class RunDatabaseTests: XCTestCase {
             try migrator.migrate(queue)
             try queue.write { db in
                 for (method, seed) in [("activation", 0), ("random", 2)] {
-                    for l in 0 ..< 2 { for (mi, m) in ScoreShape.modules.enumerated() { for r in 0 ..< 2 { for c in 0 ..< 3 {
+                    for l in 0 ..< 2 { for (mi, m) in qkv.enumerated() { for r in 0 ..< 2 { for c in 0 ..< 3 {
                         let idx = ((l * 3 + mi) * 2 + r) * 3 + c
                         try db.execute(sql: "INSERT INTO neuron_scores VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                                        arguments: [method, seed, l, m, r, c, Double(idx) * (seed == 0 ? 1 : -1), seed == 0 ? 36 - idx : idx + 1])
@@ -244,12 +279,55 @@ final class RunDatabaseTests: XCTestCase {
             }
         }
         let db = try RunDatabase(path: path)
-        XCTAssertEqual(try db.appliedMigrations().last, "0005_accuracy_sd")
+        XCTAssertEqual(try db.appliedMigrations().last, "0006_attribution_engine")
         XCTAssertEqual(try db.scores(method: "activation"), (0 ..< 36).map { Float($0) })
         XCTAssertEqual(try db.ranks(method: "random", seed: 2), Array(1 ... 36))
         XCTAssertEqual(try db.query("SELECT layer, module, row, col, score, rank FROM neuron_scores WHERE method = 'random' AND rank = 20").rows,
                        [["1", "query", "0", "1", "-19.0", "20"]])
-        XCTAssertEqual(try db.query("SELECT n_layers, n_rows, n_cols FROM score_sets ORDER BY set_id").rows, [["2", "2", "3"], ["2", "2", "3"]])
+        XCTAssertEqual(try db.query("SELECT method, granularity, target_class, modules, n_layers, n_scores FROM score_sets ORDER BY set_id").rows,
+                       [["activation", "weight", "-1", "query,key,value", "2", "36"], ["random", "weight", "-1", "query,key,value", "2", "36"]])
+        XCTAssertEqual(try db.query("SELECT block_index, layer, module, n_rows, n_cols, offset FROM score_blocks WHERE set_id = 1 AND block_index IN (0, 4)").rows,
+                       [["0", "0", "query", "2", "3", "0"], ["4", "1", "key", "2", "3", "24"]])
+    }
+
+    /// A database of kneuron 0.1 (schema 0005) keeps its selections, densities, evaluations,
+    /// shards and completeness rows through 0006, as weight granularity for the true class
+    /// (the full model's evaluation as granularity 'none'), and its views answer.
+    func testMigration0006CarriesOverSelectionsEvaluationsAndShards() throws {
+        let path = dir.appendingPathComponent("v01.sqlite").path
+        do {
+            let queue = try DatabaseQueue(path: path)
+            var migrator = DatabaseMigrator()
+            for m in try RunDatabase.migrationFiles() where m.name < "0006" {
+                migrator.registerMigration(m.name) { db in try db.execute(sql: m.sql) }
+            }
+            try migrator.migrate(queue)
+            try queue.write { db in
+                try db.execute(sql: "INSERT INTO classes VALUES (0, '1.-.-.-', 'Oxidoreductases')")
+                try db.execute(sql: "INSERT INTO sequences (id, sequence, length, ec_label, source_file, source_line) VALUES ('P1', 'MK', 2, '1.-.-.-', 'a.fasta', 1)")
+                try db.execute(sql: "INSERT INTO score_sets (method, seed, n_layers, n_rows, n_cols) VALUES ('activation', 0, 1, 1, 2)")
+                for i in 0 ..< 6 { try db.execute(sql: "INSERT INTO score_values VALUES (?, ?, ?)", arguments: [4294967296 + i, Double(i), 6 - i]) }
+                try db.execute(sql: "INSERT INTO selections VALUES ('activation', 0.5, 0, 3, 6, 3.0)")
+                try db.execute(sql: "INSERT INTO selection_density VALUES ('activation', 0.5, 0, 0, 'value', 2, 2)")
+                try db.execute(sql: "INSERT INTO evaluations VALUES ('full', 1.0, 0, 10, 4, 0.4, 0.3), ('activation', 0.5, 0, 10, 2, 0.2, 0.1)")
+                try db.execute(sql: "INSERT INTO evaluation_classes VALUES ('activation', 0.5, 0, 0, 10, 2, 0.2, 0.1)")
+                try db.execute(sql: "INSERT INTO shards (method, shard_index, content_key, n_sequences, sums, seconds) VALUES ('integrated_gradients', 0, 'k', 1, x'000000000000F03F', 1.5)")
+                try db.execute(sql: "INSERT INTO ig_completeness VALUES ('P1', 0, 0, 0.6, 0.1, 0.45, -0.05)")
+            }
+        }
+        let db = try RunDatabase(path: path)
+        XCTAssertEqual(try db.pendingMigrations(), [])
+        XCTAssertEqual(try db.scores(method: "activation"), [0, 1, 2, 3, 4, 5])
+        XCTAssertEqual(try db.query("SELECT module, row, col FROM neuron_scores WHERE rank = 1").rows, [["value", "0", "1"]])
+        XCTAssertEqual(try db.selections().map(\.ranking), [RankingID(method: "activation")])
+        XCTAssertEqual(try db.densities().map(\.module), ["value"])
+        XCTAssertEqual(try db.query("SELECT module, row, col FROM selection_members ORDER BY rank").rows, [["value", "0", "1"], ["value", "0", "0"], ["key", "0", "1"]])
+        XCTAssertEqual(try db.evaluations().map(\.ranking), [RankingID(method: "full", granularity: "none"), RankingID(method: "activation")].sorted())
+        XCTAssertEqual(try db.evaluations().first { $0.method == "activation" }?.perClass.map(\.nCorrect), [2])
+        XCTAssertEqual(try db.query("SELECT method, granularity, target_class, accuracy_mean FROM accuracy_table ORDER BY method").rows,
+                       [["activation", "weight", "-1", "0.2"], ["full", "none", "-1", "0.4"]])
+        XCTAssertEqual(try db.shards(method: "integrated_gradients").map(\.sums), [[1.0]])
+        XCTAssertEqual(try db.completeness().map { [$0.granularity, $0.module] }, [["weight", ""]])
     }
 
     func testAccuracyTableViewMeanAndSD() throws {

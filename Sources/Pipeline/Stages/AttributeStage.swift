@@ -3,27 +3,26 @@ import ESM
 import Foundation
 import Store
 
-/// Stage 5: scores every q/k/v weight by each method over the selection split, in shards.
+/// Stage 5: scores the chosen weights or neurons by each method over the selection split,
+/// in shards, for every (method, granularity) the spec asks (`attribution.methods`,
+/// `.granularity`, over `.modules`), through the methods' `Attributor` implementations.
 ///
 /// The selection split's sequences (ordered by id, optionally capped by
 /// `attribution.max_sequences`) are cut into shards of `shard_size`. A shard's partial
-/// sums and its done mark are one row of `shards`, committed in one transaction, so an
-/// interrupted run redoes only unfinished shards. When every shard is done the sums are
-/// added in shard order (a fixed order: the result does not depend on interruptions) and
-/// the final scores are written to `neuron_scores`.
+/// sums and its done mark are one row of `shards` (per method and granularity), committed in
+/// one transaction, so an interrupted run redoes only unfinished shards. When every shard is
+/// done the sums are added in shard order (a fixed order: the result does not depend on
+/// interruptions) and the final score sets are written to `score_sets`/`score_values`.
 ///
-/// Shard sums: `activation` holds, per layer l and input feature j, the sum over the
-/// shard's sequences of mean_t |x_tj| ((layers, H) float64); `integrated_gradients`
-/// holds the sum over the shard's sequences of the attributions in canonical order.
+/// Shard sums: the sum over the shard's sequences of each method's per-sequence contribution
+/// (`Attributor.contributionCount`), in sequence order; with the `per_class` target one such
+/// group per class (a sequence goes to its label's group) and the shard's class counts.
+/// Targets: every sequence attributes P(its label); `true_class` scores average all groups,
+/// `per_class` class c's group alone (classes without a selection sequence get no ranking).
 enum AttributeStage {
-    /// Test hook: `KNEURON_DEBUG_SHARD_DELAY_MS` pauses after each committed shard so the
-    /// crash test can kill the process mid-attribution. Unset in normal use.
-    static let debugShardDelayMilliseconds: Int? = ProcessInfo.processInfo.environment["KNEURON_DEBUG_SHARD_DELAY_MS"].flatMap { Int($0) }
-
     /// Sequences of the attribution split, in shard order.
     static func sequences(_ ctx: RunContext) throws -> SplitData {
-        let split = ctx.spec.split.selectOn == .select ? "select" : "test"
-        return try SplitData.load(ctx, split: split, limit: ctx.spec.attribution.maxSequences)
+        try SplitData.load(ctx, split: ctx.spec.split.selectOn.split, limit: ctx.spec.attribution.maxSequences)
     }
 
     static func run(_ ctx: RunContext, key: String) throws -> Int {
@@ -33,8 +32,10 @@ enum AttributeStage {
         let data = try sequences(ctx)
         guard !data.examples.isEmpty else { throw PipelineError.empty(stage: "attribute", what: "the selection split is empty") }
         let shardCount = (data.examples.count + spec.shardSize - 1) / spec.shardSize
-        let layout = ScoreLayout.paper(model.config)
+        let layouts = try spec.layouts(model.config)
         let options = AttributionOptions(steps: spec.steps)
+        let classes = model.config.numLabels
+        let groups = spec.groupsByClass ? classes : 1
         // The model this process attributes; if another process redoes or discards training
         // meanwhile (`--force train`), this process's commits are refused, not mixed in.
         let upstream = try ctx.db.stage(Stage.train.rawValue).map { LedgerRequirement(stage: $0.stage, contentKey: $0.contentKey) }
@@ -43,74 +44,104 @@ enum AttributeStage {
             ctx.log("  discarded \(stale) finished shards computed with other attribution parameters or another model")
         }
 
-        for method in spec.methods {
-            let attributor = method.implementation
-            let done = try ctx.db.finishedShards(method: method.rawValue, contentKey: key)
+        for (method, granularity) in spec.jobs {
+            let attributor = method.implementation, layout = layouts[granularity]!
+            let name = "\(method)/\(granularity)"
+            let done = try ctx.db.finishedShards(method: method.rawValue, granularity: granularity.rawValue, contentKey: key)
             let mine = (0 ..< shardCount).filter { ctx.shardSelection?.owns($0) ?? true }
             let todo = mine.filter { !done.contains($0) }
             if todo.isEmpty { continue }
-            ctx.log("  \(method.rawValue): \(todo.count) of \(shardCount) shards to do (\(done.count) already done)"
+            ctx.log("  \(name): \(todo.count) of \(shardCount) shards to do (\(done.count) already done)"
                     + (ctx.shardSelection.map { ", \($0): \(mine.count) shards" } ?? ""))
-            let progress = ProgressReporter("attribute \(method.rawValue)", total: shardCount, unit: "shards", quiet: ctx.quiet)
+            let progress = ProgressReporter("attribute \(name)", total: shardCount, unit: "shards", quiet: ctx.quiet)
             var finished = done.count
+            let width = attributor.contributionCount(layout: layout, config: model.config)
             for shard in todo {
                 let t0 = Date()
                 let lo = shard * spec.shardSize, hi = min(lo + spec.shardSize, data.examples.count)
                 let examples = Array(data.examples[lo ..< hi])
                 let parts = try attributor.contributions(model: model, sequences: examples.map { AttributionInput(tokens: $0.tokens, target: $0.label) },
                                                          layout: layout, options: options)
-                var sums = [Double](repeating: 0, count: attributor.contributionCount(layout: layout, config: model.config))
+                var sums = [Double](repeating: 0, count: groups * width)
+                var counts = [Int](repeating: 0, count: groups)
                 var completeness: [CompletenessRecord] = []
                 for (k, part) in parts.enumerated() {   // in sequence order: the fixed summation order
-                    for i in sums.indices { sums[i] += part.contribution[i] }
+                    let g = groups > 1 ? examples[k].label : 0
+                    counts[g] += 1
+                    sums.withUnsafeMutableBufferPointer { s in
+                        for i in 0 ..< width { s[g * width + i] += part.contribution[i] }
+                    }
                     for c in part.completeness {
-                        completeness.append(CompletenessRecord(sequenceID: data.ids[lo + k], shardIndex: shard, targetClass: examples[k].label,
+                        completeness.append(CompletenessRecord(sequenceID: data.ids[lo + k], granularity: granularity.rawValue,
+                                                               layer: c.site?.layer ?? -1, module: c.site?.module.rawValue ?? "",
+                                                               shardIndex: shard, targetClass: examples[k].label,
                                                                pFull: c.pFull, pBaseline: c.pBaseline, attributionSum: c.attributionSum))
                     }
                 }
-                try ctx.db.commitShard(ShardRecord(method: method.rawValue, shardIndex: shard, nSequences: examples.count,
+                try ctx.db.commitShard(ShardRecord(method: method.rawValue, granularity: granularity.rawValue, shardIndex: shard,
+                                                   nSequences: examples.count, classCounts: groups > 1 ? counts : nil,
                                                    sums: sums, seconds: Date().timeIntervalSince(t0), contentKey: key),
                                      completeness: completeness, requiring: upstream)
                 finished += 1
                 progress.update(finished)
-                if let ms = debugShardDelayMilliseconds { usleep(UInt32(ms) * 1000) }
+                if let ms = ctx.debug.shardDelayMilliseconds { usleep(UInt32(ms) * 1000) }
             }
         }
 
         // Other tasks of an array job may still be working on their shards.
         if let selection = ctx.shardSelection {
             var left = 0
-            for method in spec.methods { left += shardCount - (try ctx.db.finishedShards(method: method.rawValue, contentKey: key).count) }
-            if left > 0 { throw PipelineError.shardsLeft(task: selection.description, left: left, total: shardCount * spec.methods.count) }
+            for (method, granularity) in spec.jobs {
+                left += shardCount - (try ctx.db.finishedShards(method: method.rawValue, granularity: granularity.rawValue, contentKey: key).count)
+            }
+            if left > 0 { throw PipelineError.shardsLeft(task: selection.description, left: left, total: shardCount * spec.jobs.count) }
         }
-        // Every shard of every method is done: combine in shard order.
-        var scores: [(method: String, values: [Float])] = []
-        for method in spec.methods {
-            let shards = try ctx.db.shards(method: method.rawValue, contentKey: key)
+        // Every shard of every job is done: combine in shard order.
+        var sets: [ScoreSet] = []
+        for (method, granularity) in spec.jobs {
+            let attributor = method.implementation, layout = layouts[granularity]!
+            let width = attributor.contributionCount(layout: layout, config: model.config)
+            let shards = try ctx.db.shards(method: method.rawValue, granularity: granularity.rawValue, contentKey: key)
             guard shards.count == shardCount else {
-                throw PipelineError.empty(stage: "attribute", what: "\(method.rawValue) has \(shards.count) of \(shardCount) shards; run attribute again")
+                throw PipelineError.empty(stage: "attribute", what: "\(method)/\(granularity) has \(shards.count) of \(shardCount) shards; run attribute again")
             }
-            var total = [Double](repeating: 0, count: shards[0].sums.count)
-            var n = 0
+            var total = [Double](repeating: 0, count: groups * width)
+            var counts = [Int](repeating: 0, count: groups)
             for s in shards {
+                guard s.sums.count == total.count else {
+                    throw StoreError.corrupt("shard \(method)/\(granularity)/\(s.shardIndex) holds \(s.sums.count) sums, expected \(total.count); run with --force attribute")
+                }
                 for i in 0 ..< total.count { total[i] += s.sums[i] }
-                n += s.nSequences
+                for (g, n) in (s.classCounts ?? [s.nSequences]).enumerated() { counts[g] += n }
             }
-            scores.append((method.rawValue, method.implementation.scores(sums: total, count: n, parameters: model.parameters, layout: layout)))
-            if method == .integratedGradients {
-                let gaps = try ctx.db.completeness().map { abs($0.gap) }
-                if !gaps.isEmpty {
-                    ctx.log(String(format: "  integrated gradients completeness |gap|: mean %.4g, max %.4g over %d sequences (%d steps)",
-                                   gaps.reduce(0, +) / Double(gaps.count), gaps.max()!, gaps.count, spec.steps))
+            func scores(_ groupsToAdd: [Int]) -> [Float] {
+                var sum = Array(total[groupsToAdd[0] * width ..< (groupsToAdd[0] + 1) * width])
+                for g in groupsToAdd.dropFirst() { for i in 0 ..< width { sum[i] += total[g * width + i] } }
+                return attributor.scores(sums: sum, count: groupsToAdd.reduce(0) { $0 + counts[$1] }, parameters: model.parameters, layout: layout)
+            }
+            if spec.targets.contains(.trueClass) {
+                sets.append(ScoreSet(id: RankingKey(method: method, granularity: granularity).stored, layout: layout.stored,
+                                     values: scores(Array(0 ..< groups))))
+            }
+            if spec.targets.contains(.perClass) {
+                for c in 0 ..< classes where counts[c] > 0 {
+                    sets.append(ScoreSet(id: RankingKey(method: method, granularity: granularity, targetClass: c).stored,
+                                         layout: layout.stored, values: scores([c])))
+                }
+                let missing = (0 ..< classes).filter { counts[$0] == 0 }
+                if !missing.isEmpty {
+                    ctx.log("  \(method)/\(granularity): no per_class ranking for classes \(missing.map(String.init).joined(separator: ", ")) (no selection sequence of that class)")
                 }
             }
         }
+        for c in try ctx.db.completenessSummary() {
+            ctx.log(String(format: "  integrated gradients (%@) completeness |gap|: mean %.4g, max %.4g over %d paths (%d steps)",
+                           c.granularity, c.meanAbsGap, c.maxAbsGap, c.paths, spec.steps))
+        }
         // Two tasks can finish at the same moment and both combine; the second finds the
         // stage recorded (same key) and leaves it as it is.
-        let n = try ctx.db.commitScores(scores, shape: ScoreShape(layers: model.config.numHiddenLayers, rows: model.config.hiddenSize, cols: model.config.hiddenSize),
-                                        ledger: StageRecord(stage: "attribute", contentKey: key, rowsWritten: 0,
-                                                            seconds: Date().timeIntervalSince(start)),
-                                        requiring: upstream)
-        return n
+        return try ctx.db.commitScores(sets, ledger: StageRecord(stage: Stage.attribute.rawValue, contentKey: key, rowsWritten: 0,
+                                                                 seconds: Date().timeIntervalSince(start)),
+                                       requiring: upstream)
     }
 }

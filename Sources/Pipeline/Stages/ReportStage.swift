@@ -1,3 +1,5 @@
+import Attribution
+import ESM
 import Foundation
 import Store
 
@@ -6,31 +8,41 @@ import Store
 public struct RunReport: Sendable {
     /// Markdown text (also printed).
     public var markdown: String
-    /// `method,retention_fraction,n_seeds,accuracy_mean,accuracy_sd,macro_f1_mean`.
+    /// `method,granularity,target_class,retention_fraction,n_seeds,accuracy_mean,accuracy_sd,macro_f1_mean`.
     public var accuracyCSV: String
-    /// `method,retention_fraction,seed,layer,module,n_kept,n_total,density`.
+    /// `method,granularity,target_class,retention_fraction,seed,layer,module,n_kept,n_total,density`.
     public var densityCSV: String
 
     static func fmt(_ x: Double, _ digits: Int = 4) -> String { String(format: "%.\(digits)f", x) }
 
-    /// Builds the report from a database whose evaluate stage is done.
+    /// Builds the report from a database whose evaluate stage is done: for every granularity
+    /// the accuracy table (methods x retention fractions, random as mean ± sd), the per-class
+    /// rankings' own-class accuracy when the run has per_class targets, the share of kept
+    /// elements per module and the density per layer x module.
     /// - Throws: `StoreError` on read failures.
     public static func build(db: RunDatabase) throws -> RunReport {
         let evals = try db.evaluations()
         let densities = try db.densities()
         let classes = try db.classes()
         let name = try db.run()?.name ?? "run"
-        let full = evals.first { $0.method == "full" }
-        let fractions = Array(Set(evals.filter { $0.method != "full" }.map(\.retentionFraction))).sorted(by: >)
-        let methods = ["random", "activation", "integrated_gradients"].filter { m in evals.contains { $0.method == m } }
-
-        func stats(_ method: String, _ f: Double) -> (mean: Double, sd: Double?, f1: Double, n: Int)? {
-            let xs = evals.filter { $0.method == method && $0.retentionFraction == f }
-            guard !xs.isEmpty else { return nil }
-            let accs = xs.map(\.accuracy)
-            let mean = accs.reduce(0, +) / Double(accs.count)
-            let sd = accs.count > 1 ? (accs.map { ($0 - mean) * ($0 - mean) }.reduce(0, +) / Double(accs.count - 1)).squareRoot() : nil
-            return (mean, sd, xs.map(\.macroF1).reduce(0, +) / Double(xs.count), xs.count)
+        let full = evals.first { $0.method == Baseline.full }
+        let fractions = Array(Set(evals.filter { $0.method != Baseline.full }.map(\.retentionFraction))).sorted(by: >)
+        let granularities = Granularity.allCases.map(\.rawValue).filter { g in evals.contains { $0.granularity == g } }
+        /// Rankings of a granularity: random first, then the methods in their canonical order.
+        func methods(_ g: String) -> [String] {
+            [Baseline.random] + AttributionMethod.allCases.map(\.rawValue).filter { m in evals.contains { $0.method == m && $0.granularity == g } }
+        }
+        func label(_ method: String) -> String { method.replacingOccurrences(of: "_", with: " ") }
+        func mean(_ xs: [Double]) -> Double { xs.reduce(0, +) / Double(xs.count) }
+        func sd(_ xs: [Double]) -> Double? {
+            guard xs.count > 1 else { return nil }
+            let m = mean(xs)
+            return (xs.map { ($0 - m) * ($0 - m) }.reduce(0, +) / Double(xs.count - 1)).squareRoot()
+        }
+        func rows(_ method: String, _ g: String, target: Int, _ f: Double) -> [EvaluationRecord] {
+            // The random baseline has no target: its rows serve every target's comparison.
+            evals.filter { $0.method == method && $0.granularity == g && $0.retentionFraction == f
+                && ($0.targetClass == target || method == Baseline.random) }
         }
 
         var md = "# kneuron report: \(name)\n\n"
@@ -43,60 +55,104 @@ public struct RunReport: Sendable {
             md += "majority-class baseline \(fmt(Double(majority) / Double(max(full.nTest, 1)))) (\(majority)/\(full.nTest)).\n\n"
         }
         // What the numbers rest on: the sequences used and those left out.
-        let splitSizes = try ["train", "select", "test"].map { try db.sequenceIDs(split: $0).count }
+        let splitSizes = try SplitRole.allCases.map { try db.sequenceIDs(split: $0.rawValue).count }
         let rejected = try db.rejectedRecords().count, excluded = try db.excludedSequences().count
         md += "Data: \(splitSizes.reduce(0, +)) sequences (train \(splitSizes[0]), select \(splitSizes[1]), test \(splitSizes[2])); "
         md += "\(rejected) records rejected" + (excluded > 0 ? ", \(excluded) of them proteins kept in `sequences` but excluded from training" : "")
         md += " (reasons in `rejected_records`).\n\n"
-        md += "## Test accuracy of submodels (Table 1 of arXiv 2312.10770)\n\n"
-        md += "| method | 100% | " + fractions.map { "\(pct($0)) |" }.joined(separator: " ") + "\n"
-        md += "|---|---|" + fractions.map { _ in "---|" }.joined() + "\n"
-        var csv = "method,retention_fraction,n_seeds,accuracy_mean,accuracy_sd,macro_f1_mean\n"
-        if let full { csv += "full,1.0,1,\(full.accuracy),,\(full.macroF1)\n" }
-        for m in methods {
-            var row = "| \(m.replacingOccurrences(of: "_", with: " ")) | \(full.map { fmt($0.accuracy) } ?? "") |"
-            for f in fractions {
-                if let s = stats(m, f) {
-                    row += " \(fmt(s.mean))" + (s.sd.map { " ± \(fmt($0))" } ?? "") + " |"
-                    csv += "\(m),\(f),\(s.n),\(s.mean),\(s.sd.map { String($0) } ?? ""),\(s.f1)\n"
-                } else { row += " |" }
-            }
-            md += row + "\n"
-        }
-        md += "\nRandom: mean ± sd over seeds. Submodels zero every q/k/v weight not kept (and the bias of a fully dropped row); no retraining.\n\n"
+        var csv = "method,granularity,target_class,retention_fraction,n_seeds,accuracy_mean,accuracy_sd,macro_f1_mean\n"
+        if let full { csv += "\(Baseline.full),\(Baseline.noGranularity),-1,1.0,1,\(full.accuracy),,\(full.macroF1)\n" }
 
-        // Where the kept weights live: share of each module among kept weights.
-        md += "## Where the kept weights are: share of kept weights per module\n\n"
-        md += "| method | kept | query | key | value |\n|---|---|---|---|---|\n"
-        for m in methods {
-            for f in fractions {
-                let rows = densities.filter { $0.method == m && $0.retentionFraction == f }
-                let total = Double(rows.reduce(0) { $0 + $1.nKept })
-                guard total > 0 else { continue }
-                let share = { (mod: String) in fmt(Double(rows.filter { $0.module == mod }.reduce(0) { $0 + $1.nKept }) / total, 3) }
-                md += "| \(m) | \(pct(f)) | \(share("query")) | \(share("key")) | \(share("value")) |\n"
-            }
-        }
-        md += "\n## Kept-weight density per layer x module (fraction of the matrix kept)\n\n"
-        let layers = Array(Set(densities.map(\.layer))).sorted()
-        for m in methods where m != "random" {
-            md += "### \(m)\n\n| kept | " + layers.map { "L\($0) q | L\($0) k | L\($0) v |" }.joined(separator: " ") + "\n"
-            md += "|---|" + layers.map { _ in "---|---|---|" }.joined() + "\n"
-            for f in fractions {
-                var row = "| \(pct(f)) |"
-                for l in layers {
-                    for mod in ["query", "key", "value"] {
-                        let d = densities.first { $0.method == m && $0.retentionFraction == f && $0.layer == l && $0.module == mod && $0.seed == 0 }
-                        row += " \(d.map { fmt(Double($0.nKept) / Double($0.nTotal), 3) } ?? "") |"
-                    }
+        for g in granularities {
+            let what = g == Granularity.weight.rawValue ? "weights" : "neurons (output units)"
+            let modules = densities.filter { $0.granularity == g }.reduce(into: [String]()) { if !$0.contains($1.module) { $0.append($1.module) } }
+            let layers = Array(Set(densities.filter { $0.granularity == g }.map(\.layer))).sorted()
+            md += "## Test accuracy of submodels keeping the top \(what) of \(modules.joined(separator: ", "))"
+            md += g == Granularity.weight.rawValue && modules == LinearModule.attention.map(\.rawValue) ? " (Table 1 of arXiv 2312.10770)\n\n" : "\n\n"
+            md += "| method | 100% | " + fractions.map { "\(pct($0)) |" }.joined(separator: " ") + "\n"
+            md += "|---|---|" + fractions.map { _ in "---|" }.joined() + "\n"
+            for m in methods(g) {
+                var row = "| \(label(m)) | \(full.map { fmt($0.accuracy) } ?? "") |"
+                for f in fractions {
+                    let xs = rows(m, g, target: -1, f)
+                    if xs.isEmpty { row += " |"; continue }
+                    let accs = xs.map(\.accuracy), s = sd(accs)
+                    row += " \(fmt(mean(accs)))" + (s.map { " ± \(fmt($0))" } ?? "") + " |"
+                    csv += "\(m),\(g),-1,\(f),\(xs.count),\(mean(accs)),\(s.map { String($0) } ?? ""),\(mean(xs.map(\.macroF1)))\n"
                 }
                 md += row + "\n"
             }
-            md += "\n"
+            md += "\nRandom: mean ± sd over seeds. Submodels " + (g == Granularity.weight.rawValue
+                ? "zero every scored weight not kept (and the bias of a fully dropped row)"
+                : "zero every scored neuron not kept (its weight row and bias, so its activation is 0 at every position)")
+            md += "; no retraining.\n\n"
+
+            // Per-class rankings: the accuracy on class c of the submodel keeping the top of class c's ranking.
+            let perClass = evals.filter { $0.granularity == g && $0.targetClass >= 0 }
+            if !perClass.isEmpty {
+                md += "### Per-class rankings (target per_class): test accuracy on class c of the submodel kept from class c's ranking\n\n"
+                md += "| method | class | full | " + fractions.map { "\(pct($0)) |" }.joined(separator: " ") + "\n"
+                md += "|---|---|---|" + fractions.map { _ in "---|" }.joined() + "\n"
+                func classAccuracy(_ e: EvaluationRecord, _ c: Int) -> Double? {
+                    e.perClass.first { $0.classIndex == c }.flatMap { $0.n > 0 ? Double($0.nCorrect) / Double($0.n) : nil }
+                }
+                for m in methods(g) where m != Baseline.random {
+                    for c in Array(Set(perClass.filter { $0.method == m }.map(\.targetClass))).sorted() {
+                        let cls = classes.first { $0.classIndex == c }
+                        var row = "| \(label(m)) | \(cls?.ecLabel ?? String(c)) | \(full.flatMap { classAccuracy($0, c) }.map { fmt($0, 3) } ?? "") |"
+                        for f in fractions {
+                            let own = rows(m, g, target: c, f).compactMap { classAccuracy($0, c) }
+                            let random = rows(Baseline.random, g, target: c, f).compactMap { classAccuracy($0, c) }
+                            row += own.isEmpty ? " |" : " \(fmt(mean(own), 3))" + (random.isEmpty ? "" : " (random \(fmt(mean(random), 3)))") + " |"
+                        }
+                        md += row + "\n"
+                    }
+                }
+                md += "\n"
+                for m in methods(g) where m != Baseline.random {
+                    for f in fractions {
+                        for c in Array(Set(perClass.filter { $0.method == m }.map(\.targetClass))).sorted() {
+                            let xs = rows(m, g, target: c, f)
+                            if xs.isEmpty { continue }
+                            csv += "\(m),\(g),\(c),\(f),\(xs.count),\(mean(xs.map(\.accuracy))),,\(mean(xs.map(\.macroF1)))\n"
+                        }
+                    }
+                }
+            }
+
+            // Where the kept elements live: share of each module among the kept ones.
+            md += "### Where the kept \(what) are: share per module\n\n"
+            md += "| method | kept | " + modules.joined(separator: " | ") + " |\n|---|---|" + modules.map { _ in "---|" }.joined() + "\n"
+            for m in methods(g) {
+                for f in fractions {
+                    let rs = densities.filter { $0.method == m && $0.granularity == g && $0.targetClass == -1 && $0.retentionFraction == f }
+                    let total = Double(rs.reduce(0) { $0 + $1.nKept })
+                    guard total > 0 else { continue }
+                    let share = { (mod: String) in fmt(Double(rs.filter { $0.module == mod }.reduce(0) { $0 + $1.nKept }) / total, 3) }
+                    md += "| \(m) | \(pct(f)) | " + modules.map(share).joined(separator: " | ") + " |\n"
+                }
+            }
+            md += "\n### Kept \(what): density per layer x module (fraction of the block kept)\n\n"
+            for m in methods(g) where m != Baseline.random {
+                md += "#### \(m)\n\n| kept | " + layers.map { l in modules.map { "L\(l) \($0)" }.joined(separator: " | ") }.joined(separator: " | ") + " |\n"
+                md += "|---|" + layers.map { _ in modules.map { _ in "---|" }.joined() }.joined() + "\n"
+                for f in fractions {
+                    var row = "| \(pct(f)) |"
+                    for l in layers {
+                        for mod in modules {
+                            let d = densities.first { $0.method == m && $0.granularity == g && $0.targetClass == -1 && $0.retentionFraction == f
+                                && $0.layer == l && $0.module == mod && $0.seed == 0 }
+                            row += " \(d.map { fmt(Double($0.nKept) / Double($0.nTotal), 3) } ?? "") |"
+                        }
+                    }
+                    md += row + "\n"
+                }
+                md += "\n"
+            }
         }
-        var dcsv = "method,retention_fraction,seed,layer,module,n_kept,n_total,density\n"
+        var dcsv = "method,granularity,target_class,retention_fraction,seed,layer,module,n_kept,n_total,density\n"
         for d in densities {
-            dcsv += "\(d.method),\(d.retentionFraction),\(d.seed),\(d.layer),\(d.module),\(d.nKept),\(d.nTotal),\(Double(d.nKept) / Double(d.nTotal))\n"
+            dcsv += "\(d.method),\(d.granularity),\(d.targetClass),\(d.retentionFraction),\(d.seed),\(d.layer),\(d.module),\(d.nKept),\(d.nTotal),\(Double(d.nKept) / Double(d.nTotal))\n"
         }
         return RunReport(markdown: md, accuracyCSV: csv, densityCSV: dcsv)
     }
@@ -120,7 +176,7 @@ enum ReportStage {
         }
         print(report.markdown)
         ctx.log("  wrote \(dir)/report.md, accuracy.csv, density.csv")
-        try ctx.db.commitLedger(StageRecord(stage: "report", contentKey: key, rowsWritten: 0, seconds: Date().timeIntervalSince(start)))
+        try ctx.db.commitLedger(StageRecord(stage: Stage.report.rawValue, contentKey: key, rowsWritten: 0, seconds: Date().timeIntervalSince(start)))
         return 0
     }
 }

@@ -4,12 +4,13 @@ import Foundation
 import Store
 import Training
 
-/// Stage 6: for each scoring method and retention fraction, keeps the top fraction of all
-/// q/k/v weights by score (globally over the layers x 3 matrices; ties by canonical
-/// order). The random baseline scores every weight with a uniform draw per seed and keeps
-/// its top fraction the same way, i.e. a uniformly random subset of the same size.
+/// Stage 6: for each ranking the attribute stage stored (method x granularity x target) and
+/// each retention fraction, keeps the top fraction of its scored weights or neurons by score
+/// (globally over every layer x module block of its layout; ties by canonical order). The
+/// random baseline scores every element of each granularity's layout with a uniform draw per
+/// seed and keeps its top fraction the same way, i.e. a uniformly random subset of the same size.
 enum SelectStage {
-    /// Number of weights kept for a fraction: round(fraction * total), at least 1.
+    /// Number of elements kept for a fraction: round(fraction * total), at least 1.
     static func keptCount(_ fraction: Double, total: Int) -> Int {
         max(1, min(total, Int((fraction * Double(total)).rounded())))
     }
@@ -18,44 +19,51 @@ enum SelectStage {
         let start = Date()
         let spec = ctx.spec.selection
         let model = try ModelStore.finalModel(ctx, stage: "select")
-        let layout = ScoreLayout.paper(model.config)
-        let scoreShape = ScoreShape(layers: layout.layers, rows: model.config.hiddenSize, cols: model.config.hiddenSize)
-        var sets: [(method: String, seed: Int, scores: [Float], ranks: [Int])] = []
-        for method in ctx.spec.attribution.methods {
-            sets.append((method.rawValue, 0, try ctx.db.scores(method: method.rawValue), try ctx.db.ranks(method: method.rawValue)))
+        let layouts = try ctx.spec.attribution.layouts(model.config)
+        var sets: [(id: RankingID, layout: ScoreLayout, scores: [Float], ranks: [Int])] = []
+        for id in try ctx.db.scoreSets() where id.method != Baseline.random {
+            guard let g = Granularity(rawValue: id.granularity), let layout = layouts[g] else {
+                throw StoreError.corrupt("score set \(id) does not match the spec's attribution granularity; run with --force attribute")
+            }
+            sets.append((id, layout, try ctx.db.scores(id), try ctx.db.ranks(id)))
         }
-        var randomScores: [(seed: Int, values: [Float], ranks: [Int32])] = []
-        for seed in spec.randomSeeds {
-            var rng = SplitMix64(seed: UInt64(bitPattern: Int64(seed)))
-            let values = (0 ..< layout.count).map { _ in Float(rng.nextUnitDouble()) }
-            let ranks = ScoreRanking.ranks(values)   // ranked once: used here and stored
-            randomScores.append((seed, values, ranks))
-            sets.append(("random", seed, values, ranks.map(Int.init)))
+        var randomSets: [ScoreSet] = []
+        for (g, layout) in layouts.sorted(by: { $0.key < $1.key }) {
+            for seed in spec.randomSeeds {
+                var rng = SplitMix64(seed: UInt64(bitPattern: Int64(seed)))
+                let values = (0 ..< layout.count).map { _ in Float(rng.nextUnitDouble()) }
+                let ranks = ScoreRanking.ranks(values)   // ranked once: used here and stored
+                let id = RankingID(method: Baseline.random, granularity: g.rawValue, seed: seed)
+                randomSets.append(ScoreSet(id: id, layout: layout.stored, values: values, ranks: ranks))
+                sets.append((id, layout, values, ranks.map(Int.init)))
+            }
         }
         var selections: [SelectionRecord] = []
         var densities: [DensityRecord] = []
         for set in sets {
-            let ranks = set.ranks
+            let ranks = set.ranks, id = set.id
             for fraction in spec.retentionFractions.sorted(by: >) {
-                let k = keptCount(fraction, total: layout.count)
+                let k = keptCount(fraction, total: set.layout.count)
                 var minKept = Float.infinity
-                for block in layout.blocks {
+                for block in set.layout.blocks {
                     var kept = 0
                     for i in block.range where ranks[i] <= k {
                         kept += 1
                         minKept = min(minKept, set.scores[i])
                     }
-                    densities.append(DensityRecord(method: set.method, retentionFraction: fraction, seed: set.seed,
+                    densities.append(DensityRecord(method: id.method, granularity: id.granularity, targetClass: id.targetClass,
+                                                   retentionFraction: fraction, seed: id.seed,
                                                    layer: block.site.layer, module: block.site.module.rawValue, nKept: kept, nTotal: block.count))
                 }
-                selections.append(SelectionRecord(method: set.method, retentionFraction: fraction, seed: set.seed,
-                                                  nKept: k, nTotal: layout.count, minKeptScore: Double(minKept)))
+                selections.append(SelectionRecord(method: id.method, granularity: id.granularity, targetClass: id.targetClass,
+                                                  retentionFraction: fraction, seed: id.seed,
+                                                  nKept: k, nTotal: set.layout.count, minKeptScore: Double(minKept)))
             }
         }
-        try ctx.db.commitSelections(randomScores: randomScores, shape: scoreShape, selections: selections, densities: densities,
-                                    ledger: StageRecord(stage: "select", contentKey: key, rowsWritten: selections.count,
+        try ctx.db.commitSelections(randomScores: randomSets, selections: selections, densities: densities,
+                                    ledger: StageRecord(stage: Stage.select.rawValue, contentKey: key, rowsWritten: selections.count,
                                                         seconds: Date().timeIntervalSince(start)))
-        ctx.log("  \(selections.count) selections (\(ctx.spec.attribution.methods.count) methods + random x \(spec.randomSeeds.count) seeds, \(spec.retentionFractions.count) fractions)")
+        ctx.log("  \(selections.count) selections (\(sets.count - randomSets.count) rankings + random x \(spec.randomSeeds.count) seeds x \(layouts.count) granularities, \(spec.retentionFractions.count) fractions)")
         return selections.count
     }
 }
@@ -88,41 +96,47 @@ struct ClassificationMetrics {
     }
 }
 
-/// Stage 7: the full model (method `full`, fraction 1.0) and every stored selection's
-/// submodel (unkept q/k/v weights zeroed, and the bias of a fully dropped row) on `test`.
+/// Stage 7: the full model (method `full`, granularity `none`, fraction 1.0) and every stored
+/// selection's submodel on `test` (`Submodel.masked`: weight granularity zeroes the unkept
+/// weights and the bias of a fully dropped row; neuron granularity zeroes the unkept units'
+/// weight rows and biases, i.e. their activations).
 enum EvaluateStage {
     static func run(_ ctx: RunContext, key: String) throws -> Int {
         let start = Date()
         let model = try ModelStore.finalModel(ctx, stage: "evaluate")
-        let test = try SplitData.load(ctx, split: "test")
+        let test = try SplitData.load(ctx, split: .test)
         guard !test.examples.isEmpty else { throw PipelineError.empty(stage: "evaluate", what: "the test split is empty") }
         let classes = model.config.numLabels
+        let layouts = try ctx.spec.attribution.layouts(model.config)
         let trainer = Trainer(model: model, optimizer: AdamWConfig(learningRate: 0), batchSize: ctx.spec.train.batchSize, maxGradNorm: nil)
         let labels = test.examples.map(\.label)
         let full = model.parameters
         let selections = try ctx.db.selections()
         let progress = ProgressReporter("evaluate", total: selections.count + 1, unit: "models", quiet: ctx.quiet)
 
-        func evaluate(method: String, fraction: Double, seed: Int) -> EvaluationRecord {
+        func evaluate(_ id: RankingID, fraction: Double) -> EvaluationRecord {
             let predictions = trainer.evaluate(test.examples, batchSize: ctx.spec.train.batchSize).predictions
             let m = ClassificationMetrics(labels: labels, predictions: predictions, classes: classes)
-            return EvaluationRecord(method: method, retentionFraction: fraction, seed: seed, nTest: m.n, nCorrect: m.correct,
+            return EvaluationRecord(method: id.method, granularity: id.granularity, targetClass: id.targetClass,
+                                    retentionFraction: fraction, seed: id.seed, nTest: m.n, nCorrect: m.correct,
                                     accuracy: m.accuracy, macroF1: m.macroF1, perClass: m.perClass)
         }
-        var records = [evaluate(method: "full", fraction: 1.0, seed: 0)]
+        var records = [evaluate(RankingID(method: Baseline.full, granularity: Baseline.noGranularity), fraction: 1.0)]
         progress.update(1)
-        var ranksCache: [String: [Int]] = [:]
+        var ranksCache: [RankingID: [Int]] = [:]
         for s in selections {
-            let cacheKey = "\(s.method)/\(s.seed)"
-            if ranksCache[cacheKey] == nil { ranksCache[cacheKey] = try ctx.db.ranks(method: s.method, seed: s.seed) }
-            let kept = ranksCache[cacheKey]!.map { $0 <= s.nKept }
-            model.parameters = Submodel.masked(full, layout: .paper(model.config), kept: kept)
-            records.append(evaluate(method: s.method, fraction: s.retentionFraction, seed: s.seed))
+            guard let g = Granularity(rawValue: s.granularity), let layout = layouts[g] else {
+                throw StoreError.corrupt("selection \(s.ranking) does not match the spec's attribution granularity; run with --force attribute")
+            }
+            if ranksCache[s.ranking] == nil { ranksCache[s.ranking] = try ctx.db.ranks(s.ranking) }
+            let kept = ranksCache[s.ranking]!.map { $0 <= s.nKept }
+            model.parameters = Submodel.masked(full, layout: layout, kept: kept)
+            records.append(evaluate(s.ranking, fraction: s.retentionFraction))
             progress.update(records.count)
-            if let ms = debugBatchDelayMilliseconds { usleep(UInt32(ms) * 1000) }
+            DebugHooks.pause(ctx.debug.batchDelayMilliseconds)
         }
         model.parameters = full
-        try ctx.db.commitEvaluations(records, ledger: StageRecord(stage: "evaluate", contentKey: key, rowsWritten: records.count,
+        try ctx.db.commitEvaluations(records, ledger: StageRecord(stage: Stage.evaluate.rawValue, contentKey: key, rowsWritten: records.count,
                                                                   seconds: Date().timeIntervalSince(start)))
         ctx.log(String(format: "  full model test accuracy %.4f (macro-F1 %.4f) on %d sequences", records[0].accuracy, records[0].macroF1, records[0].nTest))
         return records.count

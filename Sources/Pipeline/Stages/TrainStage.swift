@@ -8,12 +8,12 @@ struct SplitData {
     var ids: [String]
     var examples: [Example]
 
-    static func load(_ ctx: RunContext, split: String, limit: Int? = nil) throws -> SplitData {
+    static func load(_ ctx: RunContext, split: SplitRole, limit: Int? = nil) throws -> SplitData {
         let classes = try ctx.db.classes()
         let index = Dictionary(uniqueKeysWithValues: classes.map { ($0.ecLabel, $0.classIndex) })
         let labels = Dictionary(uniqueKeysWithValues: try ctx.db.sequences().map { ($0.id, $0.ecLabel) })
         let tokens = try ctx.db.tokens()
-        var ids = try ctx.db.sequenceIDs(split: split)
+        var ids = try ctx.db.sequenceIDs(split: split.rawValue)
         if let limit { ids = Array(ids.prefix(limit)) }
         let examples = try ids.map { id -> Example in
             guard let t = tokens[id], let l = labels[id], let c = index[l] else {
@@ -81,17 +81,13 @@ extension ParameterBuffer {
 /// Stage 4: full fine-tuning with AdamW and cross-entropy. After every epoch the model and
 /// optimizer state are saved (`train-state/state.safetensors`, atomically) and the epoch's
 /// curve point recorded, so an interrupted run resumes from the last finished epoch.
-/// Test hook: `KNEURON_DEBUG_BATCH_DELAY_MS` sleeps after every training batch and every
-/// evaluated model, so crash tests can kill a run inside these stages.
-let debugBatchDelayMilliseconds: Int? = ProcessInfo.processInfo.environment["KNEURON_DEBUG_BATCH_DELAY_MS"].flatMap { Int($0) }
-
 enum TrainStage {
     static func run(_ ctx: RunContext, key: String) throws -> Int {
         let start = Date()
         let spec = ctx.spec.train
         let classes = try ctx.db.classes()
-        let train = try SplitData.load(ctx, split: "train")
-        let select = try SplitData.load(ctx, split: ctx.spec.split.selectOn == .select ? "select" : "test")
+        let train = try SplitData.load(ctx, split: .train)
+        let select = try SplitData.load(ctx, split: ctx.spec.split.selectOn.split)
         guard !train.examples.isEmpty else { throw PipelineError.empty(stage: "train", what: "the train split is empty") }
         let model = try ModelStore.initialModel(ctx, classes: classes)
         let trainer = Trainer(model: model,
@@ -129,7 +125,7 @@ enum TrainStage {
                 let progress = ProgressReporter("train epoch \(epoch)/\(spec.epochs)", total: train.examples.count, unit: "seq", quiet: ctx.quiet)
                 let stats = trainer.trainEpoch(train.examples, seed: spec.seed, epoch: epoch) { done, _ in
                     progress.update(done)
-                    if let ms = debugBatchDelayMilliseconds { usleep(UInt32(ms) * 1000) }
+                    DebugHooks.pause(ctx.debug.batchDelayMilliseconds)
                 }
                 guard stats.loss.isFinite else {
                     throw PipelineError.diverged(epoch: epoch, detail: "the training loss became \(stats.loss); lower train.learning_rate or set train.max_grad_norm")
