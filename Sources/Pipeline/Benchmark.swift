@@ -124,7 +124,10 @@ public enum Benchmark {
             once()
             times.append(Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e6)
         }
-        return BenchResult(workload: workload, milliseconds: times, flops: flops(workload, config: model.config, steps: igSteps),
+        // The analytic count is one weight path; neuron granularity runs one shorter path per
+        // (layer, module), which it does not count.
+        let count = workload == .ig && granularity == .neuron ? Double.nan : flops(workload, config: model.config, steps: igSteps)
+        return BenchResult(workload: workload, milliseconds: times, flops: count,
                            peakRSSBytes: peakRSS())
     }
 

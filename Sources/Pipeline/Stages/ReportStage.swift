@@ -90,19 +90,19 @@ public struct RunReport: Sendable {
             // Per-class rankings: the accuracy on class c of the submodel keeping the top of class c's ranking.
             let perClass = evals.filter { $0.granularity == g && $0.targetClass >= 0 }
             if !perClass.isEmpty {
-                md += "### Per-class rankings (target per_class): test accuracy on class c of the submodel kept from class c's ranking\n\n"
+                md += "### Per-class rankings (target per_class): test F1 on class c of the submodel kept from class c's ranking\n\n"
+                md += "F1 = 2TP / (2TP + FP + FN) for class c, so a submodel that answers c for every sequence does not score well "
+                md += "(accuracy on class c would be 1 for it); random: mean over seeds at the same fraction.\n\n"
                 md += "| method | class | full | " + fractions.map { "\(pct($0)) |" }.joined(separator: " ") + "\n"
                 md += "|---|---|---|" + fractions.map { _ in "---|" }.joined() + "\n"
-                func classAccuracy(_ e: EvaluationRecord, _ c: Int) -> Double? {
-                    e.perClass.first { $0.classIndex == c }.flatMap { $0.n > 0 ? Double($0.nCorrect) / Double($0.n) : nil }
-                }
+                func classF1(_ e: EvaluationRecord, _ c: Int) -> Double? { e.perClass.first { $0.classIndex == c }?.f1 }
                 for m in methods(g) where m != Baseline.random {
                     for c in Array(Set(perClass.filter { $0.method == m }.map(\.targetClass))).sorted() {
                         let cls = classes.first { $0.classIndex == c }
-                        var row = "| \(label(m)) | \(cls?.ecLabel ?? String(c)) | \(full.flatMap { classAccuracy($0, c) }.map { fmt($0, 3) } ?? "") |"
+                        var row = "| \(label(m)) | \(cls?.ecLabel ?? String(c)) | \(full.flatMap { classF1($0, c) }.map { fmt($0, 3) } ?? "") |"
                         for f in fractions {
-                            let own = rows(m, g, target: c, f).compactMap { classAccuracy($0, c) }
-                            let random = rows(Baseline.random, g, target: c, f).compactMap { classAccuracy($0, c) }
+                            let own = rows(m, g, target: c, f).compactMap { classF1($0, c) }
+                            let random = rows(Baseline.random, g, target: c, f).compactMap { classF1($0, c) }
                             row += own.isEmpty ? " |" : " \(fmt(mean(own), 3))" + (random.isEmpty ? "" : " (random \(fmt(mean(random), 3)))") + " |"
                         }
                         md += row + "\n"
