@@ -46,12 +46,3 @@ extension AttributionSpec {
         granularity.sorted().flatMap { g in methods.map { ($0, g) } }
     }
 }
-
-/// A typed view of a stored ranking id: the attribution method (nil for the random baseline
-/// and the full model) and granularity.
-struct StoredRanking {
-    let id: RankingID
-    var method: AttributionMethod? { AttributionMethod(rawValue: id.method) }
-    var granularity: Granularity? { Granularity(rawValue: id.granularity) }
-    var isRandom: Bool { id.method == Baseline.random }
-}

@@ -59,8 +59,23 @@ public enum PipelineError: Error, CustomStringConvertible {
 public enum Stage: String, CaseIterable, Sendable, Comparable {
     case ingest, tokenize, split, train, attribute, select, evaluate, report
 
+    /// The stage's implementation: its parameters, version and work (one file per stage in
+    /// `Stages/`); the runner loops over stages and calls these.
+    var implementation: any StageImplementation.Type {
+        switch self {
+        case .ingest: IngestStage.self
+        case .tokenize: TokenizeStage.self
+        case .split: SplitStage.self
+        case .train: TrainStage.self
+        case .attribute: AttributeStage.self
+        case .select: SelectStage.self
+        case .evaluate: EvaluateStage.self
+        case .report: ReportStage.self
+        }
+    }
+
     /// Version of the stage's algorithm; part of its content key.
-    var version: Int { 1 }
+    var version: Int { implementation.version }
 
     public static func < (a: Stage, b: Stage) -> Bool { allCases.firstIndex(of: a)! < allCases.firstIndex(of: b)! }
 
@@ -103,6 +118,27 @@ public enum SplitRole: String, Sendable, CaseIterable {
 extension SelectOn {
     /// The split neurons are selected (attributed) on.
     public var split: SplitRole { self == .select ? .select : .test }
+}
+
+/// One stage of the pipeline: what its content key is made from, its version, its work.
+/// The content key of a stage is `stage@version:` + SHA-256 of the previous stage's key and
+/// these parameter lines, so changing a parameter or the version redoes the stage and the
+/// ones after it (redun-style, see `Hashing.contentKey`).
+protocol StageImplementation {
+    /// Version of the stage's algorithm (bumped when its output would change).
+    static var version: Int { get }
+    /// The named inputs and parameters of the stage (`inputs.fasta[0]` -> its SHA-256 and size,
+    /// `train.epochs` -> `60`, ...), in a fixed order.
+    /// - Throws: `PipelineError.unreadableInput` when an input file cannot be hashed.
+    static func parameters(_ ctx: RunContext) throws -> [(name: String, value: String)]
+    /// Does the stage's work and records it with its ledger row (one transaction, or one per
+    /// shard/epoch for the long stages). Returns the rows written.
+    static func run(_ ctx: RunContext, key: String) throws -> Int
+}
+
+extension StageImplementation {
+    /// Version 1 unless a stage says otherwise.
+    static var version: Int { 1 }
 }
 
 /// Everything a stage needs: the spec, where it lives, the database and the artifacts

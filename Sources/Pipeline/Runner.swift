@@ -45,47 +45,8 @@ public struct PipelineRunner {
     /// these lines and the previous stage's key.
     /// - Throws: `PipelineError.unreadableInput` when an input file cannot be hashed.
     public func stageParameters() throws -> [Stage: [(name: String, value: String)]] {
-        let spec = context.spec
         var out: [Stage: [(name: String, value: String)]] = [:]
-        for stage in Stage.allCases {
-            var fields: [(name: String, value: String)] = []
-            switch stage {
-            case .ingest:
-                for (role, list) in [("fasta", spec.inputs.fasta), ("labels", spec.inputs.labels)] {
-                    for (i, p) in list.enumerated() {
-                        let h = try Hashing.sha256(file: context.resolve(p))
-                        fields.append(("inputs.\(role)[\(i)]", "sha256 \(h.hex), \(h.size) bytes"))
-                    }
-                }
-                fields.append(("label_level", String(spec.labelLevel)))
-                // Only when set, so runs recorded before these keys existed keep their keys.
-                if let c = spec.inputs.idColumn { fields.append(("inputs.id_column", c)) }
-                if let c = spec.inputs.ecColumn { fields.append(("inputs.ec_column", c)) }
-                if let e = spec.inputs.enzymeDat {
-                    let h = try Hashing.sha256(file: context.resolve(e))
-                    fields.append(("inputs.enzyme_dat", "sha256 \(h.hex), \(h.size) bytes"))
-                }
-            case .tokenize:
-                fields = [("model.max_length", String(spec.model.maxLength)), ("model.crop", spec.model.crop.rawValue)]
-            case .split:
-                fields = flatten(canonicalJSON(spec.split), prefix: "split")
-            case .train:
-                fields = flatten(canonicalJSON(spec.model), prefix: "model") + flatten(canonicalJSON(spec.train), prefix: "train")
-                if let ckpt = spec.model.checkpoint {
-                    let file = (context.resolve(ckpt) as NSString).appendingPathComponent("model.safetensors")
-                    if FileManager.default.fileExists(atPath: file) {
-                        fields.append(("model.checkpoint file", "sha256 \(try Hashing.sha256(file: file).hex)"))
-                    }
-                }
-            case .attribute:
-                fields = flatten(canonicalJSON(spec.attribution), prefix: "attribution") + [("split.select_on", spec.split.selectOn.rawValue)]
-            case .select:
-                fields = flatten(canonicalJSON(spec.selection), prefix: "selection")
-            case .evaluate, .report:
-                fields = []
-            }
-            out[stage] = fields
-        }
+        for stage in Stage.allCases { out[stage] = try stage.implementation.parameters(context) }
         return out
     }
 
@@ -207,15 +168,6 @@ public struct PipelineRunner {
 
     private func execute(_ stage: Stage, key: String) throws -> Int {
         DebugHooks.pause(context.debug.stageDelayMilliseconds)   // lets the crash harness kill inside short stages
-        switch stage {
-        case .ingest: return try IngestStage.run(context, key: key)
-        case .tokenize: return try TokenizeStage.run(context, key: key)
-        case .split: return try SplitStage.run(context, key: key)
-        case .train: return try TrainStage.run(context, key: key)
-        case .attribute: return try AttributeStage.run(context, key: key)
-        case .select: return try SelectStage.run(context, key: key)
-        case .evaluate: return try EvaluateStage.run(context, key: key)
-        case .report: return try ReportStage.run(context, key: key)
-        }
+        return try stage.implementation.run(context, key: key)
     }
 }

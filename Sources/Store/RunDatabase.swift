@@ -194,16 +194,30 @@ public final class RunDatabase: @unchecked Sendable {
             if readOnly { throw StoreError.cannotOpen(path: path, reason: "the file is empty, not a kneuron run database") }
             return
         }
-        var config = Configuration()
-        config.readonly = true
+        func schemaObjects(readWrite: Bool) throws -> [String] {
+            var config = Configuration()
+            config.readonly = !readWrite
+            let queue = try DatabaseQueue(path: readWrite ? path : try readOnlyOpenPath(path), configuration: config)
+            return try queue.read { try String.fetchAll($0, sql: "SELECT name FROM sqlite_master WHERE name NOT LIKE 'sqlite_%'") }
+        }
         let objects: [String]
+        let hotJournal = ((try? FileManager.default.attributesOfItem(atPath: path + "-journal"))?[.size] as? NSNumber)?.intValue ?? 0 > 0
         do {
-            let queue = try DatabaseQueue(path: try readOnlyOpenPath(path), configuration: config)
-            objects = try queue.read { try String.fetchAll($0, sql: "SELECT name FROM sqlite_master WHERE name NOT LIKE 'sqlite_%'") }
+            objects = try schemaObjects(readWrite: false)
         } catch let e as StoreError {
             throw e
         } catch let e as DatabaseError where e.resultCode == .SQLITE_NOTADB {
             throw StoreError.notSQLite(path: path)
+        } catch let e as DatabaseError where e.resultCode == .SQLITE_READONLY && hotJournal {
+            // A hot rollback journal: the last writer was killed inside a transaction (e.g. while
+            // a new run database switched to WAL mode), and SQLite must roll it back before
+            // anything can read the file, which a read-only connection cannot do.
+            guard !readOnly else {
+                throw StoreError.cannotOpen(path: path, reason: "the last process writing it was killed inside a transaction (\(path)-journal is a hot journal); "
+                    + "run any command that writes the run (e.g. `kneuron run SPEC --db \(path)`): opening it for writing rolls that transaction back")
+            }
+            _ = e
+            objects = try schemaObjects(readWrite: true)   // opening read-write rolls the journal back
         }
         if !objects.contains("grdb_migrations") && (readOnly || !objects.isEmpty) {
             throw StoreError.cannotOpen(path: path, reason: "it is a SQLite database without the kneuron schema (\(objects.count) tables/views/indexes of its own), "

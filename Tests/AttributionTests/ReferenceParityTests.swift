@@ -48,17 +48,6 @@ enum IGReference {
     }
 }
 
-/// Max |a - b| and max |b|.
-private func compare(_ ours: [Float], _ reference: [Float]) -> (diff: Double, scale: Double) {
-    precondition(ours.count == reference.count, "sizes \(ours.count) vs \(reference.count)")
-    var diff = 0.0, scale = 0.0
-    for i in reference.indices {
-        diff = max(diff, abs(Double(ours[i]) - Double(reference[i])))
-        scale = max(scale, abs(Double(reference[i])))
-    }
-    return (diff, scale)
-}
-
 final class ReferenceParityTests: XCTestCase {
     /// IG over q/k/v weights vs captum `IntegratedGradients` (zero-weight baseline, same 16
     /// steps, `riemann_middle`, target P(class)): per-element |diff| <= 1e-4 * max |attribution|.
@@ -70,7 +59,7 @@ final class ReferenceParityTests: XCTestCase {
             let part = try IntegratedGradientsAttributor().contributions(model: model, sequences: [AttributionInput(tokens: run.tokens, target: run.target)],
                                                                          layout: .paper(model.config), options: AttributionOptions(steps: meta.steps))[0]
             let r = part.completeness[0]
-            let (diff, scale) = compare(part.contribution.map(Float.init), try reference.floats("qkv_ig.\(i)"))
+            let (diff, scale) = maxDiff(part.contribution.map(Float.init), try reference.floats("qkv_ig.\(i)"))
             print(String(format: "parity: qkv IG sequence %d (%d tokens): max |diff| %.3e, max |attr| %.3e, relative %.3e (tolerance 1e-4)",
                          i, run.tokens.count, diff, scale, diff / scale))
             XCTAssertGreaterThan(scale, 1e-3, "the fixture should have sizeable attributions")
@@ -98,7 +87,7 @@ final class ReferenceParityTests: XCTestCase {
         XCTAssertLessThan(gap, 1e-4)
         // The 16-step path equals the first fixture's captum FFN run too.
         let r16 = IntegratedGradientsAttributor.neuronPath(model, input, site: site, steps: meta.steps)
-        let (diff, scale) = compare(r16.attributions, try reference.floats("ffn_ig.0.1"))
+        let (diff, scale) = maxDiff(r16.attributions, try reference.floats("ffn_ig.0.1"))
         XCTAssertLessThanOrEqual(diff, 1e-4 * scale)
     }
 
@@ -116,9 +105,9 @@ final class ReferenceParityTests: XCTestCase {
                                          options: AttributionOptions(batchSize: batchSize)) {
                 for i in sums.indices { sums[i] += p.contribution[i] }
             }
-            let (sumDiff, sumScale) = compare(sums.map(Float.init), try reference.floats("activation_sums"))
+            let (sumDiff, sumScale) = maxDiff(sums.map(Float.init), try reference.floats("activation_sums"))
             let scores = a.scores(sums: sums, count: sequences.count, parameters: model.parameters, layout: layout)
-            let (diff, scale) = compare(scores, try reference.floats("activation_scores"))
+            let (diff, scale) = maxDiff(scores, try reference.floats("activation_scores"))
             print(String(format: "parity: activation scores (batch %d): sums max |diff| %.3e (max %.3e), scores max |diff| %.3e (max %.3e) (tolerance 1e-5)",
                          batchSize, sumDiff, sumScale, diff, scale))
             XCTAssertGreaterThan(scale, 0.1)

@@ -257,18 +257,24 @@ final class RunDatabaseTests: XCTestCase {
         XCTAssertEqual(try db.query("SELECT modules, n_scores FROM score_sets ORDER BY set_id").rows, [["intermediate,output", "12"], ["intermediate,output", "12"]])
     }
 
+    /// A database at the schema of the migrations named before `migrationsBefore` (as an older
+    /// kneuron wrote it), filled by `fill`; returns its path.
+    func oldDatabase(_ name: String, migrationsBefore: String, fill: (Database) throws -> Void) throws -> String {
+        let path = dir.appendingPathComponent(name).path
+        let queue = try DatabaseQueue(path: path)
+        var migrator = DatabaseMigrator()
+        for m in try RunDatabase.migrationFiles() where m.name < migrationsBefore {
+            migrator.registerMigration(m.name) { db in try db.execute(sql: m.sql) }
+        }
+        try migrator.migrate(queue)
+        try queue.write(fill)
+        return path
+    }
+
     /// A database written under 0001's `neuron_scores` table is carried over by 0003: the
     /// view returns the same rows.
     func testMigration0003CarriesOverScores() throws {
-        let path = dir.appendingPathComponent("old.sqlite").path
-        do {
-            let queue = try DatabaseQueue(path: path)
-            var migrator = DatabaseMigrator()
-            for m in try RunDatabase.migrationFiles() where m.name < "0003" {
-                migrator.registerMigration(m.name) { db in try db.execute(sql: m.sql) }
-            }
-            try migrator.migrate(queue)
-            try queue.write { db in
+        let path = try oldDatabase("old.sqlite", migrationsBefore: "0003") { db in
                 for (method, seed) in [("activation", 0), ("random", 2)] {
                     for l in 0 ..< 2 { for (mi, m) in qkv.enumerated() { for r in 0 ..< 2 { for c in 0 ..< 3 {
                         let idx = ((l * 3 + mi) * 2 + r) * 3 + c
@@ -276,7 +282,6 @@ final class RunDatabaseTests: XCTestCase {
                                        arguments: [method, seed, l, m, r, c, Double(idx) * (seed == 0 ? 1 : -1), seed == 0 ? 36 - idx : idx + 1])
                     } } } }
                 }
-            }
         }
         let db = try RunDatabase(path: path)
         XCTAssertEqual(try db.appliedMigrations().last, "0006_attribution_engine")
@@ -294,15 +299,7 @@ final class RunDatabaseTests: XCTestCase {
     /// shards and completeness rows through 0006, as weight granularity for the true class
     /// (the full model's evaluation as granularity 'none'), and its views answer.
     func testMigration0006CarriesOverSelectionsEvaluationsAndShards() throws {
-        let path = dir.appendingPathComponent("v01.sqlite").path
-        do {
-            let queue = try DatabaseQueue(path: path)
-            var migrator = DatabaseMigrator()
-            for m in try RunDatabase.migrationFiles() where m.name < "0006" {
-                migrator.registerMigration(m.name) { db in try db.execute(sql: m.sql) }
-            }
-            try migrator.migrate(queue)
-            try queue.write { db in
+        let path = try oldDatabase("v01.sqlite", migrationsBefore: "0006") { db in
                 try db.execute(sql: "INSERT INTO classes VALUES (0, '1.-.-.-', 'Oxidoreductases')")
                 try db.execute(sql: "INSERT INTO sequences (id, sequence, length, ec_label, source_file, source_line) VALUES ('P1', 'MK', 2, '1.-.-.-', 'a.fasta', 1)")
                 try db.execute(sql: "INSERT INTO score_sets (method, seed, n_layers, n_rows, n_cols) VALUES ('activation', 0, 1, 1, 2)")
@@ -313,7 +310,6 @@ final class RunDatabaseTests: XCTestCase {
                 try db.execute(sql: "INSERT INTO evaluation_classes VALUES ('activation', 0.5, 0, 0, 10, 2, 0.2, 0.1)")
                 try db.execute(sql: "INSERT INTO shards (method, shard_index, content_key, n_sequences, sums, seconds) VALUES ('integrated_gradients', 0, 'k', 1, x'000000000000F03F', 1.5)")
                 try db.execute(sql: "INSERT INTO ig_completeness VALUES ('P1', 0, 0, 0.6, 0.1, 0.45, -0.05)")
-            }
         }
         let db = try RunDatabase(path: path)
         XCTAssertEqual(try db.pendingMigrations(), [])
@@ -328,6 +324,31 @@ final class RunDatabaseTests: XCTestCase {
                        [["activation", "weight", "-1", "0.2"], ["full", "none", "-1", "0.4"]])
         XCTAssertEqual(try db.shards(method: "integrated_gradients").map(\.sums), [[1.0]])
         XCTAssertEqual(try db.completeness().map { [$0.granularity, $0.module] }, [["weight", ""]])
+    }
+
+    /// A process killed inside a transaction of a rollback-journal database (as when a new run
+    /// database is switching to WAL) leaves a hot `-journal`: a read-only open cannot read the
+    /// file and says what to do; a writing open rolls the transaction back and carries on.
+    func testHotRollbackJournalIsRolledBackByAWriterAndExplainedToReaders() throws {
+        let path = dir.appendingPathComponent("hot.sqlite").path, copy = dir.appendingPathComponent("hot-copy.sqlite").path
+        do {   // a database with the kneuron marker table, mid-transaction, with its pages spilled to disk
+            let queue = try DatabaseQueue(path: path)
+            try queue.writeWithoutTransaction { db in
+                try db.execute(sql: "PRAGMA cache_size = 1")
+                try db.execute(sql: "CREATE TABLE grdb_migrations (identifier TEXT NOT NULL PRIMARY KEY)")
+                try db.execute(sql: "CREATE TABLE filler (x BLOB)")
+                try db.execute(sql: "BEGIN")
+                for _ in 0 ..< 200 { try db.execute(sql: "INSERT INTO filler VALUES (zeroblob(4000))") }
+                for suffix in ["", "-journal"] { try FileManager.default.copyItem(atPath: path + suffix, toPath: copy + suffix) }
+                try db.execute(sql: "ROLLBACK")
+            }
+        }
+        XCTAssertThrowsError(try RunDatabase(path: copy, readOnly: true)) { e in
+            XCTAssertTrue("\(e)".contains("killed inside a transaction"), "\(e)")
+        }
+        let db = try RunDatabase(path: copy)
+        XCTAssertEqual(try db.pendingMigrations(), [])
+        XCTAssertEqual(try db.query("SELECT COUNT(*) FROM filler").rows, [["0"]], "the interrupted transaction is rolled back")
     }
 
     func testAccuracyTableViewMeanAndSD() throws {

@@ -19,7 +19,13 @@ import Store
 /// group per class (a sequence goes to its label's group) and the shard's class counts.
 /// Targets: every sequence attributes P(its label); `true_class` scores average all groups,
 /// `per_class` class c's group alone (classes without a selection sequence get no ranking).
-enum AttributeStage {
+enum AttributeStage: StageImplementation {
+    /// Every `attribution` key (the engine's new keys only when not at their defaults, see
+    /// `AttributionSpec.encode`) and the split it attributes.
+    static func parameters(_ ctx: RunContext) throws -> [(name: String, value: String)] {
+        flatten(canonicalJSON(ctx.spec.attribution), prefix: "attribution") + [("split.select_on", ctx.spec.split.selectOn.rawValue)]
+    }
+
     /// Sequences of the attribution split, in shard order.
     static func sequences(_ ctx: RunContext) throws -> SplitData {
         try SplitData.load(ctx, split: ctx.spec.split.selectOn.split, limit: ctx.spec.attribution.maxSequences)

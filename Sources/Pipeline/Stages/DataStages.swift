@@ -10,7 +10,28 @@ import Store
 /// names that rejection), keeps sequences whose ECs span several classes in `sequences` with
 /// `excluded_reason` (and in `rejected_records`), records input files with size and SHA-256,
 /// and leaves a per-file `IngestSummary` on the context.
-enum IngestStage {
+enum IngestStage: StageImplementation {
+    /// The input files' SHA-256 and size, the label level and the optional column names and
+    /// `enzyme.dat` (the optional ones only when set, so runs recorded before they existed keep their keys).
+    static func parameters(_ ctx: RunContext) throws -> [(name: String, value: String)] {
+        let spec = ctx.spec
+        var fields: [(name: String, value: String)] = []
+        for (role, list) in [("fasta", spec.inputs.fasta), ("labels", spec.inputs.labels)] {
+            for (i, p) in list.enumerated() {
+                let h = try Hashing.sha256(file: ctx.resolve(p))
+                fields.append(("inputs.\(role)[\(i)]", "sha256 \(h.hex), \(h.size) bytes"))
+            }
+        }
+        fields.append(("label_level", String(spec.labelLevel)))
+        if let c = spec.inputs.idColumn { fields.append(("inputs.id_column", c)) }
+        if let c = spec.inputs.ecColumn { fields.append(("inputs.ec_column", c)) }
+        if let e = spec.inputs.enzymeDat {
+            let h = try Hashing.sha256(file: ctx.resolve(e))
+            fields.append(("inputs.enzyme_dat", "sha256 \(h.hex), \(h.size) bytes"))
+        }
+        return fields
+    }
+
     static func run(_ ctx: RunContext, key: String) throws -> Int {
         let start = Date()
         let spec = ctx.spec
@@ -103,7 +124,12 @@ enum IngestStage {
 /// sequences used for training (`RunDatabase.sequences()`: excluded sequences are skipped, so
 /// split never sees them). A sequence the `reject` policy refuses is reported and left out of
 /// later stages.
-enum TokenizeStage {
+enum TokenizeStage: StageImplementation {
+    /// The maximum length and crop policy.
+    static func parameters(_ ctx: RunContext) throws -> [(name: String, value: String)] {
+        [("model.max_length", String(ctx.spec.model.maxLength)), ("model.crop", ctx.spec.model.crop.rawValue)]
+    }
+
     static func run(_ ctx: RunContext, key: String) throws -> Int {
         let start = Date()
         let tokenizer = Tokenizer(maxLength: ctx.spec.model.maxLength, cropPolicy: ctx.spec.model.crop)
@@ -129,7 +155,12 @@ enum TokenizeStage {
 
 /// Stage 3: stratified train/select/test split with a seed; identical sequences are kept
 /// together (grouped by sequence before assignment), so they never straddle splits.
-enum SplitStage {
+enum SplitStage: StageImplementation {
+    /// Every `split` key.
+    static func parameters(_ ctx: RunContext) throws -> [(name: String, value: String)] {
+        flatten(canonicalJSON(ctx.spec.split), prefix: "split")
+    }
+
     static func run(_ ctx: RunContext, key: String) throws -> Int {
         let start = Date()
         let s = ctx.spec.split

@@ -165,7 +165,10 @@ public struct RunReport: Sendable {
 
 /// Stage 8: prints the report and writes `report.md`, `accuracy.csv` and `density.csv`
 /// into the run's artifacts directory.
-enum ReportStage {
+enum ReportStage: StageImplementation {
+    /// None of its own.
+    static func parameters(_ ctx: RunContext) throws -> [(name: String, value: String)] { [] }
+
     static func run(_ ctx: RunContext, key: String) throws -> Int {
         let start = Date()
         let report = try RunReport.build(db: ctx.db)

@@ -9,7 +9,12 @@ import Training
 /// (globally over every layer x module block of its layout; ties by canonical order). The
 /// random baseline scores every element of each granularity's layout with a uniform draw per
 /// seed and keeps its top fraction the same way, i.e. a uniformly random subset of the same size.
-enum SelectStage {
+enum SelectStage: StageImplementation {
+    /// Every `selection` key.
+    static func parameters(_ ctx: RunContext) throws -> [(name: String, value: String)] {
+        flatten(canonicalJSON(ctx.spec.selection), prefix: "selection")
+    }
+
     /// Number of elements kept for a fraction: round(fraction * total), at least 1.
     static func keptCount(_ fraction: Double, total: Int) -> Int {
         max(1, min(total, Int((fraction * Double(total)).rounded())))
@@ -100,7 +105,10 @@ struct ClassificationMetrics {
 /// selection's submodel on `test` (`Submodel.masked`: weight granularity zeroes the unkept
 /// weights and the bias of a fully dropped row; neuron granularity zeroes the unkept units'
 /// weight rows and biases, i.e. their activations).
-enum EvaluateStage {
+enum EvaluateStage: StageImplementation {
+    /// None of its own (it evaluates what select kept, on the test split).
+    static func parameters(_ ctx: RunContext) throws -> [(name: String, value: String)] { [] }
+
     static func run(_ ctx: RunContext, key: String) throws -> Int {
         let start = Date()
         let model = try ModelStore.finalModel(ctx, stage: "evaluate")

@@ -81,7 +81,20 @@ extension ParameterBuffer {
 /// Stage 4: full fine-tuning with AdamW and cross-entropy. After every epoch the model and
 /// optimizer state are saved (`train-state/state.safetensors`, atomically) and the epoch's
 /// curve point recorded, so an interrupted run resumes from the last finished epoch.
-enum TrainStage {
+enum TrainStage: StageImplementation {
+    /// Every `model` and `train` key, and the SHA-256 of a checkpoint's model.safetensors.
+    static func parameters(_ ctx: RunContext) throws -> [(name: String, value: String)] {
+        let spec = ctx.spec
+        var fields = flatten(canonicalJSON(spec.model), prefix: "model") + flatten(canonicalJSON(spec.train), prefix: "train")
+        if let ckpt = spec.model.checkpoint {
+            let file = (ctx.resolve(ckpt) as NSString).appendingPathComponent("model.safetensors")
+            if FileManager.default.fileExists(atPath: file) {
+                fields.append(("model.checkpoint file", "sha256 \(try Hashing.sha256(file: file).hex)"))
+            }
+        }
+        return fields
+    }
+
     static func run(_ ctx: RunContext, key: String) throws -> Int {
         let start = Date()
         let spec = ctx.spec.train
