@@ -176,15 +176,18 @@ ALTER TABLE evaluation_classes_0006 RENAME TO evaluation_classes;
 -- Every score with its place, decoded through score_blocks: `row` is the output unit and
 -- `col` the input feature of the PyTorch (out, in) weight (weight granularity), or `row` the
 -- unit and `col` 0 (neuron granularity).
+-- The joins run in the written order (CROSS JOIN), so a filter on the set (method,
+-- granularity, target_class, seed) or the block (layer, module) narrows the sets and blocks
+-- first and only their id ranges of score_values are read.
 CREATE VIEW neuron_scores AS
 SELECT s.method, s.granularity, s.target_class, s.seed, b.layer, b.module,
        (v.id - s.set_id * 4294967296 - b.offset) / b.n_cols AS row,
        (v.id - s.set_id * 4294967296 - b.offset) % b.n_cols AS col,
        v.score, v.rank
 FROM score_sets s
-JOIN score_blocks b ON b.set_id = s.set_id
-JOIN score_values v ON v.id >= s.set_id * 4294967296 + b.offset
-                   AND v.id < s.set_id * 4294967296 + b.offset + b.n_rows * b.n_cols;
+CROSS JOIN score_blocks b ON b.set_id = s.set_id
+CROSS JOIN score_values v ON v.id >= s.set_id * 4294967296 + b.offset
+                         AND v.id < s.set_id * 4294967296 + b.offset + b.n_rows * b.n_cols;
 
 -- Members of every selection (the kept weights or neurons).
 CREATE VIEW selection_members AS
@@ -200,23 +203,30 @@ SELECT method, granularity, target_class, seed, layer, module, row, col, score, 
     SELECT *, ROW_NUMBER() OVER (PARTITION BY method, granularity, target_class, seed, layer, module
                                  ORDER BY score DESC, row, col) AS module_rank
     FROM neuron_scores WHERE method != 'random')
-WHERE module_rank <= 20;
+WHERE module_rank <= 20
+ORDER BY method, granularity, target_class, seed, layer, module, module_rank;
 
 -- Per-class knowledge neurons: the 20 best of each per_class ranking overall, with the class.
 CREATE VIEW class_top_neurons AS
 SELECT n.method, n.granularity, n.target_class, c.ec_label, c.name AS class_name,
        n.layer, n.module, n.row, n.col, n.score, n.rank
 FROM neuron_scores n JOIN classes c ON c.class_index = n.target_class
-WHERE n.method != 'random' AND n.target_class >= 0 AND n.rank <= 20;
+WHERE n.method != 'random' AND n.target_class >= 0 AND n.rank <= 20
+ORDER BY n.method, n.granularity, n.target_class, n.rank;
 
 -- One weight's or neuron's scores across methods and targets (long form): filter on
--- granularity, layer, module, row, col. random_rank_mean: its mean rank over the random seeds.
+-- granularity, layer, module, row, col. `n_scores`: the ranking's size (rank 1 = best);
+-- `ec_label`: the per_class ranking's class (NULL for the true class); random_rank_mean: the
+-- element's mean rank over the random seeds of its granularity.
 CREATE VIEW neuron_across_methods AS
-SELECT n.granularity, n.layer, n.module, n.row, n.col, n.method, n.target_class, n.score, n.rank,
+SELECT n.granularity, n.layer, n.module, n.row, n.col, n.method, n.target_class, c.ec_label, n.score, n.rank,
+       (SELECT s.n_scores FROM score_sets s WHERE s.method = n.method AND s.granularity = n.granularity
+          AND s.target_class = n.target_class AND s.seed = n.seed) AS n_scores,
        (SELECT AVG(r.rank) FROM neuron_scores r
          WHERE r.method = 'random' AND r.granularity = n.granularity AND r.layer = n.layer
            AND r.module = n.module AND r.row = n.row AND r.col = n.col) AS random_rank_mean
-FROM neuron_scores n WHERE n.method != 'random';
+FROM neuron_scores n LEFT JOIN classes c ON c.class_index = n.target_class
+WHERE n.method != 'random';
 
 -- Share of weights or neurons kept per layer x module, per selection.
 CREATE VIEW kept_density AS
@@ -238,4 +248,5 @@ JOIN (SELECT method, granularity, target_class, retention_fraction, AVG(accuracy
       FROM evaluations GROUP BY method, granularity, target_class, retention_fraction) m
   ON m.method = e.method AND m.granularity = e.granularity AND m.target_class = e.target_class
  AND m.retention_fraction = e.retention_fraction
-GROUP BY e.method, e.granularity, e.target_class, e.retention_fraction;
+GROUP BY e.method, e.granularity, e.target_class, e.retention_fraction
+ORDER BY e.granularity, e.method, e.target_class, e.retention_fraction DESC;

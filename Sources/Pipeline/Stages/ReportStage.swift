@@ -46,8 +46,19 @@ public struct RunReport: Sendable {
         }
 
         var md = "# kneuron report: \(name)\n\n"
+        if let yaml = try db.run()?.specYAML, let spec = try? PipelineSpec.parse(yaml: yaml) {
+            md += "Model: " + (spec.model.checkpoint.map { "checkpoint `\($0)`, fine-tuned" }
+                ?? "preset `\(spec.model.preset ?? "small")` trained here from random weights (no pretrained ESM-2)")
+            md += " for \(spec.train.epochs) epochs, `\(spec.model.pooling.rawValue)` pooling, at most \(spec.model.maxLength) tokens. "
+            md += "Neurons selected on the \(spec.split.selectOn.split.rawValue) split, submodels evaluated on test"
+            md += spec.split.selectOn == .test ? " (the paper's protocol: selection sees the test set). " : ". "
+            md += "Integrated gradients: \(spec.attribution.steps) steps.\n\n"
+        }
         if let full {
-            md += "Full model: test accuracy \(fmt(full.accuracy)) (\(full.nCorrect)/\(full.nTest)), macro-F1 \(fmt(full.macroF1)); "
+            // Binomial standard error of an accuracy on n test sequences.
+            let se = (full.accuracy * (1 - full.accuracy) / Double(max(full.nTest, 1))).squareRoot()
+            md += "Full model: test accuracy \(fmt(full.accuracy)) (\(full.nCorrect)/\(full.nTest); standard error \(fmt(se, 3)), so differences "
+            md += "between submodels below about \(fmt(2 * se, 2)) are within noise), macro-F1 \(fmt(full.macroF1)); "
             // Two baselines: uniform guessing, and always answering the test set's most common
             // class (the one to beat when the classes are unbalanced).
             let majority = full.perClass.map(\.n).max() ?? 0
@@ -91,19 +102,23 @@ public struct RunReport: Sendable {
             let perClass = evals.filter { $0.granularity == g && $0.targetClass >= 0 }
             if !perClass.isEmpty {
                 md += "### Per-class rankings (target per_class): test F1 on class c of the submodel kept from class c's ranking\n\n"
-                md += "F1 = 2TP / (2TP + FP + FN) for class c, so a submodel that answers c for every sequence does not score well "
-                md += "(accuracy on class c would be 1 for it); random: mean over seeds at the same fraction.\n\n"
-                md += "| method | class | full | " + fractions.map { "\(pct($0)) |" }.joined(separator: " ") + "\n"
-                md += "|---|---|---|" + fractions.map { _ in "---|" }.joined() + "\n"
+                md += "F1 = 2TP / (2TP + FP + FN) on class c. `always c` is the F1 of a model that answers c for every sequence "
+                md += "(2 n_c / (n_c + n)); a submodel near it has collapsed onto class c rather than kept what tells c apart. "
+                md += "In brackets: the random submodels' F1 on class c at the same fraction (mean over seeds; they keep a random "
+                md += "subset of the same size and were not chosen for c). `full`: the full model's F1 on class c.\n\n"
+                md += "| method | class | full | always c | " + fractions.map { "\(pct($0)) |" }.joined(separator: " ") + "\n"
+                md += "|---|---|---|---|" + fractions.map { _ in "---|" }.joined() + "\n"
                 func classF1(_ e: EvaluationRecord, _ c: Int) -> Double? { e.perClass.first { $0.classIndex == c }?.f1 }
                 for m in methods(g) where m != Baseline.random {
                     for c in Array(Set(perClass.filter { $0.method == m }.map(\.targetClass))).sorted() {
                         let cls = classes.first { $0.classIndex == c }
-                        var row = "| \(label(m)) | \(cls?.ecLabel ?? String(c)) | \(full.flatMap { classF1($0, c) }.map { fmt($0, 3) } ?? "") |"
+                        let nc = full?.perClass.first { $0.classIndex == c }?.n ?? 0, n = full?.nTest ?? 0
+                        let always = n + nc > 0 ? fmt(2 * Double(nc) / Double(nc + n), 3) : ""
+                        var row = "| \(label(m)) | \(cls?.ecLabel ?? String(c)) | \(full.flatMap { classF1($0, c) }.map { fmt($0, 3) } ?? "") | \(always) |"
                         for f in fractions {
                             let own = rows(m, g, target: c, f).compactMap { classF1($0, c) }
                             let random = rows(Baseline.random, g, target: c, f).compactMap { classF1($0, c) }
-                            row += own.isEmpty ? " |" : " \(fmt(mean(own), 3))" + (random.isEmpty ? "" : " (random \(fmt(mean(random), 3)))") + " |"
+                            row += own.isEmpty ? " |" : " \(fmt(mean(own), 3))" + (random.isEmpty ? "" : " (\(fmt(mean(random), 3)))") + " |"
                         }
                         md += row + "\n"
                     }
@@ -122,6 +137,7 @@ public struct RunReport: Sendable {
 
             // Where the kept elements live: share of each module among the kept ones.
             md += "### Where the kept \(what) are: share per module\n\n"
+            md += "Share of the kept \(what) in each module; random's rows are the modules' shares by size, the baseline to read the others against.\n\n"
             md += "| method | kept | " + modules.joined(separator: " | ") + " |\n|---|---|" + modules.map { _ in "---|" }.joined() + "\n"
             for m in methods(g) {
                 for f in fractions {
@@ -129,12 +145,12 @@ public struct RunReport: Sendable {
                     let total = Double(rs.reduce(0) { $0 + $1.nKept })
                     guard total > 0 else { continue }
                     let share = { (mod: String) in fmt(Double(rs.filter { $0.module == mod }.reduce(0) { $0 + $1.nKept }) / total, 3) }
-                    md += "| \(m) | \(pct(f)) | " + modules.map(share).joined(separator: " | ") + " |\n"
+                    md += "| \(label(m)) | \(pct(f)) | " + modules.map(share).joined(separator: " | ") + " |\n"
                 }
             }
             md += "\n### Kept \(what): density per layer x module (fraction of the block kept)\n\n"
             for m in methods(g) where m != Baseline.random {
-                md += "#### \(m)\n\n| kept | " + layers.map { l in modules.map { "L\(l) \($0)" }.joined(separator: " | ") }.joined(separator: " | ") + " |\n"
+                md += "#### \(label(m))\n\n| kept | " + layers.map { l in modules.map { "L\(l) \($0)" }.joined(separator: " | ") }.joined(separator: " | ") + " |\n"
                 md += "|---|" + layers.map { _ in modules.map { _ in "---|" }.joined() }.joined() + "\n"
                 for f in fractions {
                     var row = "| \(pct(f)) |"
