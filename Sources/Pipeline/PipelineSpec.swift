@@ -287,6 +287,10 @@ public struct AttributionSpec: Codable, Sendable, Equatable {
     public init(from decoder: Decoder) throws {
         try rejectUnknownKeys(decoder, CodingKeys.self)
         let c = try decoder.container(keyedBy: CodingKeys.self)
+        for key in [CodingKeys.methods, .modules, .granularity, .targets] where c.contains(key) {
+            guard try c.decodeNil(forKey: key) else { continue }
+            throw SpecError.invalid(path: keyPath(c.codingPath + [key]), message: "the key has no value; give a list, or omit the key for the default")
+        }
         methods = try c.decodeIfPresent([AttributionMethod].self, forKey: .methods) ?? methods
         modules = try c.decodeIfPresent([LinearModule].self, forKey: .modules) ?? modules
         granularity = try c.decodeIfPresent([Granularity].self, forKey: .granularity) ?? granularity
@@ -312,10 +316,11 @@ public struct AttributionSpec: Codable, Sendable, Equatable {
 
     /// Encodes every key, except that `modules`, `granularity` and `targets` are written only
     /// when they differ from their defaults: the attribute stage's content key is made from
-    /// this encoding, so runs recorded before these keys existed keep their keys.
+    /// this encoding, so runs recorded before these keys existed keep their keys. Lists are
+    /// written in canonical order (their order does not change the work).
     public func encode(to encoder: Encoder) throws {
         var c = encoder.container(keyedBy: CodingKeys.self)
-        try c.encode(methods, forKey: .methods)
+        try c.encode(methods.sorted(), forKey: .methods)
         if modules.sorted() != LinearModule.attention { try c.encode(modules.sorted(), forKey: .modules) }
         if granularity.sorted() != [.weight] { try c.encode(granularity.sorted(), forKey: .granularity) }
         if targets.sorted() != [.trueClass] { try c.encode(targets.sorted(), forKey: .targets) }

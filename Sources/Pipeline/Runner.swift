@@ -88,10 +88,10 @@ public struct PipelineRunner {
             if let o = old[f.name] {
                 if o != f.value { out.append("\(label): \(o) -> \(f.value)") }
             } else {
-                out.append("\(label): added (\(f.value))")
+                out.append("\(label): (default) -> \(f.value)")
             }
         }
-        for name in old.keys.sorted() where !seen.contains(name) { out.append("\(name): removed") }
+        for name in old.keys.sorted() where !seen.contains(name) { out.append("\(name): \(old[name]!) -> (default)") }
         return out
     }
 

@@ -197,6 +197,7 @@ public final class RunDatabase: @unchecked Sendable {
         func schemaObjects(readWrite: Bool) throws -> [String] {
             var config = Configuration()
             config.readonly = !readWrite
+            config.busyMode = .timeout(60)   // another process may be migrating or writing it
             let queue = try DatabaseQueue(path: readWrite ? path : try readOnlyOpenPath(path), configuration: config)
             return try queue.read { try String.fetchAll($0, sql: "SELECT name FROM sqlite_master WHERE name NOT LIKE 'sqlite_%'") }
         }
@@ -256,9 +257,18 @@ public final class RunDatabase: @unchecked Sendable {
             migrator.registerMigration(m.name) { db in try db.execute(sql: m.sql) }
         }
         // Migrate only when a migration is pending, so an up-to-date database is not written.
+        // Array tasks opening an old database at the same moment race here: GRDB runs each
+        // pending migration in its own transaction, so the loser finds its migration already
+        // applied (or fails on the schema the winner changed). Whatever it failed on, the
+        // database is fine when every migration is recorded afterwards.
         try wrap("migrating \(path)") {
             if try pool.read({ try migrator.hasCompletedMigrations($0) }) { return }
-            try migrator.migrate(pool)
+            do {
+                try migrator.migrate(pool)
+            } catch {
+                if try pool.read({ try migrator.hasCompletedMigrations($0) }) { return }
+                throw error
+            }
         }
     }
 

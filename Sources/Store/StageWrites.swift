@@ -309,9 +309,11 @@ extension RunDatabase {
 
     /// Deletes the shards (and their completeness rows) of another content key. Internal.
     static func deleteShards(_ db: Database, otherThan contentKey: String) throws -> Int {
+        // Shards of two keys never coexist (this delete runs before every commit), so every
+        // completeness row of a granularity and shard index that has another key's shard is stale.
         try db.execute(sql: """
             DELETE FROM ig_completeness WHERE (granularity, shard_index) IN
-              (SELECT granularity, shard_index FROM shards WHERE method = 'integrated_gradients' AND content_key != ?)
+              (SELECT granularity, shard_index FROM shards WHERE content_key != ?)
             """, arguments: [contentKey])
         try db.execute(sql: "DELETE FROM shards WHERE content_key != ?", arguments: [contentKey])
         return db.changesCount
@@ -326,10 +328,15 @@ extension RunDatabase {
     ///   nothing is written and `StoreError.superseded` is thrown.
     /// - Throws: `StoreError.superseded`, `.diskFull`, `.readOnly`, `.sqlite`.
     @discardableResult
-    public func commitShard(_ shard: ShardRecord, completeness: [CompletenessRecord], requiring: LedgerRequirement? = nil) throws -> Bool {
+    /// - Parameter discarded: called with the number of shards of another content key deleted
+    ///   in this transaction when there were any (another process committed them meanwhile), so
+    ///   the caller can say so.
+    public func commitShard(_ shard: ShardRecord, completeness: [CompletenessRecord], requiring: LedgerRequirement? = nil,
+                            discarded: ((Int) -> Void)? = nil) throws -> Bool {
         try write("committing shard \(shard.method)/\(shard.granularity)/\(shard.shardIndex)") { db in
             try Self.requireLedger(db, requiring, doing: "attributing")
-            _ = try Self.deleteShards(db, otherThan: shard.contentKey)
+            let stale = try Self.deleteShards(db, otherThan: shard.contentKey)
+            if stale > 0 { discarded?(stale) }
             try db.execute(sql: "INSERT OR IGNORE INTO shards (method, granularity, shard_index, content_key, n_sequences, class_counts, sums, seconds) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                            arguments: [shard.method, shard.granularity, shard.shardIndex, shard.contentKey, shard.nSequences,
                                        shard.classCounts.map { Blob.pack($0.map(Int64.init)) }, Blob.pack(shard.sums), shard.seconds])

@@ -58,15 +58,16 @@ struct BenchCommand: ParsableCommand {
             if json {
                 let object: [String: Any] = [
                     "workload": w.rawValue, "median_ms": r.medianMilliseconds, "min_ms": r.minMilliseconds,
-                    "gflops": r.gflopsPerSecond, "peak_rss_mb": Double(r.peakRSSBytes) / 1_048_576,
+                    "gflops": r.gflopsPerSecond.isFinite ? r.gflopsPerSecond as Any : NSNull(), "peak_rss_mb": Double(r.peakRSSBytes) / 1_048_576,
                     "repeats": r.milliseconds.count, "openblas_coretype": coreType, "ig_steps": igSteps,
                     "modules": linearModules.map(\.rawValue), "granularity": granularity,
                 ]
                 let data = try JSONSerialization.data(withJSONObject: object, options: [.sortedKeys])
                 print(String(decoding: data, as: UTF8.self))
             } else {
-                print(String(format: "%-8@ median %8.1f ms  min %8.1f ms  %6.1f GFLOP/s  peak RSS %6.0f MB  (%d repeats)",
-                             w.rawValue as NSString, r.medianMilliseconds, r.minMilliseconds, r.gflopsPerSecond,
+                let rate = r.gflopsPerSecond.isFinite ? String(format: "%6.1f GFLOP/s", r.gflopsPerSecond) : "     - GFLOP/s"
+                print(String(format: "%-8@ median %8.1f ms  min %8.1f ms  %@  peak RSS %6.0f MB  (%d repeats)",
+                             w.rawValue as NSString, r.medianMilliseconds, r.minMilliseconds, rate as NSString,
                              Double(r.peakRSSBytes) / 1_048_576, r.milliseconds.count))
             }
         }

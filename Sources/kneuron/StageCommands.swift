@@ -25,7 +25,7 @@ struct TrainCommand: StageCommand {
 struct AttributeCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "attribute",
-        abstract: "Score every q/k/v weight by activation and integrated gradients, in resumable shards.",
+        abstract: "Score the weights or neurons of the spec's modules by each attribution method, in resumable shards.",
         discussion: """
             As one task of an array job, --shard-index I --num-shards N processes only the shards s with \
             s % N == I (defaults: SLURM_ARRAY_TASK_ID - SLURM_ARRAY_TASK_MIN and SLURM_ARRAY_TASK_COUNT when set). \
@@ -52,6 +52,12 @@ struct AttributeCommand: ParsableCommand {
             }
         }
         var shards: ShardSelection?
+        // One task must not discard the shards the others are writing.
+        if index != nil || count != nil, options.force != nil {
+            throw ValidationError("--force cannot be combined with array-job shards (--shard-index/--num-shards or SLURM_ARRAY_TASK_ID): "
+                + "it would discard the other tasks' finished shards. Run `kneuron attribute SPEC --force attribute` once before "
+                + "submitting the array, or submit the array without --force")
+        }
         switch (index, count) {
         case (nil, nil): shards = nil
         case (let i?, let n?): shards = try ShardSelection(index: i, count: n)
@@ -67,7 +73,7 @@ struct AttributeCommand: ParsableCommand {
 }
 
 struct SelectCommand: StageCommand {
-    static let configuration = CommandConfiguration(commandName: "select", abstract: "Keep the top fraction of weights per method, and random baselines.")
+    static let configuration = CommandConfiguration(commandName: "select", abstract: "Keep the top fraction of each ranking (method x granularity x target), and random baselines.")
     static let stage = Stage.select
     @OptionGroup var options: RunOptions
 }
@@ -79,7 +85,7 @@ struct EvaluateCommand: StageCommand {
 }
 
 struct ReportCommand: StageCommand {
-    static let configuration = CommandConfiguration(commandName: "report", abstract: "Print and write the accuracy table and kept-weight densities.")
+    static let configuration = CommandConfiguration(commandName: "report", abstract: "Print and write the accuracy tables and the densities of what was kept.")
     static let stage = Stage.report
     @OptionGroup var options: RunOptions
 }

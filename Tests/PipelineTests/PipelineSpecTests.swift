@@ -36,6 +36,34 @@ final class PipelineSpecTests: XCTestCase {
         }
     }
 
+    /// The engine's keys: types, names from HuggingFace's modules, errors naming the key path
+    /// and the choices; the content-key encoding leaves defaults out and ignores list order.
+    func testAttributionEngineKeys() throws {
+        let s = try PipelineSpec.parse(yaml: minimal + """
+
+            attribution:
+              methods: [gradient_x_activation, activation]
+              modules: [output, intermediate]
+              granularity: [neuron]
+              targets: [per_class, true_class]
+            """)
+        XCTAssertEqual(s.attribution.methods, [.gradientXActivation, .activation])
+        XCTAssertEqual(s.attribution.modules, [.output, .intermediate])
+        XCTAssertEqual(s.attribution.granularity, [.neuron])
+        XCTAssertEqual(s.attribution.targets, [.perClass, .trueClass])
+        assertSpecError(minimal + "\nattribution:\n  modules: [intermediate.dense]\n",
+                        "at attribution.modules[0]: unknown value 'intermediate.dense'; choose one of query, key, value, attention_output, intermediate, output")
+        assertSpecError(minimal + "\nattribution:\n  granularity: [unit]\n", "at attribution.granularity[0]: unknown value 'unit'; choose one of weight, neuron")
+        assertSpecError(minimal + "\nattribution:\n  targets: []\n", "at attribution.targets: give at least one of: true_class, per_class")
+        assertSpecError(minimal + "\nattribution:\n  modules: [key, key]\n", "at attribution.modules: key is listed twice; list each entry once")
+        assertSpecError(minimal + "\nattribution:\n  modules:\n", "at attribution.modules: the key has no value; give a list, or omit the key for the default")
+        // Defaults are left out of the content key's encoding (runs recorded before the keys
+        // existed keep their keys), and the order of a list does not matter.
+        XCTAssertEqual(canonicalJSON(try PipelineSpec.parse(yaml: minimal).attribution), #"{"methods":["activation","integrated_gradients"],"shard_size":16,"steps":20}"#)
+        let reordered = try PipelineSpec.parse(yaml: minimal + "\nattribution:\n  methods: [integrated_gradients, activation]\n  modules: [value, query, key]\n")
+        XCTAssertEqual(canonicalJSON(reordered.attribution), canonicalJSON(try PipelineSpec.parse(yaml: minimal).attribution))
+    }
+
     func testWrongTypeNamesKeyPath() {
         assertSpecError(minimal + "\ntrain:\n  learning_rate: fast\n", "at train.learning_rate: expected a number")
         assertSpecError(minimal + "\nattribution:\n  steps: [1]\n", "at attribution.steps: expected a single value, not a list or mapping")

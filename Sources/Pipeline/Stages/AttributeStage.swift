@@ -16,7 +16,8 @@ import Store
 ///
 /// Shard sums: the sum over the shard's sequences of each method's per-sequence contribution
 /// (`Attributor.contributionCount`), in sequence order; with the `per_class` target one such
-/// group per class (a sequence goes to its label's group) and the shard's class counts.
+/// group per class present in the shard (a sequence goes to its label's group), in class
+/// order, and the shard's sequences per class (`class_counts`, every class).
 /// Targets: every sequence attributes P(its label); `true_class` scores average all groups,
 /// `per_class` class c's group alone (classes without a selection sequence get no ranking).
 enum AttributeStage: StageImplementation {
@@ -42,6 +43,15 @@ enum AttributeStage: StageImplementation {
         let options = AttributionOptions(steps: spec.steps)
         let classes = model.config.numLabels
         let groups = spec.groupsByClass ? classes : 1
+        if spec.groupsByClass {
+            let present = Set(data.examples.map(\.label))
+            let missing = (0 ..< classes).filter { !present.contains($0) }
+            if !missing.isEmpty {
+                let labels = Dictionary(uniqueKeysWithValues: try ctx.db.classes().map { ($0.classIndex, $0.ecLabel) })
+                ctx.log("  per_class: no ranking for \(missing.map { labels[$0] ?? String($0) }.joined(separator: ", ")): none of the "
+                        + "\(data.examples.count) attributed sequences (\(ctx.spec.split.selectOn.split.rawValue) split) is of that class")
+            }
+        }
         // The model this process attributes; if another process redoes or discards training
         // meanwhile (`--force train`), this process's commits are refused, not mixed in.
         let upstream = try ctx.db.stage(Stage.train.rawValue).map { LedgerRequirement(stage: $0.stage, contentKey: $0.contentKey) }
@@ -68,14 +78,14 @@ enum AttributeStage: StageImplementation {
                 let examples = Array(data.examples[lo ..< hi])
                 let parts = try attributor.contributions(model: model, sequences: examples.map { AttributionInput(tokens: $0.tokens, target: $0.label) },
                                                          layout: layout, options: options)
-                var sums = [Double](repeating: 0, count: groups * width)
+                var groupSums: [Int: [Double]] = [:]
                 var counts = [Int](repeating: 0, count: groups)
                 var completeness: [CompletenessRecord] = []
                 for (k, part) in parts.enumerated() {   // in sequence order: the fixed summation order
                     let g = groups > 1 ? examples[k].label : 0
                     counts[g] += 1
-                    sums.withUnsafeMutableBufferPointer { s in
-                        for i in 0 ..< width { s[g * width + i] += part.contribution[i] }
+                    groupSums[g, default: [Double](repeating: 0, count: width)].withUnsafeMutableBufferPointer { s in
+                        for i in 0 ..< width { s[i] += part.contribution[i] }
                     }
                     for c in part.completeness {
                         completeness.append(CompletenessRecord(sequenceID: data.ids[lo + k], granularity: granularity.rawValue,
@@ -86,8 +96,11 @@ enum AttributeStage: StageImplementation {
                 }
                 try ctx.db.commitShard(ShardRecord(method: method.rawValue, granularity: granularity.rawValue, shardIndex: shard,
                                                    nSequences: examples.count, classCounts: groups > 1 ? counts : nil,
-                                                   sums: sums, seconds: Date().timeIntervalSince(t0), contentKey: key),
-                                     completeness: completeness, requiring: upstream)
+                                                   sums: groupSums.keys.sorted().flatMap { groupSums[$0]! }, seconds: Date().timeIntervalSince(t0), contentKey: key),
+                                     completeness: completeness, requiring: upstream) { stale in
+                    ctx.log("  discarded \(stale) shards that another process committed with other attribution parameters or another model "
+                            + "(do all tasks of the array job run the same spec?)")
+                }
                 finished += 1
                 progress.update(finished)
                 if let ms = ctx.debug.shardDelayMilliseconds { usleep(UInt32(ms) * 1000) }
@@ -114,11 +127,16 @@ enum AttributeStage: StageImplementation {
             var total = [Double](repeating: 0, count: groups * width)
             var counts = [Int](repeating: 0, count: groups)
             for s in shards {
-                guard s.sums.count == total.count else {
-                    throw StoreError.corrupt("shard \(method)/\(granularity)/\(s.shardIndex) holds \(s.sums.count) sums, expected \(total.count); run with --force attribute")
+                let shardCounts = s.classCounts ?? [s.nSequences]
+                let present = shardCounts.indices.filter { shardCounts[$0] > 0 }   // the groups stored, in class order
+                guard shardCounts.count == groups, s.sums.count == present.count * width else {
+                    throw StoreError.corrupt("shard \(method)/\(granularity)/\(s.shardIndex) holds \(s.sums.count) sums for \(shardCounts.count) groups, "
+                        + "expected \(groups) groups of \(width); run with --force attribute")
                 }
-                for i in 0 ..< total.count { total[i] += s.sums[i] }
-                for (g, n) in (s.classCounts ?? [s.nSequences]).enumerated() { counts[g] += n }
+                for (k, g) in present.enumerated() {
+                    for i in 0 ..< width { total[g * width + i] += s.sums[k * width + i] }
+                    counts[g] += shardCounts[g]
+                }
             }
             func scores(_ groupsToAdd: [Int]) -> [Float] {
                 var sum = Array(total[groupsToAdd[0] * width ..< (groupsToAdd[0] + 1) * width])
@@ -133,10 +151,6 @@ enum AttributeStage: StageImplementation {
                 for c in 0 ..< classes where counts[c] > 0 {
                     sets.append(ScoreSet(id: RankingKey(method: method, granularity: granularity, targetClass: c).stored,
                                          layout: layout.stored, values: scores([c])))
-                }
-                let missing = (0 ..< classes).filter { counts[$0] == 0 }
-                if !missing.isEmpty {
-                    ctx.log("  \(method)/\(granularity): no per_class ranking for classes \(missing.map(String.init).joined(separator: ", ")) (no selection sequence of that class)")
                 }
             }
         }

@@ -32,6 +32,10 @@ public struct RunReport: Sendable {
         func methods(_ g: String) -> [String] {
             [Baseline.random] + AttributionMethod.allCases.map(\.rawValue).filter { m in evals.contains { $0.method == m && $0.granularity == g } }
         }
+        /// Rankings of a granularity with a true-class ranking (random always has one).
+        func trueClassMethods(_ g: String) -> [String] {
+            methods(g).filter { m in m == Baseline.random || evals.contains { $0.method == m && $0.granularity == g && $0.targetClass == -1 } }
+        }
         func label(_ method: String) -> String { method.replacingOccurrences(of: "_", with: " ") }
         func mean(_ xs: [Double]) -> Double { xs.reduce(0, +) / Double(xs.count) }
         func sd(_ xs: [Double]) -> Double? {
@@ -80,9 +84,12 @@ public struct RunReport: Sendable {
             let layers = Array(Set(densities.filter { $0.granularity == g }.map(\.layer))).sorted()
             md += "## Test accuracy of submodels keeping the top \(what) of \(modules.joined(separator: ", "))"
             md += g == Granularity.weight.rawValue && modules == LinearModule.attention.map(\.rawValue) ? " (Table 1 of arXiv 2312.10770)\n\n" : "\n\n"
+            if trueClassMethods(g).count == 1 {
+                md += "This run has only per_class rankings at this granularity (their results follow); the table holds the random baseline.\n\n"
+            }
             md += "| method | 100% | " + fractions.map { "\(pct($0)) |" }.joined(separator: " ") + "\n"
             md += "|---|---|" + fractions.map { _ in "---|" }.joined() + "\n"
-            for m in methods(g) {
+            for m in trueClassMethods(g) {
                 var row = "| \(label(m)) | \(full.map { fmt($0.accuracy) } ?? "") |"
                 for f in fractions {
                     let xs = rows(m, g, target: -1, f)
@@ -139,7 +146,7 @@ public struct RunReport: Sendable {
             md += "### Where the kept \(what) are: share per module\n\n"
             md += "Share of the kept \(what) in each module; random's rows are the modules' shares by size, the baseline to read the others against.\n\n"
             md += "| method | kept | " + modules.joined(separator: " | ") + " |\n|---|---|" + modules.map { _ in "---|" }.joined() + "\n"
-            for m in methods(g) {
+            for m in trueClassMethods(g) {
                 for f in fractions {
                     let rs = densities.filter { $0.method == m && $0.granularity == g && $0.targetClass == -1 && $0.retentionFraction == f }
                     let total = Double(rs.reduce(0) { $0 + $1.nKept })
@@ -149,7 +156,7 @@ public struct RunReport: Sendable {
                 }
             }
             md += "\n### Kept \(what): density per layer x module (fraction of the block kept)\n\n"
-            for m in methods(g) where m != Baseline.random {
+            for m in trueClassMethods(g) where m != Baseline.random {
                 md += "#### \(label(m))\n\n| kept | " + layers.map { l in modules.map { "L\(l) \($0)" }.joined(separator: " | ") }.joined(separator: " | ") + " |\n"
                 md += "|---|" + layers.map { _ in modules.map { _ in "---|" }.joined() }.joined() + "\n"
                 for f in fractions {
