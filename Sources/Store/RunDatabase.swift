@@ -1,5 +1,6 @@
 import Foundation
 import GRDB
+import GRDBSQLite
 
 /// Errors raised by the run database.
 public enum StoreError: Error, CustomStringConvertible {
@@ -233,6 +234,13 @@ public final class RunDatabase: @unchecked Sendable {
         let all = EmbeddedMigrations.all.sorted { $0.name < $1.name }
         if all.isEmpty { throw StoreError.migrationsMissing("no migrations were embedded at build time") }
         return all
+    }
+
+    /// The largest value (BLOB or text) this SQLite stores, bytes (`SQLITE_LIMIT_LENGTH`,
+    /// 1,000,000,000 unless SQLite was built otherwise).
+    /// - Throws: `StoreError.sqlite`.
+    public func maxValueBytes() throws -> Int {
+        try read("reading SQLite's limits") { db in Int(sqlite3_limit(db.sqliteConnection, SQLITE_LIMIT_LENGTH, -1)) }
     }
 
     /// Names of the compiled-in migrations not yet applied to this database (a database opened

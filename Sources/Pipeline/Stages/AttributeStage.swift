@@ -52,6 +52,25 @@ enum AttributeStage: StageImplementation {
                         + "\(data.examples.count) attributed sequences (\(ctx.spec.split.selectOn.split.rawValue) split) is of that class")
             }
         }
+        // A shard's sums are one SQLite value: refuse, before any work, layouts whose shard would
+        // not fit (e.g. every weight of esm2_t33_650M), and say what the shards will take.
+        let limit = try ctx.db.maxValueBytes()
+        var shardBytes = 0
+        for (method, granularity) in spec.jobs {
+            let width = method.implementation.contributionCount(layout: layouts[granularity]!, config: model.config)
+            let largest = width * min(groups, spec.shardSize) * 8
+            if largest > limit {
+                throw PipelineError.tooLarge(stage: "attribute", what: "a shard of \(method)/\(granularity) over \(spec.modules.map(\.rawValue).joined(separator: ", ")) "
+                    + "would hold \(largest / 1_000_000) MB of partial sums (\(width) float64 values"
+                    + (groups > 1 ? " per class present" : "") + "), more than SQLite stores in one value (\(limit / 1_000_000) MB). "
+                    + (groups > 1 ? "Choose neuron granularity, fewer modules, a smaller shard_size or no per_class target" : "Choose neuron granularity or fewer modules")
+                    + " for this model")
+            }
+            shardBytes += shardCount * width * 8 * (groups > 1 ? min(groups, spec.shardSize) : 1)
+        }
+        if shardBytes > 1_000_000_000 {
+            ctx.log("  note: the shards' partial sums will take up to \(shardBytes / 1_000_000_000) GB of the database")
+        }
         // The model this process attributes; if another process redoes or discards training
         // meanwhile (`--force train`), this process's commits are refused, not mixed in.
         let upstream = try ctx.db.stage(Stage.train.rawValue).map { LedgerRequirement(stage: $0.stage, contentKey: $0.contentKey) }
