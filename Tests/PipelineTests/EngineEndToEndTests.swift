@@ -10,16 +10,7 @@ import Store
 /// stored layouts, the per-class regrouping against the engine called directly on the
 /// selection sequences, random baselines per granularity, neuron ablation in evaluate, and
 /// the report's sections.
-final class EngineEndToEndTests: XCTestCase {
-    var dir: URL!
-
-    override func setUpWithError() throws {
-        dir = FileManager.default.temporaryDirectory.appendingPathComponent("kneuron-engine-\(UUID().uuidString)")
-        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
-    }
-
-    override func tearDownWithError() throws { try? FileManager.default.removeItem(at: dir) }
-
+extension EndToEndTests {   // its temporary `dir`, set up and removed per test
     func testEveryMethodModuleGranularityAndTarget() throws {
         guard let data = EndToEndTests.dataDirectory() else { throw XCTSkip("real data not found: run data/fetch.sh --from ../shared/data or set KNEURON_DATA") }
         let specPath = dir.appendingPathComponent("engine.yaml").path

@@ -80,14 +80,14 @@ def build_model():
     return model
 
 
-def qkv_integrated_gradients(model, ids, target, steps):
-    """captum IG over every q/k/v weight of `model` for one sequence ids (1,T)."""
-    L = model.config.num_hidden_layers
-    names = [f"esm.encoder.layer.{l}.attention.self.{m}.weight" for l in range(L) for m in MODULES]
+def weights_integrated_gradients(model, ids, target, steps, names):
+    """captum IG over the named weight matrices of `model` at once for one sequence ids (1,T):
+    inputs = the weights, baseline all of them zero (every other parameter unchanged), path put
+    into the model with functional_call. Returns (per-name attributions, P(full), P(baseline), delta)."""
     params = dict(model.named_parameters())
     mask = torch.ones_like(ids)
 
-    def forward(*weights):  # each (S, H, H): one interpolated matrix per step
+    def forward(*weights):  # each (S, out, in): one interpolated matrix per step
         probs = []
         for s in range(weights[0].shape[0]):
             logits = functional_call(model, {n: w[s] for n, w in zip(names, weights)},
@@ -103,9 +103,17 @@ def qkv_integrated_gradients(model, ids, target, steps):
     with torch.no_grad():
         p_full = forward(*inputs)[0].item()
         p_base = forward(*baselines)[0].item()
+    return [a[0].contiguous() for a in attr], p_full, p_base, delta.item()
+
+
+def qkv_integrated_gradients(model, ids, target, steps):
+    """captum IG over every q/k/v weight of `model` for one sequence ids (1,T)."""
+    L = model.config.num_hidden_layers
+    names = [f"esm.encoder.layer.{l}.attention.self.{m}.weight" for l in range(L) for m in MODULES]
+    attr, p_full, p_base, delta = weights_integrated_gradients(model, ids, target, steps, names)
     H = model.config.hidden_size
-    stacked = torch.stack([a[0] for a in attr]).reshape(L, 3, H, H).contiguous()
-    return stacked, p_full, p_base, delta.item()
+    stacked = torch.stack(attr).reshape(L, 3, H, H).contiguous()
+    return stacked, p_full, p_base, delta
 
 
 def ffn_integrated_gradients(model, ids, layer, target, steps):

@@ -76,6 +76,9 @@ from safetensors.torch import load_file, save_file
 from torch.func import functional_call
 from transformers import EsmForSequenceClassification
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import make_attribution_fixtures  # noqa: E402  (captum IG over weight matrices)
+
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 FIXTURES = os.path.join(ROOT, "Tests", "AttributionTests", "Fixtures")
 MODEL = os.path.join(FIXTURES, "tiny-ig-model")
@@ -164,29 +167,10 @@ def neuron_integrated_gradients(model, ids, layer, m, target, act):
 def weight_integrated_gradients(model, ids, target):
     """captum IG over all 6 weight matrices of all layers at once (zero baseline)."""
     L = model.config.num_hidden_layers
-    names = [weight_name(l, m) for l in range(L) for m in MODULES]
-    params = dict(model.named_parameters())
-    mask = torch.ones_like(ids)
-
-    def forward(*weights):  # each (S, OUT_W, IN_W): one interpolated matrix per step
-        probs = []
-        for s in range(weights[0].shape[0]):
-            logits = functional_call(model, {n: w[s] for n, w in zip(names, weights)}, args=(),
-                                     kwargs={"input_ids": ids, "attention_mask": mask}).logits
-            probs.append(torch.softmax(logits, dim=-1)[0, target])
-        return torch.stack(probs)
-
-    inputs = tuple(params[n].detach().clone().unsqueeze(0) for n in names)
-    baselines = tuple(torch.zeros_like(x) for x in inputs)
-    attr, delta = IntegratedGradients(forward).attribute(
-        inputs, baselines=baselines, n_steps=STEPS, method="riemann_middle",
-        return_convergence_delta=True)
-    with torch.no_grad():
-        p_full = forward(*inputs)[0].item()
-        p_base = forward(*baselines)[0].item()
-    out = {(l, m): a[0].contiguous() for (l, m), a in
-           zip([(l, m) for l in range(L) for m in MODULES], attr)}
-    return out, p_full, p_base, delta.item()
+    keys = [(l, m) for l in range(L) for m in MODULES]
+    attr, p_full, p_base, delta = make_attribution_fixtures.weights_integrated_gradients(
+        model, ids, target, STEPS, [weight_name(l, m) for l, m in keys])
+    return dict(zip(keys, attr)), p_full, p_base, delta
 
 
 def gxa_neurons(model, ids, target):
