@@ -152,6 +152,88 @@ public enum Benchmark {
         return BenchResult(workload: .sqlite, milliseconds: times, flops: 0, peakRSSBytes: peakRSS())
     }
 
+    /// What `storage` measured for one method's score set and its shard sums.
+    public struct StorageResult: Sendable {
+        /// The model preset whose layout was stored.
+        public var preset: String
+        /// Scores in the set (weights or neurons of the chosen modules).
+        public var scores: Int
+        /// Seconds to write the set (`commitScores`: float32 rows, ranking, best ranks as rows).
+        public var writeSeconds: Double
+        /// Bytes the database grew by for the set (pages in use after the write).
+        public var bytes: Int
+        /// Seconds to read every score back (`RunDatabase.scores`).
+        public var readSeconds: Double
+        /// Milliseconds of one single-score lookup through the `all_scores` view (median of 20).
+        public var lookupMilliseconds: Double
+        /// Milliseconds of the top-10 query on `neuron_scores` (ranked rows).
+        public var topMilliseconds: Double
+        /// Seconds of each shard commit, committed 1 then 0 (the second adds both into the running total).
+        public var shardSeconds: [Double]
+        /// Bytes of the shard sums while shard 1 waited for shard 0, and of the running total after.
+        public var shardBytes: (waiting: Int, total: Int)
+        /// Peak RSS of the process, bytes.
+        public var peakRSSBytes: Int
+    }
+
+    /// Stores one method's score set of `preset`'s layout (`modules` at `granularity`; seeded
+    /// uniform scores) in a fresh database in the temporary directory, reads it back, looks up
+    /// one score and the top 10 in SQL, and commits two shards' float64 partial sums of that
+    /// width out of order: the measurement behind the big-model storage targets.
+    /// - Throws: `ESMConfigError` for an unknown preset, `AttributionError.noModules`, `StoreError`.
+    public static func storage(preset: String, modules: [LinearModule], granularity: Granularity) throws -> StorageResult {
+        let config = try ESMConfig.preset(preset, numLabels: 7)
+        let layout = try ScoreLayout(config: config, modules: modules, granularity: granularity)
+        let scores = Baseline.randomScores(count: layout.count, seed: 3)
+        let path = NSTemporaryDirectory() + "/kneuron-bench-\(UUID().uuidString).sqlite"
+        defer { for s in ["", "-wal", "-shm", ".lock"] { try? FileManager.default.removeItem(atPath: path + s) } }
+        let db = try RunDatabase(path: path)
+        func bytesInUse() throws -> Int {
+            let r = try db.query("SELECT (SELECT page_count FROM pragma_page_count) - (SELECT freelist_count FROM pragma_freelist_count), (SELECT page_size FROM pragma_page_size)").rows[0]
+            return Int(r[0]!)! * Int(r[1]!)!
+        }
+        func seconds(_ body: () throws -> Void) rethrows -> Double {
+            let t0 = DispatchTime.now().uptimeNanoseconds
+            try body()
+            return Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e9
+        }
+        let empty = try bytesInUse()
+        let id = RankingID(method: AttributionMethod.integratedGradients.rawValue, granularity: granularity.rawValue)
+        let write = try seconds {
+            try db.commitScores([ScoreSet(id: id, layout: layout.stored, values: scores)],
+                                ledger: StageRecord(stage: "attribute", contentKey: "bench", rowsWritten: 0, seconds: 0))
+        }
+        let bytes = try bytesInUse() - empty
+        var readBack: [Float] = []
+        let read = try seconds { readBack = try db.scores(id) }
+        precondition(readBack == scores, "storage bench: the scores read back differ")
+        let block = layout.blocks[layout.blocks.count / 2]
+        var lookups: [Double] = []
+        for k in 0 ..< 20 {
+            let row = (k * 7919) % block.rows, col = (k * 104_729) % block.cols
+            lookups.append(try seconds {
+                let r = try db.query("SELECT score FROM all_scores WHERE method = 'integrated_gradients' AND granularity = '\(granularity.rawValue)' AND target_class = -1 AND layer = \(block.site.layer) AND module = '\(block.site.module.rawValue)' AND row = \(row) AND col = \(col)").rows
+                precondition(r.count == 1 && Float(Double(r[0][0]!)!) == scores[block.offset + row * block.cols + col], "storage bench: all_scores lookup differs")
+            } * 1000)
+        }
+        let top = try seconds { _ = try db.query("SELECT layer, module, row, col, score FROM neuron_scores WHERE method = 'integrated_gradients' AND rank <= 10 ORDER BY rank") } * 1000
+        // Two shards of float64 sums (per-sequence contributions of that width), 1 before 0.
+        let sums = scores.map(Double.init)
+        var shardSeconds: [Double] = []
+        var waiting = 0
+        for k in [1, 0] {
+            shardSeconds.append(try seconds {
+                try db.commitShard(ShardRecord(method: id.method, granularity: id.granularity, shardIndex: k, nSequences: 1, sums: sums, seconds: 0, contentKey: "bench"),
+                                   completeness: [])
+            })
+            if k == 1 { waiting = try bytesInUse() - empty - bytes }
+        }
+        let total = try bytesInUse() - empty - bytes
+        return StorageResult(preset: preset, scores: layout.count, writeSeconds: write, bytes: bytes, readSeconds: read,
+                             lookupMilliseconds: lookups.sorted()[lookups.count / 2], topMilliseconds: top,
+                             shardSeconds: shardSeconds, shardBytes: (waiting, total), peakRSSBytes: peakRSS())
+    }
+
     /// Peak resident set size of this process in bytes (Linux `ru_maxrss` is in KiB).
     public static func peakRSS() -> Int {
         var usage = rusage()

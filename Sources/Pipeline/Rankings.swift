@@ -12,6 +12,14 @@ enum Baseline {
     static let full = "full"
     /// The full model's granularity.
     static let noGranularity = "none"
+
+    /// The random baseline's scores for seed `seed`: `count` uniform draws in [0, 1) from
+    /// SplitMix64 (a uniformly random ranking). Not stored (only its best ranks are): select
+    /// and evaluate regenerate it.
+    static func randomScores(count: Int, seed: Int) -> [Float] {
+        var rng = SplitMix64(seed: UInt64(bitPattern: Int64(seed)))
+        return (0 ..< count).map { _ in Float(rng.nextUnitDouble()) }
+    }
 }
 
 extension ScoreLayout {

@@ -25,8 +25,6 @@ public enum PipelineError: Error, CustomStringConvertible {
     case diverged(epoch: Int, detail: String)
     /// An unknown stage name.
     case unknownStage(String)
-    /// Work whose stored form would exceed what the database can hold.
-    case tooLarge(stage: String, what: String)
 
     public var description: String {
         switch self {
@@ -51,8 +49,6 @@ public enum PipelineError: Error, CustomStringConvertible {
                 + "once the others have stopped: it does the shards that are left and combines"
         case .diverged(let epoch, let detail):
             return "training diverged in epoch \(epoch): \(detail)"
-        case .tooLarge(let stage, let what):
-            return "stage \(stage): \(what)"
         case .unknownStage(let s):
             return "unknown stage '\(s)'; stages are: \(Stage.allCases.map(\.rawValue).joined(separator: ", "))"
         }

@@ -415,18 +415,58 @@ public struct LedgerRequirement: Sendable, Equatable {
 /// The ranking stored with every score set (`neuron_scores.rank`).
 public enum ScoreRanking {
     /// Ranks of `scores` in their canonical order: 1 = highest score, ties broken by canonical
-    /// index (lower first). One sort of n Int32 indices, O(n log n).
+    /// index (lower first); -0.0 and 0.0 are equal. One sort of n Int32 indices, O(n log n).
     public static func ranks(_ scores: [Float]) -> [Int32] {
-        var order = [Int32](unsafeUninitializedCapacity: scores.count) { buf, n in
-            for i in 0 ..< scores.count { buf[i] = Int32(i) }
-            n = scores.count
+        var rank = [Int32](repeating: 0, count: scores.count)
+        for (r, i) in order(scores, Array(0 ..< Int32(scores.count))).enumerated() { rank[Int(i)] = Int32(r + 1) }
+        return rank
+    }
+
+    /// The canonical indices of the `count` best-ranked scores, best first: exactly the first
+    /// `count` of the order `ranks` gives, in O(n) passes plus a sort of at most `count`
+    /// indices (a two-level radix histogram over the scores' order-preserving 32-bit keys finds
+    /// the key of rank `count`; the elements above it are sorted, its ties follow in index order).
+    /// - Parameter count: how many; clamped to 0 ... scores.count.
+    public static func top(_ scores: [Float], count: Int) -> [Int32] {
+        let n = scores.count, k = max(0, min(count, n))
+        if k == 0 { return [] }
+        if k == n { return order(scores, Array(0 ..< Int32(n))) }
+        return scores.withUnsafeBufferPointer { sc in
+            // Histogram of the high 16 bits, walked from the highest key down to the bin of rank k.
+            var high = [Int](repeating: 0, count: 65536)
+            for v in sc { high[Int(key(v) >> 16)] += 1 }
+            var above = 0, bin = 65535
+            while above + high[bin] < k { above += high[bin]; bin -= 1 }
+            // The low 16 bits inside that bin.
+            var low = [Int](repeating: 0, count: 65536)
+            for v in sc where Int(key(v) >> 16) == bin { low[Int(key(v) & 0xFFFF)] += 1 }
+            var lowBin = 65535
+            while above + low[lowBin] < k { above += low[lowBin]; lowBin -= 1 }
+            let cut = UInt32(bin) << 16 | UInt32(lowBin)
+            // Every element with a key above `cut` (fewer than k), then ties at `cut` by index.
+            var better: [Int32] = [], ties: [Int32] = []
+            better.reserveCapacity(above)
+            for i in 0 ..< n {
+                let kv = key(sc[i])
+                if kv > cut { better.append(Int32(i)) } else if kv == cut && ties.count < k - above { ties.append(Int32(i)) }
+            }
+            return order(scores, better) + ties
         }
+    }
+
+    /// A key whose unsigned order is the scores' order (IEEE 754 total order with -0.0 = 0.0).
+    @inline(__always) static func key(_ v: Float) -> UInt32 {
+        let bits = v == 0 ? 0 : v.bitPattern
+        return bits & 0x8000_0000 != 0 ? ~bits : bits | 0x8000_0000
+    }
+
+    /// `indices` sorted by score (highest first), ties by index.
+    static func order(_ scores: [Float], _ indices: [Int32]) -> [Int32] {
+        var order = indices
         scores.withUnsafeBufferPointer { sc in
             order.sort { a, b in sc[Int(a)] != sc[Int(b)] ? sc[Int(a)] > sc[Int(b)] : a < b }
         }
-        var rank = [Int32](repeating: 0, count: scores.count)
-        for (r, i) in order.enumerated() { rank[Int(i)] = Int32(r + 1) }
-        return rank
+        return order
     }
 }
 
@@ -441,9 +481,12 @@ public struct ScoreSet: Sendable {
     public var values: [Float]
     /// Ranks (1 = highest) when already computed; nil = computed on insert.
     public var ranks: [Int32]?
+    /// Whether every score is stored (`score_rows`); false for a set its producer regenerates
+    /// (the random baseline), which keeps only its ranked rows (`score_values`).
+    public var storesScores: Bool
     /// Creates a set from its fields.
-    public init(id: RankingID, layout: ScoreSetLayout, values: [Float], ranks: [Int32]? = nil) {
-        self.id = id; self.layout = layout; self.values = values; self.ranks = ranks
+    public init(id: RankingID, layout: ScoreSetLayout, values: [Float], ranks: [Int32]? = nil, storesScores: Bool = true) {
+        self.id = id; self.layout = layout; self.values = values; self.ranks = ranks; self.storesScores = storesScores
     }
 }
 

@@ -75,13 +75,17 @@ public enum StoreError: Error, CustomStringConvertible {
 public final class RunDatabase: @unchecked Sendable {
     /// Path of the database file.
     public let path: String
+    /// How score sets and shard sums are stored (`ScoreStorage`).
+    public let storage: ScoreStorage
     let pool: DatabasePool
 
     /// Opens (creating when needed) the database at `path` and migrates it.
     /// - Parameter readOnly: open without write access (no migration; for `query`/`status`).
+    /// - Parameter storage: ranked rows per score set and shard-sum chunk size (kneuron's own by default).
     /// - Throws: `StoreError.cannotOpen`, `StoreError.migrationsMissing`.
-    public init(path: String, readOnly: Bool = false) throws {
+    public init(path: String, readOnly: Bool = false, storage: ScoreStorage = ScoreStorage()) throws {
         self.path = path
+        self.storage = storage
         var config = Configuration()
         config.readonly = readOnly
         config.busyMode = .timeout(60)
@@ -236,13 +240,6 @@ public final class RunDatabase: @unchecked Sendable {
         return all
     }
 
-    /// The largest value (BLOB or text) this SQLite stores, bytes (`SQLITE_LIMIT_LENGTH`,
-    /// 1,000,000,000 unless SQLite was built otherwise).
-    /// - Throws: `StoreError.sqlite`.
-    public func maxValueBytes() throws -> Int {
-        try read("reading SQLite's limits") { db in Int(sqlite3_limit(db.sqliteConnection, SQLITE_LIMIT_LENGTH, -1)) }
-    }
-
     /// Names of the compiled-in migrations not yet applied to this database (a database opened
     /// read-only is not migrated).
     /// - Throws: `StoreError.sqlite`, `.migrationsMissing`.
@@ -259,10 +256,47 @@ public final class RunDatabase: @unchecked Sendable {
         if !pending.isEmpty { throw StoreError.outdatedSchema(path: path, pending: pending) }
     }
 
+    /// Data steps that SQL cannot do, run right after their migration's SQL in its transaction.
+    static let afterMigration: [String: @Sendable (Database, ScoreStorage) throws -> Void] = [
+        "0007_score_storage": packScoreRows,
+    ]
+
+    /// Migration 0007: every score of the existing (non-random) sets had a row in score_values;
+    /// writes them as float32 rows of score_rows (exact: they were float32 values stored as
+    /// REAL), then keeps score_values rows only for ranks 1 ... `storage.rankedRows`.
+    static func packScoreRows(_ db: Database, _ storage: ScoreStorage) throws {
+        let st = try db.makeStatement(sql: "INSERT INTO score_rows (set_id, block_index, row, scores) VALUES (?, ?, ?, ?)")
+        for set in try Row.fetchAll(db, sql: "SELECT set_id, method FROM score_sets WHERE method != 'random' ORDER BY set_id") {
+            let id: Int64 = set[0]
+            let base = id * ScoreStorage.setStride
+            for b in try Row.fetchAll(db, sql: "SELECT block_index, n_rows, n_cols, offset FROM score_blocks WHERE set_id = ? ORDER BY block_index", arguments: [id]) {
+                let rows: Int = b[1], cols: Int = b[2], offset: Int64 = b[3]
+                let values = try Double.fetchAll(db, sql: "SELECT score FROM score_values WHERE id >= ? AND id < ? ORDER BY id",
+                                                 arguments: [base + offset, base + offset + Int64(rows * cols)])
+                guard values.count == rows * cols else {
+                    throw StoreError.corrupt("score set \(id) (\(set[1] as String)) block \(b[0] as Int) has \(values.count) of its \(rows * cols) scores")
+                }
+                for r in 0 ..< rows {
+                    var blob = Data(capacity: cols * 4)
+                    for c in 0 ..< cols { withUnsafeBytes(of: Float(values[r * cols + c]).bitPattern.littleEndian) { blob.append(contentsOf: $0) } }
+                    try st.execute(arguments: [id, b[0], r, blob])
+                }
+            }
+        }
+        let width = try Int.fetchOne(db, sql: "SELECT MAX(n_cols) FROM score_blocks") ?? 0
+        try db.execute(sql: "WITH RECURSIVE c(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM c WHERE i + 1 < ?) INSERT INTO score_columns SELECT i FROM c WHERE i < ?",
+                       arguments: [width, width])
+        try db.execute(sql: "DELETE FROM score_values WHERE rank > ?", arguments: [storage.rankedRows])
+    }
+
     private func migrate() throws {
         var migrator = DatabaseMigrator()
         for m in try Self.migrationFiles() {
-            migrator.registerMigration(m.name) { db in try db.execute(sql: m.sql) }
+            let storage = self.storage
+            migrator.registerMigration(m.name) { db in
+                try db.execute(sql: m.sql)
+                try Self.afterMigration[m.name]?(db, storage)
+            }
         }
         // Migrate only when a migration is pending, so an up-to-date database is not written.
         // Array tasks opening an old database at the same moment race here: GRDB runs each

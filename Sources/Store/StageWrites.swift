@@ -87,6 +87,8 @@ extension RunDatabase {
             ("select", "neuron_scores (random)", scoreSets("method = 'random'")),
             ("attribute", "neuron_scores", scoreSets("method != 'random'")),
             ("attribute", "ig_completeness", sql("DELETE FROM ig_completeness")),
+            ("attribute", "shard_sums", sql("DELETE FROM shard_sums")),
+            ("attribute", "shard_totals", sql("DELETE FROM shard_totals")),
             ("attribute", "shards", sql("DELETE FROM shards")),
             ("train", "training_epochs", sql("DELETE FROM training_epochs")),
             ("train", "checkpoints", sql("DELETE FROM checkpoints")),
@@ -315,38 +317,17 @@ extension RunDatabase {
             DELETE FROM ig_completeness WHERE (granularity, shard_index) IN
               (SELECT granularity, shard_index FROM shards WHERE content_key != ?)
             """, arguments: [contentKey])
+        try db.execute(sql: """
+            DELETE FROM shard_sums WHERE shard_index >= 0 AND (method, granularity, shard_index) IN
+              (SELECT method, granularity, shard_index FROM shards WHERE content_key != ?)
+            """, arguments: [contentKey])
+        try db.execute(sql: """
+            DELETE FROM shard_sums WHERE shard_index = -1 AND (method, granularity) IN
+              (SELECT method, granularity FROM shard_totals WHERE content_key != ?)
+            """, arguments: [contentKey])
+        try db.execute(sql: "DELETE FROM shard_totals WHERE content_key != ?", arguments: [contentKey])
         try db.execute(sql: "DELETE FROM shards WHERE content_key != ?", arguments: [contentKey])
         return db.changesCount
-    }
-
-    /// Commits one finished shard: its partial sums (the done mark) and its completeness
-    /// rows, in one transaction. Committing a shard that is already recorded is a no-op
-    /// (returns false), so a duplicate worker can never count a shard twice. Shards of another
-    /// content key are deleted in the same transaction, so shards of two keys never coexist.
-    /// - Parameter requiring: the upstream ledger row the shard was computed from (the train
-    ///   stage and its key); when another process has redone or discarded that stage since,
-    ///   nothing is written and `StoreError.superseded` is thrown.
-    /// - Throws: `StoreError.superseded`, `.diskFull`, `.readOnly`, `.sqlite`.
-    @discardableResult
-    /// - Parameter discarded: called with the number of shards of another content key deleted
-    ///   in this transaction when there were any (another process committed them meanwhile), so
-    ///   the caller can say so.
-    public func commitShard(_ shard: ShardRecord, completeness: [CompletenessRecord], requiring: LedgerRequirement? = nil,
-                            discarded: ((Int) -> Void)? = nil) throws -> Bool {
-        try write("committing shard \(shard.method)/\(shard.granularity)/\(shard.shardIndex)") { db in
-            try Self.requireLedger(db, requiring, doing: "attributing")
-            let stale = try Self.deleteShards(db, otherThan: shard.contentKey)
-            if stale > 0 { discarded?(stale) }
-            try db.execute(sql: "INSERT OR IGNORE INTO shards (method, granularity, shard_index, content_key, n_sequences, class_counts, sums, seconds) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                           arguments: [shard.method, shard.granularity, shard.shardIndex, shard.contentKey, shard.nSequences,
-                                       shard.classCounts.map { Blob.pack($0.map(Int64.init)) }, Blob.pack(shard.sums), shard.seconds])
-            guard db.changesCount == 1 else { return false }
-            let st = try db.makeStatement(sql: "INSERT INTO ig_completeness (sequence_id, granularity, layer, module, shard_index, target_class, p_full, p_baseline, attribution_sum, gap) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")
-            for c in completeness {
-                try st.execute(arguments: [c.sequenceID, c.granularity, c.layer, c.module, c.shardIndex, c.targetClass, c.pFull, c.pBaseline, c.attributionSum, c.gap])
-            }
-            return true
-        }
     }
 
     /// Indices of the finished shards of `method` at `granularity` (of `contentKey` only, when given).
@@ -365,17 +346,18 @@ extension RunDatabase {
         try write("discarding stale shards") { db in try Self.deleteShards(db, otherThan: contentKey) }
     }
 
-    /// Every finished shard of `method`, ordered by shard index (the fixed summation order).
-    /// (Of `contentKey` only, when given.)
-    /// - Throws: `StoreError.sqlite`, `.corrupt` for a sums BLOB of the wrong length.
+    /// Every finished shard of `method` at `granularity`, ordered by shard index (of
+    /// `contentKey` only, when given). Their sums are not read back (`sums` is empty): they are
+    /// added into the running total as shards commit (`shardTotal`).
+    /// - Throws: `StoreError.sqlite`, `.corrupt` for a class_counts BLOB of the wrong length.
     public func shards(method: String, granularity: String = "weight", contentKey: String? = nil) throws -> [ShardRecord] {
         try read("reading shards") { db in
-            try Row.fetchAll(db, sql: "SELECT method, granularity, shard_index, n_sequences, class_counts, sums, seconds, content_key FROM shards WHERE method = ? AND granularity = ? AND (? IS NULL OR content_key = ?) ORDER BY shard_index",
+            try Row.fetchAll(db, sql: "SELECT method, granularity, shard_index, n_sequences, class_counts, seconds, content_key FROM shards WHERE method = ? AND granularity = ? AND (? IS NULL OR content_key = ?) ORDER BY shard_index",
                              arguments: [method, granularity, contentKey, contentKey]).map {
                 let counts: Data? = $0[4]
                 return ShardRecord(method: $0[0], granularity: $0[1], shardIndex: $0[2], nSequences: $0[3],
                                    classCounts: try counts.map { try Blob.unpack($0, as: Int64.self).map(Int.init) },
-                                   sums: try Blob.unpackDoubles($0[5]), seconds: $0[6], contentKey: $0[7])
+                                   sums: [], seconds: $0[5], contentKey: $0[6])
             }
         }
     }
@@ -400,75 +382,9 @@ extension RunDatabase {
         }
     }
 
-    /// Key stride of a score set in `score_values.id` (migration 0003): a row's id is
-    /// `set_id * scoreSetStride + canonical index`.
-    static let scoreSetStride: Int64 = 1 << 32
-
-    /// Inserts one score set with its layout (`score_sets`, `score_blocks`) and its scores and
-    /// ranks (`score_values`, migration 0003/0006). Ranks are `ScoreRanking.ranks(values)`
-    /// unless the set carries them.
-    /// - Throws: GRDB's `DatabaseError` on a SQLite failure (e.g. the set already exists, or
-    ///   the disk is full); the caller's `write` turns it into a `StoreError`.
-    static func insertScores(_ db: Database, _ set: ScoreSet) throws -> Int {
-        let scores = set.values, rank = set.ranks ?? ScoreRanking.ranks(set.values)
-        precondition(scores.count == set.layout.count && rank.count == scores.count, "score or rank array does not match its layout")
-        precondition(Int64(scores.count) < scoreSetStride, "a score set holds fewer than 2^32 scores")
-        try db.execute(sql: "INSERT INTO score_sets (method, granularity, target_class, seed, modules, n_layers, n_scores) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                       arguments: [set.id.method, set.id.granularity, set.id.targetClass, set.id.seed,
-                                   set.layout.modules.joined(separator: ","), set.layout.layers, scores.count])
-        let setID = db.lastInsertedRowID
-        let blocks = try db.makeStatement(sql: "INSERT INTO score_blocks (set_id, block_index, layer, module, n_rows, n_cols, offset) VALUES (?, ?, ?, ?, ?, ?, ?)")
-        for (i, b) in set.layout.blocks.enumerated() {
-            try blocks.execute(arguments: [setID, i, b.layer, b.module, b.rows, b.cols, b.offset])
-        }
-        let base = setID * scoreSetStride
-        // Bulk insert through SQLite's C API on GRDB's prepared statement (GRDB's per-row
-        // argument arrays took most of the time): three binds and one step per row, ids
-        // increasing, so SQLite appends to the table's B-tree.
-        let st = try db.makeStatement(sql: "INSERT INTO score_values (id, score, rank) VALUES (?, ?, ?)")
-        let h = st.sqliteStatement
-        for i in 0 ..< scores.count {
-            sqlite3_bind_int64(h, 1, base + Int64(i))
-            sqlite3_bind_double(h, 2, Double(scores[i]))
-            sqlite3_bind_int64(h, 3, Int64(rank[i]))
-            let rc = sqlite3_step(h)
-            sqlite3_reset(h)
-            if rc != SQLITE_DONE {
-                // As a GRDB error, so `wrap` turns SQLITE_FULL / SQLITE_READONLY into their messages.
-                throw DatabaseError(resultCode: ResultCode(rawValue: rc), message: String(cString: sqlite3_errmsg(db.sqliteConnection)))
-            }
-        }
-        sqlite3_clear_bindings(h)
-        return scores.count
-    }
-
-    /// Deletes the score sets matching `condition` (SQL on `score_sets`) and their rows.
-    /// Returns the number of score rows deleted.
-    static func deleteScoreSets(_ db: Database, where condition: String) throws -> Int {
-        var n = 0
-        for id in try Int64.fetchAll(db, sql: "SELECT set_id FROM score_sets WHERE \(condition)") {
-            try db.execute(sql: "DELETE FROM score_values WHERE id >= ? AND id < ?",
-                           arguments: [id * scoreSetStride, (id + 1) * scoreSetStride])
-            n += db.changesCount
-            try db.execute(sql: "DELETE FROM score_blocks WHERE set_id = ?", arguments: [id])
-        }
-        try db.execute(sql: "DELETE FROM score_sets WHERE \(condition)")
-        return n
-    }
-
-    /// One column of a score set in canonical order, or [] when the set does not exist.
-    private func scoreColumn<T: DatabaseValueConvertible>(_ column: String, _ set: RankingID, as: T.Type) throws -> [T] {
-        try read("reading \(column)s of \(set)") { db in
-            guard let id = try Int64.fetchOne(db, sql: "SELECT set_id FROM score_sets WHERE method = ? AND granularity = ? AND target_class = ? AND seed = ?",
-                                              arguments: [set.method, set.granularity, set.targetClass, set.seed])
-            else { return [] }
-            return try T.fetchAll(db, sql: "SELECT \(column) FROM score_values WHERE id >= ? AND id < ? ORDER BY id",
-                                  arguments: [id * Self.scoreSetStride, (id + 1) * Self.scoreSetStride])
-        }
-    }
-
     /// Writes the final score sets of the attribute stage (each in its layout's order) with
-    /// their ranks, and the attribute ledger row, in one transaction.
+    /// their ranked rows, and the attribute ledger row, and deletes the shards' partial sums,
+    /// in one transaction.
     /// Returns the number of rows written.
     /// When the ledger already records the stage with the same content key (another process
     /// of an array job combined first), nothing is written and the recorded row count is returned.
@@ -482,33 +398,17 @@ extension RunDatabase {
                 throw StoreError.superseded("stage \(ledger.stage) was recorded by another process with other parameters while this one worked; this process's work is dropped")
             }
             var n = 0
-            for s in scores { n += try Self.insertScores(db, s) }
+            for s in scores { n += try Self.insertScores(db, s, storage: storage) }
+            // The shards' partial sums are folded into these scores: their space is free again
+            // (the shards' done marks stay for `status`).
+            try db.execute(sql: "DELETE FROM shard_sums")
+            try db.execute(sql: "DELETE FROM shard_totals")
             var l = ledger
             l.rowsWritten = n
             try Self.insertLedger(db, l)
             return n
         }
     }
-
-    /// Scores of a ranking in its layout's order ([] when the set was not written).
-    /// - Throws: `StoreError.sqlite`.
-    public func scores(_ set: RankingID) throws -> [Float] {
-        try scoreColumn("score", set, as: Double.self).map(Float.init)
-    }
-
-    /// Scores of the weight-granularity, true-class set of (method, seed) (kneuron 0.1's only kind).
-    /// - Throws: `StoreError.sqlite`.
-    public func scores(method: String, seed: Int = 0) throws -> [Float] { try scores(RankingID(method: method, seed: seed)) }
-
-    /// Ranks (1 = highest) of a ranking in its layout's order ([] when not written).
-    /// - Throws: `StoreError.sqlite`.
-    public func ranks(_ set: RankingID) throws -> [Int] {
-        try scoreColumn("rank", set, as: Int.self)
-    }
-
-    /// Ranks of the weight-granularity, true-class set of (method, seed).
-    /// - Throws: `StoreError.sqlite`.
-    public func ranks(method: String, seed: Int = 0) throws -> [Int] { try ranks(RankingID(method: method, seed: seed)) }
 
     /// Every stored score set's ranking id, ordered.
     /// - Throws: `StoreError.sqlite`.
@@ -527,7 +427,7 @@ extension RunDatabase {
     /// select ledger row, in one transaction.
     public func commitSelections(randomScores: [ScoreSet], selections: [SelectionRecord], densities: [DensityRecord], ledger: StageRecord) throws {
         try write("writing selections") { db in
-            for r in randomScores { _ = try Self.insertScores(db, r) }
+            for r in randomScores { _ = try Self.insertScores(db, r, storage: storage) }
             for s in selections {
                 try db.execute(sql: "INSERT INTO selections (method, granularity, target_class, retention_fraction, seed, n_kept, n_total, min_kept_score) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                                arguments: [s.method, s.granularity, s.targetClass, s.retentionFraction, s.seed, s.nKept, s.nTotal, s.minKeptScore])

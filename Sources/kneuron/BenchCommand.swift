@@ -15,9 +15,10 @@ struct BenchCommand: ParsableCommand {
             wall time, GFLOP/s (analytic count) and peak RSS. OpenBLAS reads OPENBLAS_CORETYPE before main(); \\
             the core type in effect is printed.
             """)
-    enum WorkloadChoice: String, ExpressibleByArgument, CaseIterable { case all, forward, train, ig, sqlite }
+    enum WorkloadChoice: String, ExpressibleByArgument, CaseIterable { case all, forward, train, ig, sqlite, storage }
 
-    @Option(help: "forward, train, ig, sqlite or all.") var workload: WorkloadChoice = .all
+    @Option(help: "forward, train, ig, sqlite, storage or all (all = the first four; storage runs alone).") var workload: WorkloadChoice = .all
+    @Option(help: "Model shape of the storage workload: \(ESMConfig.presetNames.joined(separator: ", ")).") var preset = "esm2_t12_35M"
     @Option(help: "Riemann steps of the ig workload.") var igSteps = 20
     @Option(name: .customLong("repeat"), help: "Timed repeats after one warm-up.") var repeats = 10
     @Option(parsing: .upToNextOption, help: "Linear maps of the ig workload: query key value attention_output intermediate output.")
@@ -36,9 +37,36 @@ struct BenchCommand: ParsableCommand {
         }
         guard !modules.isEmpty else { throw ValidationError("--modules needs at least one module") }
         guard Granularity(rawValue: granularity) != nil else { throw ValidationError("--granularity must be weight or neuron (got '\(granularity)')") }
+        guard ESMConfig.presetNames.contains(preset) else {
+            throw ValidationError("--preset: unknown model shape '\(preset)'; choose from \(ESMConfig.presetNames.joined(separator: ", "))")
+        }
+    }
+
+    /// The storage workload: one method's score set and two shards of `--preset`'s layout.
+    func runStorage() throws {
+        let r = try Benchmark.storage(preset: preset, modules: linearModules, granularity: Granularity(rawValue: granularity)!)
+        if json {
+            let object: [String: Any] = [
+                "workload": "storage", "preset": r.preset, "modules": linearModules.map(\.rawValue), "granularity": granularity,
+                "scores": r.scores, "write_s": r.writeSeconds, "bytes": r.bytes, "bytes_per_score": Double(r.bytes) / Double(r.scores),
+                "read_s": r.readSeconds, "lookup_ms": r.lookupMilliseconds, "top10_ms": r.topMilliseconds,
+                "shard_commit_s": r.shardSeconds, "shard_bytes_waiting": r.shardBytes.waiting, "shard_bytes_total": r.shardBytes.total,
+                "peak_rss_mb": Double(r.peakRSSBytes) / 1_048_576,
+            ]
+            print(String(decoding: try JSONSerialization.data(withJSONObject: object, options: [.sortedKeys]), as: UTF8.self))
+        } else {
+            print("storage of one method's scores: \(r.preset), \(linearModules.map(\.rawValue).joined(separator: ", ")) at \(granularity) granularity, \(r.scores) scores")
+            print(String(format: "  write %.2f s, %.1f MB (%.2f bytes a score); read back %.2f s", r.writeSeconds, Double(r.bytes) / 1e6,
+                         Double(r.bytes) / Double(r.scores), r.readSeconds))
+            print(String(format: "  SQL: one score from all_scores %.2f ms (median of 20), top 10 from neuron_scores %.2f ms", r.lookupMilliseconds, r.topMilliseconds))
+            print(String(format: "  shard sums (float64): commit shard 1 %.2f s (stored: %.1f MB), shard 0 %.2f s (both added: running total %.1f MB)",
+                         r.shardSeconds[0], Double(r.shardBytes.waiting) / 1e6, r.shardSeconds[1], Double(r.shardBytes.total) / 1e6))
+            print(String(format: "  peak RSS %.0f MB", Double(r.peakRSSBytes) / 1_048_576))
+        }
     }
 
     func run() throws {
+        if workload == .storage { return try runStorage() }
         let workloads = workload == .all ? BenchWorkload.allCases : [BenchWorkload(rawValue: workload.rawValue)!]
         let coreType = ProcessInfo.processInfo.environment["OPENBLAS_CORETYPE"] ?? "auto"
         // The model's largest GEMM: the FFN intermediate projection of the train batch,

@@ -228,16 +228,20 @@ final class EndToEndTests: XCTestCase {
             let p = Process()
             p.executableURL = URL(fileURLWithPath: "/bin/sh")
             p.arguments = ["-c", tasks.map(attribute).joined(separator: " && ")]
-            p.environment = ProcessInfo.processInfo.environment.merging(["KNEURON_DEBUG_SHARD_DELAY_MS": "20"]) { $1 }
+            // Partial sums in chunks of 1,000 values (the reference keeps one chunk per shard) and
+            // ranked rows for the best 500 ranks only: neither changes a score.
+            p.environment = ProcessInfo.processInfo.environment.merging(["KNEURON_DEBUG_SHARD_DELAY_MS": "20", "KNEURON_DEBUG_CHUNK_VALUES": "1000",
+                                                                         "KNEURON_DEBUG_RANKED_ROWS": "500"]) { $1 }
             let out = Pipe()
             p.standardOutput = out
+            p.standardError = out
             try p.run()
             processes.append(p)
             outputs.append(out)
         }
         for p in processes { p.waitUntilExit() }
-        XCTAssertEqual(processes.map(\.terminationStatus), [0, 0])
         let printed = outputs.map { String(decoding: $0.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self) }.joined()
+        XCTAssertEqual(processes.map(\.terminationStatus), [0, 0], printed)
         XCTAssertTrue(printed.contains("this task's shards are done"), "a task that finished before the others says so: \(printed)")
 
         let a = try RunDatabase(path: reference, readOnly: true), b = try RunDatabase(path: sharded, readOnly: true)
@@ -246,7 +250,14 @@ final class EndToEndTests: XCTestCase {
             XCTAssertEqual(try a.scores(method: method), try b.scores(method: method), method)
         }
         XCTAssertEqual(try count(b, "SELECT COUNT(*) FROM shards"), 16)
+        XCTAssertEqual(try count(b, "SELECT COUNT(*) FROM shard_sums"), 0, "the partial sums are freed once the scores are written")
         XCTAssertEqual(try count(b, "SELECT COUNT(*) FROM ig_completeness"), 24)
+        let weights = try count(a, "SELECT n_scores FROM score_sets WHERE method = 'activation'")
+        XCTAssertGreaterThan(weights, 500)
+        XCTAssertEqual(try count(a, "SELECT COUNT(*) FROM neuron_scores WHERE method = 'activation'"), weights)
+        XCTAssertEqual(try a.query("SELECT layer, module, row, col, score, rank FROM neuron_scores WHERE rank <= 500 AND method != 'random' ORDER BY method, rank").rows,
+                       try b.query("SELECT layer, module, row, col, score, rank FROM neuron_scores ORDER BY method, rank").rows,
+                       "the sharded run's ranked rows are the reference's best 500 of each set")
         let after = try RunStatus.read(db: b)
         XCTAssertEqual(after.lines.map(\.done), [true, true, true, true, true, false, false, false])
         XCTAssertEqual(after.shards.filter(\.done).count, 16)
@@ -459,7 +470,7 @@ final class EndToEndTests: XCTestCase {
             ("splits", "SELECT sequence_id, split FROM splits ORDER BY 1"),
             ("training_epochs", "SELECT epoch, train_loss, train_accuracy, select_loss, select_accuracy FROM training_epochs ORDER BY 1"),
             ("checkpoints", "SELECT name, sha256, size_bytes FROM checkpoints ORDER BY 1"),
-            ("shards", "SELECT method, shard_index, n_sequences, hex(sums) FROM shards ORDER BY 1, 2"),
+            ("shards", "SELECT method, shard_index, n_sequences, hex(class_counts) FROM shards ORDER BY 1, 2"),
             ("ig_completeness", "SELECT sequence_id, target_class, p_full, p_baseline, attribution_sum FROM ig_completeness ORDER BY 1"),
             ("neuron_scores", "SELECT method, seed, layer, module, row, col, score, rank FROM neuron_scores ORDER BY 1, 2, 3, 4, 5, 6"),
             ("selections", "SELECT method, retention_fraction, seed, n_kept, n_total FROM selections ORDER BY 1, 2, 3"),

@@ -39,11 +39,11 @@ final class RunDatabaseTests: XCTestCase {
 
     func testMigrationsAppliedOnceAndRecorded() throws {
         let db = try open()
-        XCTAssertEqual(try db.appliedMigrations(), ["0001_initial", "0002_embeddings", "0003_score_sets", "0004_excluded_sequences", "0005_accuracy_sd", "0006_attribution_engine"])
+        XCTAssertEqual(try db.appliedMigrations(), ["0001_initial", "0002_embeddings", "0003_score_sets", "0004_excluded_sequences", "0005_accuracy_sd", "0006_attribution_engine", "0007_score_storage"])
         // Reopening applies nothing new and keeps the data.
         try ingestSample(db)
         let again = try open()
-        XCTAssertEqual(try again.appliedMigrations(), ["0001_initial", "0002_embeddings", "0003_score_sets", "0004_excluded_sequences", "0005_accuracy_sd", "0006_attribution_engine"])
+        XCTAssertEqual(try again.appliedMigrations(), ["0001_initial", "0002_embeddings", "0003_score_sets", "0004_excluded_sequences", "0005_accuracy_sd", "0006_attribution_engine", "0007_score_storage"])
         XCTAssertEqual(try again.sequences().map(\.id), ["P1", "P2"])
         XCTAssertEqual(try again.query("SELECT journal_mode FROM pragma_journal_mode").rows, [["wal"]])
         XCTAssertEqual(try again.query("SELECT foreign_keys FROM pragma_foreign_keys").rows, [["1"]])
@@ -127,7 +127,8 @@ final class RunDatabaseTests: XCTestCase {
         let c = CompletenessRecord(sequenceID: "P1", shardIndex: 0, targetClass: 0, pFull: 0.6, pBaseline: 0.1, attributionSum: 0.45)
         XCTAssertTrue(try db.commitShard(shard, completeness: [c]))
         XCTAssertFalse(try db.commitShard(shard, completeness: [c]), "a shard already recorded is not counted twice")
-        XCTAssertEqual(try db.shards(method: "integrated_gradients").map(\.sums), [[0.25, -1.5, 3e-9]])
+        let total = try XCTUnwrap(try db.shardTotal(method: "integrated_gradients", granularity: "weight", contentKey: ""))
+        XCTAssertEqual(total, ShardTotal(nFolded: 1, counts: [1], sums: [0.25, -1.5, 3e-9]))
         XCTAssertEqual(try db.completeness().count, 1)
         XCTAssertEqual(try db.completeness()[0].gap, 0.45 - 0.5, accuracy: 1e-12)
     }
@@ -284,7 +285,7 @@ final class RunDatabaseTests: XCTestCase {
                 }
         }
         let db = try RunDatabase(path: path)
-        XCTAssertEqual(try db.appliedMigrations().last, "0006_attribution_engine")
+        XCTAssertEqual(try db.appliedMigrations().last, "0007_score_storage")
         XCTAssertEqual(try db.scores(method: "activation"), (0 ..< 36).map { Float($0) })
         XCTAssertEqual(try db.ranks(method: "random", seed: 2), Array(1 ... 36))
         XCTAssertEqual(try db.query("SELECT layer, module, row, col, score, rank FROM neuron_scores WHERE method = 'random' AND rank = 20").rows,
@@ -322,7 +323,13 @@ final class RunDatabaseTests: XCTestCase {
         XCTAssertEqual(try db.evaluations().first { $0.method == "activation" }?.perClass.map(\.nCorrect), [2])
         XCTAssertEqual(try db.query("SELECT method, granularity, target_class, accuracy_mean FROM accuracy_table ORDER BY method").rows,
                        [["activation", "weight", "-1", "0.2"], ["full", "none", "-1", "0.4"]])
-        XCTAssertEqual(try db.shards(method: "integrated_gradients").map(\.sums), [[1.0]])
+        // 0007: the shard's sums moved into shard_sums and are added into the running total on first use.
+        XCTAssertEqual(try db.shards(method: "integrated_gradients").map(\.shardIndex), [0])
+        XCTAssertEqual(try db.shardTotal(method: "integrated_gradients", granularity: "weight", contentKey: "k"), ShardTotal(nFolded: 1, counts: [1], sums: [1.0]))
+        XCTAssertEqual(try db.query("SELECT shard_index FROM shard_sums").rows, [["-1"]])
+        // 0007: the scores were packed into float32 score_rows and all_scores decodes them.
+        XCTAssertEqual(try db.query("SELECT COUNT(*) FROM score_rows").rows, [["3"]])
+        XCTAssertEqual(try db.query("SELECT module, row, col, score, rank FROM all_scores WHERE module = 'value' AND col = 1").rows, [["value", "0", "1", "5.0", "1"]])
         XCTAssertEqual(try db.completeness().map { [$0.granularity, $0.module] }, [["weight", ""]])
     }
 

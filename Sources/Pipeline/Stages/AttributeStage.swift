@@ -10,9 +10,11 @@ import Store
 /// The selection split's sequences (ordered by id, optionally capped by
 /// `attribution.max_sequences`) are cut into shards of `shard_size`. A shard's partial
 /// sums and its done mark are one row of `shards` (per method and granularity), committed in
-/// one transaction, so an interrupted run redoes only unfinished shards. When every shard is
-/// done the sums are added in shard order (a fixed order: the result does not depend on
-/// interruptions) and the final score sets are written to `score_sets`/`score_values`.
+/// one transaction, so an interrupted run redoes only unfinished shards. The sums are added in
+/// shard order into a running total as shards commit (a fixed order: the result does not depend
+/// on interruptions or on how array tasks shared the shards; `RunDatabase.commitShard`); when
+/// every shard is in it the final score sets are written (`score_sets`, `score_rows`, the best
+/// ranks in `score_values`) and the partial sums deleted.
 ///
 /// Shard sums: the sum over the shard's sequences of each method's per-sequence contribution
 /// (`Attributor.contributionCount`), in sequence order; with the `per_class` target one such
@@ -52,24 +54,15 @@ enum AttributeStage: StageImplementation {
                         + "\(data.examples.count) attributed sequences (\(ctx.spec.split.selectOn.split.rawValue) split) is of that class")
             }
         }
-        // A shard's sums are one SQLite value: refuse, before any work, layouts whose shard would
-        // not fit (e.g. every weight of esm2_t33_650M), and say what the shards will take.
-        let limit = try ctx.db.maxValueBytes()
-        var shardBytes = 0
+        // What the partial sums take: the running total of each job plus the shards finished
+        // ahead of it (array tasks), float64 per value, freed when the scores are written.
+        var totalBytes = 0
         for (method, granularity) in spec.jobs {
-            let width = method.implementation.contributionCount(layout: layouts[granularity]!, config: model.config)
-            let largest = width * min(groups, spec.shardSize) * 8
-            if largest > limit {
-                throw PipelineError.tooLarge(stage: "attribute", what: "a shard of \(method)/\(granularity) over \(spec.modules.map(\.rawValue).joined(separator: ", ")) "
-                    + "would hold \(largest / 1_000_000) MB of partial sums (\(width) float64 values"
-                    + (groups > 1 ? " per class present" : "") + "), more than SQLite stores in one value (\(limit / 1_000_000) MB). "
-                    + (groups > 1 ? "Choose neuron granularity, fewer modules, a smaller shard_size or no per_class target" : "Choose neuron granularity or fewer modules")
-                    + " for this model")
-            }
-            shardBytes += shardCount * width * 8 * (groups > 1 ? min(groups, spec.shardSize) : 1)
+            totalBytes += method.implementation.contributionCount(layout: layouts[granularity]!, config: model.config) * 8 * min(groups, data.examples.count)
         }
-        if shardBytes > 1_000_000_000 {
-            ctx.log("  note: the shards' partial sums will take up to \(shardBytes / 1_000_000_000) GB of the database")
+        if totalBytes > 1_000_000_000 {
+            ctx.log("  note: the running totals of the shards' partial sums take up to \(totalBytes / 1_000_000_000) GB of the database "
+                    + "(plus as much per shard that finishes ahead of an unfinished one) until the scores are written")
         }
         // The model this process attributes; if another process redoes or discards training
         // meanwhile (`--force train`), this process's commits are refused, not mixed in.
@@ -139,22 +132,23 @@ enum AttributeStage: StageImplementation {
         for (method, granularity) in spec.jobs {
             let attributor = method.implementation, layout = layouts[granularity]!
             let width = attributor.contributionCount(layout: layout, config: model.config)
-            let shards = try ctx.db.shards(method: method.rawValue, granularity: granularity.rawValue, contentKey: key)
-            guard shards.count == shardCount else {
-                throw PipelineError.empty(stage: "attribute", what: "\(method)/\(granularity) has \(shards.count) of \(shardCount) shards; run attribute again")
+            guard let sum = try ctx.db.shardTotal(method: method.rawValue, granularity: granularity.rawValue, contentKey: key),
+                  sum.nFolded == shardCount else {
+                // Another task of the array job may have written the scores (and freed the sums) meanwhile.
+                if let done = try ctx.db.stage(Stage.attribute.rawValue), done.contentKey == key { return done.rowsWritten }
+                throw PipelineError.empty(stage: "attribute", what: "the partial sums of \(method)/\(granularity) do not cover its \(shardCount) shards; "
+                    + "run with --force attribute")
             }
+            let counts = sum.counts, present = counts.indices.filter { counts[$0] > 0 }
+            guard counts.count == groups, sum.sums.count == present.count * width else {
+                throw StoreError.corrupt("the partial sums of \(method)/\(granularity) hold \(sum.sums.count) values for \(counts.count) groups, "
+                    + "expected \(groups) groups of \(width); run with --force attribute")
+            }
+            // The groups without sequences stay zero, as when the shards were added here.
             var total = [Double](repeating: 0, count: groups * width)
-            var counts = [Int](repeating: 0, count: groups)
-            for s in shards {
-                let shardCounts = s.classCounts ?? [s.nSequences]
-                let present = shardCounts.indices.filter { shardCounts[$0] > 0 }   // the groups stored, in class order
-                guard shardCounts.count == groups, s.sums.count == present.count * width else {
-                    throw StoreError.corrupt("shard \(method)/\(granularity)/\(s.shardIndex) holds \(s.sums.count) sums for \(shardCounts.count) groups, "
-                        + "expected \(groups) groups of \(width); run with --force attribute")
-                }
-                for (k, g) in present.enumerated() {
-                    for i in 0 ..< width { total[g * width + i] += s.sums[k * width + i] }
-                    counts[g] += shardCounts[g]
+            for (k, g) in present.enumerated() {
+                total.withUnsafeMutableBufferPointer { t in
+                    sum.sums.withUnsafeBufferPointer { s in for i in 0 ..< width { t[g * width + i] = s[k * width + i] } }
                 }
             }
             func scores(_ groupsToAdd: [Int]) -> [Float] {

@@ -30,16 +30,16 @@ enum SelectStage: StageImplementation {
             guard let g = Granularity(rawValue: id.granularity), let layout = layouts[g] else {
                 throw StoreError.corrupt("score set \(id) does not match the spec's attribution granularity; run with --force attribute")
             }
-            sets.append((id, layout, try ctx.db.scores(id), try ctx.db.ranks(id)))
+            let scores = try ctx.db.scores(id)
+            sets.append((id, layout, scores, ScoreRanking.ranks(scores).map(Int.init)))
         }
         var randomSets: [ScoreSet] = []
         for (g, layout) in layouts.sorted(by: { $0.key < $1.key }) {
             for seed in spec.randomSeeds {
-                var rng = SplitMix64(seed: UInt64(bitPattern: Int64(seed)))
-                let values = (0 ..< layout.count).map { _ in Float(rng.nextUnitDouble()) }
+                let values = Baseline.randomScores(count: layout.count, seed: seed)
                 let ranks = ScoreRanking.ranks(values)   // ranked once: used here and stored
                 let id = RankingID(method: Baseline.random, granularity: g.rawValue, seed: seed)
-                randomSets.append(ScoreSet(id: id, layout: layout.stored, values: values, ranks: ranks))
+                randomSets.append(ScoreSet(id: id, layout: layout.stored, values: values, ranks: ranks, storesScores: false))
                 sets.append((id, layout, values, ranks.map(Int.init)))
             }
         }
@@ -136,7 +136,14 @@ enum EvaluateStage: StageImplementation {
             guard let g = Granularity(rawValue: s.granularity), let layout = layouts[g] else {
                 throw StoreError.corrupt("selection \(s.ranking) does not match the spec's attribution granularity; run with --force attribute")
             }
-            if ranksCache[s.ranking] == nil { ranksCache[s.ranking] = try ctx.db.ranks(s.ranking) }
+            if ranksCache[s.ranking] == nil {
+                // The random baseline's scores are not stored: the same seeded draw as select's.
+                let scores = s.method == Baseline.random ? Baseline.randomScores(count: layout.count, seed: s.seed) : try ctx.db.scores(s.ranking)
+                guard scores.count == layout.count else {
+                    throw StoreError.corrupt("the scores of \(s.ranking) number \(scores.count), the spec's layout \(layout.count); run with --force attribute")
+                }
+                ranksCache[s.ranking] = ScoreRanking.ranks(scores).map(Int.init)
+            }
             let kept = ranksCache[s.ranking]!.map { $0 <= s.nKept }
             model.parameters = Submodel.masked(full, layout: layout, kept: kept)
             records.append(evaluate(s.ranking, fraction: s.retentionFraction))
