@@ -204,9 +204,12 @@ public enum Benchmark {
                                 ledger: StageRecord(stage: "attribute", contentKey: "bench", rowsWritten: 0, seconds: 0))
         }
         let bytes = try bytesInUse() - empty
-        var readBack: [Float] = []
-        let read = try seconds { readBack = try db.scores(id) }
-        precondition(readBack == scores, "storage bench: the scores read back differ")
+        var read = 0.0
+        do {   // scoped: the copy read back is freed before the shard sums are made
+            var back: [Float] = []
+            read = try seconds { back = try db.scores(id) }
+            precondition(back == scores, "storage bench: the scores read back differ")
+        }
         let block = layout.blocks[layout.blocks.count / 2]
         var lookups: [Double] = []
         for k in 0 ..< 20 {

@@ -289,45 +289,127 @@ extension RunDatabase {
 
     /// Adds to the running total of (method, granularity) every committed shard that directly
     /// follows it (and `incoming`, which is not stored yet, when it is one of them; else stores
-    /// `incoming`'s sums in chunks), in shard order. Internal: runs inside a write transaction.
+    /// `incoming`'s sums in chunks), in shard order, element by element from zeros. When every
+    /// addend holds the same groups as the total (always, without per_class targets) this runs
+    /// chunk by chunk, so memory stays at one chunk beside `incoming`; otherwise (a class group
+    /// appears) the total is laid out again in memory. Internal: runs inside a write transaction.
     /// - Throws: `StoreError.corrupt` for a committed shard without sums or group layouts that disagree.
     func fold(_ db: Database, method: String, granularity: String, contentKey: String,
               incoming: (index: Int, sums: GroupedSums)?) throws {
         let meta = try Row.fetchOne(db, sql: "SELECT n_folded, class_counts FROM shard_totals WHERE method = ? AND granularity = ?",
                                     arguments: [method, granularity])
-        var folded: Int = meta?[0] ?? 0
+        let folded: Int = meta?[0] ?? 0
         let committed = Set(try Int.fetchAll(db, sql: "SELECT shard_index FROM shards WHERE method = ? AND granularity = ?", arguments: [method, granularity]))
         if let incoming, incoming.index != folded {
             try writeChunks(db, method: method, granularity: granularity, shardIndex: incoming.index, incoming.sums.sums)
             return
         }
         guard committed.contains(folded) else { return }
-        var total: GroupedSums?
-        if let meta, folded > 0 {
-            total = GroupedSums(counts: try Blob.unpack(meta[1], as: Int64.self).map(Int.init),
-                                sums: try readChunks(db, method: method, granularity: granularity, shardIndex: -1))
-        }
-        while committed.contains(folded) {
-            let what = "shard \(method)/\(granularity)/\(folded)"
-            let next: GroupedSums
-            if let incoming, incoming.index == folded {
-                next = incoming.sums
+        // The shards to add, in shard order: their group counts and, for `incoming`, its sums.
+        var addends: [(index: Int, counts: [Int], sums: [Double]?)] = []
+        var next = folded
+        while committed.contains(next) {
+            if let incoming, incoming.index == next {
+                addends.append((next, incoming.sums.counts, incoming.sums.sums))
             } else {
                 let row = try Row.fetchOne(db, sql: "SELECT n_sequences, class_counts FROM shards WHERE method = ? AND granularity = ? AND shard_index = ?",
-                                           arguments: [method, granularity, folded])!
+                                           arguments: [method, granularity, next])!
                 let counts: Data? = row[1]
-                let sums = try readChunks(db, method: method, granularity: granularity, shardIndex: folded)
-                guard !sums.isEmpty else { throw StoreError.corrupt("\(what) is recorded as done but its sums are missing; run with --force attribute") }
-                next = GroupedSums(counts: try counts.map { try Blob.unpack($0, as: Int64.self).map(Int.init) } ?? [row[0]], sums: sums)
-                try db.execute(sql: "DELETE FROM shard_sums WHERE method = ? AND granularity = ? AND shard_index = ?", arguments: [method, granularity, folded])
+                addends.append((next, try counts.map { try Blob.unpack($0, as: Int64.self).map(Int.init) } ?? [row[0]], nil))
             }
-            if total == nil { total = GroupedSums(counts: [Int](repeating: 0, count: next.counts.count), sums: []) }
-            try total!.add(next, what: what)
-            folded += 1
+            next += 1
         }
-        try writeChunks(db, method: method, granularity: granularity, shardIndex: -1, total!.sums)
+        let totalCounts: [Int]? = folded > 0 ? try meta.map { try Blob.unpack($0[1], as: Int64.self).map(Int.init) } : nil
+        var counts = totalCounts ?? [Int](repeating: 0, count: addends[0].counts.count)
+        if let layout = try streamingLayout(db, method: method, granularity: granularity, totalCounts: totalCounts, addends: addends) {
+            for a in addends { for g in counts.indices where g < a.counts.count { counts[g] += a.counts[g] } }
+            try foldInChunks(db, method: method, granularity: granularity, count: layout, hasTotal: totalCounts != nil, addends: addends)
+        } else {
+            var total = GroupedSums(counts: counts, sums: totalCounts == nil ? [] : try readChunks(db, method: method, granularity: granularity, shardIndex: -1))
+            for a in addends {
+                let what = "shard \(method)/\(granularity)/\(a.index)"
+                let sums = try a.sums ?? readChunks(db, method: method, granularity: granularity, shardIndex: a.index)
+                guard !sums.isEmpty else { throw StoreError.corrupt("\(what) is recorded as done but its sums are missing; run with --force attribute") }
+                try total.add(GroupedSums(counts: a.counts, sums: sums), what: what)
+            }
+            try writeChunks(db, method: method, granularity: granularity, shardIndex: -1, total.sums)
+            counts = total.counts
+        }
+        for a in addends where a.sums == nil {
+            try db.execute(sql: "DELETE FROM shard_sums WHERE method = ? AND granularity = ? AND shard_index = ?", arguments: [method, granularity, a.index])
+        }
         try db.execute(sql: "INSERT OR REPLACE INTO shard_totals (method, granularity, content_key, n_folded, class_counts) VALUES (?, ?, ?, ?, ?)",
-                       arguments: [method, granularity, contentKey, folded, Blob.pack(total!.counts.map(Int64.init))])
+                       arguments: [method, granularity, contentKey, next, Blob.pack(counts.map(Int64.init))])
+    }
+
+    /// The number of values of every addend and of the total when the fold can run chunk by
+    /// chunk: the same groups with sequences everywhere (so element i means the same thing in
+    /// each), the same length, and stored chunks of `storage.chunkValues` values (the last one
+    /// shorter). Nil otherwise (a group appears, or sums carried over by migration 0007 as one chunk).
+    private func streamingLayout(_ db: Database, method: String, granularity: String, totalCounts: [Int]?,
+                                 addends: [(index: Int, counts: [Int], sums: [Double]?)]) throws -> Int? {
+        func present(_ c: [Int]) -> [Int] { c.indices.filter { c[$0] > 0 } }
+        let groups = present(addends[0].counts)
+        guard addends.allSatisfy({ $0.counts.count == addends[0].counts.count && present($0.counts) == groups }),
+              totalCounts.map({ $0.count == addends[0].counts.count && present($0) == groups }) ?? true else { return nil }
+        func chunkLengths(_ index: Int) throws -> [Int] {
+            try Int.fetchAll(db, sql: "SELECT length(sums) FROM shard_sums WHERE method = ? AND granularity = ? AND shard_index = ? ORDER BY chunk_index",
+                             arguments: [method, granularity, index])
+        }
+        func uniform(_ lengths: [Int], count: Int) -> Bool {
+            let per = storage.chunkValues
+            return lengths.count == (count + per - 1) / per && lengths.enumerated().allSatisfy { $0.element == 8 * min(per, count - $0.offset * per) }
+        }
+        let count: Int
+        if let sums = addends.first(where: { $0.sums != nil })?.sums { count = sums.count } else { count = try chunkLengths(addends[0].index).reduce(0, +) / 8 }
+        guard count > 0 else { return nil }
+        for a in addends {
+            if let sums = a.sums { guard sums.count == count else { return nil } } else { guard uniform(try chunkLengths(a.index), count: count) else { return nil } }
+        }
+        if totalCounts != nil { guard uniform(try chunkLengths(-1), count: count) else { return nil } }
+        return count
+    }
+
+    /// The chunk-by-chunk fold: for each chunk of `count` values, the total's chunk (zeros when
+    /// there is no total yet) plus each addend's chunk in order, written back as the total's chunk.
+    private func foldInChunks(_ db: Database, method: String, granularity: String, count: Int, hasTotal: Bool,
+                              addends: [(index: Int, counts: [Int], sums: [Double]?)]) throws {
+        let per = storage.chunkValues
+        let st = try db.makeStatement(sql: "INSERT OR REPLACE INTO shard_sums (method, granularity, shard_index, chunk_index, sums) VALUES (?, ?, -1, ?, ?)")
+        let h = st.sqliteStatement
+        for (c, start) in stride(from: 0, to: count, by: per).enumerated() {
+            let n = min(per, count - start)
+            var chunk = hasTotal ? try readChunk(db, method: method, granularity: granularity, shardIndex: -1, chunk: c)
+                                 : [Double](repeating: 0, count: n)
+            for a in addends {
+                let part = try a.sums.map { Array($0[start ..< start + n]) } ?? readChunk(db, method: method, granularity: granularity, shardIndex: a.index, chunk: c)
+                chunk.withUnsafeMutableBufferPointer { t in part.withUnsafeBufferPointer { p in for i in 0 ..< n { t[i] += p[i] } } }
+            }
+            try chunk.withUnsafeBufferPointer { v in
+                sqlite3_bind_text(h, 1, method, -1, sqliteTransient)
+                sqlite3_bind_text(h, 2, granularity, -1, sqliteTransient)
+                sqlite3_bind_int64(h, 3, Int64(c))
+                sqlite3_bind_blob(h, 4, v.baseAddress!, Int32(n * 8), nil)   // SQLITE_STATIC: valid until the step below
+                try Self.step(h, db)
+            }
+        }
+        sqlite3_clear_bindings(h)
+    }
+
+    /// One stored chunk's values.
+    private func readChunk(_ db: Database, method: String, granularity: String, shardIndex: Int, chunk: Int) throws -> [Double] {
+        guard let data = try Data.fetchOne(db, sql: "SELECT sums FROM shard_sums WHERE method = ? AND granularity = ? AND shard_index = ? AND chunk_index = ?",
+                                           arguments: [method, granularity, shardIndex, chunk]) else {
+            throw StoreError.corrupt("chunk \(chunk) of the shard sums of \(method)/\(granularity)/\(shardIndex) is missing; run with --force attribute")
+        }
+        return Self.doubles(data)
+    }
+
+    /// Little-endian float64 values of a BLOB (its length is a multiple of 8).
+    static func doubles(_ data: Data) -> [Double] {
+        data.withUnsafeBytes { raw in
+            (0 ..< data.count / 8).map { Double(bitPattern: UInt64(littleEndian: raw.loadUnaligned(fromByteOffset: 8 * $0, as: UInt64.self))) }
+        }
     }
 
     /// Replaces the chunks of one shard (or of the running total, index -1) by `values`.

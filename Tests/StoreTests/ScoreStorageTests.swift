@@ -158,6 +158,30 @@ final class ScoreStorageTests: XCTestCase {
         }
     }
 
+    /// Without per_class groups (the chunk-by-chunk fold): 6 shards of 10 values in chunks of 4
+    /// (the last chunk short), committed in several orders, give exactly the in-order sum from
+    /// zeros, chunked like any shard.
+    func testOneGroupShardsFoldChunkByChunkBitIdentically() throws {
+        let width = 10
+        func sums(_ k: Int) -> [Double] { (0 ..< width).map { i in (i % 3 == 0 ? -1 : 1) * pow(10, Double((k * 5 + i * 3) % 19 - 9)) + Double(k) / 3 } }
+        var expected = [Double](repeating: 0, count: width)
+        for k in 0 ..< 6 { for i in 0 ..< width { expected[i] += sums(k)[i] } }
+        for order in [[0, 1, 2, 3, 4, 5], [5, 4, 3, 2, 1, 0], [2, 0, 5, 1, 4, 3]] {
+            try? FileManager.default.removeItem(at: dir)
+            try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+            let db = try open(chunkValues: 4)
+            for k in order {
+                try db.commitShard(ShardRecord(method: "activation", shardIndex: k, nSequences: k + 1, sums: sums(k), seconds: 1, contentKey: "key"), completeness: [])
+            }
+            XCTAssertEqual(try db.query("SELECT chunk_index, length(sums) FROM shard_sums ORDER BY shard_index, chunk_index").rows,
+                           [["0", "32"], ["1", "32"], ["2", "16"]], "only the running total, in 3 chunks")
+            let total = try XCTUnwrap(try db.shardTotal(method: "activation", granularity: "weight", contentKey: "key"))
+            XCTAssertEqual(total.nFolded, 6)
+            XCTAssertEqual(total.counts, [21])
+            XCTAssertEqual(total.sums.map(\.bitPattern), expected.map(\.bitPattern), "order \(order)")
+        }
+    }
+
     /// Shards of another content key are deleted with their stored sums and running total.
     func testStaleShardSumsGoWithTheirShards() throws {
         let db = try open()
