@@ -75,8 +75,11 @@ CREATE TABLE shard_sums (
     sums        BLOB NOT NULL,
     UNIQUE (method, granularity, shard_index, chunk_index)
 );
+-- Carried over only while the attribute stage has not written its scores (afterwards the sums
+-- are spent: kneuron now deletes them when it writes the scores).
 INSERT INTO shard_sums (method, granularity, shard_index, chunk_index, sums)
-SELECT method, granularity, shard_index, 0, sums FROM shards;
+SELECT method, granularity, shard_index, 0, sums FROM shards
+WHERE NOT EXISTS (SELECT 1 FROM stages WHERE stage = 'attribute');
 
 -- The running total of shards 0 ..< n_folded (added in shard order, starting from zeros);
 -- class_counts: little-endian int64 sequences per group (one group, or one per class), the
