@@ -61,6 +61,7 @@ let enumChoices: [String: [String]] = [
     "LinearModule": LinearModule.allCases.map(\.rawValue),
     "Granularity": Granularity.allCases.map(\.rawValue),
     "AttributionTarget": AttributionTarget.allCases.map(\.rawValue),
+    "CurveDirection": CurveDirection.allCases.map(\.rawValue),
 ]
 
 func keyPath(_ path: [CodingKey]) -> String {
@@ -359,6 +360,64 @@ public struct SelectionSpec: Codable, Sendable, Equatable {
     }
 }
 
+/// Which side of a ranking a curve's submodel ablates (issue 11).
+public enum CurveDirection: String, Codable, CaseIterable, Sendable, Comparable {
+    /// Keep the top fraction of the ranking, ablate the rest (the paper's retention).
+    case retain
+    /// Ablate the top fraction, keep the rest.
+    case delete
+
+    public static func < (a: CurveDirection, b: CurveDirection) -> Bool { allCases.firstIndex(of: a)! < allCases.firstIndex(of: b)! }
+}
+
+/// The evidence stage's parameters: curves of every ranking against random rankings.
+public struct EvidenceSpec: Codable, Sendable, Equatable {
+    /// Fractions of each ranking's elements kept (retain) or ablated (delete), each in (0, 1).
+    public var fractions: [Double] = [0.001, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5]
+    /// Curve directions evaluated.
+    public var directions: [CurveDirection] = [.retain, .delete]
+    /// Random rankings per granularity (seeds 1 ... N of the random baseline), the permutation
+    /// tests' null distribution; at least 2 (the smallest p-value is 1 / (N + 1)).
+    public var randomRankings: Int = 100
+    /// Bootstrap resamples of the test sequences for each accuracy's 95% interval (at least 100).
+    public var bootstrapResamples: Int = 1000
+    /// Seed of the bootstrap resampling.
+    public var seed: UInt64 = 1
+    enum CodingKeys: String, CodingKey, CaseIterable {
+        case fractions, directions, randomRankings = "random_rankings", bootstrapResamples = "bootstrap_resamples", seed
+    }
+    /// Creates the defaults: 8 fractions 0.001 ... 0.5, both directions, 100 random rankings, 1,000 resamples, seed 1.
+    public init() {}
+    public init(from decoder: Decoder) throws {
+        try rejectUnknownKeys(decoder, CodingKeys.self)
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        fractions = try c.decodeIfPresent([Double].self, forKey: .fractions) ?? fractions
+        directions = try c.decodeIfPresent([CurveDirection].self, forKey: .directions) ?? directions
+        randomRankings = try c.decodeIfPresent(Int.self, forKey: .randomRankings) ?? randomRankings
+        bootstrapResamples = try c.decodeIfPresent(Int.self, forKey: .bootstrapResamples) ?? bootstrapResamples
+        seed = try c.decodeIfPresent(UInt64.self, forKey: .seed) ?? seed
+        try rejectDuplicates(fractions, at: c.codingPath + [CodingKeys.fractions])
+        try rejectDuplicates(directions.map(\.rawValue), at: c.codingPath + [CodingKeys.directions])
+        if fractions.isEmpty {
+            throw SpecError.invalid(path: keyPath(c.codingPath + [CodingKeys.fractions]), message: "give at least one fraction in (0, 1), e.g. [0.01, 0.1, 0.5]")
+        }
+        for f in fractions where !(f > 0 && f < 1) {
+            throw SpecError.invalid(path: keyPath(c.codingPath + [CodingKeys.fractions]), message: "expected fractions in (0, 1), got \(f)")
+        }
+        if directions.isEmpty {
+            throw SpecError.invalid(path: keyPath(c.codingPath + [CodingKeys.directions]), message: "give retain, delete or both")
+        }
+        if randomRankings < 2 {
+            throw SpecError.invalid(path: keyPath(c.codingPath + [CodingKeys.randomRankings]),
+                                    message: "expected at least 2 random rankings (100 or more for p-values a reviewer accepts), got \(randomRankings)")
+        }
+        if bootstrapResamples < 100 {
+            throw SpecError.invalid(path: keyPath(c.codingPath + [CodingKeys.bootstrapResamples]),
+                                    message: "expected at least 100 resamples (1,000 or more for a 95% interval), got \(bootstrapResamples)")
+        }
+    }
+}
+
 /// A pipeline spec (YAML). Decoding is strict: an unknown key or a wrong type is an
 /// error that names the key path.
 public struct PipelineSpec: Codable, Sendable, Equatable {
@@ -378,9 +437,11 @@ public struct PipelineSpec: Codable, Sendable, Equatable {
     public var attribution = AttributionSpec()
     /// Select-stage parameters (YAML `selection`; `SelectionSpec` defaults when absent).
     public var selection = SelectionSpec()
+    /// Evidence-stage parameters (YAML `evidence`; `EvidenceSpec` defaults when absent).
+    public var evidence = EvidenceSpec()
 
     enum CodingKeys: String, CodingKey, CaseIterable {
-        case name, inputs, labelLevel = "label_level", split, model, train, attribution, selection
+        case name, inputs, labelLevel = "label_level", split, model, train, attribution, selection, evidence
     }
 
     /// Creates a spec with `name` and `inputs` and every other field at its default
@@ -398,6 +459,7 @@ public struct PipelineSpec: Codable, Sendable, Equatable {
         train = try c.decodeIfPresent(TrainSpec.self, forKey: .train) ?? train
         attribution = try c.decodeIfPresent(AttributionSpec.self, forKey: .attribution) ?? attribution
         selection = try c.decodeIfPresent(SelectionSpec.self, forKey: .selection) ?? selection
+        evidence = try c.decodeIfPresent(EvidenceSpec.self, forKey: .evidence) ?? evidence
         if !(1 ... 4).contains(labelLevel) {
             throw SpecError.invalid(path: "label_level", message: "expected 1...4 (1 = EC class), got \(labelLevel)")
         }

@@ -57,7 +57,7 @@ public enum PipelineError: Error, CustomStringConvertible {
 
 /// The pipeline's stages in run order.
 public enum Stage: String, CaseIterable, Sendable, Comparable {
-    case ingest, tokenize, split, train, attribute, select, evaluate, report
+    case ingest, tokenize, split, train, attribute, select, evaluate, evidence, report
 
     /// The stage's implementation: its parameters, version and work (one file per stage in
     /// `Stages/`); the runner loops over stages and calls these.
@@ -70,6 +70,7 @@ public enum Stage: String, CaseIterable, Sendable, Comparable {
         case .attribute: AttributeStage.self
         case .select: SelectStage.self
         case .evaluate: EvaluateStage.self
+        case .evidence: EvidenceStage.self
         case .report: ReportStage.self
         }
     }

@@ -80,6 +80,10 @@ extension RunDatabase {
         func sql(_ statement: String) -> (Database) throws -> Int { { db in try db.execute(sql: statement); return db.changesCount } }
         func scoreSets(_ condition: String) -> (Database) throws -> Int { { db in try Self.deleteScoreSets(db, where: condition) } }
         let deletes: [(stage: String, table: String, delete: (Database) throws -> Int)] = [
+            ("evidence", "significance", sql("DELETE FROM significance")),
+            ("evidence", "curve_auc", sql("DELETE FROM curve_auc")),
+            ("evidence", "curves", sql("DELETE FROM curves")),
+            ("evidence", "evidence_units", sql("DELETE FROM evidence_units")),
             ("evaluate", "evaluation_classes", sql("DELETE FROM evaluation_classes")),
             ("evaluate", "evaluations", sql("DELETE FROM evaluations")),
             ("select", "selection_density", sql("DELETE FROM selection_density")),

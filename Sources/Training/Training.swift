@@ -236,13 +236,15 @@ public final class Trainer {
 
     /// Forward-only pass over `examples` in their order, in batches of `batchSize` sorted by
     /// length within the pass (less padding; results are put back in input order).
-    /// - Returns: the stats (mean cross-entropy, accuracy) and the arg-max class per example.
-    public func evaluate(_ examples: [Example], batchSize: Int) -> (stats: EpochStats, predictions: [Int]) {
+    /// - Returns: the stats (mean cross-entropy, accuracy), the arg-max class per example, and
+    ///   each example's softmax probability of its label (float64 from the float32 logits).
+    public func evaluate(_ examples: [Example], batchSize: Int) -> (stats: EpochStats, predictions: [Int], trueClassProbabilities: [Double]) {
         let t0 = Date()
         let C = model.config.numLabels
         let bs = max(1, batchSize)
         let byLength = examples.indices.sorted { (examples[$0].tokens.count, $0) < (examples[$1].tokens.count, $1) }
         var predictions = [Int](repeating: -1, count: examples.count)
+        var pTrue = [Double](repeating: 0, count: examples.count)
         var lossSum = 0.0, correct = 0
         var start = 0
         while start < byLength.count {
@@ -254,12 +256,16 @@ public final class Trainer {
             for (r, i) in idx.enumerated() {
                 predictions[i] = Trainer.argmax(logits, row: r, classes: C)
                 if predictions[i] == examples[i].label { correct += 1 }
+                // softmax of the row, max-shifted: P(label) = exp(z_y - m) / sum_c exp(z_c - m)
+                let row = (0 ..< C).map { Double(logits[r * C + $0]) }
+                let m = row.max() ?? 0
+                pTrue[i] = exp(row[examples[i].label] - m) / row.reduce(0) { $0 + exp($1 - m) }
             }
             start += bs
         }
         let n = max(1, examples.count)
         return (EpochStats(loss: lossSum / Double(n), accuracy: Double(correct) / Double(n), examples: examples.count,
-                           seconds: Date().timeIntervalSince(t0)), predictions)
+                           seconds: Date().timeIntervalSince(t0)), predictions, pTrue)
     }
 
     /// Index of the largest logit of row `row` of (B,C) logits (first on ties).

@@ -9,11 +9,12 @@ import Pipeline
 struct BenchCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "bench",
-        abstract: "Time forward, train (forward + backward) and integrated gradients on the ESM-2 t6_8M shape.",
+        abstract: "Time forward, train (forward + backward) and integrated gradients on the ESM-2 t6_8M shape, and score storage on any preset's shape.",
         discussion: """
-            Random weights, float32, batch 8 x 256 tokens (ig: 1 x 256, 20 steps). Prints median and minimum \\
-            wall time, GFLOP/s (analytic count) and peak RSS. OpenBLAS reads OPENBLAS_CORETYPE before main(); \\
-            the core type in effect is printed.
+            Random weights, float32, batch 8 x 256 tokens (ig: 1 x 256, 20 steps). Prints median and minimum \
+            wall time, GFLOP/s (analytic count) and peak RSS. OpenBLAS reads OPENBLAS_CORETYPE before main(); \
+            the core type in effect is printed. --workload storage writes one method's score set of --preset's \
+            layout (--modules, --granularity) and two shards' partial sums to a temporary database.
             """)
     enum WorkloadChoice: String, ExpressibleByArgument, CaseIterable { case all, forward, train, ig, sqlite, storage }
 

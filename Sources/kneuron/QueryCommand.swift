@@ -7,7 +7,7 @@ struct QueryCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "query",
         abstract: "Run one read-only SQL statement against a run's database.",
-        discussion: "Statements that write are refused. Views: neuron_scores, selection_members, top_neurons, class_top_neurons, neuron_across_methods, kept_density, accuracy_table (docs/schema.md)."
+        discussion: "Statements that write are refused. Views: neuron_scores (the best-ranked 1,000,000 of each set), all_scores (every score, decoded from score_rows), selection_members, top_neurons, class_top_neurons, neuron_across_methods, kept_density, accuracy_table; evidence tables: curves, curve_auc, significance (docs/schema.md)."
     )
     enum Format: String, ExpressibleByArgument { case table, csv, json }
 

@@ -84,6 +84,14 @@ struct EvaluateCommand: StageCommand {
     @OptionGroup var options: RunOptions
 }
 
+struct EvidenceCommand: StageCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "evidence",
+        abstract: "Retain and delete curves of every ranking against random rankings: bootstrap intervals, permutation p-values, curve areas.")
+    static let stage = Stage.evidence
+    @OptionGroup var options: RunOptions
+}
+
 struct ReportCommand: StageCommand {
     static let configuration = CommandConfiguration(commandName: "report", abstract: "Print and write the accuracy tables and the densities of what was kept.")
     static let stage = Stage.report

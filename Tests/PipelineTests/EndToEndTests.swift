@@ -43,6 +43,7 @@ final class EndToEndTests: XCTestCase {
         train: {epochs: 2, batch_size: 16, learning_rate: 0.002, seed: 1}
         attribution: {steps: 4, shard_size: 3, max_sequences: 24}
         selection: {retention_fractions: [0.5, 0.1], random_seeds: [1, 2, 3]}
+        evidence: {fractions: [0.1, 0.5], random_rankings: 4, bootstrap_resamples: 200}
         """
         let path = dir.appendingPathComponent("e2e.yaml").path
         try spec.write(toFile: path, atomically: true, encoding: .utf8)
@@ -61,7 +62,7 @@ final class EndToEndTests: XCTestCase {
         let spec = try writeSpec()
         let dbPath = dir.appendingPathComponent("e2e.sqlite").path
         let first = try runInProcess(spec: spec, db: dbPath)
-        XCTAssertEqual(first.map(\.ran), Array(repeating: true, count: 8))
+        XCTAssertEqual(first.map(\.ran), Array(repeating: true, count: Stage.allCases.count))
         let db = try RunDatabase(path: dbPath, readOnly: true)
         XCTAssertEqual(try count(db, "SELECT COUNT(*) FROM sequences"), 280)
         XCTAssertEqual(try count(db, "SELECT COUNT(*) FROM rejected_records"), 0)
@@ -102,7 +103,7 @@ final class EndToEndTests: XCTestCase {
         XCTAssertTrue(report.contains("Data: 280 sequences (train 168, select 56, test 56); 0 records rejected (reasons in `rejected_records`)."), report)
 
         let second = try runInProcess(spec: spec, db: dbPath)
-        XCTAssertEqual(second.map(\.ran), Array(repeating: false, count: 8), "a second run does nothing")
+        XCTAssertEqual(second.map(\.ran), Array(repeating: false, count: Stage.allCases.count), "a second run does nothing")
         XCTAssertEqual(try count(db, "SELECT COUNT(*) FROM neuron_scores"), 30720)
     }
 
@@ -159,7 +160,7 @@ final class EndToEndTests: XCTestCase {
         let shardsAtKill = try count(partial, "SELECT COUNT(*) FROM shards")
         let during = try RunStatus.read(db: partial)
         XCTAssertFalse(during.complete)
-        XCTAssertEqual(during.lines.map(\.done), [true, true, true, true, false, false, false, false])
+        XCTAssertEqual(during.lines.map(\.done), [true, true, true, true, false, false, false, false, false])
         XCTAssertEqual(during.shards.count, 16)
         XCTAssertEqual(during.shards.filter(\.done).count, shardsAtKill)
         XCTAssertEqual(Set(during.shards.map(\.sequences)), [3])
@@ -259,12 +260,12 @@ final class EndToEndTests: XCTestCase {
                        try b.query("SELECT layer, module, row, col, score, rank FROM neuron_scores ORDER BY method, rank").rows,
                        "the sharded run's ranked rows are the reference's best 500 of each set")
         let after = try RunStatus.read(db: b)
-        XCTAssertEqual(after.lines.map(\.done), [true, true, true, true, true, false, false, false])
+        XCTAssertEqual(after.lines.map(\.done), [true, true, true, true, true, false, false, false, false])
         XCTAssertEqual(after.shards.filter(\.done).count, 16)
         XCTAssertEqual(try b.query("PRAGMA integrity_check").rows, [["ok"]])
         // The rest of the pipeline continues from the combined scores.
         let rest = try runInProcess(spec: spec, db: sharded)
-        XCTAssertEqual(rest.map(\.ran), [false, false, false, false, false, true, true, true])
+        XCTAssertEqual(rest.map(\.ran), [false, false, false, false, false, true, true, true, true])
         XCTAssertEqual(try a.evaluations(), try RunDatabase(path: sharded, readOnly: true).evaluations())
     }
 
@@ -477,15 +478,18 @@ final class EndToEndTests: XCTestCase {
             ("selection_density", "SELECT * FROM selection_density ORDER BY 1, 2, 3, 4, 5"),
             ("evaluations", "SELECT method, retention_fraction, seed, n_test, n_correct, accuracy, macro_f1 FROM evaluations ORDER BY 1, 2, 3"),
             ("evaluation_classes", "SELECT * FROM evaluation_classes ORDER BY 1, 2, 3, 4"),
+            ("curves", "SELECT method, granularity, target_class, seed, direction, fraction, n_ablated, n_correct, accuracy, accuracy_low, accuracy_high, macro_f1, p_true FROM curves ORDER BY 1, 2, 3, 4, 5, 6"),
+            ("curve_auc", "SELECT * FROM curve_auc ORDER BY 1, 2, 3, 4, 5"),
+            ("significance", "SELECT * FROM significance ORDER BY 1, 2, 3, 4, 5"),
             ("stages", "SELECT stage, content_key, rows_written FROM stages ORDER BY 1"),
         ]
         let expected = try RunDatabase(path: reference, readOnly: true)
         var rng = SplitMix64(seed: 2026)
         var kills = 0, runs = 0, rowsCompared = 0
         var killedIn: [String: Int] = [:]
-        let stagesToHit = ["ingest", "tokenize", "split", "train", "attribute", "evaluate"]
+        let stagesToHit = ["ingest", "tokenize", "split", "train", "attribute", "evaluate", "evidence"]
         func missedStage() -> Bool { stagesToHit.contains { (killedIn[$0] ?? 0) == 0 } }
-        while (kills < 20 || missedStage()) && runs < 14 {
+        while (kills < 20 || missedStage()) && runs < 16 {
             runs += 1
             let db = dir.appendingPathComponent("crash-\(runs).sqlite").path
             var attempts = 0

@@ -31,11 +31,12 @@ extension EndToEndTests {   // its temporary `dir`, set up and removed per test
           shard_size: 4
           max_sequences: 10
         selection: {retention_fractions: [0.5, 0.1], random_seeds: [1, 2, 3]}
+        evidence: {fractions: [0.1, 0.5], random_rankings: 4, bootstrap_resamples: 200}
         """.write(toFile: specPath, atomically: true, encoding: .utf8)
         let dbPath = dir.appendingPathComponent("engine.sqlite").path
         let database = try RunDatabase(path: dbPath)
         let ctx = try RunContext(spec: try PipelineSpec.load(path: specPath), specPath: specPath, db: database, quiet: true)
-        XCTAssertEqual(try PipelineRunner(context: ctx).run(Stage.allCases).map(\.ran), Array(repeating: true, count: 8))
+        XCTAssertEqual(try PipelineRunner(context: ctx).run(Stage.allCases).map(\.ran), Array(repeating: true, count: Stage.allCases.count))
         let db = try RunDatabase(path: dbPath, readOnly: true)
         func rows(_ sql: String) throws -> [[String?]] { try db.query(sql).rows }
 

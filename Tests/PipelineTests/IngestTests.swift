@@ -16,7 +16,11 @@ final class IngestTests: XCTestCase {
 
     override func tearDownWithError() throws { try? FileManager.default.removeItem(at: dir) }
 
-    static var sharedData: URL { EndToEndTests.packageRoot.deletingLastPathComponent().appendingPathComponent("shared/data") }
+    /// The shared data directory: `$KNEURON_SHARED_DATA`, else `<package root>/../shared/data` (as ProteinDataTests).
+    static var sharedData: URL {
+        if let env = ProcessInfo.processInfo.environment["KNEURON_SHARED_DATA"], !env.isEmpty { return URL(fileURLWithPath: env) }
+        return EndToEndTests.packageRoot.deletingLastPathComponent().appendingPathComponent("shared/data")
+    }
 
     func quirk(_ name: String) throws -> String {
         let p = Self.sharedData.appendingPathComponent("quirks/\(name)").path

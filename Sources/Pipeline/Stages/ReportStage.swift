@@ -12,6 +12,8 @@ public struct RunReport: Sendable {
     public var accuracyCSV: String
     /// `method,granularity,target_class,retention_fraction,seed,layer,module,n_kept,n_total,density`.
     public var densityCSV: String
+    /// Every curve point of the evidence stage (`curves`), one row each; header only when it has not run.
+    public var curvesCSV: String
 
     static func fmt(_ x: Double, _ digits: Int = 4) -> String { String(format: "%.\(digits)f", x) }
 
@@ -54,7 +56,11 @@ public struct RunReport: Sendable {
             md += "Model: " + (spec.model.checkpoint.map { "checkpoint `\($0)`, fine-tuned" }
                 ?? "preset `\(spec.model.preset ?? "small")` trained here from random weights (no pretrained ESM-2)")
             md += " for \(spec.train.epochs) epochs, `\(spec.model.pooling.rawValue)` pooling, at most \(spec.model.maxLength) tokens. "
-            md += "Neurons selected on the \(spec.split.selectOn.split.rawValue) split, submodels evaluated on test"
+            md += "Spec `\(name)`, kneuron \(try db.run()?.kneuronVersion ?? "?"). Methods: "
+                + spec.attribution.methods.map { label($0.rawValue) }.joined(separator: ", ")
+                + " (docs/attribution.md), over \(spec.attribution.modules.map(\.rawValue).joined(separator: ", ")) at "
+                + spec.attribution.granularity.map(\.rawValue).joined(separator: " and ") + " granularity. "
+            md += "Rankings computed on the \(spec.split.selectOn.split.rawValue) split, submodels evaluated on test"
             md += spec.split.selectOn == .test ? " (the paper's protocol: selection sees the test set). " : ". "
             md += "Integrated gradients: \(spec.attribution.steps) steps.\n\n"
         }
@@ -100,7 +106,7 @@ public struct RunReport: Sendable {
                 }
                 md += row + "\n"
             }
-            md += "\nRandom: mean ± sd over seeds. Submodels " + (g == Granularity.weight.rawValue
+            md += "\nRandom: mean ± sd over \(Set(evals.filter { $0.method == Baseline.random && $0.granularity == g }.map(\.seed)).count) seeds. Submodels " + (g == Granularity.weight.rawValue
                 ? "zero every scored weight not kept (and the bias of a fully dropped row)"
                 : "zero every scored neuron not kept (its weight row and bias, so its activation is 0 at every position)")
             md += "; no retraining.\n\n"
@@ -144,7 +150,7 @@ public struct RunReport: Sendable {
 
             // Where the kept elements live: share of each module among the kept ones.
             md += "### Where the kept \(what) are: share per module\n\n"
-            md += "Share of the kept \(what) in each module; random's rows are the modules' shares by size, the baseline to read the others against.\n\n"
+            md += "Share of the kept \(what) in each module; random's rows are a random subset's shares, i.e. the modules' sizes up to sampling noise (large when few are kept), the baseline to read the others against.\n\n"
             md += "| method | kept | " + modules.joined(separator: " | ") + " |\n|---|---|" + modules.map { _ in "---|" }.joined() + "\n"
             for m in trueClassMethods(g) {
                 for f in fractions {
@@ -173,11 +179,75 @@ public struct RunReport: Sendable {
                 md += "\n"
             }
         }
+        let (evidenceMarkdown, curvesCSV) = try evidence(db: db, classes: classes, label: label)
+        md += evidenceMarkdown
         var dcsv = "method,granularity,target_class,retention_fraction,seed,layer,module,n_kept,n_total,density\n"
         for d in densities {
             dcsv += "\(d.method),\(d.granularity),\(d.targetClass),\(d.retentionFraction),\(d.seed),\(d.layer),\(d.module),\(d.nKept),\(d.nTotal),\(Double(d.nKept) / Double(d.nTotal))\n"
         }
-        return RunReport(markdown: md, accuracyCSV: csv, densityCSV: dcsv)
+        return RunReport(markdown: md, accuracyCSV: csv, densityCSV: dcsv, curvesCSV: curvesCSV)
+    }
+
+    /// The evidence section (issue 11): per granularity and direction, every attributed
+    /// ranking's accuracy with its bootstrap 95% interval and permutation p-value against the
+    /// random rankings at each fraction, and the curve areas; plus every curve point as CSV.
+    /// Empty when the evidence stage has not run.
+    static func evidence(db: RunDatabase, classes: [ClassRecord], label: (String) -> String) throws -> (markdown: String, csv: String) {
+        let significance = try db.significance(), areas = try db.curveAreas(), points = try db.curvePoints()
+        var csv = "method,granularity,target_class,seed,direction,fraction,modules,n_ablated,n_total,n_test,n_correct,accuracy,accuracy_low,accuracy_high,macro_f1,p_true\n"
+        for p in points {
+            csv += "\(p.ranking.method),\(p.ranking.granularity),\(p.ranking.targetClass),\(p.ranking.seed),\(p.direction),\(p.fraction),\"\(p.modules)\","
+                + "\(p.nAblated),\(p.nTotal),\(p.nTest),\(p.nCorrect),\(p.accuracy),\(p.accuracyLow),\(p.accuracyHigh),\(p.macroF1),\(p.pTrue)\n"
+        }
+        guard !significance.isEmpty else { return ("", csv) }
+        func name(_ r: RankingID) -> String {
+            label(r.method) + (r.targetClass >= 0 ? " (\(classes.first { $0.classIndex == r.targetClass }?.ecLabel ?? String(r.targetClass)))" : "")
+        }
+        func p(_ x: Double) -> String { x < 0.001 ? String(format: "%.1e", x) : String(format: "%.3f", x) }
+        var md = "## Evidence against random rankings\n\n"
+        let nRandom = significance.map(\.nRandom).max() ?? 0
+        md += "Each attributed ranking against \(nRandom) random rankings of the same granularity and modules, at the same fraction. "
+        md += "`retain` keeps the top fraction and ablates the rest (higher accuracy is better); `delete` ablates the top fraction "
+        md += "(lower is better). Cells: accuracy [bootstrap 95% interval over test sequences], one-sided permutation p-value "
+        md += "(1 + #random at least as good) / (1 + \(nRandom)); random: mean ± sd. `area`: mean height of the accuracy curve over "
+        md += "log10(fraction), with its p-value against the random areas. \(significance.count) point tests here, uncorrected: at "
+        md += "p < 0.05 about \(Int((Double(significance.count) * 0.05).rounded())) would pass by chance alone (Bonferroni threshold "
+        md += "\(p(0.05 / Double(significance.count)))).\n\n"
+        var passing: [String] = []
+        for g in Granularity.allCases.map(\.rawValue) where significance.contains(where: { $0.ranking.granularity == g }) {
+            for direction in CurveDirection.allCases.map(\.rawValue) {
+                let rows = significance.filter { $0.ranking.granularity == g && $0.direction == direction }
+                guard !rows.isEmpty else { continue }
+                let fractions = Array(Set(rows.map(\.fraction))).sorted()
+                md += "### \(g) granularity, \(direction)\n\n| ranking | " + fractions.map { "\(pct($0)) |" }.joined(separator: " ") + " area |\n"
+                md += "|---|" + fractions.map { _ in "---|" }.joined() + "---|\n"
+                let randomAreas = areas.filter { $0.ranking.method == Baseline.random && $0.ranking.granularity == g && $0.direction == direction }.map(\.accuracy)
+                var randomRow = "| random (\(nRandom)) |"
+                for f in fractions {
+                    let r = rows.first { $0.fraction == f }!
+                    randomRow += " \(fmt(r.randomMean, 3)) ± \(fmt(r.randomSD ?? 0, 3)) |"
+                }
+                let ma = randomAreas.reduce(0, +) / Double(max(1, randomAreas.count))
+                let sa = randomAreas.count > 1 ? (randomAreas.reduce(0) { $0 + ($1 - ma) * ($1 - ma) } / Double(randomAreas.count - 1)).squareRoot() : 0
+                md += randomRow + " \(fmt(ma, 3)) ± \(fmt(sa, 3)) |\n"
+                let rankings = rows.map(\.ranking).reduce(into: [RankingID]()) { if !$0.contains($1) { $0.append($1) } }.sorted()
+                for r in rankings {
+                    var row = "| \(name(r)) |"
+                    for f in fractions {
+                        guard let s = rows.first(where: { $0.ranking == r && $0.fraction == f }) else { row += " |"; continue }
+                        row += " \(fmt(s.accuracy, 3)) [\(fmt(s.accuracyLow, 3)), \(fmt(s.accuracyHigh, 3))] p=\(p(s.pValue)) |"
+                        if s.pValue < 0.05 { passing.append("\(name(r)) \(g) \(direction) \(pct(f)) (p = \(p(s.pValue)))") }
+                    }
+                    let a = areas.first { $0.ranking == r && $0.direction == direction }
+                    row += a.map { " \(fmt($0.accuracy, 3)) p=\($0.pValue.map(p) ?? "") |" } ?? " |"
+                    md += row + "\n"
+                }
+                md += "\n"
+            }
+        }
+        md += passing.isEmpty ? "No ranking beats random at p < 0.05 at any point.\n\n"
+            : "At p < 0.05 (uncorrected): " + passing.joined(separator: "; ") + ".\n\n"
+        return (md, csv)
     }
 
     static func pct(_ f: Double) -> String {
@@ -186,7 +256,7 @@ public struct RunReport: Sendable {
     }
 }
 
-/// Stage 8: prints the report and writes `report.md`, `accuracy.csv` and `density.csv`
+/// Stage 9: prints the report and writes `report.md`, `accuracy.csv` and `density.csv`
 /// into the run's artifacts directory.
 enum ReportStage: StageImplementation {
     /// None of its own.
@@ -197,11 +267,12 @@ enum ReportStage: StageImplementation {
         let report = try RunReport.build(db: ctx.db)
         let dir = ctx.artifactsDirectory
         try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
-        for (name, text) in [("report.md", report.markdown), ("accuracy.csv", report.accuracyCSV), ("density.csv", report.densityCSV)] {
+        for (name, text) in [("report.md", report.markdown), ("accuracy.csv", report.accuracyCSV), ("density.csv", report.densityCSV),
+                             ("curves.csv", report.curvesCSV)] {
             try Data(text.utf8).write(to: URL(fileURLWithPath: (dir as NSString).appendingPathComponent(name)), options: .atomic)
         }
         print(report.markdown)
-        ctx.log("  wrote \(dir)/report.md, accuracy.csv, density.csv")
+        ctx.log("  wrote \(dir)/report.md, accuracy.csv, density.csv, curves.csv")
         try ctx.db.commitLedger(StageRecord(stage: Stage.report.rawValue, contentKey: key, rowsWritten: 0, seconds: Date().timeIntervalSince(start)))
         return 0
     }
