@@ -152,10 +152,7 @@ extension RunDatabase {
                                requiring: LedgerRequirement? = nil) throws -> Int {
         try write("writing the evidence tests") { db in
             try Self.requireLedger(db, requiring, doing: "testing the curves")
-            if let row = try Row.fetchOne(db, sql: "SELECT content_key, rows_written FROM stages WHERE stage = ?", arguments: [ledger.stage]) {
-                if (row[0] as String) == ledger.contentKey { return row[1] as Int }
-                throw StoreError.superseded("stage \(ledger.stage) was recorded by another process with other parameters while this one worked; this process's work is dropped")
-            }
+            if let rows = try Self.alreadyRecorded(db, ledger) { return rows }
             let a = try db.makeStatement(sql: "INSERT INTO curve_auc VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")
             for r in auc {
                 try a.execute(arguments: [r.ranking.method, r.ranking.granularity, r.ranking.targetClass, r.ranking.seed, r.direction,

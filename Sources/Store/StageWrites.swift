@@ -302,6 +302,15 @@ extension RunDatabase {
 
     // MARK: attribute
 
+    /// The rows another process recorded for `ledger`'s stage under the same content key (it
+    /// finished first: nothing more to write), or nil when the stage is not recorded.
+    /// - Throws: `StoreError.superseded` when it is recorded under another key.
+    static func alreadyRecorded(_ db: Database, _ ledger: StageRecord) throws -> Int? {
+        guard let row = try Row.fetchOne(db, sql: "SELECT content_key, rows_written FROM stages WHERE stage = ?", arguments: [ledger.stage]) else { return nil }
+        if (row[0] as String) == ledger.contentKey { return row[1] as Int }
+        throw StoreError.superseded("stage \(ledger.stage) was recorded by another process with other parameters while this one worked; this process's work is dropped")
+    }
+
     /// Throws `StoreError.superseded` unless the ledger records `stage` with `contentKey`
     /// (checked inside the caller's write transaction).
     static func requireLedger(_ db: Database, _ requirement: LedgerRequirement?, doing work: String) throws {
@@ -397,10 +406,7 @@ extension RunDatabase {
                              requiring: LedgerRequirement? = nil) throws -> Int {
         try write("writing neuron scores") { db in
             try Self.requireLedger(db, requiring, doing: "combining the shards")
-            if let row = try Row.fetchOne(db, sql: "SELECT content_key, rows_written FROM stages WHERE stage = ?", arguments: [ledger.stage]) {
-                if (row[0] as String) == ledger.contentKey { return row[1] as Int }
-                throw StoreError.superseded("stage \(ledger.stage) was recorded by another process with other parameters while this one worked; this process's work is dropped")
-            }
+            if let rows = try Self.alreadyRecorded(db, ledger) { return rows }
             var n = 0
             for s in scores { n += try Self.insertScores(db, s, storage: storage) }
             // The shards' partial sums are folded into these scores: their space is free again
