@@ -99,3 +99,41 @@ ALTER TABLE stages_0008 RENAME TO stages;
 -- evaluate, not evidence: its ledger row is dropped so that the next run writes the report
 -- again after the evidence stage (the report stage only reads the database, so nothing is lost).
 DELETE FROM stages WHERE stage = 'report';
+
+-- all_scores: a score_rows BLOB of the wrong length (a damaged database) gives NULL scores
+-- instead of decoding garbage; neuron_across_methods: random_rank_mean only when every random
+-- seed of the granularity has a ranked row for the element (else NULL: the mean of the ranked
+-- rows alone would be biased towards the top ranks).
+DROP VIEW neuron_across_methods;
+DROP VIEW all_scores;
+CREATE VIEW all_scores AS
+SELECT method, granularity, target_class, seed, layer, module, row, col,
+       CASE WHEN bits >> 31 THEN -1.0 ELSE 1.0 END
+         * ((bits & 8388607) + CASE WHEN (bits >> 23) & 255 > 0 THEN 8388608 ELSE 0 END)
+         * (SELECT f.scale FROM float32_scales f WHERE f.exponent = (bits >> 23) & 255) AS score,
+       (SELECT v.rank FROM score_values v WHERE v.id = score_id) AS rank
+FROM (
+  SELECT method, granularity, target_class, seed, layer, module, row, col, score_id,
+         (instr('0123456789ABCDEF', substr(h, 1, 1)) - 1) * 16 + instr('0123456789ABCDEF', substr(h, 2, 1)) - 1
+       + (((instr('0123456789ABCDEF', substr(h, 3, 1)) - 1) * 16 + instr('0123456789ABCDEF', substr(h, 4, 1)) - 1) << 8)
+       + (((instr('0123456789ABCDEF', substr(h, 5, 1)) - 1) * 16 + instr('0123456789ABCDEF', substr(h, 6, 1)) - 1) << 16)
+       + (((instr('0123456789ABCDEF', substr(h, 7, 1)) - 1) * 16 + instr('0123456789ABCDEF', substr(h, 8, 1)) - 1) << 24) AS bits
+  FROM (
+    SELECT s.method, s.granularity, s.target_class, s.seed, b.layer, b.module, r.row, c.col,
+           s.set_id * 4294967296 + b.offset + r.row * b.n_cols + c.col AS score_id,
+           CASE WHEN length(r.scores) = 4 * b.n_cols THEN hex(substr(r.scores, 4 * c.col + 1, 4)) END AS h
+    FROM score_sets s
+    CROSS JOIN score_blocks b ON b.set_id = s.set_id
+    CROSS JOIN score_rows r ON r.set_id = b.set_id AND r.block_index = b.block_index
+    CROSS JOIN score_columns c ON c.col < b.n_cols));
+CREATE VIEW neuron_across_methods AS
+SELECT n.granularity, n.layer, n.module, n.row, n.col, n.method, n.target_class, c.ec_label, n.score, n.rank,
+       (SELECT s.n_scores FROM score_sets s WHERE s.method = n.method AND s.granularity = n.granularity
+          AND s.target_class = n.target_class AND s.seed = n.seed) AS n_scores,
+       (SELECT CASE WHEN COUNT(*) = (SELECT COUNT(*) FROM score_sets q WHERE q.method = 'random' AND q.granularity = n.granularity)
+                    THEN AVG(r.rank) END
+          FROM neuron_scores r
+         WHERE r.method = 'random' AND r.granularity = n.granularity AND r.layer = n.layer
+           AND r.module = n.module AND r.row = n.row AND r.col = n.col) AS random_rank_mean
+FROM all_scores n LEFT JOIN classes c ON c.class_index = n.target_class
+WHERE n.method != 'random';

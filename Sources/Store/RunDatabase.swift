@@ -110,7 +110,7 @@ public final class RunDatabase: @unchecked Sendable {
         } catch let e as DatabaseError where e.resultCode == .SQLITE_NOTADB {
             throw StoreError.notSQLite(path: path)
         } catch {
-            throw StoreError.cannotOpen(path: path, reason: "\(error); check that the directory exists and is writable")
+            throw StoreError.cannotOpen(path: path, reason: "\(error); check that the directory exists and is writable and that its disk is not full")
         }
         if !readOnly { try migrate() }
     }
@@ -263,19 +263,22 @@ public final class RunDatabase: @unchecked Sendable {
 
     /// Migration 0007: every score of the existing (non-random) sets had a row in score_values;
     /// writes them as float32 rows of score_rows (exact: they were float32 values stored as
-    /// REAL), then keeps score_values rows only for ranks 1 ... `storage.rankedRows`.
+    /// REAL), then keeps score_values rows only for ranks 1 ... `storage.rankedRows`. A set that
+    /// misses rows (a damaged database) is left as it was, so the migration completes and reading
+    /// that set later says what to do (`--force attribute`).
     static func packScoreRows(_ db: Database, _ storage: ScoreStorage) throws {
         let st = try db.makeStatement(sql: "INSERT INTO score_rows (set_id, block_index, row, scores) VALUES (?, ?, ?, ?)")
-        for set in try Row.fetchAll(db, sql: "SELECT set_id, method FROM score_sets WHERE method != 'random' ORDER BY set_id") {
-            let id: Int64 = set[0]
+        var incomplete: Set<Int64> = []
+        for set in try Row.fetchAll(db, sql: "SELECT set_id, n_scores FROM score_sets WHERE method != 'random' ORDER BY set_id") {
+            let id: Int64 = set[0], n: Int = set[1]
             let base = id * ScoreStorage.setStride
+            let stored = try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM score_values WHERE id >= ? AND id < ?", arguments: [base, base + ScoreStorage.setStride]) ?? 0
+            guard stored == n else { incomplete.insert(id); continue }
             for b in try Row.fetchAll(db, sql: "SELECT block_index, n_rows, n_cols, offset FROM score_blocks WHERE set_id = ? ORDER BY block_index", arguments: [id]) {
                 let rows: Int = b[1], cols: Int = b[2], offset: Int64 = b[3]
                 let values = try Double.fetchAll(db, sql: "SELECT score FROM score_values WHERE id >= ? AND id < ? ORDER BY id",
                                                  arguments: [base + offset, base + offset + Int64(rows * cols)])
-                guard values.count == rows * cols else {
-                    throw StoreError.corrupt("score set \(id) (\(set[1] as String)) block \(b[0] as Int) has \(values.count) of its \(rows * cols) scores")
-                }
+                guard values.count == rows * cols else { incomplete.insert(id); break }
                 for r in 0 ..< rows {
                     var blob = Data(capacity: cols * 4)
                     for c in 0 ..< cols { withUnsafeBytes(of: Float(values[r * cols + c]).bitPattern.littleEndian) { blob.append(contentsOf: $0) } }
@@ -283,10 +286,12 @@ public final class RunDatabase: @unchecked Sendable {
                 }
             }
         }
+        for id in incomplete { try db.execute(sql: "DELETE FROM score_rows WHERE set_id = ?", arguments: [id]) }
         let width = try Int.fetchOne(db, sql: "SELECT MAX(n_cols) FROM score_blocks") ?? 0
         try db.execute(sql: "WITH RECURSIVE c(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM c WHERE i + 1 < ?) INSERT INTO score_columns SELECT i FROM c WHERE i < ?",
                        arguments: [width, width])
-        try db.execute(sql: "DELETE FROM score_values WHERE rank > ?", arguments: [storage.rankedRows])
+        try db.execute(sql: "DELETE FROM score_values WHERE rank > ? AND id / 4294967296 NOT IN (SELECT value FROM json_each(?))",
+                       arguments: [storage.rankedRows, "[" + incomplete.map(String.init).joined(separator: ",") + "]"])
     }
 
     private func migrate() throws {

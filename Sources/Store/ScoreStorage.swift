@@ -108,7 +108,8 @@ extension RunDatabase {
         precondition(Int64(n) < ScoreStorage.setStride, "a score set holds fewer than 2^32 scores")
         if let bad = scores.firstIndex(where: { !$0.isFinite }) {
             throw StoreError.corrupt("score set \(set.id) has a non-finite score (\(scores[bad])) at canonical index \(bad): "
-                + "the model or its attribution diverged; nothing of it was stored")
+                + "the model or its attribution diverged, or the shards' partial sums in the database are damaged; nothing of it was stored. "
+                + "Run with --force attribute")
         }
         try db.execute(sql: "INSERT INTO score_sets (method, granularity, target_class, seed, modules, n_layers, n_scores) VALUES (?, ?, ?, ?, ?, ?, ?)",
                        arguments: [set.id.method, set.id.granularity, set.id.targetClass, set.id.seed,
@@ -213,7 +214,8 @@ extension RunDatabase {
                     let blockIndex: Int = r[0], row: Int = r[1]
                     let bytes: Data = r[2]
                     guard let b = blocks[blockIndex], row >= 0, row < b.rows, bytes.count == b.cols * 4 else {
-                        throw StoreError.corrupt("score_rows of \(set) block \(blockIndex) row \(row) does not match the block's layout")
+                        throw StoreError.corrupt("score_rows of \(set) block \(blockIndex) row \(row) does not match the block's layout "
+                            + "(the database is damaged or was edited); run with --force attribute")
                     }
                     bytes.withUnsafeBytes { raw in
                         for c in 0 ..< b.cols {
@@ -223,12 +225,24 @@ extension RunDatabase {
                     filled += b.cols
                 }
             }
-            if filled == n { return out }
-            guard filled == 0 else { throw StoreError.corrupt("score set \(set) stores \(filled) of its \(n) scores") }
+            if filled == n {
+                if let bad = out.firstIndex(where: { !$0.isFinite }) {
+                    throw StoreError.corrupt("score set \(set) holds a non-finite score (\(out[bad])) at canonical index \(bad) (the database is damaged "
+                        + "or was edited: kneuron never writes one); run with --force attribute")
+                }
+                return out
+            }
+            guard filled == 0 else {
+                throw StoreError.corrupt("score set \(set) stores \(filled) of its \(n) scores (the database is damaged or was edited); run with --force attribute")
+            }
             let ranked = try Row.fetchAll(db, sql: "SELECT id - ?, score FROM score_values WHERE id >= ? AND id < ?",
                                           arguments: [id * ScoreStorage.setStride, id * ScoreStorage.setStride, (id + 1) * ScoreStorage.setStride])
             guard ranked.count == n else {
-                throw StoreError.corrupt("score set \(set) keeps only its \(ranked.count) best ranks of \(n); its scores are regenerated, not read")
+                if set.method == "random" {
+                    throw StoreError.corrupt("score set \(set) keeps only its \(ranked.count) best ranks of \(n); its scores are regenerated from the seed, not read")
+                }
+                throw StoreError.corrupt("score set \(set) has no score_rows and only \(ranked.count) of its \(n) ranked rows (the database is damaged or "
+                    + "was edited); run with --force attribute")
             }
             for r in ranked { out[r[0] as Int] = Float(r[1] as Double) }
             return out
@@ -277,7 +291,8 @@ extension RunDatabase {
                            arguments: [shard.method, shard.granularity, shard.shardIndex, shard.contentKey, shard.nSequences,
                                        shard.classCounts.map { Blob.pack($0.map(Int64.init)) }, shard.seconds])
             guard db.changesCount == 1 else { return false }
-            let st = try db.makeStatement(sql: "INSERT INTO ig_completeness (sequence_id, granularity, layer, module, shard_index, target_class, p_full, p_baseline, attribution_sum, gap) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")
+            // OR REPLACE: a shard recomputed after its done mark was lost replaces its old rows.
+            let st = try db.makeStatement(sql: "INSERT OR REPLACE INTO ig_completeness (sequence_id, granularity, layer, module, shard_index, target_class, p_full, p_baseline, attribution_sum, gap) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")
             for c in completeness {
                 try st.execute(arguments: [c.sequenceID, c.granularity, c.layer, c.module, c.shardIndex, c.targetClass, c.pFull, c.pBaseline, c.attributionSum, c.gap])
             }
@@ -300,6 +315,22 @@ extension RunDatabase {
                                     arguments: [method, granularity])
         let folded: Int = meta?[0] ?? 0
         let committed = Set(try Int.fetchAll(db, sql: "SELECT shard_index FROM shards WHERE method = ? AND granularity = ?", arguments: [method, granularity]))
+        // The running total holds exactly shards 0 ..< folded: each has its done mark, none still
+        // waits in shard_sums, and their sequences add up to the total's.
+        if folded > 0 {
+            let waiting = try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM shard_sums WHERE method = ? AND granularity = ? AND shard_index >= 0 AND shard_index < ?",
+                                           arguments: [method, granularity, folded]) ?? 0
+            let sequences = try Int.fetchOne(db, sql: "SELECT COALESCE(SUM(n_sequences), 0) FROM shards WHERE method = ? AND granularity = ? AND shard_index < ?",
+                                             arguments: [method, granularity, folded]) ?? 0
+            let totalSequences = try meta.map { try Blob.unpack($0[1], as: Int64.self).reduce(0, +) } ?? 0
+            guard (0 ..< folded).allSatisfy(committed.contains), waiting == 0, Int64(sequences) == totalSequences else {
+                throw StoreError.corrupt("the running total of \(method)/\(granularity) claims shards 0 ..< \(folded) but the shards table disagrees "
+                    + "(the database is damaged or was edited); run with --force attribute")
+            }
+        }
+        // A shard inside the total already (its done mark was lost and it was computed again): its
+        // sums are in the total, in order; nothing to add.
+        if let incoming, incoming.index < folded { return }
         if let incoming, incoming.index != folded {
             try writeChunks(db, method: method, granularity: granularity, shardIndex: incoming.index, incoming.sums.sums)
             return

@@ -194,4 +194,56 @@ final class ScoreStorageTests: XCTestCase {
         try db.commitShard(ShardRecord(method: "activation", shardIndex: 0, nSequences: 1, sums: [0.5, 0.25], seconds: 1, contentKey: "new"), completeness: [])
         XCTAssertEqual(try db.shardTotal(method: "activation", granularity: "weight", contentKey: "new"), ShardTotal(nFolded: 2, counts: [2], sums: [5.5, 6.25]))
     }
+
+    /// Damage found by the breaker: a NaN or a truncated row in score_rows is refused on read
+    /// with the remedy (and all_scores gives NULL for a truncated row, not zeros); a running total
+    /// whose n_folded was raised is refused; a shard recomputed after its done mark was lost
+    /// adds nothing twice.
+    func testDamagedScoreRowsAndRunningTotalsAreRefusedWithTheRemedy() throws {
+        let db = try open()
+        let layout = ScoreSetLayout(modules: ["query"], layers: 1, blocks: [.init(layer: 0, module: "query", rows: 2, cols: 3, offset: 0)])
+        let id = RankingID(method: "activation")
+        try db.commitScores([ScoreSet(id: id, layout: layout, values: [1, 2, 3, 4, 5, 6])], ledger: StageRecord(stage: "attribute", contentKey: "k", rowsWritten: 0, seconds: 0))
+        let raw = try DatabaseQueue(path: dir.appendingPathComponent("run.sqlite").path)
+        try raw.write { try $0.execute(sql: "UPDATE score_rows SET scores = x'0000C07F0000004000004040' WHERE row = 0") }   // NaN, 2, 3
+        XCTAssertThrowsError(try db.scores(id)) { XCTAssertTrue("\($0)".contains("non-finite") && "\($0)".contains("--force attribute"), "\($0)") }
+        XCTAssertEqual(try db.query("SELECT score FROM all_scores WHERE row = 0 ORDER BY col").rows, [[nil], ["2.0"], ["3.0"]], "NaN decodes to NULL")
+        try raw.write { try $0.execute(sql: "UPDATE score_rows SET scores = x'0000803F00000040' WHERE row = 0") }   // 2 of 3 values
+        XCTAssertThrowsError(try db.scores(id)) { XCTAssertTrue("\($0)".contains("does not match the block's layout") && "\($0)".contains("--force attribute"), "\($0)") }
+        XCTAssertEqual(try db.query("SELECT score FROM all_scores WHERE row = 0 ORDER BY col").rows, [[nil], [nil], [nil]], "a truncated row decodes to NULL, not zeros")
+
+        for k in [0, 1, 3] {
+            try db.commitShard(ShardRecord(method: "activation", shardIndex: k, nSequences: 1, sums: [Double(k)], seconds: 1, contentKey: "s"), completeness: [])
+        }
+        // Lost done mark of shard 0, recomputed: already in the total, nothing is added twice.
+        try raw.write { try $0.execute(sql: "DELETE FROM shards WHERE shard_index = 0") }
+        try db.commitShard(ShardRecord(method: "activation", shardIndex: 0, nSequences: 1, sums: [0], seconds: 1, contentKey: "s"), completeness: [])
+        XCTAssertEqual(try db.query("SELECT shard_index FROM shard_sums ORDER BY 1").rows, [["-1"], ["3"]])
+        try raw.write { try $0.execute(sql: "UPDATE shard_totals SET n_folded = 4") }   // claims shards 2 and 3
+        XCTAssertThrowsError(try db.commitShard(ShardRecord(method: "activation", shardIndex: 2, nSequences: 1, sums: [2], seconds: 1, contentKey: "s"), completeness: [])) {
+            XCTAssertTrue("\($0)".contains("claims shards 0 ..< 4") && "\($0)".contains("--force attribute"), "\($0)")
+        }
+    }
+
+    /// A 0006 database with a score set missing a row still migrates (the damaged set is left
+    /// unpacked and says what to do when read); the others are packed.
+    func testMigrationCompletesPastADamagedSet() throws {
+        let path = dir.appendingPathComponent("old.sqlite").path
+        do {
+            let queue = try DatabaseQueue(path: path)
+            var migrator = DatabaseMigrator()
+            for m in try RunDatabase.migrationFiles() where m.name < "0007" { migrator.registerMigration(m.name) { try $0.execute(sql: m.sql) } }
+            try migrator.migrate(queue)
+            try queue.write { db in
+                try db.execute(sql: "INSERT INTO score_sets (set_id, method, granularity, target_class, seed, modules, n_layers, n_scores) VALUES (1, 'activation', 'weight', -1, 0, 'query', 1, 4), (2, 'integrated_gradients', 'weight', -1, 0, 'query', 1, 4)")
+                try db.execute(sql: "INSERT INTO score_blocks VALUES (1, 0, 0, 'query', 2, 2, 0), (2, 0, 0, 'query', 2, 2, 0)")
+                for i in 0 ..< 4 { try db.execute(sql: "INSERT INTO score_values VALUES (?, ?, ?)", arguments: [4294967296 + i, Double(i), 4 - i]) }
+                for i in 0 ..< 3 { try db.execute(sql: "INSERT INTO score_values VALUES (?, ?, ?)", arguments: [2 * 4294967296 + i, Double(i), 4 - i]) }
+            }
+        }
+        let db = try RunDatabase(path: path)
+        XCTAssertEqual(try db.pendingMigrations(), [])
+        XCTAssertEqual(try db.scores(RankingID(method: "activation")), [0, 1, 2, 3])
+        XCTAssertThrowsError(try db.scores(RankingID(method: "integrated_gradients"))) { XCTAssertTrue("\($0)".contains("--force attribute"), "\($0)") }
+    }
 }
