@@ -246,4 +246,19 @@ final class ScoreStorageTests: XCTestCase {
         XCTAssertEqual(try db.scores(RankingID(method: "activation")), [0, 1, 2, 3])
         XCTAssertThrowsError(try db.scores(RankingID(method: "integrated_gradients"))) { XCTAssertTrue("\($0)".contains("--force attribute"), "\($0)") }
     }
+
+    /// neuron_across_methods' random_rank_mean is the mean over every random seed, or NULL when a
+    /// seed keeps no ranked row for the element (a mean of the ranked rows alone would be biased).
+    func testRandomRankMeanNeedsEverySeed() throws {
+        let db = try open(rankedRows: 3)
+        let layout = ScoreSetLayout(modules: ["query"], layers: 1, blocks: [.init(layer: 0, module: "query", rows: 1, cols: 4, offset: 0)])
+        try db.commitScores([ScoreSet(id: RankingID(method: "activation"), layout: layout, values: [4, 3, 2, 1])],
+                            ledger: StageRecord(stage: "attribute", contentKey: "k", rowsWritten: 0, seconds: 0))
+        try db.commitSelections(randomScores: [ScoreSet(id: RankingID(method: "random", seed: 1), layout: layout, values: [0.9, 0.8, 0.7, 0.1], storesScores: false),
+                                               ScoreSet(id: RankingID(method: "random", seed: 2), layout: layout, values: [0.1, 0.9, 0.8, 0.7], storesScores: false)],
+                                selections: [], densities: [], ledger: StageRecord(stage: "select", contentKey: "s", rowsWritten: 0, seconds: 0))
+        // col 1: ranks 2 and 1 -> 1.5; col 0: ranks 1 and 4 (no row for seed 2 at rank 4) -> NULL.
+        XCTAssertEqual(try db.query("SELECT col, score, rank, random_rank_mean FROM neuron_across_methods ORDER BY col").rows,
+                       [["0", "4.0", "1", nil], ["1", "3.0", "2", "1.5"], ["2", "2.0", "3", "2.5"], ["3", "1.0", nil, nil]])
+    }
 }
