@@ -388,6 +388,15 @@ public struct EvidenceSpec: Codable, Sendable, Equatable {
     }
     /// Creates the defaults: 8 fractions 0.001 ... 0.5, both directions, 100 random rankings, 1,000 resamples, seed 1.
     public init() {}
+    /// Encodes the lists sorted (the stage sorts them), so their order does not change the content key.
+    public func encode(to encoder: Encoder) throws {
+        var c = encoder.container(keyedBy: CodingKeys.self)
+        try c.encode(fractions.sorted(), forKey: .fractions)
+        try c.encode(directions.sorted(), forKey: .directions)
+        try c.encode(randomRankings, forKey: .randomRankings)
+        try c.encode(bootstrapResamples, forKey: .bootstrapResamples)
+        try c.encode(seed, forKey: .seed)
+    }
     public init(from decoder: Decoder) throws {
         try rejectUnknownKeys(decoder, CodingKeys.self)
         let c = try decoder.container(keyedBy: CodingKeys.self)
@@ -407,13 +416,16 @@ public struct EvidenceSpec: Codable, Sendable, Equatable {
         if directions.isEmpty {
             throw SpecError.invalid(path: keyPath(c.codingPath + [CodingKeys.directions]), message: "give retain, delete or both")
         }
-        if randomRankings < 2 {
-            throw SpecError.invalid(path: keyPath(c.codingPath + [CodingKeys.randomRankings]),
-                                    message: "expected at least 2 random rankings (100 or more for p-values a reviewer accepts), got \(randomRankings)")
+        if fractions.count > 100 {
+            throw SpecError.invalid(path: keyPath(c.codingPath + [CodingKeys.fractions]), message: "expected at most 100 fractions, got \(fractions.count)")
         }
-        if bootstrapResamples < 100 {
+        if !(2 ... 100_000).contains(randomRankings) {
+            throw SpecError.invalid(path: keyPath(c.codingPath + [CodingKeys.randomRankings]),
+                                    message: "expected 2 ... 100,000 random rankings (100 or more for p-values a reviewer accepts: the smallest is 1/(N + 1)), got \(randomRankings)")
+        }
+        if !(100 ... 1_000_000).contains(bootstrapResamples) {
             throw SpecError.invalid(path: keyPath(c.codingPath + [CodingKeys.bootstrapResamples]),
-                                    message: "expected at least 100 resamples (1,000 or more for a 95% interval), got \(bootstrapResamples)")
+                                    message: "expected 100 ... 1,000,000 resamples (1,000 or more for a 95% interval), got \(bootstrapResamples)")
         }
     }
 }

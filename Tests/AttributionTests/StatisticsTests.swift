@@ -88,4 +88,16 @@ final class StatisticsTests: XCTestCase {
         XCTAssertEqual(EvidenceStatistics.quantile(sorted: s, 0.5), 3)       // numpy.quantile([1,2,4,8], 0.5) = 3.0
         XCTAssertEqual(EvidenceStatistics.quantile(sorted: s, 0.9), 6.8, accuracy: 1e-12)   // numpy: 6.8
     }
+
+    /// Identical values have sd 0 (not the ~1e-17 a two-pass sum leaves), so no effect size;
+    /// the smallest p and the expected false positives of discrete empirical p-values.
+    func testConstantNullHasNoEffectSizeAndDiscretePValuesAreCounted() {
+        let null = [Double](repeating: 1.0 / 7, count: 100)
+        XCTAssertEqual(EvidenceStatistics.meanAndSD(null).sd, 0)
+        XCTAssertNil(EvidenceStatistics.effectSize(observed: 2.0 / 7, null: null))
+        XCTAssertEqual(EvidenceStatistics.meanAndSD([1, 2, 3, 4]).sd!, 1.2909944487358056, accuracy: 1e-15)   // numpy std(ddof=1)
+        XCTAssertEqual(EvidenceStatistics.minimumPValue(nullCount: 100), 1.0 / 101)
+        XCTAssertEqual(EvidenceStatistics.expectedFalsePositives(tests: 16, alpha: 0.05, nullCount: 100), 16.0 * 5 / 101, accuracy: 1e-15)
+        XCTAssertEqual(EvidenceStatistics.expectedFalsePositives(tests: 8, alpha: 0.05, nullCount: 10), 0, "1/11 > 0.05: nothing can pass")
+    }
 }

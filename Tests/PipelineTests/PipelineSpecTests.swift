@@ -62,6 +62,11 @@ final class PipelineSpecTests: XCTestCase {
         XCTAssertEqual(canonicalJSON(try PipelineSpec.parse(yaml: minimal).attribution), #"{"methods":["activation","integrated_gradients"],"shard_size":16,"steps":20}"#)
         let reordered = try PipelineSpec.parse(yaml: minimal + "\nattribution:\n  methods: [integrated_gradients, activation]\n  modules: [value, query, key]\n")
         XCTAssertEqual(canonicalJSON(reordered.attribution), canonicalJSON(try PipelineSpec.parse(yaml: minimal).attribution))
+        // The evidence stage sorts its lists: their order does not change its content key.
+        let a = try PipelineSpec.parse(yaml: minimal + "\nevidence: {fractions: [0.5, 0.1], directions: [delete, retain]}\n")
+        let b = try PipelineSpec.parse(yaml: minimal + "\nevidence: {fractions: [0.1, 0.5], directions: [retain, delete]}\n")
+        XCTAssertEqual(canonicalJSON(a.evidence), canonicalJSON(b.evidence))
+        XCTAssertEqual(canonicalJSON(b.evidence), #"{"bootstrap_resamples":1000,"directions":["retain","delete"],"fractions":[0.1,0.5],"random_rankings":100,"seed":1}"#)
     }
 
     func testWrongTypeNamesKeyPath() {
@@ -84,6 +89,12 @@ final class PipelineSpecTests: XCTestCase {
     func testRangeChecks() {
         assertSpecError(minimal + "\nsplit:\n  train: 0.8\n  select: 0.15\n  test: 0.15\n", "at split: train + select + test must be 1, got 1.1")
         assertSpecError(minimal + "\nselection:\n  random_seeds: [1, 2]\n", "at selection.random_seeds: give at least 3 distinct seeds for the random baseline")
+        assertSpecError(minimal + "\nevidence:\n  random_rankings: 100000000\n",
+                        "at evidence.random_rankings: expected 2 ... 100,000 random rankings (100 or more for p-values a reviewer accepts: the smallest is 1/(N + 1)), got 100000000")
+        assertSpecError(minimal + "\nevidence:\n  bootstrap_resamples: 99\n",
+                        "at evidence.bootstrap_resamples: expected 100 ... 1,000,000 resamples (1,000 or more for a 95% interval), got 99")
+        assertSpecError(minimal + "\nevidence:\n  fractions: [0.5, 1.0]\n", "at evidence.fractions: expected fractions in (0, 1), got 1.0")
+        assertSpecError(minimal + "\nevidence:\n  directions: [retain, retain]\n", "at evidence.directions: retain is listed twice; list each entry once")
         assertSpecError(minimal + "\nmodel:\n  max_length: 5000\n", "at model.max_length: expected 3...1026 tokens, got 5000")
         assertSpecError(minimal + "\nlabel_level: 7\n", "at label_level: expected 1...4 (1 = EC class), got 7")
         assertSpecError(minimal + "\nmodel:\n  preset: huge\n", "at model.preset: unknown preset 'huge'; choose one of esm2_t6_8M, esm2_t12_35M, esm2_t30_150M, esm2_t33_650M, small, mini, tiny")

@@ -49,13 +49,35 @@ public enum EvidenceStatistics {
         Double(1 + null.filter { $0 >= observed }.count) / Double(1 + null.count)
     }
 
+    /// Mean and sample standard deviation (n - 1, numpy `std(ddof=1)`, two-pass) of `values`.
+    /// The sd is nil for fewer than two values and 0 when the values do not vary beyond rounding
+    /// (sd <= 1e-12 x max(1, |mean|): identical accuracies give a two-pass sd of ~1e-17, not 0).
+    /// - Returns: (nan, nil) for no values.
+    public static func meanAndSD(_ values: [Double]) -> (mean: Double, sd: Double?) {
+        guard !values.isEmpty else { return (.nan, nil) }
+        let mean = values.reduce(0, +) / Double(values.count)
+        guard values.count > 1 else { return (mean, nil) }
+        let sd = (values.reduce(0) { $0 + ($1 - mean) * ($1 - mean) } / Double(values.count - 1)).squareRoot()
+        return (mean, sd <= 1e-12 * max(1, abs(mean)) ? 0 : sd)
+    }
+
     /// Effect size in random-sd units: (observed - mean(null)) / sd(null), sd with n - 1
-    /// (numpy `std(ddof=1)`). Nil when there are fewer than two null draws or they do not vary.
+    /// (numpy `std(ddof=1)`). Nil when there are fewer than two null draws or they do not vary
+    /// (`meanAndSD`'s sd is 0).
     public static func effectSize(observed: Double, null: [Double]) -> Double? {
-        guard null.count > 1 else { return nil }
-        let mean = null.reduce(0, +) / Double(null.count)
-        let sd = (null.reduce(0) { $0 + ($1 - mean) * ($1 - mean) } / Double(null.count - 1)).squareRoot()
-        return sd > 0 ? (observed - mean) / sd : nil
+        let (mean, sd) = meanAndSD(null)
+        guard let sd, sd > 0 else { return nil }
+        return (observed - mean) / sd
+    }
+
+    /// The smallest p-value `permutationPValue` can give against `nullCount` draws: 1 / (N + 1).
+    public static func minimumPValue(nullCount: Int) -> Double { 1 / Double(nullCount + 1) }
+
+    /// The expected number of `tests` one-sided empirical p-values at or below `alpha` when no
+    /// ranking is special (each p is uniform on {1, ..., N+1} / (N+1) under the null, ties aside):
+    /// tests x floor(alpha (N + 1)) / (N + 1). Zero when 1 / (N + 1) > alpha.
+    public static func expectedFalsePositives(tests: Int, alpha: Double, nullCount: Int) -> Double {
+        Double(tests) * (alpha * Double(nullCount + 1)).rounded(.down) / Double(nullCount + 1)
     }
 
     /// Area under the curve y(x) by the trapezoidal rule (numpy.trapezoid), divided by the x

@@ -54,6 +54,16 @@ enum EvidenceStage: StageImplementation {
                 units.append(Unit(id: RankingID(method: Baseline.random, granularity: g.rawValue, seed: seed), layout: layout, granularity: g))
             }
         }
+        // Two fractions that keep the same number of elements would give the same submodel twice
+        // (and count twice among the tests): refuse before any work.
+        for (g, layout) in layouts {
+            let counts = spec.fractions.sorted().map { SelectStage.keptCount($0, total: layout.count) }
+            if Set(counts).count < counts.count {
+                throw SpecError.invalid(path: "evidence.fractions", message: "at \(g) granularity the \(layout.count) scored elements give "
+                    + "the same number kept for two fractions (\(zip(spec.fractions.sorted(), counts).map { "\($0) -> \($1)" }.joined(separator: ", "))); "
+                    + "use fractions at least 1/\(layout.count) apart")
+            }
+        }
         let upstream = try ctx.db.stage(Stage.evaluate.rawValue).map { LedgerRequirement(stage: $0.stage, contentKey: $0.contentKey) }
         let stale = try ctx.db.discardEvidenceUnits(otherThan: key)
         if stale > 0 { ctx.log("  discarded \(stale) finished curves computed with other evidence parameters or another model") }
@@ -148,8 +158,7 @@ enum EvidenceStage: StageImplementation {
             guard k.ranking.method != Baseline.random else { continue }
             for point in ps.sorted(by: { $0.fraction < $1.fraction }) {
                 guard let null = randomAccuracy["\(k.ranking.granularity)/\(k.direction)/\(point.fraction)"], !null.isEmpty else { continue }
-                let mean = null.reduce(0, +) / Double(null.count)
-                let sd = null.count > 1 ? (null.reduce(0) { $0 + ($1 - mean) * ($1 - mean) } / Double(null.count - 1)).squareRoot() : nil
+                let (mean, sd) = EvidenceStatistics.meanAndSD(null)
                 significance.append(SignificanceRecord(
                     ranking: k.ranking, direction: k.direction, fraction: point.fraction, accuracy: point.accuracy,
                     accuracyLow: point.accuracyLow, accuracyHigh: point.accuracyHigh, randomMean: mean, randomSD: sd, nRandom: null.count,

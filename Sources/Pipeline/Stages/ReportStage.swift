@@ -210,9 +210,14 @@ public struct RunReport: Sendable {
         md += "`retain` keeps the top fraction and ablates the rest (higher accuracy is better); `delete` ablates the top fraction "
         md += "(lower is better). Cells: accuracy [bootstrap 95% interval over test sequences], one-sided permutation p-value "
         md += "(1 + #random at least as good) / (1 + \(nRandom)); random: mean ± sd. `area`: mean height of the accuracy curve over "
-        md += "log10(fraction), with its p-value against the random areas. \(significance.count) point tests here, uncorrected: at "
-        md += "p < 0.05 about \(Int((Double(significance.count) * 0.05).rounded())) would pass by chance alone (Bonferroni threshold "
-        md += "\(p(0.05 / Double(significance.count)))).\n\n"
+        let minimum = EvidenceStatistics.minimumPValue(nullCount: nRandom), bonferroni = 0.05 / Double(significance.count)
+        md += "log10(fraction), with its p-value against the random areas. With \(nRandom) random rankings the smallest attainable "
+        md += "p-value is 1/\(nRandom + 1) = \(p(minimum))"
+        md += minimum > 0.05 ? ", above 0.05: no point can pass at p < 0.05; use more random rankings (`evidence.random_rankings`). "
+            : minimum > bonferroni ? ", above the Bonferroni threshold for these tests: none can pass after that correction. " : ". "
+        md += "\(significance.count) point tests here; uncorrected, about "
+        md += String(format: "%.1f", EvidenceStatistics.expectedFalsePositives(tests: significance.count, alpha: 0.05, nullCount: nRandom))
+        md += " would pass at p < 0.05 by chance alone (Bonferroni threshold \(p(bonferroni))).\n\n"
         var passing: [String] = []
         for g in Granularity.allCases.map(\.rawValue) where significance.contains(where: { $0.ranking.granularity == g }) {
             for direction in CurveDirection.allCases.map(\.rawValue) {
@@ -227,9 +232,8 @@ public struct RunReport: Sendable {
                     let r = rows.first { $0.fraction == f }!
                     randomRow += " \(fmt(r.randomMean, 3)) ± \(fmt(r.randomSD ?? 0, 3)) |"
                 }
-                let ma = randomAreas.reduce(0, +) / Double(max(1, randomAreas.count))
-                let sa = randomAreas.count > 1 ? (randomAreas.reduce(0) { $0 + ($1 - ma) * ($1 - ma) } / Double(randomAreas.count - 1)).squareRoot() : 0
-                md += randomRow + " \(fmt(ma, 3)) ± \(fmt(sa, 3)) |\n"
+                let (ma, sa) = EvidenceStatistics.meanAndSD(randomAreas)
+                md += randomRow + " \(fmt(ma, 3)) ± \(fmt(sa ?? 0, 3)) |\n"
                 let rankings = rows.map(\.ranking).reduce(into: [RankingID]()) { if !$0.contains($1) { $0.append($1) } }.sorted()
                 for r in rankings {
                     var row = "| \(name(r)) |"
@@ -240,12 +244,14 @@ public struct RunReport: Sendable {
                     }
                     let a = areas.first { $0.ranking == r && $0.direction == direction }
                     row += a.map { " \(fmt($0.accuracy, 3)) p=\($0.pValue.map(p) ?? "") |" } ?? " |"
+                    if let a, let pa = a.pValue, pa < 0.05 { passing.append("\(name(r)) \(g) \(direction) area (p = \(p(pa)))") }
                     md += row + "\n"
                 }
                 md += "\n"
             }
         }
-        md += passing.isEmpty ? "No ranking beats random at p < 0.05 at any point.\n\n"
+        md += passing.isEmpty ? "No ranking beats random at p < 0.05 at any point or area"
+            + (minimum > 0.05 ? " (none could, with \(nRandom) random rankings).\n\n" : ".\n\n")
             : "At p < 0.05 (uncorrected): " + passing.joined(separator: "; ") + ".\n\n"
         return (md, csv)
     }
