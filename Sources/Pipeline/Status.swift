@@ -93,6 +93,16 @@ public struct RunStatus: Sendable {
                     return String(format: "%@: %d of %@ shards done (%.1f s)", m as NSString, done.count,
                                   plan == nil ? "?" : String(mine.count), done.map(\.seconds).reduce(0, +))
                 }.joined(separator: "; ")
+            case .evidence:
+                // Units finished (any content key: a stale key's units are discarded when the stage runs)
+                // of the planned: every attributed ranking plus the random rankings of each granularity.
+                let units = try db.evidenceUnitProgress()
+                if units.done > 0 || ledger[Stage.attribute.rawValue] != nil {
+                    let spec = try db.run().flatMap { try? PipelineSpec.parse(yaml: $0.specYAML, path: $0.specPath) }
+                    let rankings = try db.scoreSets().filter { $0.method != Baseline.random }.count
+                    let planned = spec.map { rankings + $0.evidence.randomRankings * $0.attribution.granularity.count }
+                    detail = String(format: "%d of %@ rankings' curves done (%.1f s)", units.done, planned.map(String.init) ?? "?", units.seconds)
+                }
             default: break
             }
             lines.append(Line(stage: stage, done: rec != nil, rows: rec?.rowsWritten ?? 0, seconds: rec?.seconds ?? 0, detail: detail))

@@ -106,6 +106,15 @@ extension RunDatabase {
         }
     }
 
+    /// How many evidence units are done and their summed seconds (for `status`).
+    /// - Throws: `StoreError`.
+    public func evidenceUnitProgress() throws -> (done: Int, seconds: Double) {
+        try read("reading evidence units") { db in
+            let row = try Row.fetchOne(db, sql: "SELECT COUNT(*), COALESCE(SUM(seconds), 0) FROM evidence_units")!
+            return (row[0], row[1])
+        }
+    }
+
     /// Commits one ranking's curve points and its done mark in one transaction; a unit that is
     /// already recorded is left as it is (returns false).
     /// - Parameter requiring: the upstream ledger row the points were computed from.

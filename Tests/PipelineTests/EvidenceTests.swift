@@ -62,6 +62,8 @@ extension EndToEndTests {
             let asGood = null.filter { a.direction == "retain" ? $0 >= a.accuracy : $0 <= a.accuracy }.count
             XCTAssertEqual(a.pValue!, Double(1 + asGood) / 5, accuracy: 1e-15)
         }
+        // status counts the rankings' curves.
+        XCTAssertTrue(try RunStatus.read(db: db).lines.first { $0.stage == .evidence }!.detail.hasPrefix("6 of 6 rankings' curves done"))
         // The report says it, and writes every point as CSV.
         let report = try String(contentsOfFile: dir.appendingPathComponent("evidence.artifacts/report.md").path, encoding: .utf8)
         XCTAssertTrue(report.contains("## Evidence against random rankings"), report)
