@@ -41,7 +41,7 @@ INSERT INTO float32_scales SELECT e, s FROM p;
 -- Every score of every set that has score_rows, decoded from its float32 bits: filter on
 -- (method, granularity, target_class, layer, module, row, col) to read one score through the
 -- indexes. `rank` is the set's rank of the element when it has a row in score_values (the
--- best 1,000,000), else NULL.
+-- best 1,000,000), else NULL. A BLOB of the wrong length (a damaged database) gives NULL scores.
 CREATE VIEW all_scores AS
 SELECT method, granularity, target_class, seed, layer, module, row, col,
        CASE WHEN bits >> 31 THEN -1.0 ELSE 1.0 END
@@ -57,7 +57,7 @@ FROM (
   FROM (
     SELECT s.method, s.granularity, s.target_class, s.seed, b.layer, b.module, r.row, c.col,
            s.set_id * 4294967296 + b.offset + r.row * b.n_cols + c.col AS score_id,
-           hex(substr(r.scores, 4 * c.col + 1, 4)) AS h
+           CASE WHEN length(r.scores) = 4 * b.n_cols THEN hex(substr(r.scores, 4 * c.col + 1, 4)) END AS h
     FROM score_sets s
     CROSS JOIN score_blocks b ON b.set_id = s.set_id
     CROSS JOIN score_rows r ON r.set_id = b.set_id AND r.block_index = b.block_index
@@ -110,13 +110,17 @@ DROP TABLE shards;
 ALTER TABLE shards_0007 RENAME TO shards;
 
 -- One element's scores across methods and targets now reads all_scores, so it answers for
--- every weight or neuron (rank NULL beyond a set's ranked rows); otherwise as in 0006.
+-- every weight or neuron (rank NULL beyond a set's ranked rows); random_rank_mean only when every
+-- random seed of the granularity has a ranked row for the element (else NULL: a mean of the
+-- ranked rows alone would be biased towards the top ranks); otherwise as in 0006.
 DROP VIEW neuron_across_methods;
 CREATE VIEW neuron_across_methods AS
 SELECT n.granularity, n.layer, n.module, n.row, n.col, n.method, n.target_class, c.ec_label, n.score, n.rank,
        (SELECT s.n_scores FROM score_sets s WHERE s.method = n.method AND s.granularity = n.granularity
           AND s.target_class = n.target_class AND s.seed = n.seed) AS n_scores,
-       (SELECT AVG(r.rank) FROM neuron_scores r
+       (SELECT CASE WHEN COUNT(*) = (SELECT COUNT(*) FROM score_sets q WHERE q.method = 'random' AND q.granularity = n.granularity)
+                    THEN AVG(r.rank) END
+          FROM neuron_scores r
          WHERE r.method = 'random' AND r.granularity = n.granularity AND r.layer = n.layer
            AND r.module = n.module AND r.row = n.row AND r.col = n.col) AS random_rank_mean
 FROM all_scores n LEFT JOIN classes c ON c.class_index = n.target_class
