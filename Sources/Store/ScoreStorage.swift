@@ -433,6 +433,10 @@ extension RunDatabase {
                                            arguments: [method, granularity, shardIndex, chunk]) else {
             throw StoreError.corrupt("chunk \(chunk) of the shard sums of \(method)/\(granularity)/\(shardIndex) is missing; run with --force attribute")
         }
+        guard data.count % 8 == 0 else {
+            throw StoreError.corrupt("chunk \(chunk) of the shard sums of \(method)/\(granularity)/\(shardIndex) is not a whole number of float64 values; "
+                + "run with --force attribute")
+        }
         return Self.doubles(data)
     }
 
@@ -473,14 +477,9 @@ extension RunDatabase {
         while let r = try rows.next() {
             let data: Data = r[0]
             guard data.count % 8 == 0 else {
-                throw StoreError.corrupt("shard sums of \(method)/\(granularity)/\(shardIndex) are not a whole number of float64 values")
+                throw StoreError.corrupt("shard sums of \(method)/\(granularity)/\(shardIndex) are not a whole number of float64 values; run with --force attribute")
             }
-            out.reserveCapacity(out.count + data.count / 8)
-            data.withUnsafeBytes { raw in
-                for i in 0 ..< data.count / 8 {
-                    out.append(Double(bitPattern: UInt64(littleEndian: raw.loadUnaligned(fromByteOffset: 8 * i, as: UInt64.self))))
-                }
-            }
+            out += Self.doubles(data)
         }
         return out
     }

@@ -28,11 +28,10 @@ enum EvidenceStage: StageImplementation {
         flatten(canonicalJSON(ctx.spec.evidence), prefix: "evidence")
     }
 
-    /// A ranking to draw curves for: its id, layout, and scores (random: regenerated).
+    /// A ranking to draw curves for: its id and layout (its scores are read, or for random regenerated, when it runs).
     struct Unit {
         var id: RankingID
         var layout: ScoreLayout
-        var granularity: Granularity
     }
 
     static func run(_ ctx: RunContext, key: String) throws -> Int {
@@ -47,11 +46,11 @@ enum EvidenceStage: StageImplementation {
             guard let g = Granularity(rawValue: id.granularity), let layout = layouts[g] else {
                 throw StoreError.corrupt("score set \(id) does not match the spec's attribution granularity; run with --force attribute")
             }
-            units.append(Unit(id: id, layout: layout, granularity: g))
+            units.append(Unit(id: id, layout: layout))
         }
         for (g, layout) in layouts.sorted(by: { $0.key < $1.key }) {
             for seed in 1 ... spec.randomRankings {
-                units.append(Unit(id: RankingID(method: Baseline.random, granularity: g.rawValue, seed: seed), layout: layout, granularity: g))
+                units.append(Unit(id: RankingID(method: Baseline.random, granularity: g.rawValue, seed: seed), layout: layout))
             }
         }
         // Two fractions that keep the same number of elements would give the same submodel twice
