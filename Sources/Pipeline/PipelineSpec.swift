@@ -62,6 +62,7 @@ let enumChoices: [String: [String]] = [
     "Granularity": Granularity.allCases.map(\.rawValue),
     "AttributionTarget": AttributionTarget.allCases.map(\.rawValue),
     "CurveDirection": CurveDirection.allCases.map(\.rawValue),
+    "Ablation": Ablation.allCases.map(\.rawValue),
 ]
 
 func keyPath(_ path: [CodingKey]) -> String {
@@ -383,10 +384,19 @@ public struct EvidenceSpec: Codable, Sendable, Equatable {
     public var bootstrapResamples: Int = 1000
     /// Seed of the bootstrap resampling.
     public var seed: UInt64 = 1
+    /// Knowledge edits (suppress and amplify, Dai et al. 2021): the top `editTop` neurons of
+    /// each per-class neuron ranking have their activations multiplied by each of `editFactors`.
+    public var editTop: Int = 10
+    /// Activation factors of the knowledge edits (0 suppresses, 2 amplifies), each >= 0, not 1.
+    public var editFactors: [Double] = [0, 2]
+    /// Random sets of `editTop` neurons edited the same way, per factor: the edits' control.
+    public var editRandomSets: Int = 100
     enum CodingKeys: String, CodingKey, CaseIterable {
         case fractions, directions, randomRankings = "random_rankings", bootstrapResamples = "bootstrap_resamples", seed
+        case editTop = "edit_top", editFactors = "edit_factors", editRandomSets = "edit_random_sets"
     }
-    /// Creates the defaults: 8 fractions 0.001 ... 0.5, both directions, 100 random rankings, 1,000 resamples, seed 1.
+    /// Creates the defaults: 8 fractions 0.001 ... 0.5, both directions, 100 random rankings,
+    /// 1,000 resamples, seed 1; edits of the top 10 neurons by 0 and 2, 100 random sets.
     public init() {}
     /// Encodes the lists sorted (the stage sorts them), so their order does not change the content key.
     public func encode(to encoder: Encoder) throws {
@@ -396,10 +406,25 @@ public struct EvidenceSpec: Codable, Sendable, Equatable {
         try c.encode(randomRankings, forKey: .randomRankings)
         try c.encode(bootstrapResamples, forKey: .bootstrapResamples)
         try c.encode(seed, forKey: .seed)
+        try c.encode(editTop, forKey: .editTop)
+        try c.encode(editFactors.sorted(), forKey: .editFactors)
+        try c.encode(editRandomSets, forKey: .editRandomSets)
     }
     public init(from decoder: Decoder) throws {
         try rejectUnknownKeys(decoder, CodingKeys.self)
         let c = try decoder.container(keyedBy: CodingKeys.self)
+        editTop = try c.decodeIfPresent(Int.self, forKey: .editTop) ?? editTop
+        editFactors = try c.decodeIfPresent([Double].self, forKey: .editFactors) ?? editFactors
+        editRandomSets = try c.decodeIfPresent(Int.self, forKey: .editRandomSets) ?? editRandomSets
+        try rejectDuplicates(editFactors, at: c.codingPath + [CodingKeys.editFactors])
+        if editTop < 1 { throw SpecError.invalid(path: keyPath(c.codingPath + [CodingKeys.editTop]), message: "expected 1 or more neurons, got \(editTop)") }
+        for f in editFactors where !(f >= 0 && f.isFinite && f != 1 && f <= 1000) {
+            throw SpecError.invalid(path: keyPath(c.codingPath + [CodingKeys.editFactors]),
+                                    message: "expected factors in [0, 1000] other than 1 (0 suppresses, 2 amplifies; 1 changes nothing), got \(f)")
+        }
+        if !(0 ... 1000).contains(editRandomSets) {
+            throw SpecError.invalid(path: keyPath(c.codingPath + [CodingKeys.editRandomSets]), message: "expected 0 ... 1,000 random sets, got \(editRandomSets)")
+        }
         fractions = try c.decodeIfPresent([Double].self, forKey: .fractions) ?? fractions
         directions = try c.decodeIfPresent([CurveDirection].self, forKey: .directions) ?? directions
         randomRankings = try c.decodeIfPresent(Int.self, forKey: .randomRankings) ?? randomRankings
@@ -430,6 +455,61 @@ public struct EvidenceSpec: Codable, Sendable, Equatable {
     }
 }
 
+/// The evaluate and evidence stages' ablation (YAML `evaluation`).
+public struct EvaluationSpec: Codable, Sendable, Equatable {
+    /// What an ablated element becomes (default `zero`, the paper's); `mean` needs neuron
+    /// granularity only (`PipelineSpec` refuses it with `weight` in `attribution.granularity`).
+    public var ablation: Ablation = .zero
+    enum CodingKeys: String, CodingKey, CaseIterable { case ablation }
+    /// Creates the default: zero ablation.
+    public init() {}
+    public init(from decoder: Decoder) throws {
+        try rejectUnknownKeys(decoder, CodingKeys.self)
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        ablation = try c.decodeIfPresent(Ablation.self, forKey: .ablation) ?? ablation
+    }
+}
+
+/// The sanity stage's parameters (Adebayo et al. 2018, arXiv 1810.03292): does a method's
+/// ranking change when the model does?
+public struct SanitySpec: Codable, Sendable, Equatable {
+    /// Cascading model randomisation: re-score with the head and the top k blocks
+    /// re-initialised, k = 1 ... L.
+    public var modelRandomization: Bool = true
+    /// Label randomisation: re-score a model trained (same spec) on shuffled train labels.
+    public var labelRandomization: Bool = true
+    /// Sequences of the attribution split re-scored (the first by id), for every model compared.
+    public var maxSequences: Int = 64
+    /// A method passes a check when the Spearman correlation of its scores on the real and on
+    /// the (fully) randomised model is below this.
+    public var maxSpearman: Double = 0.5
+    /// Seed of the re-initialisation and of the label shuffle.
+    public var seed: UInt64 = 1
+    enum CodingKeys: String, CodingKey, CaseIterable {
+        case modelRandomization = "model_randomization", labelRandomization = "label_randomization"
+        case maxSequences = "max_sequences", maxSpearman = "max_spearman", seed
+    }
+    /// Creates the defaults: both checks, 64 sequences, threshold 0.5, seed 1.
+    public init() {}
+    /// Whether the stage has anything to do.
+    public var enabled: Bool { modelRandomization || labelRandomization }
+    public init(from decoder: Decoder) throws {
+        try rejectUnknownKeys(decoder, CodingKeys.self)
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        modelRandomization = try c.decodeIfPresent(Bool.self, forKey: .modelRandomization) ?? modelRandomization
+        labelRandomization = try c.decodeIfPresent(Bool.self, forKey: .labelRandomization) ?? labelRandomization
+        maxSequences = try c.decodeIfPresent(Int.self, forKey: .maxSequences) ?? maxSequences
+        maxSpearman = try c.decodeIfPresent(Double.self, forKey: .maxSpearman) ?? maxSpearman
+        seed = try c.decodeIfPresent(UInt64.self, forKey: .seed) ?? seed
+        if maxSequences < 2 {
+            throw SpecError.invalid(path: keyPath(c.codingPath + [CodingKeys.maxSequences]), message: "expected 2 or more sequences, got \(maxSequences)")
+        }
+        if !(maxSpearman > -1 && maxSpearman <= 1) {
+            throw SpecError.invalid(path: keyPath(c.codingPath + [CodingKeys.maxSpearman]), message: "expected a correlation in (-1, 1], got \(maxSpearman)")
+        }
+    }
+}
+
 /// A pipeline spec (YAML). Decoding is strict: an unknown key or a wrong type is an
 /// error that names the key path.
 public struct PipelineSpec: Codable, Sendable, Equatable {
@@ -451,9 +531,13 @@ public struct PipelineSpec: Codable, Sendable, Equatable {
     public var selection = SelectionSpec()
     /// Evidence-stage parameters (YAML `evidence`; `EvidenceSpec` defaults when absent).
     public var evidence = EvidenceSpec()
+    /// Ablation of the evaluate and evidence stages (YAML `evaluation`; `EvaluationSpec` defaults when absent).
+    public var evaluation = EvaluationSpec()
+    /// Sanity-stage parameters (YAML `sanity`; `SanitySpec` defaults when absent).
+    public var sanity = SanitySpec()
 
     enum CodingKeys: String, CodingKey, CaseIterable {
-        case name, inputs, labelLevel = "label_level", split, model, train, attribution, selection, evidence
+        case name, inputs, labelLevel = "label_level", split, model, train, attribution, selection, evidence, evaluation, sanity
     }
 
     /// Creates a spec with `name` and `inputs` and every other field at its default
@@ -472,6 +556,13 @@ public struct PipelineSpec: Codable, Sendable, Equatable {
         attribution = try c.decodeIfPresent(AttributionSpec.self, forKey: .attribution) ?? attribution
         selection = try c.decodeIfPresent(SelectionSpec.self, forKey: .selection) ?? selection
         evidence = try c.decodeIfPresent(EvidenceSpec.self, forKey: .evidence) ?? evidence
+        evaluation = try c.decodeIfPresent(EvaluationSpec.self, forKey: .evaluation) ?? evaluation
+        sanity = try c.decodeIfPresent(SanitySpec.self, forKey: .sanity) ?? sanity
+        if evaluation.ablation == .mean, attribution.granularity.contains(.weight) {
+            throw SpecError.invalid(path: "evaluation.ablation", message: "mean ablation replaces a neuron's activation by its mean; a single weight has "
+                + "no activation of its own, so weight granularity takes only 'zero'. attribution.granularity includes weight "
+                + "(the default): set attribution.granularity: [neuron], or evaluation.ablation: zero")
+        }
         if !(1 ... 4).contains(labelLevel) {
             throw SpecError.invalid(path: "label_level", message: "expected 1...4 (1 = EC class), got \(labelLevel)")
         }

@@ -19,8 +19,9 @@ public enum PipelineError: Error, CustomStringConvertible {
     case empty(stage: String, what: String)
     /// `--shard-index` / `--num-shards` out of range.
     case badShardSelection(index: Int, count: Int)
-    /// This task's attribution shards are done; others are still left (not a failure).
-    case shardsLeft(task: String, left: Int, total: Int)
+    /// This array task's part of a stage (attribution shards, evidence rankings) is done; other
+    /// tasks' parts are still left (not a failure). `unit` names the parts ("shards", "rankings").
+    case shardsLeft(stage: String, task: String, left: Int, total: Int, unit: String)
     /// Training produced a non-finite loss.
     case diverged(epoch: Int, detail: String)
     /// An unknown stage name.
@@ -43,10 +44,10 @@ public enum PipelineError: Error, CustomStringConvertible {
             return "stage \(stage): \(what)"
         case .badShardSelection(let index, let count):
             return "shard index \(index) with \(count) shards: give --num-shards N >= 1 and --shard-index in 0..<N"
-        case .shardsLeft(let task, let left, let total):
-            return "attribute (\(task)): this task's shards are done; \(left) of \(total) shards belong to other tasks and are not done yet. "
-                + "The last task to finish combines the scores. If a task was killed, run `kneuron attribute SPEC` (without --shard-index) "
-                + "once the others have stopped: it does the shards that are left and combines"
+        case .shardsLeft(let stage, let task, let left, let total, let unit):
+            return "\(stage) (\(task)): this task's \(unit) are done; \(left) of \(total) \(unit) belong to other tasks and are not done yet. "
+                + "The last task to finish combines the results. If a task was killed, run `kneuron \(stage) SPEC` (without --shard-index) "
+                + "once the others have stopped: it does the \(unit) that are left and combines"
         case .diverged(let epoch, let detail):
             return "training diverged in epoch \(epoch): \(detail)"
         case .unknownStage(let s):
@@ -57,7 +58,7 @@ public enum PipelineError: Error, CustomStringConvertible {
 
 /// The pipeline's stages in run order.
 public enum Stage: String, CaseIterable, Sendable, Comparable {
-    case ingest, tokenize, split, train, attribute, select, evaluate, evidence, report
+    case ingest, tokenize, split, train, attribute, select, evaluate, evidence, sanity, report
 
     /// The stage's implementation: its parameters, version and work (one file per stage in
     /// `Stages/`); the runner loops over stages and calls these.
@@ -71,6 +72,7 @@ public enum Stage: String, CaseIterable, Sendable, Comparable {
         case .select: SelectStage.self
         case .evaluate: EvaluateStage.self
         case .evidence: EvidenceStage.self
+        case .sanity: SanityStage.self
         case .report: ReportStage.self
         }
     }

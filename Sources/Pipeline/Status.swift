@@ -103,6 +103,14 @@ public struct RunStatus: Sendable {
                     let planned = spec.map { rankings + $0.evidence.randomRankings * $0.attribution.granularity.count }
                     detail = String(format: "%d of %@ rankings' curves done (%.1f s)", units.done, planned.map(String.init) ?? "?", units.seconds)
                 }
+            case .sanity:
+                let units = try db.sanityUnitProgress()
+                if units.done > 0 || ledger[Stage.attribute.rawValue] != nil {
+                    let spec = try db.run().flatMap { try? PipelineSpec.parse(yaml: $0.specYAML, path: $0.specPath) }
+                    let layers = try db.scoredLayers()
+                    let planned = spec.flatMap { s in layers.map { (s.sanity.modelRandomization ? $0 : 0) + (s.sanity.labelRandomization ? 1 : 0) } }
+                    detail = String(format: "%d of %@ checks done (%.1f s)", units.done, planned.map(String.init) ?? "?", units.seconds)
+                }
             default: break
             }
             lines.append(Line(stage: stage, done: rec != nil, rows: rec?.rowsWritten ?? 0, seconds: rec?.seconds ?? 0, detail: detail))

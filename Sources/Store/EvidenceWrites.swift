@@ -162,6 +162,9 @@ extension RunDatabase {
         try write("writing the evidence tests") { db in
             try Self.requireLedger(db, requiring, doing: "testing the curves")
             if let rows = try Self.alreadyRecorded(db, ledger) { return rows }
+            // Rows of an earlier evidence run whose ledger row was dropped (migration 0009) are replaced.
+            try db.execute(sql: "DELETE FROM curve_auc")
+            try db.execute(sql: "DELETE FROM significance")
             let a = try db.makeStatement(sql: "INSERT INTO curve_auc VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")
             for r in auc {
                 try a.execute(arguments: [r.ranking.method, r.ranking.granularity, r.ranking.targetClass, r.ranking.seed, r.direction,

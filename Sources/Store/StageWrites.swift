@@ -80,6 +80,10 @@ extension RunDatabase {
         func sql(_ statement: String) -> (Database) throws -> Int { { db in try db.execute(sql: statement); return db.changesCount } }
         func scoreSets(_ condition: String) -> (Database) throws -> Int { { db in try Self.deleteScoreSets(db, where: condition) } }
         let deletes: [(stage: String, table: String, delete: (Database) throws -> Int)] = [
+            ("sanity", "sanity_verdicts", sql("DELETE FROM sanity_verdicts")),
+            ("sanity", "sanity_checks", sql("DELETE FROM sanity_checks")),
+            ("sanity", "sanity_units", sql("DELETE FROM sanity_units")),
+            ("evidence", "knowledge_edits", sql("DELETE FROM knowledge_edits")),
             ("evidence", "significance", sql("DELETE FROM significance")),
             ("evidence", "curve_auc", sql("DELETE FROM curve_auc")),
             ("evidence", "curves", sql("DELETE FROM curves")),

@@ -236,15 +236,18 @@ public final class Trainer {
 
     /// Forward-only pass over `examples` in their order, in batches of `batchSize` sorted by
     /// length within the pass (less padding; results are put back in input order).
-    /// - Returns: the stats (mean cross-entropy, accuracy), the arg-max class per example, and
-    ///   each example's softmax probability of its label (float64 from the float32 logits).
-    public func evaluate(_ examples: [Example], batchSize: Int) -> (stats: EpochStats, predictions: [Int], trueClassProbabilities: [Double]) {
+    /// - Returns: the stats (mean cross-entropy, accuracy), the arg-max class per example,
+    ///   each example's softmax probability of its label, and every example's softmax row
+    ///   (examples x classes), float64 from the float32 logits.
+    public func evaluate(_ examples: [Example], batchSize: Int)
+        -> (stats: EpochStats, predictions: [Int], trueClassProbabilities: [Double], probabilities: [[Double]]) {
         let t0 = Date()
         let C = model.config.numLabels
         let bs = max(1, batchSize)
         let byLength = examples.indices.sorted { (examples[$0].tokens.count, $0) < (examples[$1].tokens.count, $1) }
         var predictions = [Int](repeating: -1, count: examples.count)
         var pTrue = [Double](repeating: 0, count: examples.count)
+        var probabilities = [[Double]](repeating: [], count: examples.count)
         var lossSum = 0.0, correct = 0
         var start = 0
         while start < byLength.count {
@@ -259,13 +262,15 @@ public final class Trainer {
                 // softmax of the row, max-shifted: P(label) = exp(z_y - m) / sum_c exp(z_c - m)
                 let row = (0 ..< C).map { Double(logits[r * C + $0]) }
                 let m = row.max() ?? 0
-                pTrue[i] = exp(row[examples[i].label] - m) / row.reduce(0) { $0 + exp($1 - m) }
+                let z = row.reduce(0) { $0 + exp($1 - m) }
+                probabilities[i] = row.map { exp($0 - m) / z }
+                pTrue[i] = probabilities[i][examples[i].label]
             }
             start += bs
         }
         let n = max(1, examples.count)
         return (EpochStats(loss: lossSum / Double(n), accuracy: Double(correct) / Double(n), examples: examples.count,
-                           seconds: Date().timeIntervalSince(t0)), predictions, pTrue)
+                           seconds: Date().timeIntervalSince(t0)), predictions, pTrue, probabilities)
     }
 
     /// Index of the largest logit of row `row` of (B,C) logits (first on ties).

@@ -20,23 +20,16 @@ struct TrainCommand: StageCommand {
     @OptionGroup var options: RunOptions
 }
 
-/// `kneuron attribute SPEC [--shard-index I --num-shards N]`: all shards, or the shards
-/// `s % N == I` of one array-job task (defaults from Slurm's array variables).
-struct AttributeCommand: ParsableCommand {
-    static let configuration = CommandConfiguration(
-        commandName: "attribute",
-        abstract: "Score the weights or neurons of the spec's modules by each attribution method, in resumable shards.",
-        discussion: """
-            As one task of an array job, --shard-index I --num-shards N processes only the shards s with \
-            s % N == I (defaults: SLURM_ARRAY_TASK_ID - SLURM_ARRAY_TASK_MIN and SLURM_ARRAY_TASK_COUNT when set). \
-            Tasks share the database; the last one to finish combines the scores. A task whose shards are done \
-            while others are still working exits 0 and says so.
-            """)
-    @OptionGroup var options: RunOptions
+/// The array-task options of the stages whose work array tasks share (attribute, evidence).
+struct ArrayTaskOptions: ParsableArguments {
     @Option(help: "This task's index in 0..<num-shards.") var shardIndex: Int?
-    @Option(help: "Number of tasks the shards are divided among.") var numShards: Int?
+    @Option(help: "Number of tasks the work is divided among.") var numShards: Int?
 
-    func run() throws {
+    /// The task's selection: the options, else Slurm's array variables (SLURM_ARRAY_TASK_ID -
+    /// SLURM_ARRAY_TASK_MIN of SLURM_ARRAY_TASK_COUNT), else nil (all the work).
+    /// - Throws: `ValidationError` for half-given options, non-integer or non-contiguous Slurm
+    ///   variables, or `--force` with a selection (it would discard the other tasks' work).
+    func selection(stage: Stage, force: String?) throws -> ShardSelection? {
         let env = ProcessInfo.processInfo.environment
         var index = shardIndex, count = numShards
         if index == nil, count == nil, let rawID = env["SLURM_ARRAY_TASK_ID"] {
@@ -51,25 +44,47 @@ struct AttributeCommand: ParsableCommand {
                     + "(--array=0-\(n - 1), no step) or give --shard-index and --num-shards")
             }
         }
-        var shards: ShardSelection?
-        // One task must not discard the shards the others are writing.
-        if index != nil || count != nil, options.force != nil {
-            throw ValidationError("--force cannot be combined with array-job shards (--shard-index/--num-shards or SLURM_ARRAY_TASK_ID): "
-                + "it would discard the other tasks' finished shards. Run `kneuron attribute SPEC --force attribute` once before "
+        // One task must not discard the work the others are writing.
+        if index != nil || count != nil, force != nil {
+            throw ValidationError("--force cannot be combined with array-job tasks (--shard-index/--num-shards or SLURM_ARRAY_TASK_ID): "
+                + "it would discard the other tasks' finished work. Run `kneuron \(stage.rawValue) SPEC --force \(stage.rawValue)` once before "
                 + "submitting the array, or submit the array without --force")
         }
         switch (index, count) {
-        case (nil, nil): shards = nil
-        case (let i?, let n?): shards = try ShardSelection(index: i, count: n)
+        case (nil, nil): return nil
+        case (let i?, let n?): return try ShardSelection(index: i, count: n)
         default: throw ValidationError("give --shard-index and --num-shards together")
         }
+    }
+
+    /// Runs `stage` as this task; a task whose part is done while others work exits 0 and says so.
+    func run(_ stage: Stage, _ options: RunOptions) throws {
+        let shards = try selection(stage: stage, force: options.force)
         do {
-            try runStages(options, [.attribute], shards: shards)
+            try runStages(options, [stage], shards: shards)
         } catch let e as PipelineError {
             guard case .shardsLeft = e else { throw e }
             print("\(e)")
         }
     }
+}
+
+/// `kneuron attribute SPEC [--shard-index I --num-shards N]`: all shards, or the shards
+/// `s % N == I` of one array-job task (defaults from Slurm's array variables).
+struct AttributeCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "attribute",
+        abstract: "Score the weights or neurons of the spec's modules by each attribution method, in resumable shards.",
+        discussion: """
+            As one task of an array job, --shard-index I --num-shards N processes only the shards s with \
+            s % N == I (defaults: SLURM_ARRAY_TASK_ID - SLURM_ARRAY_TASK_MIN and SLURM_ARRAY_TASK_COUNT when set). \
+            Tasks share the database; the last one to finish combines the scores. A task whose shards are done \
+            while others are still working exits 0 and says so.
+            """)
+    @OptionGroup var options: RunOptions
+    @OptionGroup var task: ArrayTaskOptions
+
+    func run() throws { try task.run(.attribute, options) }
 }
 
 struct SelectCommand: StageCommand {
@@ -84,11 +99,31 @@ struct EvaluateCommand: StageCommand {
     @OptionGroup var options: RunOptions
 }
 
-struct EvidenceCommand: StageCommand {
+/// `kneuron evidence SPEC [--shard-index I --num-shards N]`: every ranking's curves, or the
+/// rankings `i % N == I` of one array-job task (defaults from Slurm's array variables).
+struct EvidenceCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "evidence",
-        abstract: "Retain and delete curves of every ranking against random rankings: bootstrap intervals, permutation p-values, curve areas.")
-    static let stage = Stage.evidence
+        abstract: "Retain and delete curves of every ranking against random rankings (bootstrap intervals, permutation p-values, "
+            + "curve areas) and the knowledge edits.",
+        discussion: """
+            As one task of an array job, --shard-index I --num-shards N evaluates only the rankings i with i % N == I \
+            (attributed rankings first, then random seeds 1 ... N per granularity; defaults: SLURM_ARRAY_TASK_ID - \
+            SLURM_ARRAY_TASK_MIN and SLURM_ARRAY_TASK_COUNT when set). Tasks share the database; the last one to finish \
+            runs the tests and the knowledge edits. A task whose rankings are done while others are still working exits 0 and says so.
+            """)
+    @OptionGroup var options: RunOptions
+    @OptionGroup var task: ArrayTaskOptions
+
+    func run() throws { try task.run(.evidence, options) }
+}
+
+struct SanityCommand: StageCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "sanity",
+        abstract: "Sanity checks (Adebayo et al.): Spearman correlation of every ranking with the same method on cascading-randomised "
+            + "and label-randomised models.")
+    static let stage = Stage.sanity
     @OptionGroup var options: RunOptions
 }
 

@@ -160,7 +160,7 @@ final class EndToEndTests: XCTestCase {
         let shardsAtKill = try count(partial, "SELECT COUNT(*) FROM shards")
         let during = try RunStatus.read(db: partial)
         XCTAssertFalse(during.complete)
-        XCTAssertEqual(during.lines.map(\.done), [true, true, true, true, false, false, false, false, false])
+        XCTAssertEqual(during.lines.map(\.done), [true, true, true, true, false, false, false, false, false, false])
         XCTAssertEqual(during.shards.count, 16)
         XCTAssertEqual(during.shards.filter(\.done).count, shardsAtKill)
         XCTAssertEqual(Set(during.shards.map(\.sequences)), [3])
@@ -260,12 +260,12 @@ final class EndToEndTests: XCTestCase {
                        try b.query("SELECT layer, module, row, col, score, rank FROM neuron_scores ORDER BY method, rank").rows,
                        "the sharded run's ranked rows are the reference's best 500 of each set")
         let after = try RunStatus.read(db: b)
-        XCTAssertEqual(after.lines.map(\.done), [true, true, true, true, true, false, false, false, false])
+        XCTAssertEqual(after.lines.map(\.done), [true, true, true, true, true, false, false, false, false, false])
         XCTAssertEqual(after.shards.filter(\.done).count, 16)
         XCTAssertEqual(try b.query("PRAGMA integrity_check").rows, [["ok"]])
         // The rest of the pipeline continues from the combined scores.
         let rest = try runInProcess(spec: spec, db: sharded)
-        XCTAssertEqual(rest.map(\.ran), [false, false, false, false, false, true, true, true, true])
+        XCTAssertEqual(rest.map(\.ran), [false, false, false, false, false, true, true, true, true, true])
         XCTAssertEqual(try a.evaluations(), try RunDatabase(path: sharded, readOnly: true).evaluations())
     }
 
@@ -454,7 +454,7 @@ final class EndToEndTests: XCTestCase {
     }
 
     /// Crash harness: `kneuron run` is killed with SIGKILL at random moments (>= 20 kills that
-    /// landed while it was running, over ingest ... evaluate) and resumed until it completes,
+    /// landed while it was running, over ingest ... sanity) and resumed until it completes,
     /// on fresh databases until enough kills accumulated; every table's data must equal an
     /// uninterrupted run's (timings excluded), with no duplicates and integrity_check ok.
     func testCrashHarnessKillsAtRandomPointsAndResumesToIdenticalTables() throws {
@@ -481,13 +481,15 @@ final class EndToEndTests: XCTestCase {
             ("curves", "SELECT method, granularity, target_class, seed, direction, fraction, n_ablated, n_correct, accuracy, accuracy_low, accuracy_high, macro_f1, p_true FROM curves ORDER BY 1, 2, 3, 4, 5, 6"),
             ("curve_auc", "SELECT * FROM curve_auc ORDER BY 1, 2, 3, 4, 5"),
             ("significance", "SELECT * FROM significance ORDER BY 1, 2, 3, 4, 5"),
+            ("sanity_checks", "SELECT * FROM sanity_checks ORDER BY 1, 2, 3, 4, 5"),
+            ("sanity_verdicts", "SELECT * FROM sanity_verdicts ORDER BY 1, 2, 3, 4"),
             ("stages", "SELECT stage, content_key, rows_written FROM stages ORDER BY 1"),
         ]
         let expected = try RunDatabase(path: reference, readOnly: true)
         var rng = SplitMix64(seed: 2026)
         var kills = 0, runs = 0, rowsCompared = 0
         var killedIn: [String: Int] = [:]
-        let stagesToHit = ["ingest", "tokenize", "split", "train", "attribute", "evaluate", "evidence"]
+        let stagesToHit = ["ingest", "tokenize", "split", "train", "attribute", "evaluate", "evidence", "sanity"]
         func missedStage() -> Bool { stagesToHit.contains { (killedIn[$0] ?? 0) == 0 } }
         while (kills < 20 || missedStage()) && runs < 16 {
             runs += 1

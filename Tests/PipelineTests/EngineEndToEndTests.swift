@@ -10,6 +10,11 @@ import Store
 /// stored layouts, the per-class regrouping against the engine called directly on the
 /// selection sequences, random baselines per granularity, neuron ablation in evaluate, and
 /// the report's sections.
+extension Array where Element: Hashable {
+    /// The distinct elements in first-seen order.
+    func uniqued() -> [Element] { var seen = Set<Element>(); return filter { seen.insert($0).inserted } }
+}
+
 extension EndToEndTests {   // its temporary `dir`, set up and removed per test
     func testEveryMethodModuleGranularityAndTarget() throws {
         guard let data = EndToEndTests.dataDirectory() else { throw XCTSkip("real data not found: run data/fetch.sh --from ../shared/data or set KNEURON_DATA") }
@@ -102,7 +107,29 @@ extension EndToEndTests {   // its temporary `dir`, set up and removed per test
         XCTAssertEqual(try rows("SELECT COUNT(DISTINCT method || target_class) FROM neuron_across_methods WHERE granularity = 'neuron' AND layer = 1 AND module = 'intermediate' AND row = 7"),
                        [["\(3 * (1 + classesPresent))"]])
 
+        // Knowledge edits: every per-class neuron ranking x factors 0 and 2, its class's and the other test sequences;
+        // 100 random sets per factor measured for every class; the p-values from the random rows by brute force.
+        let edits = try db.knowledgeEdits()
+        XCTAssertEqual(edits.filter { $0.sequences == "class" }.count, 3 * classesPresent * 2)
+        XCTAssertEqual(try rows("SELECT COUNT(DISTINCT seed), MIN(seed), MAX(seed) FROM knowledge_edits WHERE method = 'random'"), [["100", "1", "100"]])
+        let randomEdits = try rows("SELECT target_class, factor, relative_change FROM knowledge_edits WHERE method = 'random' AND sequences = 'class'")
+        for e in edits {
+            XCTAssertEqual(e.nNeurons, 10)
+            XCTAssertEqual(e.ranking.granularity, "neuron")
+            XCTAssertTrue(e.pBefore > 0 && e.pBefore < 1 && e.pAfter > 0 && e.pAfter < 1, "\(e)")
+            XCTAssertTrue((0 ... 1).contains(e.predictionChanged))
+            guard e.sequences == "class" else { XCTAssertNil(e.pValue); continue }
+            let null = randomEdits.filter { Int($0[0]!)! == e.ranking.targetClass && Double($0[1]!)! == e.factor }.map { Double($0[2]!)! }
+            XCTAssertEqual(null.count, 100)
+            let asExtreme = null.filter { e.factor < 1 ? $0 <= e.relativeChange : $0 >= e.relativeChange }.count
+            XCTAssertEqual(e.pValue!, Double(1 + asExtreme) / 101, accuracy: 1e-12, "\(e)")
+        }
+        // p_before is the full model's mean P(class) on those sequences: the same for every method and factor.
+        XCTAssertEqual(try rows("SELECT COUNT(DISTINCT round(p_before, 12)) FROM knowledge_edits WHERE sequences = 'class' GROUP BY target_class").map { $0[0] }.uniqued(), ["1"])
+
         let report = try String(contentsOfFile: dir.appendingPathComponent("engine.artifacts/report.md").path, encoding: .utf8)
+        XCTAssertTrue(report.contains("## Suppressing and amplifying each class's knowledge neurons"), report)
+        XCTAssertTrue(report.contains("## Sanity checks (Adebayo et al. 2018)"), report)
         for heading in ["## Test accuracy of submodels keeping the top weights of query, key, value, attention_output, intermediate, output",
                         "## Test accuracy of submodels keeping the top neurons (output units) of query, key, value, attention_output, intermediate, output",
                         "### Per-class rankings (target per_class)", "| gradient x activation |", "L1 intermediate"] {

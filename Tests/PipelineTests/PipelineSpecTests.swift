@@ -66,7 +66,18 @@ final class PipelineSpecTests: XCTestCase {
         let a = try PipelineSpec.parse(yaml: minimal + "\nevidence: {fractions: [0.5, 0.1], directions: [delete, retain]}\n")
         let b = try PipelineSpec.parse(yaml: minimal + "\nevidence: {fractions: [0.1, 0.5], directions: [retain, delete]}\n")
         XCTAssertEqual(canonicalJSON(a.evidence), canonicalJSON(b.evidence))
-        XCTAssertEqual(canonicalJSON(b.evidence), #"{"bootstrap_resamples":1000,"directions":["retain","delete"],"fractions":[0.1,0.5],"random_rankings":100,"seed":1}"#)
+        XCTAssertEqual(canonicalJSON(b.evidence), #"{"bootstrap_resamples":1000,"directions":["retain","delete"],"edit_factors":[0,2],"edit_random_sets":100,"edit_top":10,"fractions":[0.1,0.5],"random_rankings":100,"seed":1}"#)
+        // Spec errors of the new keys name the key and what to do.
+        for (yaml, expected) in [("evidence: {edit_factors: [1]}", "at evidence.edit_factors: expected factors in [0, 1000] other than 1"),
+                                 ("evidence: {edit_top: 0}", "at evidence.edit_top: expected 1 or more"),
+                                 ("evaluation: {ablation: median}", "at evaluation.ablation: unknown value 'median'; choose one of zero, mean"),
+                                 ("sanity: {max_sequences: 1}", "at sanity.max_sequences: expected 2 or more"),
+                                 ("sanity: {max_spearman: 2}", "at sanity.max_spearman: expected a correlation in (-1, 1]"),
+                                 ("sanity: {labels: true}", "sanity")] {
+            XCTAssertThrowsError(try PipelineSpec.parse(yaml: minimal + "\n" + yaml + "\n"), yaml) { e in
+                XCTAssertTrue("\(e)".contains(expected), "\(yaml): \(e)")
+            }
+        }
     }
 
     func testWrongTypeNamesKeyPath() {

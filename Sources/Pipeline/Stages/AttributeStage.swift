@@ -2,6 +2,7 @@ import Attribution
 import ESM
 import Foundation
 import Store
+import Training
 
 /// Stage 5: scores the chosen weights or neurons by each method over the selection split,
 /// in shards, for every (method, granularity) the spec asks (`attribution.methods`,
@@ -23,6 +24,62 @@ import Store
 /// Targets: every sequence attributes P(its label); `true_class` scores average all groups,
 /// `per_class` class c's group alone (classes without a selection sequence get no ranking).
 enum AttributeStage: StageImplementation {
+    /// The score vectors of one (method, granularity) from its summed contributions: `total`
+    /// holds one group of `contributionCount` values per class (one group when `targets` has no
+    /// `per_class`), `counts` the sequences summed into each. `true_class` adds every group (in
+    /// class order), `per_class` gives class c its own group (classes without a sequence get none).
+    static func rankings(method: AttributionMethod, layout: ScoreLayout, total: [Double], counts: [Int], targets: [AttributionTarget],
+                         parameters: ParameterBuffer) -> [(id: RankingKey, scores: [Float])] {
+        let attributor = method.implementation
+        let width = attributor.contributionCount(layout: layout, config: parameters.layout.config)
+        let groups = counts.count
+        func scores(_ groupsToAdd: [Int]) -> [Float] {
+            var sum = Array(total[groupsToAdd[0] * width ..< (groupsToAdd[0] + 1) * width])
+            for g in groupsToAdd.dropFirst() { for i in 0 ..< width { sum[i] += total[g * width + i] } }
+            return attributor.scores(sums: sum, count: groupsToAdd.reduce(0) { $0 + counts[$1] }, parameters: parameters, layout: layout)
+        }
+        var out: [(RankingKey, [Float])] = []
+        if targets.contains(.trueClass) { out.append((RankingKey(method: method, granularity: layout.granularity), scores(Array(0 ..< groups)))) }
+        if targets.contains(.perClass) {
+            for c in 0 ..< groups where counts[c] > 0 {
+                out.append((RankingKey(method: method, granularity: layout.granularity, targetClass: c), scores([c])))
+            }
+        }
+        return out
+    }
+
+    /// Every ranking of the spec's attribution for `model` over `examples`, in memory (no
+    /// shards, no database): the contributions are summed in sequence order per group, as the
+    /// shards sum theirs. Used by the sanity checks to re-score randomised models.
+    /// - Throws: `AttributionError`.
+    static func rankingsInMemory(model: ESMClassifier, examples: [Example], spec: AttributionSpec,
+                                 layouts: [Granularity: ScoreLayout]) throws -> [RankingKey: [Float]] {
+        let groups = spec.groupsByClass ? model.config.numLabels : 1
+        var out: [RankingKey: [Float]] = [:]
+        for (method, granularity) in spec.jobs {
+            let attributor = method.implementation, layout = layouts[granularity]!
+            let width = attributor.contributionCount(layout: layout, config: model.config)
+            var total = [Double](repeating: 0, count: groups * width)
+            var counts = [Int](repeating: 0, count: groups)
+            var start = 0
+            while start < examples.count {   // chunks of a shard's size bound the contributions held at once
+                let chunk = Array(examples[start ..< min(start + spec.shardSize, examples.count)])
+                let parts = try attributor.contributions(model: model, sequences: chunk.map { AttributionInput(tokens: $0.tokens, target: $0.label) },
+                                                         layout: layout, options: AttributionOptions(steps: spec.steps))
+                for (k, part) in parts.enumerated() {
+                    let g = groups > 1 ? chunk[k].label : 0
+                    counts[g] += 1
+                    total.withUnsafeMutableBufferPointer { t in for i in 0 ..< width { t[g * width + i] += part.contribution[i] } }
+                }
+                start += chunk.count
+            }
+            for (id, scores) in rankings(method: method, layout: layout, total: total, counts: counts, targets: spec.targets, parameters: model.parameters) {
+                out[id] = scores
+            }
+        }
+        return out
+    }
+
     /// Every `attribution` key (the engine's new keys only when not at their defaults, see
     /// `AttributionSpec.encode`) and the split it attributes.
     static func parameters(_ ctx: RunContext) throws -> [(name: String, value: String)] {
@@ -125,7 +182,8 @@ enum AttributeStage: StageImplementation {
             for (method, granularity) in spec.jobs {
                 left += shardCount - (try ctx.db.finishedShards(method: method.rawValue, granularity: granularity.rawValue, contentKey: key).count)
             }
-            if left > 0 { throw PipelineError.shardsLeft(task: selection.description, left: left, total: shardCount * spec.jobs.count) }
+            if left > 0 { throw PipelineError.shardsLeft(stage: Stage.attribute.rawValue, task: selection.description, left: left,
+                                                         total: shardCount * spec.jobs.count, unit: "shards") }
         }
         // Every shard of every job is done: combine in shard order.
         var sets: [ScoreSet] = []
@@ -151,20 +209,8 @@ enum AttributeStage: StageImplementation {
                     sum.sums.withUnsafeBufferPointer { s in for i in 0 ..< width { t[g * width + i] = s[k * width + i] } }
                 }
             }
-            func scores(_ groupsToAdd: [Int]) -> [Float] {
-                var sum = Array(total[groupsToAdd[0] * width ..< (groupsToAdd[0] + 1) * width])
-                for g in groupsToAdd.dropFirst() { for i in 0 ..< width { sum[i] += total[g * width + i] } }
-                return attributor.scores(sums: sum, count: groupsToAdd.reduce(0) { $0 + counts[$1] }, parameters: model.parameters, layout: layout)
-            }
-            if spec.targets.contains(.trueClass) {
-                sets.append(ScoreSet(id: RankingKey(method: method, granularity: granularity).stored, layout: layout.stored,
-                                     values: scores(Array(0 ..< groups))))
-            }
-            if spec.targets.contains(.perClass) {
-                for c in 0 ..< classes where counts[c] > 0 {
-                    sets.append(ScoreSet(id: RankingKey(method: method, granularity: granularity, targetClass: c).stored,
-                                         layout: layout.stored, values: scores([c])))
-                }
+            for (id, values) in rankings(method: method, layout: layout, total: total, counts: counts, targets: spec.targets, parameters: model.parameters) {
+                sets.append(ScoreSet(id: id.stored, layout: layout.stored, values: values))
             }
         }
         for c in try ctx.db.completenessSummary() {

@@ -22,6 +22,14 @@ import Training
 ///   test against the random rankings of its granularity (`EvidenceStatistics.permutationPValue`:
 ///   retain asks "keeps more accuracy than random", delete "loses more"), with the effect size in
 ///   random-sd units.
+/// The two groups of test sequences a knowledge edit is measured on (`knowledge_edits.sequences`).
+enum EditedSequences: String, CaseIterable {
+    /// Sequences labelled with the edited ranking's class.
+    case ownClass = "class"
+    /// Every other test sequence.
+    case otherClasses = "other"
+}
+
 enum EvidenceStage: StageImplementation {
     /// Every `evidence` key and the test split's role (fixed).
     static func parameters(_ ctx: RunContext) throws -> [(name: String, value: String)] {
@@ -67,17 +75,22 @@ enum EvidenceStage: StageImplementation {
         let stale = try ctx.db.discardEvidenceUnits(otherThan: key)
         if stale > 0 { ctx.log("  discarded \(stale) finished curves computed with other evidence parameters or another model") }
         let done = try ctx.db.finishedEvidenceUnits(contentKey: key)
-        let todo = units.filter { !done.contains($0.id) }
+        // As one task of an array job: the rankings i with i % N == index (the list's order is fixed by the spec and the stored sets).
+        let mine = units.indices.filter { ctx.shardSelection?.owns($0) ?? true }.map { units[$0] }
+        let todo = mine.filter { !done.contains($0.id) }
         let directions = spec.directions.sorted(), fractions = spec.fractions.sorted()
         ctx.log("  \(units.count - units.filter { $0.id.method == Baseline.random }.count) rankings + \(spec.randomRankings) random rankings x \(layouts.count) granularities; "
-                + "\(directions.count) directions x \(fractions.count) fractions: \(todo.count) of \(units.count) rankings to do")
+                + "\(directions.count) directions x \(fractions.count) fractions: \(todo.count) of \(units.count) rankings to do"
+                + (ctx.shardSelection.map { " (\($0): \(mine.count) rankings)" } ?? ""))
 
         let trainer = Trainer(model: model, optimizer: AdamWConfig(learningRate: 0), batchSize: ctx.spec.train.batchSize, maxGradNorm: nil)
         let labels = test.examples.map(\.label)
         let classes = model.config.numLabels
         let full = model.parameters
+        let ablator = try Ablator(ctx, model: model, layouts: layouts)
         let progress = ProgressReporter("evidence", total: units.count, unit: "rankings", quiet: ctx.quiet)
         var finished = done.count
+        var unitSeconds = 0.0   // this process's units (the ledger counts every process's: evidence_units)
         for unit in todo {
             let t0 = Date()
             let scores = unit.id.method == Baseline.random ? Baseline.randomScores(count: unit.layout.count, seed: unit.id.seed) : try ctx.db.scores(unit.id)
@@ -90,7 +103,7 @@ enum EvidenceStage: StageImplementation {
                 for fraction in fractions {
                     let k = SelectStage.keptCount(fraction, total: unit.layout.count)
                     let kept = ranks.map { direction == .retain ? $0 <= k : $0 > k }
-                    model.parameters = Submodel.masked(full, layout: unit.layout, kept: kept)
+                    model.parameters = ablator.submodel(layout: unit.layout, kept: kept)
                     let out = trainer.evaluate(test.examples, batchSize: ctx.spec.train.batchSize)
                     let m = ClassificationMetrics(labels: labels, predictions: out.predictions, classes: classes)
                     let correct = zip(labels, out.predictions).map { $0 == $1 ? 1.0 : 0.0 }
@@ -103,18 +116,34 @@ enum EvidenceStage: StageImplementation {
                 }
             }
             model.parameters = full
-            try ctx.db.commitEvidenceUnit(unit.id, points: points, contentKey: key, seconds: Date().timeIntervalSince(t0), requiring: upstream)
+            let seconds = Date().timeIntervalSince(t0)
+            unitSeconds += seconds
+            try ctx.db.commitEvidenceUnit(unit.id, points: points, contentKey: key, seconds: seconds, requiring: upstream)
             finished += 1
             progress.update(finished)
             DebugHooks.pause(ctx.debug.shardDelayMilliseconds)
         }
 
-        // Every ranking's curves are done: areas and tests against the random rankings.
+        // Other tasks of an array job may still be working on their rankings.
+        if let selection = ctx.shardSelection {
+            let left = units.count - (try ctx.db.finishedEvidenceUnits(contentKey: key).count)
+            if left > 0 { throw PipelineError.shardsLeft(stage: Stage.evidence.rawValue, task: selection.description, left: left, total: units.count, unit: "rankings") }
+            if let recorded = try ctx.db.stage(Stage.evidence.rawValue), recorded.contentKey == key { return recorded.rowsWritten }
+        }
+        // Every ranking's curves are done: knowledge edits, then areas and tests against the random rankings.
+        let edits = try knowledgeEdits(ctx, model: model, trainer: trainer, test: test.examples, layout: layouts[.neuron])
+        model.parameters = full
+        try ctx.db.replaceKnowledgeEdits(edits, requiring: upstream)
+        for e in edits where e.sequences == EditedSequences.ownClass.rawValue && e.pValue != nil {
+            ctx.log(String(format: "  edit %@ class %d x%g: P(class) %+.1f%% (random %+.1f%% ± %.1f%%, p = %.3g), predictions changed %.0f%%",
+                           e.ranking.method, e.ranking.targetClass, e.factor, 100 * e.relativeChange, 100 * (e.randomMean ?? .nan),
+                           100 * (e.randomSD ?? .nan), e.pValue ?? .nan, 100 * e.predictionChanged))
+        }
         let points = try ctx.db.curvePoints()
         let (auc, significance) = tests(points)
         let rows = try ctx.db.commitEvidence(auc: auc, significance: significance,
                                              ledger: StageRecord(stage: Stage.evidence.rawValue, contentKey: key, rowsWritten: 0,
-                                                                 seconds: Date().timeIntervalSince(start)),
+                                                                 seconds: try ctx.db.evidenceUnitProgress().seconds + Date().timeIntervalSince(start) - unitSeconds),
                                              requiring: upstream)
         for s in significance where s.fraction == fractions.first || s.fraction == fractions.last {
             ctx.log(String(format: "  %@/%@%@ %@ %.3g: accuracy %.3f [%.3f, %.3f], random %.3f ± %.3f, p = %.3g",
@@ -122,6 +151,82 @@ enum EvidenceStage: StageImplementation {
                            s.direction, s.fraction, s.accuracy, s.accuracyLow, s.accuracyHigh, s.randomMean, s.randomSD ?? 0, s.pValue))
         }
         return rows
+    }
+
+    /// Knowledge edits (issue 11; Dai et al. 2021, arXiv 2104.08696 section 4.2; EleutherAI
+    /// `knowledge-neurons` `suppress_knowledge` / `enhance_knowledge`): for every per-class neuron
+    /// ranking (method, class c), the activations of its top `evidence.edit_top` neurons are
+    /// multiplied by each factor of `evidence.edit_factors` (`NeuronEdit.scaled`); on the test
+    /// split, for the sequences labelled c and for the others, the mean P(c) before and after,
+    /// the mean relative change (p_after - p_before) / p_before (Niu et al., ICLR 2024, report
+    /// both: probabilities often move while the arg-max does not) and the share of changed
+    /// predictions. The control: `evidence.edit_random_sets` random sets of as many neurons
+    /// (seeds 1 ... N of the random baseline's scores, one edited model per set and factor,
+    /// measured for every class), whose relative changes give the attributed rows' null
+    /// (one-sided permutation p-value: a larger decrease for factors below 1, a larger increase above).
+    /// - Returns: [] without neuron granularity or per-class rankings.
+    static func knowledgeEdits(_ ctx: RunContext, model: ESMClassifier, trainer: Trainer, test: [Example],
+                               layout: ScoreLayout?) throws -> [KnowledgeEditRecord] {
+        let spec = ctx.spec.evidence
+        guard let layout else { return [] }
+        let rankings = try ctx.db.scoreSets().filter { $0.granularity == Granularity.neuron.rawValue && $0.targetClass >= 0 && $0.method != Baseline.random }
+        guard !rankings.isEmpty else { return [] }
+        let full = model.parameters
+        let batch = ctx.spec.train.batchSize
+        let before = trainer.evaluate(test, batchSize: batch)
+        let top = min(spec.editTop, layout.count)
+        let modules = layout.modules.map(\.rawValue).joined(separator: ",")
+        let classes = Array(Set(rankings.map(\.targetClass))).sorted()
+        func measure(_ scores: [Float], factor: Double, id: (Int) -> RankingID, classes: [Int]) -> [KnowledgeEditRecord] {
+            let ranks = ScoreRanking.ranks(scores)
+            model.parameters = NeuronEdit.scaled(full, layout: layout, factors: ranks.map { $0 <= top ? Float(factor) : 1 })
+            let after = trainer.evaluate(test, batchSize: batch)
+            var out: [KnowledgeEditRecord] = []
+            for c in classes {
+                for group in EditedSequences.allCases {
+                    let members = test.indices.filter { (test[$0].label == c) == (group == .ownClass) }
+                    guard !members.isEmpty else { continue }
+                    let n = Double(members.count)
+                    let p0 = members.map { before.probabilities[$0][c] }, p1 = members.map { after.probabilities[$0][c] }
+                    let relative = zip(p0, p1).reduce(0.0) { $0 + ($1.1 - $1.0) / max($1.0, 1e-300) } / n
+                    let changed = members.filter { before.predictions[$0] != after.predictions[$0] }.count
+                    out.append(KnowledgeEditRecord(ranking: id(c), factor: factor, sequences: group.rawValue, modules: modules, nNeurons: top,
+                                                   nSequences: members.count, pBefore: p0.reduce(0, +) / n, pAfter: p1.reduce(0, +) / n,
+                                                   relativeChange: relative, predictionChanged: Double(changed) / n))
+                }
+            }
+            return out
+        }
+        var attributed: [KnowledgeEditRecord] = [], random: [KnowledgeEditRecord] = []
+        for factor in spec.editFactors.sorted() {
+            for r in rankings {
+                let scores = try ctx.db.scores(r)
+                guard scores.count == layout.count else {
+                    throw StoreError.corrupt("the scores of \(r) number \(scores.count), the spec's layout \(layout.count); run with --force attribute")
+                }
+                attributed += measure(scores, factor: factor, id: { _ in r }, classes: [r.targetClass])
+            }
+            if spec.editRandomSets > 0 {
+                for seed in 1 ... spec.editRandomSets {
+                    random += measure(Baseline.randomScores(count: layout.count, seed: seed), factor: factor,
+                                      id: { RankingID(method: Baseline.random, granularity: Granularity.neuron.rawValue, targetClass: $0, seed: seed) },
+                                      classes: classes)
+                }
+            }
+        }
+        model.parameters = full
+        for i in attributed.indices where attributed[i].sequences == EditedSequences.ownClass.rawValue {
+            let a = attributed[i]
+            let null = random.filter { $0.sequences == a.sequences && $0.factor == a.factor && $0.ranking.targetClass == a.ranking.targetClass }.map(\.relativeChange)
+            guard !null.isEmpty else { continue }
+            let (mean, sd) = EvidenceStatistics.meanAndSD(null)
+            let sign = a.factor < 1 ? -1.0 : 1.0
+            attributed[i].randomMean = mean
+            attributed[i].randomSD = sd
+            attributed[i].nRandom = null.count
+            attributed[i].pValue = EvidenceStatistics.permutationPValue(observed: sign * a.relativeChange, null: null.map { sign * $0 })
+        }
+        return attributed + random
     }
 
     /// Curve areas for every ranking and the permutation tests of the attributed rankings

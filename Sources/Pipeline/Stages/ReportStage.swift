@@ -181,6 +181,8 @@ public struct RunReport: Sendable {
         }
         let (evidenceMarkdown, curvesCSV) = try evidence(db: db, classes: classes, label: label)
         md += evidenceMarkdown
+        md += try knowledgeEdits(db: db, classes: classes, label: label)
+        md += try sanity(db: db, classes: classes, label: label)
         var dcsv = "method,granularity,target_class,retention_fraction,seed,layer,module,n_kept,n_total,density\n"
         for d in densities {
             dcsv += "\(d.method),\(d.granularity),\(d.targetClass),\(d.retentionFraction),\(d.seed),\(d.layer),\(d.module),\(d.nKept),\(d.nTotal),\(Double(d.nKept) / Double(d.nTotal))\n"
@@ -254,6 +256,71 @@ public struct RunReport: Sendable {
             + (minimum > 0.05 ? " (none could, with \(nRandom) random rankings).\n\n" : ".\n\n")
             : "At p < 0.05 (uncorrected): " + passing.joined(separator: "; ") + ".\n\n"
         return (md, csv)
+    }
+
+    /// The suppress/amplify section: per factor, one row per method and class with P(class)
+    /// before -> after and the relative change on the class's test sequences (against the random
+    /// sets, with the permutation p-value), the share of changed predictions there, and the
+    /// relative change on the other classes' sequences (specificity). Empty without edits.
+    static func knowledgeEdits(db: RunDatabase, classes: [ClassRecord], label: (String) -> String) throws -> String {
+        let edits = try db.knowledgeEdits()
+        guard !edits.isEmpty else { return "" }
+        func ec(_ c: Int) -> String { classes.first { $0.classIndex == c }?.ecLabel ?? String(c) }
+        func pc(_ x: Double) -> String { String(format: "%+.1f%%", 100 * x) }
+        func p(_ x: Double) -> String { x < 0.001 ? String(format: "%.1e", x) : String(format: "%.3f", x) }
+        let own = edits.filter { $0.sequences == EditedSequences.ownClass.rawValue }
+        let n = own.first?.nNeurons ?? 0, nRandom = own.compactMap(\.nRandom).max() ?? 0
+        var md = "## Suppressing and amplifying each class's knowledge neurons\n\n"
+        md += "The activations of the top \(n) neurons of each per-class ranking (modules \(own.first?.modules ?? "")) multiplied by the factor "
+        md += "(0 suppresses, 2 amplifies; Dai et al. 2021). `P(class)`: mean probability of the class on its own test sequences, before -> after; "
+        md += "`change`: the mean relative change of P(class) there, against \(nRandom) random sets of \(n) neurons (mean ± sd, one-sided "
+        md += "permutation p-value: a larger decrease for suppress, a larger increase for amplify; the smallest attainable is 1/\(nRandom + 1)); "
+        md += "`predictions changed`: share of those sequences whose predicted class changed; `other classes`: the relative change of "
+        md += "P(class) on the other test sequences (near 0 = specific).\n\n"
+        for factor in Array(Set(own.map(\.factor))).sorted() {
+            md += "### x\(String(format: "%g", factor))\n\n| method | class | n | P(class) | change | random | p | predictions changed | other classes |\n"
+            md += "|---|---|---|---|---|---|---|---|---|\n"
+            for e in own.filter({ $0.factor == factor }) {
+                let other = edits.first { $0.ranking == e.ranking && $0.factor == factor && $0.sequences == EditedSequences.otherClasses.rawValue }
+                md += "| \(label(e.ranking.method)) | \(ec(e.ranking.targetClass)) | \(e.nSequences) | \(fmt(e.pBefore, 3)) -> \(fmt(e.pAfter, 3)) | "
+                    + "\(pc(e.relativeChange)) | " + (e.randomMean.map { "\(pc($0)) ± \(String(format: "%.1f%%", 100 * (e.randomSD ?? 0)))" } ?? "") + " | "
+                    + (e.pValue.map(p) ?? "") + " | \(String(format: "%.0f%%", 100 * e.predictionChanged)) | \(other.map { pc($0.relativeChange) } ?? "") |\n"
+            }
+            md += "\n"
+        }
+        return md
+    }
+
+    /// The sanity-check section: per ranking, Spearman's rho between its scores on the real and
+    /// on each randomised model (cascading k = 1 ... L, label-randomised), and the verdicts.
+    /// Empty when the sanity stage wrote nothing.
+    static func sanity(db: RunDatabase, classes: [ClassRecord], label: (String) -> String) throws -> String {
+        let checks = try db.sanityChecks(), verdicts = try db.sanityVerdicts()
+        guard !checks.isEmpty else { return "" }
+        let cascade = Array(Set(checks.filter { $0.check == SanityCheck.modelRandomization.rawValue }.map(\.layersRandomized))).sorted()
+        let labels = checks.contains { $0.check == SanityCheck.labelRandomization.rawValue }
+        let threshold = verdicts.first?.maxSpearman ?? .nan
+        var md = "## Sanity checks (Adebayo et al. 2018)\n\n"
+        md += "Spearman correlation between each ranking's scores on the fine-tuned model and on a randomised one, over the same "
+        md += "\(checks.first!.nSequences) sequences: `top k` re-initialises the classification head and the top k blocks (cascading), "
+        md += "`labels` is a model trained the same way on shuffled labels. A ranking passes when the correlation with the fully "
+        md += "randomised model (top \(cascade.last ?? 0)) and with the label-randomised one is below \(String(format: "%g", threshold)): "
+        md += "its scores depend on what the model learned.\n\n"
+        md += "| ranking | " + cascade.map { "top \($0) |" }.joined(separator: " ") + (labels ? " labels |" : "") + " verdict |\n"
+        md += "|---|" + cascade.map { _ in "---|" }.joined() + (labels ? "---|" : "") + "---|\n"
+        let rankings = checks.map(\.ranking).reduce(into: [RankingID]()) { if !$0.contains($1) { $0.append($1) } }.sorted()
+        for r in rankings {
+            func rho(_ check: SanityCheck, _ k: Int) -> String {
+                checks.first { $0.ranking == r && $0.check == check.rawValue && $0.layersRandomized == k }.map { $0.spearman.map { fmt($0, 3) } ?? "undefined" } ?? ""
+            }
+            let mine = verdicts.filter { $0.ranking == r }
+            let verdict = mine.isEmpty ? "" : mine.allSatisfy(\.passed) ? "passes" : "fails " + mine.filter { !$0.passed }.map(\.check).joined(separator: ", ")
+            md += "| \(label(r.method)) \(r.granularity)" + (r.targetClass >= 0 ? " (\(classes.first { $0.classIndex == r.targetClass }?.ecLabel ?? String(r.targetClass)))" : "") + " |"
+                + cascade.map { " \(rho(.modelRandomization, $0)) |" }.joined() + (labels ? " \(rho(.labelRandomization, 0)) |" : "") + " \(verdict) |\n"
+        }
+        let failing = rankings.filter { r in verdicts.contains { $0.ranking == r && !$0.passed } }
+        md += "\n" + (failing.isEmpty ? "Every ranking passes.\n\n" : "\(failing.count) of \(rankings.count) rankings fail: their scores barely change when the model does.\n\n")
+        return md
     }
 
     static func pct(_ f: Double) -> String {

@@ -104,10 +104,15 @@ struct ClassificationMetrics {
 /// Stage 7: the full model (method `full`, granularity `none`, fraction 1.0) and every stored
 /// selection's submodel on `test` (`Submodel.masked`: weight granularity zeroes the unkept
 /// weights and the bias of a fully dropped row; neuron granularity zeroes the unkept units'
-/// weight rows and biases, i.e. their activations).
+/// weight rows and biases, i.e. their activations; with `evaluation.ablation: mean` an unkept
+/// neuron's activation is its mean instead, see `Ablator`).
 enum EvaluateStage: StageImplementation {
-    /// None of its own (it evaluates what select kept, on the test split).
-    static func parameters(_ ctx: RunContext) throws -> [(name: String, value: String)] { [] }
+    /// None of its own (it evaluates what select kept, on the test split), except
+    /// `evaluation.ablation` when it is not the default `zero` (so runs recorded before the key
+    /// existed keep their content keys).
+    static func parameters(_ ctx: RunContext) throws -> [(name: String, value: String)] {
+        ctx.spec.evaluation.ablation == .zero ? [] : [("evaluation.ablation", ctx.spec.evaluation.ablation.rawValue)]
+    }
 
     static func run(_ ctx: RunContext, key: String) throws -> Int {
         let start = Date()
@@ -119,6 +124,7 @@ enum EvaluateStage: StageImplementation {
         let trainer = Trainer(model: model, optimizer: AdamWConfig(learningRate: 0), batchSize: ctx.spec.train.batchSize, maxGradNorm: nil)
         let labels = test.examples.map(\.label)
         let full = model.parameters
+        let ablator = try Ablator(ctx, model: model, layouts: layouts)
         let selections = try ctx.db.selections()
         let progress = ProgressReporter("evaluate", total: selections.count + 1, unit: "models", quiet: ctx.quiet)
 
@@ -145,7 +151,7 @@ enum EvaluateStage: StageImplementation {
                 ranksCache[s.ranking] = ScoreRanking.ranks(scores).map(Int.init)
             }
             let kept = ranksCache[s.ranking]!.map { $0 <= s.nKept }
-            model.parameters = Submodel.masked(full, layout: layout, kept: kept)
+            model.parameters = ablator.submodel(layout: layout, kept: kept)
             records.append(evaluate(s.ranking, fraction: s.retentionFraction))
             progress.update(records.count)
             DebugHooks.pause(ctx.debug.batchDelayMilliseconds)

@@ -95,6 +95,21 @@ enum TrainStage: StageImplementation {
         return fields
     }
 
+    /// The spec's trainer for `model`: AdamW with the spec's learning rate, weight decay, batch
+    /// size, clipping and schedule over `examples` training sequences per epoch.
+    static func makeTrainer(_ spec: TrainSpec, model: ESMClassifier, examples: Int) -> Trainer {
+        let trainer = Trainer(model: model,
+                              optimizer: AdamWConfig(learningRate: spec.learningRate, weightDecay: spec.weightDecay),
+                              batchSize: spec.batchSize, maxGradNorm: spec.maxGradNorm)
+        let stepsPerEpoch = (examples + spec.batchSize - 1) / spec.batchSize
+        let totalSteps = stepsPerEpoch * spec.epochs
+        switch spec.schedule {
+        case .constant: trainer.schedule = .constant
+        case .linear: trainer.schedule = .linear(warmupSteps: Int((spec.warmupFraction * Double(totalSteps)).rounded()), totalSteps: totalSteps)
+        }
+        return trainer
+    }
+
     static func run(_ ctx: RunContext, key: String) throws -> Int {
         let start = Date()
         let spec = ctx.spec.train
@@ -103,15 +118,7 @@ enum TrainStage: StageImplementation {
         let select = try SplitData.load(ctx, split: ctx.spec.split.selectOn.split)
         guard !train.examples.isEmpty else { throw PipelineError.empty(stage: "train", what: "the train split is empty") }
         let model = try ModelStore.initialModel(ctx, classes: classes)
-        let trainer = Trainer(model: model,
-                              optimizer: AdamWConfig(learningRate: spec.learningRate, weightDecay: spec.weightDecay),
-                              batchSize: spec.batchSize, maxGradNorm: spec.maxGradNorm)
-        let stepsPerEpoch = (train.examples.count + spec.batchSize - 1) / spec.batchSize
-        let totalSteps = stepsPerEpoch * spec.epochs
-        switch spec.schedule {
-        case .constant: trainer.schedule = .constant
-        case .linear: trainer.schedule = .linear(warmupSteps: Int((spec.warmupFraction * Double(totalSteps)).rounded()), totalSteps: totalSteps)
-        }
+        let trainer = makeTrainer(spec, model: model, examples: train.examples.count)
         ctx.log("  model \(ctx.spec.model.checkpoint ?? ctx.spec.model.preset ?? "?"): \(model.config.numHiddenLayers) layers, hidden \(model.config.hiddenSize), \(model.parameters.layout.count) parameters, \(classes.count) classes, pooling \(model.config.classifierPooling.rawValue)")
         ctx.log("  train \(train.examples.count) sequences, select \(select.examples.count)")
 
