@@ -108,7 +108,9 @@ public struct PipelineRunner {
     /// Deletes the recorded work of `stage` and every later stage, and says what it discarded.
     public func force(_ stage: Stage) throws {
         let names = Stage.allCases.filter { $0 >= stage }.map(\.rawValue)
-        let deleted = try context.db.discard(stages: names)
+        // The sanity units depend on training, attribution and the sanity keys only: forcing select,
+        // evaluate or evidence keeps them (the stage discards them itself when they are stale).
+        let deleted = try context.db.discard(stages: names, keepingSanityUnits: stage > .attribute && stage < .sanity)
         let summary = deleted.filter { $0.rows > 0 }.map { "\($0.rows) rows of \($0.table)" }
         context.log("--force \(stage.rawValue): discarded stages \(names.joined(separator: ", "))"
             + (summary.isEmpty ? " (nothing was recorded)" : ": " + summary.joined(separator: ", ")))

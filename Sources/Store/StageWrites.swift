@@ -75,7 +75,10 @@ extension RunDatabase {
 
     /// Deletes the rows of the given stages and their ledger rows, later stages first, in
     /// one transaction (used by `--force`). Returns the rows deleted per table.
-    public func discard(stages names: [String]) throws -> [(table: String, rows: Int)] {
+    /// - Parameter keepingSanityUnits: keep the sanity stage's finished units (`sanity_units`,
+    ///   `sanity_checks`; they are keyed by what they depend on, and discarded by the stage when
+    ///   stale), so forcing an earlier stage that they do not depend on (evidence) does not redo them.
+    public func discard(stages names: [String], keepingSanityUnits: Bool = false) throws -> [(table: String, rows: Int)] {
         // Each delete returns the rows it removed; score sets span two tables (migration 0003).
         func sql(_ statement: String) -> (Database) throws -> Int { { db in try db.execute(sql: statement); return db.changesCount } }
         func scoreSets(_ condition: String) -> (Database) throws -> Int { { db in try Self.deleteScoreSets(db, where: condition) } }
@@ -111,7 +114,10 @@ extension RunDatabase {
         ]
         return try write("discarding stages \(names.joined(separator: ", "))") { db in
             var out: [(String, Int)] = []
-            for d in deletes where names.contains(d.stage) { out.append((d.table, try d.delete(db))) }
+            for d in deletes where names.contains(d.stage) {
+                if keepingSanityUnits, ["sanity_units", "sanity_checks"].contains(d.table) { continue }
+                out.append((d.table, try d.delete(db)))
+            }
             for name in names { try db.execute(sql: "DELETE FROM stages WHERE stage = ?", arguments: [name]) }
             return out
         }
