@@ -329,8 +329,8 @@ public struct RunReport: Sendable {
     }
 }
 
-/// Stage 9: prints the report and writes `report.md`, `accuracy.csv` and `density.csv`
-/// into the run's artifacts directory.
+/// Stage 10: prints the report and writes `report.html` (`HTMLReport`), `report.md`,
+/// `accuracy.csv`, `density.csv` and `curves.csv` into the run's artifacts directory.
 enum ReportStage: StageImplementation {
     /// None of its own.
     static func parameters(_ ctx: RunContext) throws -> [(name: String, value: String)] { [] }
@@ -340,12 +340,12 @@ enum ReportStage: StageImplementation {
         let report = try RunReport.build(db: ctx.db)
         let dir = ctx.artifactsDirectory
         try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
-        for (name, text) in [("report.md", report.markdown), ("accuracy.csv", report.accuracyCSV), ("density.csv", report.densityCSV),
-                             ("curves.csv", report.curvesCSV)] {
+        for (name, text) in [("report.md", report.markdown), ("report.html", try HTMLReport.build(db: ctx.db)), ("accuracy.csv", report.accuracyCSV),
+                             ("density.csv", report.densityCSV), ("curves.csv", report.curvesCSV)] {
             try Data(text.utf8).write(to: URL(fileURLWithPath: (dir as NSString).appendingPathComponent(name)), options: .atomic)
         }
         print(report.markdown)
-        ctx.log("  wrote \(dir)/report.md, accuracy.csv, density.csv, curves.csv")
+        ctx.log("  wrote \(dir)/report.html, report.md, accuracy.csv, density.csv, curves.csv")
         try ctx.db.commitLedger(StageRecord(stage: Stage.report.rawValue, contentKey: key, rowsWritten: 0, seconds: Date().timeIntervalSince(start)))
         return 0
     }

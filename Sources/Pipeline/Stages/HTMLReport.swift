@@ -1,0 +1,472 @@
+import Attribution
+import ESM
+import Foundation
+import Store
+
+/// Inline-SVG charts for the HTML report: no JavaScript, no external resources. Colours are the
+/// Okabe-Ito palette (Okabe & Ito 2008, "Color Universal Design"), safe for the common forms of
+/// colour blindness; heat cells use viridis (van der Walt & Smith 2015, matplotlib's `viridis`).
+enum SVG {
+    /// A method's line colour (by `AttributionMethod` order), grey for random.
+    static func colour(_ method: String) -> String {
+        switch method {
+        case AttributionMethod.activation.rawValue: "#0072B2"
+        case AttributionMethod.integratedGradients.rawValue: "#D55E00"
+        case AttributionMethod.gradientXActivation.rawValue: "#009E73"
+        case "train": "#0072B2"
+        case "select": "#D55E00"
+        default: "#7f7f7f"
+        }
+    }
+
+    /// viridis at t in [0, 1] (9 stops of matplotlib's table, linearly interpolated).
+    static func viridis(_ t: Double) -> String {
+        let stops: [(Double, Double, Double)] = [(68, 1, 84), (71, 44, 122), (59, 81, 139), (44, 113, 142), (33, 144, 141),
+                                                 (39, 173, 129), (92, 200, 99), (170, 220, 50), (253, 231, 37)]
+        let x = min(max(t.isFinite ? t : 0, 0), 1) * Double(stops.count - 1)
+        let i = min(Int(x), stops.count - 2), f = x - Double(i)
+        func c(_ a: Double, _ b: Double) -> Int { Int((a + (b - a) * f).rounded()) }
+        return String(format: "#%02x%02x%02x", c(stops[i].0, stops[i + 1].0), c(stops[i].1, stops[i + 1].1), c(stops[i].2, stops[i + 1].2))
+    }
+
+    /// Text safe inside SVG and HTML.
+    static func escape(_ s: String) -> String {
+        s.replacingOccurrences(of: "&", with: "&amp;").replacingOccurrences(of: "<", with: "&lt;").replacingOccurrences(of: ">", with: "&gt;")
+            .replacingOccurrences(of: "\"", with: "&quot;")
+    }
+
+    static func num(_ x: Double, _ digits: Int = 3) -> String { String(format: "%.\(digits)f", x) }
+
+    /// A line series: points (x, y), its name and colour, and a hover text per point.
+    struct Series {
+        var name: String
+        var colour: String
+        var points: [(x: Double, y: Double)]
+        var dashed = false
+    }
+
+    /// A shaded band (e.g. random mean ± sd) between `low` and `high` at each x.
+    struct Band {
+        var name: String
+        var points: [(x: Double, low: Double, high: Double)]
+    }
+
+    /// A horizontal reference line (chance, majority class).
+    struct Rule {
+        var name: String
+        var y: Double
+    }
+
+    /// One chart panel: axes with ticks and labels, the band under the series, rules, a legend.
+    /// `logX` plots log10(x) (fractions); ticks are the distinct x values given.
+    static func chart(title: String, xLabel: String, yLabel: String, logX: Bool, xTicks: [Double], series: [Series],
+                      bands: [Band] = [], rules: [Rule] = [], yRange: (Double, Double)? = nil, width: Double = 440, height: Double = 300) -> String {
+        let left = 56.0, right = 14.0, top = 48.0, bottom = 46.0
+        let tx: (Double) -> Double = { logX ? log10($0) : $0 }
+        let xs = (series.flatMap { $0.points.map(\.x) } + bands.flatMap { $0.points.map(\.x) } + xTicks).map(tx)
+        let ys = series.flatMap { $0.points.map(\.y) } + bands.flatMap { $0.points.flatMap { [$0.low, $0.high] } } + rules.map(\.y)
+        guard let x0 = xs.min(), let x1 = xs.max(), var y0 = ys.min(), var y1 = ys.max() else { return "" }
+        if let r = yRange { y0 = r.0; y1 = r.1 } else {
+            let pad = max((y1 - y0) * 0.08, 0.01)
+            y0 = max(0, y0 - pad); y1 += pad
+        }
+        let pw = width - left - right, ph = height - top - bottom
+        func px(_ v: Double) -> Double { left + (x1 > x0 ? (tx(v) - x0) / (x1 - x0) : 0.5) * pw }
+        func py(_ v: Double) -> Double { top + (1 - (y1 > y0 ? (v - y0) / (y1 - y0) : 0.5)) * ph }
+        var s = "<svg viewBox=\"0 0 \(Int(width)) \(Int(height))\" width=\"\(Int(width))\" height=\"\(Int(height))\" role=\"img\" aria-label=\"\(escape(title))\">"
+        s += "<title>\(escape(title))</title>"
+        s += "<text x=\"\(Int(width / 2))\" y=\"18\" text-anchor=\"middle\" class=\"t\">\(escape(title))</text>"
+        // Axes, ticks, grid.
+        s += "<line x1=\"\(left)\" y1=\"\(top + ph)\" x2=\"\(left + pw)\" y2=\"\(top + ph)\" class=\"ax\"/><line x1=\"\(left)\" y1=\"\(top)\" x2=\"\(left)\" y2=\"\(top + ph)\" class=\"ax\"/>"
+        for v in xTicks {
+            let x = px(v)
+            s += "<line x1=\"\(num(x, 1))\" y1=\"\(top + ph)\" x2=\"\(num(x, 1))\" y2=\"\(top + ph + 4)\" class=\"ax\"/>"
+            let label = logX ? (v * 100 == (v * 100).rounded() ? "\(Int(v * 100))%" : String(format: "%g%%", v * 100)) : String(format: "%g", v)
+            s += "<text x=\"\(num(x, 1))\" y=\"\(top + ph + 16)\" text-anchor=\"middle\" class=\"k\">\(label)</text>"
+        }
+        for i in 0 ... 4 {
+            let v = y0 + (y1 - y0) * Double(i) / 4, y = py(v)
+            s += "<line x1=\"\(left)\" y1=\"\(num(y, 1))\" x2=\"\(left + pw)\" y2=\"\(num(y, 1))\" class=\"g\"/>"
+            s += "<text x=\"\(left - 6)\" y=\"\(num(y + 4, 1))\" text-anchor=\"end\" class=\"k\">\(num(v, 2))</text>"
+        }
+        s += "<text x=\"\(num(left + pw / 2, 1))\" y=\"\(Int(height - 8))\" text-anchor=\"middle\" class=\"l\">\(escape(xLabel))</text>"
+        s += "<text transform=\"translate(14 \(num(top + ph / 2, 1))) rotate(-90)\" text-anchor=\"middle\" class=\"l\">\(escape(yLabel))</text>"
+        for b in bands where !b.points.isEmpty {
+            let upper = b.points.map { "\(num(px($0.x), 1)),\(num(py($0.high), 1))" }, lower = b.points.reversed().map { "\(num(px($0.x), 1)),\(num(py($0.low), 1))" }
+            s += "<polygon points=\"\((upper + lower).joined(separator: " "))\" fill=\"#7f7f7f\" fill-opacity=\"0.25\" stroke=\"none\"><title>\(escape(b.name))</title></polygon>"
+        }
+        for r in rules {
+            s += "<line x1=\"\(left)\" y1=\"\(num(py(r.y), 1))\" x2=\"\(left + pw)\" y2=\"\(num(py(r.y), 1))\" stroke=\"#000\" stroke-dasharray=\"2 3\" stroke-width=\"1\"><title>\(escape(r.name)) \(num(r.y))</title></line>"
+        }
+        for sr in series where !sr.points.isEmpty {
+            let pts = sr.points.sorted { $0.x < $1.x }
+            s += "<polyline fill=\"none\" stroke=\"\(sr.colour)\" stroke-width=\"2\"\(sr.dashed ? " stroke-dasharray=\"5 3\"" : "") points=\"\(pts.map { "\(num(px($0.x), 1)),\(num(py($0.y), 1))" }.joined(separator: " "))\"/>"
+            for p in pts {
+                s += "<circle cx=\"\(num(px(p.x), 1))\" cy=\"\(num(py(p.y), 1))\" r=\"3\" fill=\"\(sr.colour)\"><title>\(escape(sr.name)): \(num(p.y))</title></circle>"
+            }
+        }
+        // Legend: one row between the title and the plot (wraps to a second row when long).
+        var lx = left, ly = 34.0
+        let items = series.map { ($0.name, $0.colour, "line") } + bands.map { ($0.name, "#7f7f7f", "band") } + rules.map { ($0.name, "#000", "rule") }
+        for (name, colour, kind) in items {
+            let itemWidth = 30 + Double(name.count) * 5.6
+            if lx + itemWidth > left + pw { lx = left; ly += 12 }
+            defer { lx += itemWidth }
+            switch kind {
+            case "band": s += "<rect x=\"\(num(lx, 1))\" y=\"\(num(ly - 6, 1))\" width=\"18\" height=\"8\" fill=\"#7f7f7f\" fill-opacity=\"0.35\"/>"
+            case "rule": s += "<line x1=\"\(num(lx, 1))\" y1=\"\(num(ly - 2, 1))\" x2=\"\(num(lx + 18, 1))\" y2=\"\(num(ly - 2, 1))\" stroke=\"#000\" stroke-dasharray=\"2 3\"/>"
+            default: s += "<line x1=\"\(num(lx, 1))\" y1=\"\(num(ly - 2, 1))\" x2=\"\(num(lx + 18, 1))\" y2=\"\(num(ly - 2, 1))\" stroke=\"\(colour)\" stroke-width=\"2\"/>"
+            }
+            s += "<text x=\"\(num(lx + 22, 1))\" y=\"\(num(ly + 2, 1))\" class=\"k\">\(escape(name))</text>"
+        }
+        return s + "</svg>"
+    }
+
+    /// A layer x module grid of densities (kept / total), one viridis cell each with its value,
+    /// on a 0 ... `scale` colour scale; the last row is each module's share of everything kept.
+    static func grid(title: String, layers: Int, modules: [String], density: [String: Double], share: [String: Double], scale: Double) -> String {
+        let cell = 46.0, left = 34.0, top = 40.0
+        let width = left + cell * Double(modules.count) + 8, height = top + cell * Double(layers) + 34
+        var s = "<svg viewBox=\"0 0 \(Int(width)) \(Int(height))\" width=\"\(Int(width))\" height=\"\(Int(height))\" role=\"img\" aria-label=\"\(escape(title))\">"
+        s += "<title>\(escape(title))</title><text x=\"4\" y=\"14\" class=\"t\">\(escape(title))</text>"
+        for (j, m) in modules.enumerated() {
+            s += "<text x=\"\(num(left + cell * (Double(j) + 0.5), 1))\" y=\"\(Int(top - 6))\" text-anchor=\"middle\" class=\"k\">\(escape(short(m)))</text>"
+        }
+        for l in 0 ..< layers {
+            s += "<text x=\"\(Int(left - 4))\" y=\"\(num(top + cell * (Double(l) + 0.6), 1))\" text-anchor=\"end\" class=\"k\">L\(l)</text>"
+            for (j, m) in modules.enumerated() {
+                let d = density["\(l)/\(m)"] ?? 0
+                let t = scale > 0 ? d / scale : 0
+                s += "<rect x=\"\(num(left + cell * Double(j), 1))\" y=\"\(num(top + cell * Double(l), 1))\" width=\"\(cell - 2)\" height=\"\(cell - 2)\" fill=\"\(viridis(t))\"><title>layer \(l) \(escape(m)): \(num(d)) kept</title></rect>"
+                s += "<text x=\"\(num(left + cell * (Double(j) + 0.5) - 1, 1))\" y=\"\(num(top + cell * (Double(l) + 0.6), 1))\" text-anchor=\"middle\" class=\"c\" fill=\"\(t > 0.6 ? "#000" : "#fff")\">\(num(d, 2))</text>"
+            }
+        }
+        let sy = top + cell * Double(layers) + 18
+        s += "<text x=\"\(Int(left - 4))\" y=\"\(num(sy, 1))\" text-anchor=\"end\" class=\"k\">share</text>"
+        for (j, m) in modules.enumerated() {
+            s += "<text x=\"\(num(left + cell * (Double(j) + 0.5), 1))\" y=\"\(num(sy, 1))\" text-anchor=\"middle\" class=\"k\"><title>share of all kept in \(escape(m))</title>\(num(share[m] ?? 0, 2))</text>"
+        }
+        return s + "</svg>"
+    }
+
+    /// A histogram of `values` in `bins` equal bins (counts), with its axis labels.
+    static func histogram(title: String, xLabel: String, values: [Double], bins: Int = 20, width: Double = 440, height: Double = 240) -> String {
+        guard let lo = values.min(), let hi = values.max() else { return "" }
+        let left = 56.0, right = 14.0, top = 30.0, bottom = 46.0
+        let pw = width - left - right, ph = height - top - bottom
+        let span = hi > lo ? hi - lo : 1
+        var counts = [Int](repeating: 0, count: bins)
+        for v in values { counts[min(bins - 1, Int((v - lo) / span * Double(bins)))] += 1 }
+        let top1 = Double(counts.max() ?? 1)
+        var s = "<svg viewBox=\"0 0 \(Int(width)) \(Int(height))\" width=\"\(Int(width))\" height=\"\(Int(height))\" role=\"img\" aria-label=\"\(escape(title))\">"
+        s += "<title>\(escape(title))</title><text x=\"\(Int(width / 2))\" y=\"18\" text-anchor=\"middle\" class=\"t\">\(escape(title))</text>"
+        s += "<line x1=\"\(left)\" y1=\"\(top + ph)\" x2=\"\(left + pw)\" y2=\"\(top + ph)\" class=\"ax\"/><line x1=\"\(left)\" y1=\"\(top)\" x2=\"\(left)\" y2=\"\(top + ph)\" class=\"ax\"/>"
+        let bw = pw / Double(bins)
+        for (i, c) in counts.enumerated() {
+            let h = Double(c) / top1 * ph
+            s += "<rect x=\"\(num(left + bw * Double(i) + 1, 1))\" y=\"\(num(top + ph - h, 1))\" width=\"\(num(bw - 2, 1))\" height=\"\(num(h, 1))\" fill=\"#0072B2\"><title>\(String(format: "%.3g", lo + span * Double(i) / Double(bins))) ... \(String(format: "%.3g", lo + span * Double(i + 1) / Double(bins))): \(c)</title></rect>"
+        }
+        for (v, anchor) in [(lo, "start"), (hi, "end")] {
+            s += "<text x=\"\(num(v == lo ? left : left + pw, 1))\" y=\"\(top + ph + 16)\" text-anchor=\"\(anchor)\" class=\"k\">\(String(format: "%.2g", v))</text>"
+        }
+        s += "<text x=\"\(Int(left - 6))\" y=\"\(Int(top + 4))\" text-anchor=\"end\" class=\"k\">\(Int(top1))</text>"
+        s += "<text x=\"\(num(left + pw / 2, 1))\" y=\"\(Int(height - 8))\" text-anchor=\"middle\" class=\"l\">\(escape(xLabel))</text>"
+        s += "<text transform=\"translate(14 \(num(top + ph / 2, 1))) rotate(-90)\" text-anchor=\"middle\" class=\"l\">sequences</text>"
+        return s + "</svg>"
+    }
+
+    /// Short module names for grid columns.
+    static func short(_ m: String) -> String {
+        switch m {
+        case "attention_output": "attn out"
+        case "intermediate": "interm."
+        default: m
+        }
+    }
+}
+
+/// The run's report as one self-contained HTML file (issue 13, first part): what produced it and
+/// how far to trust it, the retain/delete curves against the random rankings, where the kept
+/// weights or neurons sit (layer x module), the training curves, integrated gradients'
+/// completeness gaps, and the evidence, knowledge-edit and sanity tables. Inline SVG and CSS only:
+/// no script, no network resource. Built from the database alone; every figure is followed by
+/// the numbers it draws. The Markdown report holds every table in full.
+enum HTMLReport {
+    /// The HTML text.
+    /// - Throws: `StoreError` on read failures.
+    static func build(db: RunDatabase) throws -> String {
+        let esc = SVG.escape
+        func num(_ x: Double, _ digits: Int = 3) -> String { SVG.num(x, digits) }
+        let run = try db.run()
+        let name = run?.name ?? "run"
+        let spec = run.flatMap { try? PipelineSpec.parse(yaml: $0.specYAML) }
+        let classes = try db.classes()
+        let evals = try db.evaluations()
+        let full = evals.first { $0.method == Baseline.full }
+        func label(_ m: String) -> String { m.replacingOccurrences(of: "_", with: " ") }
+        var h = """
+        <!DOCTYPE html>
+        <html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
+        <title>kneuron report: \(esc(name))</title>
+        <style>
+        body{font-family:system-ui,-apple-system,"Segoe UI",Helvetica,Arial,sans-serif;max-width:1180px;margin:0 auto;padding:12px 18px;color:#111;line-height:1.45}
+        h1{font-size:1.5em;margin:.3em 0}h2{font-size:1.2em;margin-top:1.6em;border-bottom:1px solid #ccc}h3{font-size:1.02em}
+        .figs{display:flex;flex-wrap:wrap;gap:10px}svg{max-width:100%;height:auto;background:#fff}
+        svg .t{font-size:13px;font-weight:600}svg .k{font-size:10.5px;fill:#333}svg .l{font-size:11.5px}svg .c{font-size:10.5px}
+        svg .ax{stroke:#333;stroke-width:1}svg .g{stroke:#e3e3e3;stroke-width:1}
+        table{border-collapse:collapse;font-size:.86em;margin:.4em 0}td,th{border:1px solid #ccc;padding:2px 6px;text-align:right}th{background:#f3f3f3}
+        td:first-child,th:first-child{text-align:left}.wrap{overflow-x:auto;max-width:100%}
+        .verdict{background:#f6f8fa;border-left:4px solid #0072B2;padding:6px 12px}details{margin:.3em 0 1em}summary{cursor:pointer;color:#0072B2}
+        @media print{details{display:block}summary{display:none}.figs{display:block}}
+        </style></head><body>
+        <h1>kneuron report: \(esc(name))</h1>
+
+        """
+        // What produced it.
+        if let spec {
+            let model = spec.model.checkpoint.map { "checkpoint <code>\(esc($0))</code>, fine-tuned" }
+                ?? "preset <code>\(esc(spec.model.preset ?? "small"))</code> trained here from random weights (no pretrained ESM-2)"
+            h += "<p>Model: \(model), \(spec.train.epochs) epochs, \(esc(spec.model.pooling.rawValue)) pooling, at most \(spec.model.maxLength) tokens. "
+            h += "Methods: \(spec.attribution.methods.map { esc(label($0.rawValue)) }.joined(separator: ", ")) over \(spec.attribution.modules.map { esc($0.rawValue) }.joined(separator: ", ")) "
+            h += "at \(spec.attribution.granularity.map(\.rawValue).joined(separator: " and ")) granularity, on the \(spec.split.selectOn.split.rawValue) split; "
+            h += "integrated gradients with \(spec.attribution.steps) steps; submodels evaluated on test. kneuron \(esc(run?.kneuronVersion ?? "?")).</p>\n"
+        }
+        // How far to trust it.
+        var verdict: [String] = []
+        if let full {
+            let se = (full.accuracy * (1 - full.accuracy) / Double(max(full.nTest, 1))).squareRoot()
+            let majority = full.perClass.map(\.n).max() ?? 0
+            verdict.append("Full model: test accuracy <b>\(num(full.accuracy))</b> (\(full.nCorrect)/\(full.nTest), standard error \(num(se))) against chance "
+                + "\(num(1 / Double(max(classes.count, 1)))) and the majority class \(num(Double(majority) / Double(max(full.nTest, 1)))); differences between "
+                + "submodels below about \(num(2 * se, 2)) are within the test set's noise.")
+        }
+        let significance = try db.significance()
+        if !significance.isEmpty {
+            let n = significance.map(\.nRandom).max() ?? 0
+            let pass = significance.filter { $0.pValue < 0.05 }.count
+            verdict.append("Against \(n) random rankings: \(pass) of \(significance.count) point tests at p &lt; 0.05 (uncorrected; about "
+                + "\(num(EvidenceStatistics.expectedFalsePositives(tests: significance.count, alpha: 0.05, nullCount: n), 1)) would pass by chance).")
+        }
+        let verdicts = try db.sanityVerdicts()
+        if !verdicts.isEmpty {
+            let failing = Set(verdicts.filter { !$0.passed }.map(\.ranking))
+            let all = Set(verdicts.map(\.ranking))
+            verdict.append(failing.isEmpty ? "Sanity checks: every ranking changes when the model is randomised (all \(all.count) pass)."
+                : "Sanity checks: \(failing.count) of \(all.count) rankings barely change when the model is randomised (they fail).")
+        }
+        if spec?.model.checkpoint == nil { verdict.append("The model was trained here from random weights: it is weak, and its knowledge neurons need not resemble a pretrained ESM-2's.") }
+        h += "<div class=\"verdict\"><p>" + verdict.joined(separator: " ") + "</p></div>\n"
+
+        h += try curves(db: db, full: full, classes: classes, label: label)
+        h += try density(db: db, label: label)
+        h += try training(db: db)
+        h += try completeness(db: db)
+        h += try tables(db: db, classes: classes, label: label)
+        h += try data(db: db)
+        return h + "</body></html>\n"
+    }
+
+    /// Figure 1: accuracy (and macro-F1) against the fraction kept (retain) or removed (delete), per
+    /// granularity: the attributed true-class rankings as lines, the random rankings' mean ± sd as
+    /// a band, chance and the majority class as rules.
+    static func curves(db: RunDatabase, full: EvaluationRecord?, classes: [ClassRecord], label: (String) -> String) throws -> String {
+        let points = try db.curvePoints()
+        guard !points.isEmpty else { return "" }
+        let chance = 1 / Double(max(classes.count, 1))
+        let majority = Double(full?.perClass.map(\.n).max() ?? 0) / Double(max(full?.nTest ?? 1, 1))
+        var h = "<h2>Is a ranking better than random? Curves against \(Set(points.filter { $0.ranking.method == Baseline.random }.map(\.ranking.seed)).count) random rankings</h2>\n"
+        h += "<p><code>retain</code> keeps the top fraction of a ranking and ablates the rest (the paper's test: higher is better); <code>delete</code> "
+        h += "ablates the top fraction (lower is better). The grey band is the random rankings' mean ± sd at each fraction; dotted lines are chance "
+        h += "and the majority-class baseline. Test accuracy on \(full?.nTest ?? 0) sequences; all numbers in <a href=\"curves.csv\">curves.csv</a>.</p>\n"
+        for g in Granularity.allCases.map(\.rawValue) where points.contains(where: { $0.ranking.granularity == g }) {
+            h += "<h3>\(g) granularity</h3><div class=\"figs\">\n"
+            var numbers = "<table><tr><th>ranking</th><th>direction</th><th>fraction</th><th>accuracy</th><th>95% interval</th><th>macro-F1</th></tr>"
+            for metric in ["accuracy", "macro-F1"] {
+                for direction in CurveDirection.allCases.map(\.rawValue) {
+                    let mine = points.filter { $0.ranking.granularity == g && $0.direction == direction && $0.ranking.targetClass < 0 }
+                    guard !mine.isEmpty else { continue }
+                    func value(_ p: CurvePointRecord) -> Double { metric == "accuracy" ? p.accuracy : p.macroF1 }
+                    let fractions = Array(Set(mine.map(\.fraction))).sorted()
+                    let random = mine.filter { $0.ranking.method == Baseline.random }
+                    let band = fractions.map { f -> (x: Double, low: Double, high: Double) in
+                        let (m, sd) = EvidenceStatistics.meanAndSD(random.filter { $0.fraction == f }.map(value))
+                        return (f, m - (sd ?? 0), m + (sd ?? 0))
+                    }
+                    let methods = AttributionMethod.allCases.map(\.rawValue).filter { m in mine.contains { $0.ranking.method == m } }
+                    let series = methods.map { m in
+                        SVG.Series(name: label(m), colour: SVG.colour(m), points: mine.filter { $0.ranking.method == m }.map { ($0.fraction, value($0)) })
+                    }
+                    let rules = metric == "accuracy" ? [SVG.Rule(name: "chance", y: chance)] + (majority > chance + 1e-9 ? [SVG.Rule(name: "majority class", y: majority)] : []) : []
+                    h += SVG.chart(title: "\(direction): test \(metric), \(g)s", xLabel: direction == "retain" ? "fraction kept (log scale)" : "fraction removed (log scale)",
+                                   yLabel: "test \(metric)", logX: true, xTicks: fractions, series: series,
+                                   bands: random.isEmpty ? [] : [SVG.Band(name: "random mean ± sd", points: band)], rules: rules) + "\n"
+                    if metric == "accuracy" {
+                        for m in methods {
+                            for p in mine.filter({ $0.ranking.method == m }).sorted(by: { $0.fraction < $1.fraction }) {
+                                numbers += "<tr><td>\(label(m))</td><td>\(direction)</td><td>\(ReportPercent.pct(p.fraction))</td><td>\(SVG.num(p.accuracy))</td>"
+                                    + "<td>\(SVG.num(p.accuracyLow)) – \(SVG.num(p.accuracyHigh))</td><td>\(SVG.num(p.macroF1))</td></tr>"
+                            }
+                        }
+                        for b in band { numbers += "<tr><td>random (mean ± sd)</td><td>\(direction)</td><td>\(ReportPercent.pct(b.x))</td><td>\(SVG.num((b.low + b.high) / 2))</td><td>± \(SVG.num((b.high - b.low) / 2))</td><td></td></tr>" }
+                    }
+                }
+            }
+            h += "</div><details><summary>numbers</summary><div class=\"wrap\">\(numbers)</table></div></details>\n"
+        }
+        return h
+    }
+
+    /// Figure 3: where the kept elements sit, per granularity, fraction and true-class method (and
+    /// random, averaged over its seeds): the density kept / total per layer x module on one colour
+    /// scale per granularity, with each module's share of everything kept.
+    static func density(db: RunDatabase, label: (String) -> String) throws -> String {
+        let densities = try db.densities().filter { $0.targetClass < 0 }
+        guard !densities.isEmpty else { return "" }
+        var h = "<h2>Where the knowledge sits: kept elements per layer and module</h2>\n"
+        h += "<p>Each cell is the fraction of a block's weights (or neurons) that the submodel keeps; the colour scale runs from 0 to the largest "
+        h += "density at that fraction (one scale for all grids of a row). The bottom row is each module's share of everything kept (random keeps each module in proportion to its size). "
+        h += "All numbers in <a href=\"density.csv\">density.csv</a>.</p>\n"
+        for g in Granularity.allCases.map(\.rawValue) where densities.contains(where: { $0.granularity == g }) {
+            let mine = densities.filter { $0.granularity == g }
+            let layers = (mine.map(\.layer).max() ?? 0) + 1
+            let modules = LinearModule.allCases.map(\.rawValue).filter { m in mine.contains { $0.module == m } }
+            let methods = AttributionMethod.allCases.map(\.rawValue).filter { m in mine.contains { $0.method == m } } + [Baseline.random]
+            for f in Array(Set(mine.map(\.retentionFraction))).sorted() {
+                let scale = mine.filter { $0.retentionFraction == f }.map { Double($0.nKept) / Double(max($0.nTotal, 1)) }.max() ?? 1
+                h += "<h3>\(g)s, top \(ReportPercent.pct(f)) kept (colour scale 0 ... \(SVG.num(scale, 2)))</h3>\n"
+                h += "<p>" + wherePlaced(mine.filter { $0.retentionFraction == f && $0.method != Baseline.random }, label: label) + "</p><div class=\"figs\">\n"
+                for m in methods {
+                    let rows = mine.filter { $0.method == m && $0.retentionFraction == f }
+                    guard !rows.isEmpty else { continue }
+                    let seeds = Double(Set(rows.map(\.seed)).count)
+                    var density: [String: Double] = [:], kept: [String: Double] = [:]
+                    for r in rows {
+                        density["\(r.layer)/\(r.module)", default: 0] += Double(r.nKept) / Double(max(r.nTotal, 1)) / seeds
+                        kept[r.module, default: 0] += Double(r.nKept)
+                    }
+                    let total = kept.values.reduce(0, +)
+                    h += SVG.grid(title: m == Baseline.random ? "random (\(Int(seeds)) seeds)" : label(m), layers: layers, modules: modules, density: density,
+                                  share: kept.mapValues { total > 0 ? $0 / total : 0 }, scale: scale) + "\n"
+                }
+                h += "</div>\n"
+            }
+        }
+        return h
+    }
+
+    /// One sentence per method: the module holding the largest share of what it keeps, and the
+    /// densest block, from `rows` (one method's density rows of one fraction each).
+    static func wherePlaced(_ rows: [DensityRecord], label: (String) -> String) -> String {
+        AttributionMethod.allCases.map(\.rawValue).compactMap { m -> String? in
+            let mine = rows.filter { $0.method == m }
+            guard !mine.isEmpty else { return nil }
+            var kept: [String: Int] = [:], size: [String: Int] = [:]
+            for r in mine { kept[r.module, default: 0] += r.nKept; size[r.module, default: 0] += r.nTotal }
+            let total = max(kept.values.reduce(0, +), 1), all = max(size.values.reduce(0, +), 1)
+            guard let top = kept.max(by: { ($0.value, $1.key) < ($1.value, $0.key) }),
+                  let dense = mine.max(by: { Double($0.nKept) / Double(max($0.nTotal, 1)) < Double($1.nKept) / Double(max($1.nTotal, 1)) }) else { return nil }
+            return "\(label(m)): \(SVG.num(100 * Double(top.value) / Double(total), 0))% of what it keeps is in \(top.key) "
+                + "(\(SVG.num(100 * Double(size[top.key] ?? 0) / Double(all), 0))% of the elements); densest block layer \(dense.layer) \(dense.module) "
+                + "(\(SVG.num(100 * Double(dense.nKept) / Double(max(dense.nTotal, 1)), 0))% kept)."
+        }.joined(separator: " ")
+    }
+
+    /// Figure 4: loss and accuracy per epoch on the train and select splits.
+    static func training(db: RunDatabase) throws -> String {
+        let epochs = try db.epochs()
+        guard !epochs.isEmpty else { return "" }
+        let x = epochs.map { Double($0.epoch) }
+        let ticks = Array(Set([1] + stride(from: 10, through: epochs.count, by: max(10, epochs.count / 6 / 10 * 10)).map { $0 } + [epochs.count])).sorted().map(Double.init)
+        func series(_ name: String, _ ys: [Double]) -> SVG.Series { SVG.Series(name: name, colour: SVG.colour(name), points: Array(zip(x, ys)).filter { $0.1.isFinite }.map { ($0.0, $0.1) }) }
+        var h = "<h2>Training</h2><div class=\"figs\">\n"
+        h += SVG.chart(title: "cross-entropy per epoch", xLabel: "epoch", yLabel: "mean cross-entropy", logX: false, xTicks: ticks,
+                       series: [series("train", epochs.map(\.trainLoss)), series("select", epochs.map(\.selectLoss))]) + "\n"
+        h += SVG.chart(title: "accuracy per epoch", xLabel: "epoch", yLabel: "accuracy", logX: false, xTicks: ticks,
+                       series: [series("train", epochs.map(\.trainAccuracy)), series("select", epochs.map(\.selectAccuracy))]) + "\n"
+        h += "</div>\n"
+        return h
+    }
+
+    /// Figure 5: integrated gradients' completeness gap per path (sum of attributions minus
+    /// F(input) - F(baseline)), per granularity.
+    static func completeness(db: RunDatabase) throws -> String {
+        let rows = try db.completeness()
+        guard !rows.isEmpty else { return "" }
+        var h = "<h2>How far to trust the integrated-gradients sums</h2><p>Completeness (Sundararajan et al. 2017): the attributions of a path "
+        h += "should add up to P(target) at the input minus at the zero baseline; the gap is the Riemann sum's error, per sequence (weights: one path "
+        h += "scaling every chosen matrix) or per sequence and site (neurons).</p><div class=\"figs\">\n"
+        for g in Granularity.allCases.map(\.rawValue) {
+            let gaps = rows.filter { $0.granularity == g }.map { $0.attributionSum - ($0.pFull - $0.pBaseline) }
+            guard !gaps.isEmpty else { continue }
+            h += SVG.histogram(title: "completeness gap, \(g) paths (\(gaps.count))", xLabel: "sum of attributions − (P(input) − P(baseline))", values: gaps) + "\n"
+        }
+        return h + "</div>\n"
+    }
+
+    /// The evidence, knowledge-edit and sanity tables, from the Markdown report's sections.
+    static func tables(db: RunDatabase, classes: [ClassRecord], label: (String) -> String) throws -> String {
+        var md = try RunReport.evidence(db: db, classes: classes, label: label).markdown
+        md += try RunReport.knowledgeEdits(db: db, classes: classes, label: label)
+        md += try RunReport.sanity(db: db, classes: classes, label: label)
+        return MarkdownTables.html(md)
+    }
+
+    /// The data the run rests on: inputs with their SHA-256, split sizes, time per stage.
+    static func data(db: RunDatabase) throws -> String {
+        var h = "<h2>The data and the run</h2><div class=\"wrap\"><table><tr><th>input</th><th>role</th><th>bytes</th><th>SHA-256</th></tr>"
+        for f in try db.inputFiles() {
+            h += "<tr><td>\(SVG.escape(f.path))</td><td>\(f.role)</td><td>\(f.sizeBytes)</td><td><code>\(f.sha256)</code></td></tr>"
+        }
+        h += "</table></div><table><tr><th>split</th><th>sequences</th></tr>"
+        for s in SplitRole.allCases { h += "<tr><td>\(s.rawValue)</td><td>\(try db.sequenceIDs(split: s.rawValue).count)</td></tr>" }
+        h += "</table><table><tr><th>stage</th><th>rows</th><th>seconds</th></tr>"
+        for s in try db.stages() { h += "<tr><td>\(s.stage)</td><td>\(s.rowsWritten)</td><td>\(SVG.num(s.seconds, 1))</td></tr>" }
+        return h + "</table>\n"
+    }
+}
+
+/// Percent labels shared by the Markdown and HTML reports.
+enum ReportPercent {
+    /// `10%`, `0.5%`.
+    static func pct(_ f: Double) -> String { RunReport.pct(f) }
+}
+
+/// The report's Markdown subset as HTML: `## ` and `### ` headings, pipe tables, paragraphs,
+/// `code` spans. Only what `RunReport` writes; escapes everything else.
+enum MarkdownTables {
+    static func html(_ md: String) -> String {
+        var out = "", table: [[String]] = []
+        func inline(_ s: String) -> String {
+            var t = SVG.escape(s)
+            while let a = t.range(of: "`"), let b = t.range(of: "`", range: a.upperBound ..< t.endIndex) {
+                t = t.replacingCharacters(in: a.lowerBound ..< b.upperBound, with: "<code>" + t[a.upperBound ..< b.lowerBound] + "</code>")
+            }
+            return t
+        }
+        func flush() {
+            guard !table.isEmpty else { return }
+            out += "<div class=\"wrap\"><table>"
+            for (i, row) in table.enumerated() {
+                let tag = i == 0 ? "th" : "td"
+                out += "<tr>" + row.map { "<\(tag)>\(inline($0))</\(tag)>" }.joined() + "</tr>"
+            }
+            out += "</table></div>\n"
+            table = []
+        }
+        for raw in md.split(separator: "\n", omittingEmptySubsequences: false) {
+            let line = String(raw)
+            if line.hasPrefix("|") {
+                let cells = line.split(separator: "|", omittingEmptySubsequences: false).dropFirst().dropLast().map { $0.trimmingCharacters(in: .whitespaces) }
+                if cells.allSatisfy({ $0.allSatisfy { $0 == "-" } && !$0.isEmpty }) { continue }
+                table.append(cells)
+                continue
+            }
+            flush()
+            if line.hasPrefix("### ") { out += "<h3>\(inline(String(line.dropFirst(4))))</h3>\n" }
+            else if line.hasPrefix("## ") { out += "<h2>\(inline(String(line.dropFirst(3))))</h2>\n" }
+            else if !line.isEmpty { out += "<p>\(inline(line))</p>\n" }
+        }
+        flush()
+        return out
+    }
+}
