@@ -387,7 +387,8 @@ public struct EvidenceSpec: Codable, Sendable, Equatable {
     /// Knowledge edits (suppress and amplify, Dai et al. 2021): the top `editTop` neurons of
     /// each per-class neuron ranking have their activations multiplied by each of `editFactors`.
     public var editTop: Int = 10
-    /// Activation factors of the knowledge edits (0 suppresses, 2 amplifies), each >= 0, not 1.
+    /// Activation factors of the knowledge edits (0 suppresses, 2 amplifies), each >= 0, not 1
+    /// (as float32); `[]` turns the edits off.
     public var editFactors: [Double] = [0, 2]
     /// Random sets of `editTop` neurons edited the same way, per factor: the edits' control.
     public var editRandomSets: Int = 100
@@ -418,7 +419,7 @@ public struct EvidenceSpec: Codable, Sendable, Equatable {
         editRandomSets = try c.decodeIfPresent(Int.self, forKey: .editRandomSets) ?? editRandomSets
         try rejectDuplicates(editFactors, at: c.codingPath + [CodingKeys.editFactors])
         if editTop < 1 { throw SpecError.invalid(path: keyPath(c.codingPath + [CodingKeys.editTop]), message: "expected 1 or more neurons, got \(editTop)") }
-        for f in editFactors where !(f >= 0 && f.isFinite && f != 1 && f <= 1000) {
+        for f in editFactors where !(f >= 0 && f.isFinite && Float(f) != 1 && f <= 1000) {
             throw SpecError.invalid(path: keyPath(c.codingPath + [CodingKeys.editFactors]),
                                     message: "expected factors in [0, 1000] other than 1 (0 suppresses, 2 amplifies; 1 changes nothing), got \(f)")
         }
@@ -558,6 +559,10 @@ public struct PipelineSpec: Codable, Sendable, Equatable {
         evidence = try c.decodeIfPresent(EvidenceSpec.self, forKey: .evidence) ?? evidence
         evaluation = try c.decodeIfPresent(EvaluationSpec.self, forKey: .evaluation) ?? evaluation
         sanity = try c.decodeIfPresent(SanitySpec.self, forKey: .sanity) ?? sanity
+        if sanity.enabled, let m = attribution.maxSequences, m < 2 {
+            throw SpecError.invalid(path: "attribution.max_sequences", message: "the sanity checks re-score at least 2 of the attributed sequences and "
+                + "\(m) is attributed: raise attribution.max_sequences, or set sanity.model_randomization and sanity.label_randomization to false")
+        }
         if evaluation.ablation == .mean, attribution.granularity.contains(.weight) {
             throw SpecError.invalid(path: "evaluation.ablation", message: "mean ablation replaces a neuron's activation by its mean; a single weight has "
                 + "no activation of its own, so weight granularity takes only 'zero'. attribution.granularity includes weight "
@@ -628,7 +633,8 @@ public struct PipelineSpec: Codable, Sendable, Equatable {
 
     static func describe(_ type: Any.Type) -> String {
         switch type {
-        case is Int.Type, is UInt64.Type: return "an integer"
+        case is Int.Type: return "an integer"
+        case is UInt64.Type: return "a non-negative integer"
         case is Float.Type, is Double.Type: return "a number"
         case is String.Type: return "a string"
         case is Bool.Type: return "true or false"

@@ -158,7 +158,7 @@ public final class RunContext: @unchecked Sendable {
     /// Silences progress output.
     public let quiet: Bool
     /// Test hooks, parsed once from the environment.
-    public let debug = DebugHooks()
+    public var debug = DebugHooks()
     /// When set, the attribute stage works only on shards `s` with `s % count == index`
     /// (one task of an array job); nil = all shards.
     public var shardSelection: ShardSelection?

@@ -72,9 +72,12 @@ public struct PipelineRunner {
 
     /// What differs between a stage's recorded `name<TAB>value` lines and the current ones:
     /// "train.epochs: 60 -> 61", "inputs.fasta[0] (a.fasta): sha256 ... -> sha256 ...".
-    /// Empty when nothing was recorded (an older database) or only earlier stages changed.
+    /// When nothing was recorded (all defaults, or an older database) every current line; empty
+    /// when only earlier stages changed.
     func differences(recorded: String, now: [(name: String, value: String)]) -> [String] {
-        guard !recorded.isEmpty else { return [] }
+        // Nothing recorded: a stage whose parameters were all at their defaults (the evaluate stage
+        // with zero ablation records none) or an older database.
+        guard !recorded.isEmpty else { return now.map { "\($0.name)\(fileLabel($0.name)): (default, or not recorded) -> \($0.value)" } }
         var old: [String: String] = [:]
         for line in recorded.split(separator: "\n", omittingEmptySubsequences: true) {
             let parts = line.split(separator: "\t", maxSplits: 1, omittingEmptySubsequences: false)

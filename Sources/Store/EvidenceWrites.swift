@@ -139,11 +139,14 @@ extension RunDatabase {
         }
     }
 
-    /// Every curve point, ordered by ranking, direction and fraction.
+    /// Every curve point (of the units done under `contentKey` when given), ordered by ranking, direction and fraction.
     /// - Throws: `StoreError`.
-    public func curvePoints() throws -> [CurvePointRecord] {
+    public func curvePoints(contentKey: String? = nil) throws -> [CurvePointRecord] {
         try read("reading curves") { db in
-            try Row.fetchAll(db, sql: "SELECT * FROM curves ORDER BY method, granularity, target_class, seed, direction, fraction").map {
+            try Row.fetchAll(db, sql: """
+                SELECT c.* FROM curves c JOIN evidence_units u USING (method, granularity, target_class, seed)
+                WHERE ? IS NULL OR u.content_key = ? ORDER BY method, granularity, target_class, seed, direction, fraction
+                """, arguments: [contentKey, contentKey]).map {
                 CurvePointRecord(ranking: RankingID(method: $0["method"], granularity: $0["granularity"], targetClass: $0["target_class"], seed: $0["seed"]),
                                  direction: $0["direction"], fraction: $0["fraction"], modules: $0["modules"], nAblated: $0["n_ablated"],
                                  nTotal: $0["n_total"], nTest: $0["n_test"], nCorrect: $0["n_correct"], accuracy: $0["accuracy"],

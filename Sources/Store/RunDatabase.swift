@@ -58,7 +58,7 @@ public enum StoreError: Error, CustomStringConvertible {
         case .outdatedSchema(let path, let pending):
             return "database \(path) was written by an older kneuron: schema migrations \(pending.joined(separator: ", ")) are not applied yet, "
                 + "and read-only commands do not migrate. Run any command that writes it once, e.g. `kneuron run SPEC --db \(path)` "
-                + "(it migrates, keeps every recorded score and does nothing else when all stages are done)"
+                + "(it migrates and keeps every recorded score; it then redoes only the stages a migration asks for, which `kneuron status` lists as left)"
         case .superseded(let what):
             return what + ". Run the command again to work from the current state."
         case .diskFull(let path, let operation):

@@ -11,7 +11,8 @@ struct RunOptions: ParsableArguments {
     @Option(help: "Database path (default: runs/<spec name>.sqlite).")
     var db: String?
 
-    @Option(name: .customLong("force"), help: "Redo this stage and every later one (discards their recorded results).")
+    @Option(name: .customLong("force"), help: ArgumentHelp("Redo this stage and every later one (discards their recorded results); "
+        + "a single-stage command accepts only its own stage.", valueName: "stage"))
     var force: String?
 
     @Flag(help: "No progress output on stderr.")

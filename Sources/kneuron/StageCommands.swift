@@ -63,8 +63,14 @@ struct ArrayTaskOptions: ParsableArguments {
         do {
             try runStages(options, [stage], shards: shards)
         } catch let e as PipelineError {
-            guard case .shardsLeft = e else { throw e }
-            print("\(e)")
+            switch e {
+            case .shardsLeft: print("\(e)")
+            case .changedInputs where shards != nil:
+                // --force is refused for a task: say how to redo the stage before submitting the array.
+                throw ValidationError("\(e)\nAs a task of an array job: run `kneuron \(stage.rawValue) SPEC --force \(stage.rawValue)` once, without "
+                    + "--shard-index/--num-shards, then submit the array again")
+            default: throw e
+            }
         }
     }
 }
@@ -108,7 +114,7 @@ struct EvidenceCommand: ParsableCommand {
             + "curve areas) and the knowledge edits.",
         discussion: """
             As one task of an array job, --shard-index I --num-shards N evaluates only the rankings i with i % N == I \
-            (attributed rankings first, then random seeds 1 ... N per granularity; defaults: SLURM_ARRAY_TASK_ID - \
+            (attributed rankings first, then the random rankings, seeds 1 ... evidence.random_rankings per granularity; defaults: SLURM_ARRAY_TASK_ID - \
             SLURM_ARRAY_TASK_MIN and SLURM_ARRAY_TASK_COUNT when set). Tasks share the database; the last one to finish \
             runs the tests and the knowledge edits. A task whose rankings are done while others are still working exits 0 and says so.
             """)

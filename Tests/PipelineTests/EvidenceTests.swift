@@ -192,4 +192,45 @@ extension EndToEndTests {
         }
         XCTAssertTrue(differs, "mean and zero ablation evaluate different submodels")
     }
+
+    /// The sanity sequences are taken class by class in turn: every class is represented as soon
+    /// as there are as many sequences as classes, and the order stays the attribution order.
+    func testSanitySampleTakesEveryClassInTurn() {
+        let examples = [0, 0, 0, 1, 1, 2, 0, 2].enumerated().map { Example(tokens: [0, Int32($0.offset + 4), 2], label: $0.element) }
+        XCTAssertEqual(SanityStage.sample(examples, count: 3).map(\.label), [0, 1, 2])
+        XCTAssertEqual(SanityStage.sample(examples, count: 5).map { $0.tokens[1] - 4 }, [0, 1, 3, 4, 5])
+        XCTAssertEqual(SanityStage.sample(examples, count: 100), examples)
+    }
+
+    /// A process running another spec replaces some of this run's finished evidence units while it
+    /// works (their content key changes): the combine refuses, nothing is recorded, and a rerun
+    /// alone completes with the uninterrupted run's tables.
+    func testEvidenceRefusesToCombineUnitsOfAnotherSpec() throws {
+        let spec = try writeSpec()
+        let reference = dir.appendingPathComponent("ref.sqlite").path
+        _ = try runInProcess(spec: spec, db: reference)
+        let path = dir.appendingPathComponent("mixed.sqlite").path
+        let database = try RunDatabase(path: path)
+        let ctx = try RunContext(spec: try PipelineSpec.load(path: spec), specPath: spec, db: database, quiet: true)
+        ctx.debug.shardDelayMilliseconds = 150
+        _ = try PipelineRunner(context: ctx).run(Array(Stage.allCases.prefix { $0 < .evidence }))
+        let other = try RunDatabase(path: path)
+        let failed = expectation(description: "the evidence stage refuses")
+        DispatchQueue.global().async {
+            do { _ = try PipelineRunner(context: ctx).run([.evidence]); XCTFail("combined units of another key") } catch {
+                XCTAssertTrue("\(error)".contains("written with other evidence parameters by another process"), "\(error)")
+                failed.fulfill()
+            }
+        }
+        // Once two units are finished, "another process" claims the first under its own key.
+        let deadline = Date().addingTimeInterval(60)
+        while (try other.evidenceUnitProgress().done) < 2 && Date() < deadline { usleep(20_000) }
+        try other.write("simulating another spec") { try $0.execute(sql: "UPDATE evidence_units SET content_key = 'another spec' WHERE rowid = (SELECT MIN(rowid) FROM evidence_units)") }
+        wait(for: [failed], timeout: 120)
+        XCTAssertNil(try other.stage("evidence"))
+        _ = try runInProcess(spec: spec, db: path)
+        let a = try RunDatabase(path: reference, readOnly: true)
+        XCTAssertEqual(try a.curvePoints(), try other.curvePoints())
+        XCTAssertEqual(try a.significance(), try other.significance())
+    }
 }

@@ -73,7 +73,10 @@ final class PipelineSpecTests: XCTestCase {
                                  ("evaluation: {ablation: median}", "at evaluation.ablation: unknown value 'median'; choose one of zero, mean"),
                                  ("sanity: {max_sequences: 1}", "at sanity.max_sequences: expected 2 or more"),
                                  ("sanity: {max_spearman: 2}", "at sanity.max_spearman: expected a correlation in (-1, 1]"),
-                                 ("sanity: {labels: true}", "sanity")] {
+                                 ("sanity: {labels: true}", "sanity"),
+                                 ("evidence: {edit_factors: [1.0000000000000002]}", "other than 1"),
+                                 ("sanity: {seed: -1}", "expected a non-negative integer"),
+                                 ("attribution: {max_sequences: 1}", "at attribution.max_sequences: the sanity checks re-score at least 2")] {
             XCTAssertThrowsError(try PipelineSpec.parse(yaml: minimal + "\n" + yaml + "\n"), yaml) { e in
                 XCTAssertTrue("\(e)".contains(expected), "\(yaml): \(e)")
             }

@@ -71,6 +71,11 @@ enum EvidenceStage: StageImplementation {
                     + "use fractions at least 1/\(layout.count) apart")
             }
         }
+        if let neurons = layouts[.neuron], spec.editTop >= neurons.count, !spec.editFactors.isEmpty,
+           try ctx.db.scoreSets().contains(where: { $0.granularity == Granularity.neuron.rawValue && $0.targetClass >= 0 }) {
+            throw SpecError.invalid(path: "evidence.edit_top", message: "\(spec.editTop) neurons is every one of the \(neurons.count) scored neurons: each "
+                + "per-class edit and each random set would be the same set. Use fewer (the default is 10), or edit_factors: [] to turn the edits off")
+        }
         let upstream = try ctx.db.stage(Stage.evaluate.rawValue).map { LedgerRequirement(stage: $0.stage, contentKey: $0.contentKey) }
         let stale = try ctx.db.discardEvidenceUnits(otherThan: key)
         if stale > 0 { ctx.log("  discarded \(stale) finished curves computed with other evidence parameters or another model") }
@@ -124,11 +129,17 @@ enum EvidenceStage: StageImplementation {
             DebugHooks.pause(ctx.debug.shardDelayMilliseconds)
         }
 
-        // Other tasks of an array job may still be working on their rankings.
+        // Other tasks of an array job may still be working on their rankings; a process running
+        // another spec on the same database may have replaced some (then nothing is combined).
+        let finishedNow = try ctx.db.finishedEvidenceUnits(contentKey: key)
+        let left = units.filter { !finishedNow.contains($0.id) }.count
         if let selection = ctx.shardSelection {
-            let left = units.count - (try ctx.db.finishedEvidenceUnits(contentKey: key).count)
             if left > 0 { throw PipelineError.shardsLeft(stage: Stage.evidence.rawValue, task: selection.description, left: left, total: units.count, unit: "rankings") }
             if let recorded = try ctx.db.stage(Stage.evidence.rawValue), recorded.contentKey == key { return recorded.rowsWritten }
+        } else if left > 0 {
+            throw PipelineError.empty(stage: "evidence", what: "\(left) of \(units.count) rankings' curves were discarded or written with other evidence parameters "
+                + "by another process while this one ran (do all processes on \(ctx.db.path) run the same spec?); nothing was combined. "
+                + "Run the command again when the other process has stopped")
         }
         // Every ranking's curves are done: knowledge edits, then areas and tests against the random rankings.
         let edits = try knowledgeEdits(ctx, model: model, trainer: trainer, test: test.examples, layout: layouts[.neuron])
@@ -139,7 +150,7 @@ enum EvidenceStage: StageImplementation {
                            e.ranking.method, e.ranking.targetClass, e.factor, 100 * e.relativeChange, 100 * (e.randomMean ?? .nan),
                            100 * (e.randomSD ?? .nan), e.pValue ?? .nan, 100 * e.predictionChanged))
         }
-        let points = try ctx.db.curvePoints()
+        let points = try ctx.db.curvePoints(contentKey: key)
         let (auc, significance) = tests(points)
         let rows = try ctx.db.commitEvidence(auc: auc, significance: significance,
                                              ledger: StageRecord(stage: Stage.evidence.rawValue, contentKey: key, rowsWritten: 0,

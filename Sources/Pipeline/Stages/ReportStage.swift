@@ -205,21 +205,23 @@ public struct RunReport: Sendable {
         func name(_ r: RankingID) -> String {
             label(r.method) + (r.targetClass >= 0 ? " (\(classes.first { $0.classIndex == r.targetClass }?.ecLabel ?? String(r.targetClass)))" : "")
         }
-        func p(_ x: Double) -> String { x < 0.001 ? String(format: "%.1e", x) : String(format: "%.3f", x) }
+        func p(_ x: Double) -> String { x < 0.001 ? String(format: "%.1e", x) : String(format: "%.2g", x) }
         var md = "## Evidence against random rankings\n\n"
         let nRandom = significance.map(\.nRandom).max() ?? 0
         md += "Each attributed ranking against \(nRandom) random rankings of the same granularity and modules, at the same fraction. "
         md += "`retain` keeps the top fraction and ablates the rest (higher accuracy is better); `delete` ablates the top fraction "
         md += "(lower is better). Cells: accuracy [bootstrap 95% interval over test sequences], one-sided permutation p-value "
         md += "(1 + #random at least as good) / (1 + \(nRandom)); random: mean ± sd. `area`: mean height of the accuracy curve over "
-        let minimum = EvidenceStatistics.minimumPValue(nullCount: nRandom), bonferroni = 0.05 / Double(significance.count)
-        md += "log10(fraction), with its p-value against the random areas. With \(nRandom) random rankings the smallest attainable "
-        md += "p-value is 1/\(nRandom + 1) = \(p(minimum))"
-        md += minimum > 0.05 ? ", above 0.05: no point can pass at p < 0.05; use more random rankings (`evidence.random_rankings`). "
-            : minimum > bonferroni ? ", above the Bonferroni threshold for these tests: none can pass after that correction. " : ". "
-        md += "\(significance.count) point tests here; uncorrected, about "
-        md += String(format: "%.1f", EvidenceStatistics.expectedFalsePositives(tests: significance.count, alpha: 0.05, nullCount: nRandom))
-        md += " would pass at p < 0.05 by chance alone (Bonferroni threshold \(p(bonferroni))).\n\n"
+        let areaTests = areas.filter { $0.pValue != nil }.count
+        let tests = significance.count + areaTests
+        let minimum = EvidenceStatistics.minimumPValue(nullCount: nRandom), bonferroni = 0.05 / Double(tests)
+        md += "log10(fraction), with its p-value against the random areas. This section holds \(significance.count) point tests and "
+        md += "\(areaTests) area tests: uncorrected, about "
+        md += String(format: "%.1f", EvidenceStatistics.expectedFalsePositives(tests: tests, alpha: 0.05, nullCount: nRandom))
+        md += " would pass at p < 0.05 by chance alone; the Bonferroni threshold for all \(tests) is 0.05/\(tests) = \(p(bonferroni)). "
+        md += "With \(nRandom) random rankings the smallest attainable p-value is 1/\(nRandom + 1) = \(p(minimum))"
+        md += minimum > 0.05 ? ", above 0.05: no test can pass at p < 0.05; use more random rankings (`evidence.random_rankings`).\n\n"
+            : minimum > bonferroni ? ", above the Bonferroni threshold: none can pass after that correction (more random rankings would allow it).\n\n" : ".\n\n"
         var passing: [String] = []
         for g in Granularity.allCases.map(\.rawValue) where significance.contains(where: { $0.ranking.granularity == g }) {
             for direction in CurveDirection.allCases.map(\.rawValue) {
@@ -264,7 +266,12 @@ public struct RunReport: Sendable {
     /// relative change on the other classes' sequences (specificity). Empty without edits.
     static func knowledgeEdits(db: RunDatabase, classes: [ClassRecord], label: (String) -> String) throws -> String {
         let edits = try db.knowledgeEdits()
-        guard !edits.isEmpty else { return "" }
+        guard !edits.isEmpty else {
+            guard try db.stage("evidence") != nil else { return "" }
+            return "## Suppressing and amplifying each class's knowledge neurons\n\nNot computed: the edits need per-class neuron rankings "
+                + "(`attribution.granularity` with `neuron` and `attribution.targets` with `per_class`, as in `pipelines/engine-quickstart.yaml`), "
+                + "and `evidence.edit_factors` not empty.\n\n"
+        }
         func ec(_ c: Int) -> String { classes.first { $0.classIndex == c }?.ecLabel ?? String(c) }
         func pc(_ x: Double) -> String { String(format: "%+.1f%%", 100 * x) }
         func p(_ x: Double) -> String { x < 0.001 ? String(format: "%.1e", x) : String(format: "%.3f", x) }
@@ -273,8 +280,9 @@ public struct RunReport: Sendable {
         var md = "## Suppressing and amplifying each class's knowledge neurons\n\n"
         md += "The activations of the top \(n) neurons of each per-class ranking (modules \(own.first?.modules ?? "")) multiplied by the factor "
         md += "(0 suppresses, 2 amplifies; Dai et al. 2021). `P(class)`: mean probability of the class on its own test sequences, before -> after; "
-        md += "`change`: the mean relative change of P(class) there, against \(nRandom) random sets of \(n) neurons (mean ± sd, one-sided "
-        md += "permutation p-value: a larger decrease for suppress, a larger increase for amplify; the smallest attainable is 1/\(nRandom + 1)); "
+        md += nRandom > 0 ? "`change`: the mean relative change of P(class) there, against \(nRandom) random sets of \(n) neurons (mean ± sd, one-sided "
+            + "permutation p-value: a larger decrease for suppress, a larger increase for amplify; the smallest attainable is 1/\(nRandom + 1)); "
+            : "`change`: the mean relative change of P(class) there (no random sets to compare with: `evidence.edit_random_sets` is 0); "
         md += "`predictions changed`: share of those sequences whose predicted class changed; `other classes`: the relative change of "
         md += "P(class) on the other test sequences (near 0 = specific).\n\n"
         for factor in Array(Set(own.map(\.factor))).sorted() {
@@ -283,7 +291,7 @@ public struct RunReport: Sendable {
             for e in own.filter({ $0.factor == factor }) {
                 let other = edits.first { $0.ranking == e.ranking && $0.factor == factor && $0.sequences == EditedSequences.otherClasses.rawValue }
                 md += "| \(label(e.ranking.method)) | \(ec(e.ranking.targetClass)) | \(e.nSequences) | \(fmt(e.pBefore, 3)) -> \(fmt(e.pAfter, 3)) | "
-                    + "\(pc(e.relativeChange)) | " + (e.randomMean.map { "\(pc($0)) ± \(String(format: "%.1f%%", 100 * (e.randomSD ?? 0)))" } ?? "") + " | "
+                    + "\(pc(e.relativeChange)) | " + (e.randomMean.map { "\(pc($0))" + (e.randomSD.map { String(format: " ± %.1f%%", 100 * $0) } ?? "") } ?? "") + " | "
                     + (e.pValue.map(p) ?? "") + " | \(String(format: "%.0f%%", 100 * e.predictionChanged)) | \(other.map { pc($0.relativeChange) } ?? "") |\n"
             }
             md += "\n"
@@ -302,16 +310,22 @@ public struct RunReport: Sendable {
         let threshold = verdicts.first?.maxSpearman ?? .nan
         var md = "## Sanity checks (Adebayo et al. 2018)\n\n"
         md += "Spearman correlation between each ranking's scores on the fine-tuned model and on a randomised one, over the same "
-        md += "\(checks.first!.nSequences) sequences: `top k` re-initialises the classification head and the top k blocks (cascading), "
-        md += "`labels` is a model trained the same way on shuffled labels. A ranking passes when the correlation with the fully "
-        md += "randomised model (top \(cascade.last ?? 0)) and with the label-randomised one is below \(String(format: "%g", threshold)): "
-        md += "its scores depend on what the model learned.\n\n"
+        md += "\(checks.first!.nSequences) attributed sequences (taken class by class): "
+        var parts: [String] = []
+        if let deepest = cascade.last { parts.append("`top k` re-initialises the classification head and the top k blocks (cascading; the verdict uses top \(deepest), every block)") }
+        if labels { parts.append("`labels` is a model trained the same way on shuffled labels") }
+        md += parts.joined(separator: "; ") + ". A ranking passes when its correlation with "
+        md += (cascade.isEmpty ? "" : "the fully randomised model") + (cascade.isEmpty || !labels ? "" : " and with ") + (labels ? "the label-randomised one" : "")
+        md += " is below \(String(format: "%g", threshold)): its scores depend on what the model learned.\n\n"
         md += "| ranking | " + cascade.map { "top \($0) |" }.joined(separator: " ") + (labels ? " labels |" : "") + " verdict |\n"
         md += "|---|" + cascade.map { _ in "---|" }.joined() + (labels ? "---|" : "") + "---|\n"
         let rankings = checks.map(\.ranking).reduce(into: [RankingID]()) { if !$0.contains($1) { $0.append($1) } }.sorted()
         for r in rankings {
             func rho(_ check: SanityCheck, _ k: Int) -> String {
-                checks.first { $0.ranking == r && $0.check == check.rawValue && $0.layersRandomized == k }.map { $0.spearman.map { fmt($0, 3) } ?? "undefined" } ?? ""
+                checks.first { $0.ranking == r && $0.check == check.rawValue && $0.layersRandomized == k }.map { c in
+                    // Four decimals near the threshold, so a value that passes never prints as the threshold itself.
+                    c.spearman.map { abs($0 - threshold) < 0.0005 ? fmt($0, 4) : fmt($0, 3) } ?? "undefined"
+                } ?? ""
             }
             let mine = verdicts.filter { $0.ranking == r }
             let verdict = mine.isEmpty ? "" : mine.allSatisfy(\.passed) ? "passes" : "fails " + mine.filter { !$0.passed }.map(\.check).joined(separator: ", ")
@@ -319,7 +333,12 @@ public struct RunReport: Sendable {
                 + cascade.map { " \(rho(.modelRandomization, $0)) |" }.joined() + (labels ? " \(rho(.labelRandomization, 0)) |" : "") + " \(verdict) |\n"
         }
         let failing = rankings.filter { r in verdicts.contains { $0.ranking == r && !$0.passed } }
-        md += "\n" + (failing.isEmpty ? "Every ranking passes.\n\n" : "\(failing.count) of \(rankings.count) rankings fail: their scores barely change when the model does.\n\n")
+        md += "\n" + (failing.isEmpty ? "Every checked ranking passes." : "\(failing.count) of \(rankings.count) checked rankings fail: their scores barely change when the model does.")
+        let unchecked = try db.scoreSets().filter { $0.method != Baseline.random && !rankings.contains($0) }
+        func ec(_ c: Int) -> String { classes.first { $0.classIndex == c }?.ecLabel ?? String(c) }
+        let names: [String] = unchecked.map { r in "\(label(r.method)) \(r.granularity) (\(ec(r.targetClass)))" }
+        md += unchecked.isEmpty ? "\n\n" : " Not checked, no sequence of their class among the \(checks.first!.nSequences): "
+            + names.joined(separator: ", ") + " (raise `sanity.max_sequences`).\n\n"
         return md
     }
 

@@ -16,8 +16,8 @@ enum SanityCheck: String, CaseIterable, Comparable {
 }
 
 /// Stage 9: do the rankings depend on the model? Every attributed ranking (method x
-/// granularity x target) is re-computed, in memory, on the first `sanity.max_sequences`
-/// sequences of the attribution split (by id, within `attribution.max_sequences`) for
+/// granularity x target) is re-computed, in memory, on `sanity.max_sequences` of the sequences
+/// the attribute stage scored, taken class by class in turn (`sample`), for
 ///
 /// - `model_randomization`, k = 1 ... L: the fine-tuned model with its classification head and
 ///   its top k blocks re-initialised (`ModelRandomization.cascading`, seed `sanity.seed`);
@@ -51,7 +51,9 @@ enum SanityStage: StageImplementation {
         let spec = ctx.spec.sanity
         guard let attribute = try ctx.db.stage(Stage.attribute.rawValue) else { throw PipelineError.missingStage(stage: "sanity", needs: "attribute") }
         let upstream = LedgerRequirement(stage: attribute.stage, contentKey: attribute.contentKey)
-        let unitKey = Hashing.contentKey(.sanity, previous: attribute.contentKey, parameters: PipelineRunner.text(try parameters(ctx)))
+        // The threshold only judges the correlations: changing it redoes no unit.
+        let unitKey = Hashing.contentKey(.sanity, previous: attribute.contentKey,
+                                         parameters: PipelineRunner.text(try parameters(ctx).filter { $0.name != "sanity.max_spearman" }))
         let stale = try ctx.db.discardSanityUnits(otherThan: unitKey)
         if stale > 0 { ctx.log("  discarded \(stale) sanity units computed with other sanity parameters or another attribution") }
         let ledger = StageRecord(stage: Stage.sanity.rawValue, contentKey: key, rowsWritten: 0, seconds: 0)
@@ -67,19 +69,28 @@ enum SanityStage: StageImplementation {
         let done = try ctx.db.finishedSanityUnits(unitKey: unitKey)
         let todo = units.filter { !done.contains($0.name) }
         let attribution = ctx.spec.attribution
-        let limit = min(spec.maxSequences, attribution.maxSequences ?? Int.max)
-        let data = try SplitData.load(ctx, split: ctx.spec.split.selectOn.split, limit: limit)
-        guard data.examples.count >= 2 else { throw PipelineError.empty(stage: "sanity", what: "fewer than 2 sequences in the attribution split") }
+        let attributed = try AttributeStage.sequences(ctx)
+        let examples = sample(attributed.examples, count: spec.maxSequences)
+        guard examples.count >= 2 else {
+            throw PipelineError.empty(stage: "sanity", what: "the checks need at least 2 attributed sequences and there are \(examples.count): "
+                + "raise attribution.max_sequences, or set sanity.model_randomization and sanity.label_randomization to false")
+        }
         let layouts = try attribution.layouts(model.config)
         ctx.log("  \(units.count) checks (\(spec.modelRandomization ? "cascading model randomisation k = 1 ... \(layers)" : "")"
                 + "\(spec.modelRandomization && spec.labelRandomization ? ", " : "")\(spec.labelRandomization ? "label randomisation" : "")) "
-                + "on \(data.examples.count) sequences of the \(ctx.spec.split.selectOn.split.rawValue) split: \(todo.count) to do")
+                + "on \(examples.count) sequences of the \(ctx.spec.split.selectOn.split.rawValue) split: \(todo.count) to do")
 
         var unitSeconds = 0.0   // this process's units (the ledger counts every process's: sanity_units)
         if !todo.isEmpty {
             let t0 = Date()
-            let reference = try AttributeStage.rankingsInMemory(model: model, examples: data.examples, spec: attribution, layouts: layouts)
+            let reference = try AttributeStage.rankingsInMemory(model: model, examples: examples, spec: attribution, layouts: layouts)
             ctx.log(String(format: "  re-scored the fine-tuned model in %.1f s", Date().timeIntervalSince(t0)))
+            let stored = try ctx.db.scoreSets().filter { $0.method != Baseline.random }
+            let unchecked = stored.filter { id in !reference.keys.contains { $0.stored == id } }
+            if !unchecked.isEmpty {
+                ctx.log("  not checked (no sequence of their class among the \(examples.count)): \(unchecked.map(\.description).joined(separator: ", ")); "
+                        + "raise sanity.max_sequences to include them")
+            }
             let progress = ProgressReporter("sanity", total: units.count, unit: "checks", quiet: ctx.quiet)
             var finished = done.count
             for unit in todo {
@@ -93,11 +104,11 @@ enum SanityStage: StageImplementation {
                 case .labelRandomization:
                     randomized = try labelRandomizedModel(ctx, seed: spec.seed)
                 }
-                let scores = try AttributeStage.rankingsInMemory(model: randomized, examples: data.examples, spec: attribution, layouts: layouts)
+                let scores = try AttributeStage.rankingsInMemory(model: randomized, examples: examples, spec: attribution, layouts: layouts)
                 let rows = reference.keys.sorted().map { id in
                     SanityCheckRecord(check: unit.check.rawValue, layersRandomized: unit.layers, ranking: id.stored,
                                       spearman: EvidenceStatistics.spearman(reference[id]!, scores[id] ?? []),
-                                      nScores: reference[id]!.count, nSequences: data.examples.count)
+                                      nScores: reference[id]!.count, nSequences: examples.count)
                 }
                 try ctx.db.commitSanityUnit(check: unit.check.rawValue, layersRandomized: unit.layers, rows: rows, unitKey: unitKey,
                                             seconds: Date().timeIntervalSince(t1), requiring: upstream)
@@ -121,6 +132,21 @@ enum SanityStage: StageImplementation {
         var l = ledger
         l.seconds = try ctx.db.sanityUnitProgress().seconds + Date().timeIntervalSince(start) - unitSeconds
         return try ctx.db.commitSanity(verdicts: verdicts, ledger: l, requiring: upstream)
+    }
+
+    /// Up to `count` of `examples` (in id order), taken class by class in turn (the first of each
+    /// class, then the second of each, ...), so that every class with a sequence is represented
+    /// as soon as `count` reaches the number of classes (its per-class rankings can be checked).
+    static func sample(_ examples: [Example], count: Int) -> [Example] {
+        var byClass: [Int: [Int]] = [:]
+        for (i, e) in examples.enumerated() { byClass[e.label, default: []].append(i) }
+        var chosen: [Int] = [], round = 0
+        let classes = byClass.keys.sorted()
+        while chosen.count < min(count, examples.count) {
+            for c in classes where round < byClass[c]!.count && chosen.count < count { chosen.append(byClass[c]![round]) }
+            round += 1
+        }
+        return chosen.sorted().map { examples[$0] }
     }
 
     /// A model trained as the train stage trains (same initial model, spec and schedule), on the
