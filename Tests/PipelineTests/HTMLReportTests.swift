@@ -29,6 +29,13 @@ extension EndToEndTests {
         for p in try db.curvePoints() where p.ranking.method == "activation" && p.direction == "retain" {
             XCTAssertTrue(html.contains("<tr><td>activation</td><td>retain</td><td>\(RunReport.pct(p.fraction))</td><td>\(String(format: "%.3f", p.accuracy))</td>"), "\(p)")
         }
+        // The top elements are the database's rank 1 ... 10, and the overlap is |A ∩ B| / |A ∪ B| of the kept sets.
+        let best = try db.query("SELECT layer, module, row, col FROM neuron_scores WHERE method = 'activation' AND seed = 0 AND rank = 1").rows[0]
+        XCTAssertTrue(html.contains("<tr><td>1</td><td>\(best[0]!)</td><td>\(best[1]!)</td><td>\(best[2]!), \(best[3]!)</td>"), "\(best)")
+        let a = try db.ranks(method: "activation"), b = try db.ranks(method: "integrated_gradients")
+        let k = SelectStage.keptCount(0.1, total: a.count)
+        let inter = a.indices.filter { a[$0] <= k && b[$0] <= k }.count
+        XCTAssertTrue(html.contains("<tr><td>activation vs integrated gradients</td><td>\(String(format: "%.3f", Double(inter) / Double(2 * k - inter)))</td>"))
         let svgs = html.components(separatedBy: "<svg ").count - 1
         XCTAssertGreaterThanOrEqual(svgs, 4 + 2 + 1 + 2 * 3)
 

@@ -261,6 +261,7 @@ enum HTMLReport {
         h += try density(db: db, label: label)
         h += try training(db: db)
         h += try completeness(db: db)
+        h += try agreement(db: db, label: label)
         h += try tables(db: db, classes: classes, label: label)
         h += try data(db: db)
         return h + "</body></html>\n"
@@ -401,6 +402,61 @@ enum HTMLReport {
             h += SVG.histogram(title: "completeness gap, \(g) paths (\(gaps.count))", xLabel: "sum of attributions − (P(input) − P(baseline))", values: gaps) + "\n"
         }
         return h + "</div>\n"
+    }
+
+    /// The top 10 elements of every true-class ranking (layer, module, row, col, score), and the
+    /// Jaccard overlap |A ∩ B| / |A ∪ B| of two methods' kept sets at each retention fraction, beside
+    /// what two random sets of that fraction f share on average, f / (2 - f). Rankings of more than
+    /// 20 million scores are left out of the overlap (it reads whole score vectors).
+    static func agreement(db: RunDatabase, label: (String) -> String) throws -> String {
+        let top = try db.query("""
+            SELECT method, granularity, layer, module, row, col, score, rank FROM neuron_scores
+            WHERE seed = 0 AND target_class = -1 AND method != 'random' AND rank <= 10 ORDER BY granularity, method, rank
+            """).rows
+        guard !top.isEmpty else { return "" }
+        var h = "<h2>Top elements and how much the methods agree</h2>\n"
+        for g in Granularity.allCases.map(\.rawValue) {
+            let rows = top.filter { $0[1] == g }
+            guard !rows.isEmpty else { continue }
+            let methods = AttributionMethod.allCases.map(\.rawValue).filter { m in rows.contains { $0[0] == m } }
+            h += "<h3>\(g)s: top 10 of each method (true class)</h3><div class=\"figs\">"
+            for m in methods {
+                h += "<div class=\"wrap\"><table><tr><th colspan=\"5\">\(SVG.escape(label(m)))</th></tr><tr><th>rank</th><th>layer</th><th>module</th><th>"
+                    + (g == Granularity.weight.rawValue ? "row, col" : "unit") + "</th><th>score</th></tr>"
+                for r in rows where r[0] == m {
+                    let score = Double(r[6] ?? "") ?? .nan
+                    h += "<tr><td>\(r[7] ?? "")</td><td>\(r[2] ?? "")</td><td>\(r[3] ?? "")</td><td>\(r[4] ?? "")\(g == Granularity.weight.rawValue ? ", \(r[5] ?? "")" : "")</td>"
+                        + "<td>\(String(format: "%.4g", score))</td></tr>"
+                }
+                h += "</table></div>"
+            }
+            h += "</div>\n"
+            guard methods.count >= 2 else { continue }
+            let fractions = Array(Set(try db.selections().filter { $0.granularity == g && $0.targetClass == -1 && $0.method != Baseline.random }.map(\.retentionFraction))).sorted()
+            var scores: [String: [Float]] = [:]
+            for m in methods {
+                let id = RankingID(method: m, granularity: g)
+                guard let n = try db.query("SELECT n_scores FROM score_sets WHERE method = '\(m)' AND granularity = '\(g)' AND target_class = -1 AND seed = 0").rows.first?[0].flatMap({ Int($0) }),
+                      n <= 20_000_000 else { continue }
+                scores[m] = try db.scores(id)
+            }
+            let pairs = methods.indices.flatMap { i in methods.indices.filter { $0 > i }.map { (methods[i], methods[$0]) } }.filter { scores[$0.0] != nil && scores[$0.1] != nil }
+            guard !pairs.isEmpty else { continue }
+            h += "<p>Jaccard overlap of the kept \(g)s (1 = the same set; random: two random sets of that size).</p><div class=\"wrap\"><table><tr><th>methods</th>"
+                + fractions.map { "<th>\(ReportPercent.pct($0))</th>" }.joined() + "</tr>"
+            for (a, b) in pairs {
+                h += "<tr><td>\(SVG.escape(label(a))) vs \(SVG.escape(label(b)))</td>"
+                for f in fractions {
+                    let k = SelectStage.keptCount(f, total: scores[a]!.count)
+                    let sa = Set(ScoreRanking.top(scores[a]!, count: k)), sb = ScoreRanking.top(scores[b]!, count: k)
+                    let inter = sb.filter { sa.contains($0) }.count
+                    h += "<td>\(SVG.num(Double(inter) / Double(max(1, 2 * k - inter))))</td>"
+                }
+                h += "</tr>"
+            }
+            h += "<tr><td>random (expected)</td>" + fractions.map { "<td>\(SVG.num($0 / (2 - $0)))</td>" }.joined() + "</tr></table></div>\n"
+        }
+        return h
     }
 
     /// The evidence, knowledge-edit and sanity tables, from the Markdown report's sections.
