@@ -55,6 +55,8 @@ enum SVG {
     struct Rule {
         var name: String
         var y: Double
+        /// SVG dash pattern.
+        var dash = "2 3"
     }
 
     /// One chart panel: axes with ticks and labels, the band under the series, rules, a legend.
@@ -84,10 +86,13 @@ enum SVG {
             let label = logX ? (v * 100 == (v * 100).rounded() ? "\(Int(v * 100))%" : String(format: "%g%%", v * 100)) : String(format: "%g", v)
             s += "<text x=\"\(num(x, 1))\" y=\"\(top + ph + 16)\" text-anchor=\"middle\" class=\"k\">\(label)</text>"
         }
-        for i in 0 ... 4 {
-            let v = y0 + (y1 - y0) * Double(i) / 4, y = py(v)
+        let step = niceStep((y1 - y0) / 4)
+        var v = (y0 / step).rounded(.up) * step
+        while v <= y1 + step * 1e-9 {
+            let y = py(v)
             s += "<line x1=\"\(left)\" y1=\"\(num(y, 1))\" x2=\"\(left + pw)\" y2=\"\(num(y, 1))\" class=\"g\"/>"
-            s += "<text x=\"\(left - 6)\" y=\"\(num(y + 4, 1))\" text-anchor=\"end\" class=\"k\">\(num(v, 2))</text>"
+            s += "<text x=\"\(left - 6)\" y=\"\(num(y + 4, 1))\" text-anchor=\"end\" class=\"k\">\(String(format: "%g", (v / step).rounded() * step))</text>"
+            v += step
         }
         s += "<text x=\"\(num(left + pw / 2, 1))\" y=\"\(Int(height - 8))\" text-anchor=\"middle\" class=\"l\">\(escape(xLabel))</text>"
         s += "<text transform=\"translate(14 \(num(top + ph / 2, 1))) rotate(-90)\" text-anchor=\"middle\" class=\"l\">\(escape(yLabel))</text>"
@@ -96,7 +101,7 @@ enum SVG {
             s += "<polygon points=\"\((upper + lower).joined(separator: " "))\" fill=\"#7f7f7f\" fill-opacity=\"0.25\" stroke=\"none\"><title>\(escape(b.name))</title></polygon>"
         }
         for r in rules {
-            s += "<line x1=\"\(left)\" y1=\"\(num(py(r.y), 1))\" x2=\"\(left + pw)\" y2=\"\(num(py(r.y), 1))\" stroke=\"#000\" stroke-dasharray=\"2 3\" stroke-width=\"1\"><title>\(escape(r.name)) \(num(r.y))</title></line>"
+            s += "<line x1=\"\(left)\" y1=\"\(num(py(r.y), 1))\" x2=\"\(left + pw)\" y2=\"\(num(py(r.y), 1))\" stroke=\"#000\" stroke-dasharray=\"\(r.dash)\" stroke-width=\"1\"><title>\(escape(r.name)) \(num(r.y))</title></line>"
         }
         for sr in series where !sr.points.isEmpty {
             let pts = sr.points.sorted { $0.x < $1.x }
@@ -107,18 +112,34 @@ enum SVG {
         }
         // Legend: one row between the title and the plot (wraps to a second row when long).
         var lx = left, ly = 34.0
-        let items = series.map { ($0.name, $0.colour, "line") } + bands.map { ($0.name, "#7f7f7f", "band") } + rules.map { ($0.name, "#000", "rule") }
+        let items = series.map { ($0.name, $0.colour, "line") } + bands.map { ($0.name, "#7f7f7f", "band") } + rules.map { ($0.name, $0.dash, "rule") }
         for (name, colour, kind) in items {
             let itemWidth = 30 + Double(name.count) * 5.6
             if lx + itemWidth > left + pw { lx = left; ly += 12 }
             defer { lx += itemWidth }
             switch kind {
             case "band": s += "<rect x=\"\(num(lx, 1))\" y=\"\(num(ly - 6, 1))\" width=\"18\" height=\"8\" fill=\"#7f7f7f\" fill-opacity=\"0.35\"/>"
-            case "rule": s += "<line x1=\"\(num(lx, 1))\" y1=\"\(num(ly - 2, 1))\" x2=\"\(num(lx + 18, 1))\" y2=\"\(num(ly - 2, 1))\" stroke=\"#000\" stroke-dasharray=\"2 3\"/>"
+            case "rule": s += "<line x1=\"\(num(lx, 1))\" y1=\"\(num(ly - 2, 1))\" x2=\"\(num(lx + 18, 1))\" y2=\"\(num(ly - 2, 1))\" stroke=\"#000\" stroke-dasharray=\"\(colour)\"/>"
             default: s += "<line x1=\"\(num(lx, 1))\" y1=\"\(num(ly - 2, 1))\" x2=\"\(num(lx + 18, 1))\" y2=\"\(num(ly - 2, 1))\" stroke=\"\(colour)\" stroke-width=\"2\"/>"
             }
             s += "<text x=\"\(num(lx + 22, 1))\" y=\"\(num(ly + 2, 1))\" class=\"k\">\(escape(name))</text>"
         }
+        return s + "</svg>"
+    }
+
+    /// A tick step of 1, 2, 2.5 or 5 times a power of ten, at least `raw`.
+    static func niceStep(_ raw: Double) -> Double {
+        guard raw > 0, raw.isFinite else { return 1 }
+        let p = pow(10, floor(log10(raw)))
+        return [1, 2, 2.5, 5, 10].map { $0 * p }.first { $0 >= raw } ?? 10 * p
+    }
+
+    /// A horizontal viridis colour bar from 0 to `scale`, labelled at both ends.
+    static func colourBar(scale: Double, label: String) -> String {
+        var s = "<svg viewBox=\"0 0 220 40\" width=\"220\" height=\"40\" role=\"img\" aria-label=\"colour scale\"><title>colour scale 0 ... \(num(scale, 2))</title>"
+        for i in 0 ..< 20 { s += "<rect x=\"\(10 + i * 10)\" y=\"4\" width=\"10\" height=\"12\" fill=\"\(viridis(Double(i) / 19))\"/>" }
+        s += "<text x=\"10\" y=\"30\" class=\"k\">0</text><text x=\"210\" y=\"30\" text-anchor=\"end\" class=\"k\">\(num(scale, 2))</text>"
+        s += "<text x=\"110\" y=\"30\" text-anchor=\"middle\" class=\"k\">\(escape(label))</text>"
         return s + "</svg>"
     }
 
@@ -166,10 +187,22 @@ enum SVG {
             let h = Double(c) / top1 * ph
             s += "<rect x=\"\(num(left + bw * Double(i) + 1, 1))\" y=\"\(num(top + ph - h, 1))\" width=\"\(num(bw - 2, 1))\" height=\"\(num(h, 1))\" fill=\"#0072B2\"><title>\(String(format: "%.3g", lo + span * Double(i) / Double(bins))) ... \(String(format: "%.3g", lo + span * Double(i + 1) / Double(bins))): \(c)</title></rect>"
         }
-        for (v, anchor) in [(lo, "start"), (hi, "end")] {
-            s += "<text x=\"\(num(v == lo ? left : left + pw, 1))\" y=\"\(top + ph + 16)\" text-anchor=\"\(anchor)\" class=\"k\">\(String(format: "%.2g", v))</text>"
+        let xstep = niceStep(span / 5)
+        var xv = (lo / xstep).rounded(.up) * xstep
+        while xv <= hi + xstep * 1e-9 {
+            let x = left + (xv - lo) / span * pw
+            s += "<line x1=\"\(num(x, 1))\" y1=\"\(top + ph)\" x2=\"\(num(x, 1))\" y2=\"\(top + ph + 4)\" class=\"ax\"/>"
+            s += "<text x=\"\(num(x, 1))\" y=\"\(top + ph + 16)\" text-anchor=\"middle\" class=\"k\">\(String(format: "%g", (xv / xstep).rounded() * xstep))</text>"
+            xv += xstep
         }
-        s += "<text x=\"\(Int(left - 6))\" y=\"\(Int(top + 4))\" text-anchor=\"end\" class=\"k\">\(Int(top1))</text>"
+        let ystep = niceStep(top1 / 4)
+        var yv = ystep
+        while yv <= top1 + 1e-9 {
+            let y = top + ph - yv / top1 * ph
+            s += "<line x1=\"\(left)\" y1=\"\(num(y, 1))\" x2=\"\(left + pw)\" y2=\"\(num(y, 1))\" class=\"g\"/>"
+            s += "<text x=\"\(Int(left - 6))\" y=\"\(num(y + 4, 1))\" text-anchor=\"end\" class=\"k\">\(String(format: "%g", yv))</text>"
+            yv += ystep
+        }
         s += "<text x=\"\(num(left + pw / 2, 1))\" y=\"\(Int(height - 8))\" text-anchor=\"middle\" class=\"l\">\(escape(xLabel))</text>"
         s += "<text transform=\"translate(14 \(num(top + ph / 2, 1))) rotate(-90)\" text-anchor=\"middle\" class=\"l\">sequences</text>"
         return s + "</svg>"
@@ -214,7 +247,7 @@ enum HTMLReport {
         .figs{display:flex;flex-wrap:wrap;gap:10px}svg{max-width:100%;height:auto;background:#fff}
         svg .t{font-size:13px;font-weight:600}svg .k{font-size:10.5px;fill:#333}svg .l{font-size:11.5px}svg .c{font-size:10.5px}
         svg .ax{stroke:#333;stroke-width:1}svg .g{stroke:#e3e3e3;stroke-width:1}
-        table{border-collapse:collapse;font-size:.86em;margin:.4em 0}td,th{border:1px solid #ccc;padding:2px 6px;text-align:right}th{background:#f3f3f3}
+        table{border-collapse:collapse;font-size:.86em;margin:.4em 0}td,th{border:1px solid #ccc;padding:2px 6px;text-align:right;white-space:nowrap}th{background:#f3f3f3}
         td:first-child,th:first-child{text-align:left}.wrap{overflow-x:auto;max-width:100%}
         .verdict{background:#f6f8fa;border-left:4px solid #0072B2;padding:6px 12px}details{margin:.3em 0 1em}summary{cursor:pointer;color:#0072B2}
         @media print{details{display:block}summary{display:none}.figs{display:block}}
@@ -229,7 +262,11 @@ enum HTMLReport {
             h += "<p>Model: \(model), \(spec.train.epochs) epochs, \(esc(spec.model.pooling.rawValue)) pooling, at most \(spec.model.maxLength) tokens. "
             h += "Methods: \(spec.attribution.methods.map { esc(label($0.rawValue)) }.joined(separator: ", ")) over \(spec.attribution.modules.map { esc($0.rawValue) }.joined(separator: ", ")) "
             h += "at \(spec.attribution.granularity.map(\.rawValue).joined(separator: " and ")) granularity, on the \(spec.split.selectOn.split.rawValue) split; "
-            h += "integrated gradients with \(spec.attribution.steps) steps; submodels evaluated on test. kneuron \(esc(run?.kneuronVersion ?? "?")).</p>\n"
+            h += "integrated gradients with \(spec.attribution.steps) steps; submodels evaluated on test. kneuron \(esc(run?.kneuronVersion ?? "?")). "
+            let size = try db.query("SELECT MAX(n_layers), MAX(n_scores) FROM score_sets WHERE granularity = 'weight'").rows.first
+            if let layers = size?[0] ?? nil, let n = size?[1] ?? nil { h += "\(layers) layers; \(n) weights scored per ranking. " }
+            h += "The model evaluated is the one after the last epoch (no early stopping). The splits are drawn from all input files together "
+                + "(stratified by class, seed \(spec.split.seed)); the file names do not define them.</p>\n"
         }
         // How far to trust it.
         var verdict: [String] = []
@@ -243,9 +280,13 @@ enum HTMLReport {
         let significance = try db.significance()
         if !significance.isEmpty {
             let n = significance.map(\.nRandom).max() ?? 0
-            let pass = significance.filter { $0.pValue < 0.05 }.count
-            verdict.append("Against \(n) random rankings: \(pass) of \(significance.count) point tests at p &lt; 0.05 (uncorrected; about "
-                + "\(num(EvidenceStatistics.expectedFalsePositives(tests: significance.count, alpha: 0.05, nullCount: n), 1)) would pass by chance).")
+            let areas = try db.curveAreas().filter { $0.pValue != nil }
+            let tests = significance.count + areas.count
+            let pass = significance.filter { $0.pValue < 0.05 }.count + areas.filter { $0.pValue! < 0.05 }.count
+            verdict.append("Against \(n) random rankings: \(pass) of \(tests) tests (\(significance.count) points, \(areas.count) curve areas) at p &lt; 0.05, uncorrected; about "
+                + "\(num(EvidenceStatistics.expectedFalsePositives(tests: tests, alpha: 0.05, nullCount: n), 1)) would pass by chance, and with \(n) random rankings "
+                + "the smallest attainable p-value is 1/\(n + 1), so none can pass a Bonferroni correction over \(tests) tests"
+                + (1.0 / Double(n + 1) > 0.05 / Double(tests) ? "" : " only if p ≤ \(String(format: "%.2g", 0.05 / Double(tests)))") + ".")
         }
         let verdicts = try db.sanityVerdicts()
         if !verdicts.isEmpty {
@@ -255,6 +296,10 @@ enum HTMLReport {
                 : "Sanity checks: \(failing.count) of \(all.count) rankings barely change when the model is randomised (they fail).")
         }
         if spec?.model.checkpoint == nil { verdict.append("The model was trained here from random weights: it is weak, and its knowledge neurons need not resemble a pretrained ESM-2's.") }
+        if let spec, spec.attribution.modules.sorted() == LinearModule.attention, spec.attribution.granularity == [.weight] {
+            verdict.append("This run scores the query, key and value weights only (the paper's setting); FFN neurons and per-class rankings "
+                + "need attribution.modules, granularity and targets (as in pipelines/engine-quickstart.yaml).")
+        }
         h += "<div class=\"verdict\"><p>" + verdict.joined(separator: " ") + "</p></div>\n"
 
         h += try curves(db: db, full: full, classes: classes, label: label)
@@ -277,8 +322,9 @@ enum HTMLReport {
         let majority = Double(full?.perClass.map(\.n).max() ?? 0) / Double(max(full?.nTest ?? 1, 1))
         var h = "<h2>Is a ranking better than random? Curves against \(Set(points.filter { $0.ranking.method == Baseline.random }.map(\.ranking.seed)).count) random rankings</h2>\n"
         h += "<p><code>retain</code> keeps the top fraction of a ranking and ablates the rest (the paper's test: higher is better); <code>delete</code> "
-        h += "ablates the top fraction (lower is better). The grey band is the random rankings' mean ± sd at each fraction; dotted lines are chance "
-        h += "and the majority-class baseline. Test accuracy on \(full?.nTest ?? 0) sequences; all numbers in <a href=\"curves.csv\">curves.csv</a>.</p>\n"
+        h += "ablates the top fraction (lower is better). The grey band is the random rankings' mean ± sd at each fraction; dotted lines are the "
+        h += "full model, chance and the majority-class baseline. Test accuracy on \(full?.nTest ?? 0) sequences; all numbers in <a href=\"curves.csv\">curves.csv</a>. "
+        h += "p = 1/(random rankings + 1) is the smallest attainable value, not a measured strength.</p>\n"
         for g in Granularity.allCases.map(\.rawValue) where points.contains(where: { $0.ranking.granularity == g }) {
             h += "<h3>\(g) granularity</h3><div class=\"figs\">\n"
             var numbers = "<table><tr><th>ranking</th><th>direction</th><th>fraction</th><th>accuracy</th><th>95% interval</th><th>macro-F1</th></tr>"
@@ -297,7 +343,14 @@ enum HTMLReport {
                     let series = methods.map { m in
                         SVG.Series(name: label(m), colour: SVG.colour(m), points: mine.filter { $0.ranking.method == m }.map { ($0.fraction, value($0)) })
                     }
-                    let rules = metric == "accuracy" ? [SVG.Rule(name: "chance", y: chance)] + (majority > chance + 1e-9 ? [SVG.Rule(name: "majority class", y: majority)] : []) : []
+                    var rules: [SVG.Rule] = []
+                    if metric == "accuracy" {
+                        rules.append(SVG.Rule(name: majority > chance + 1e-9 ? "chance" : "chance = majority class", y: chance))
+                        if majority > chance + 1e-9 { rules.append(SVG.Rule(name: "majority class", y: majority)) }
+                        if let full { rules.append(SVG.Rule(name: "full model", y: full.accuracy, dash: "7 3")) }
+                    } else if let full {
+                        rules.append(SVG.Rule(name: "full model", y: full.macroF1, dash: "7 3"))
+                    }
                     h += SVG.chart(title: "\(direction): test \(metric), \(g)s", xLabel: direction == "retain" ? "fraction kept (log scale)" : "fraction removed (log scale)",
                                    yLabel: "test \(metric)", logX: true, xTicks: fractions, series: series,
                                    bands: random.isEmpty ? [] : [SVG.Band(name: "random mean ± sd", points: band)], rules: rules) + "\n"
@@ -325,7 +378,7 @@ enum HTMLReport {
         guard !densities.isEmpty else { return "" }
         var h = "<h2>Where the knowledge sits: kept elements per layer and module</h2>\n"
         h += "<p>Each cell is the fraction of a block's weights (or neurons) that the submodel keeps; the colour scale runs from 0 to the largest "
-        h += "density at that fraction (one scale for all grids of a row). The bottom row is each module's share of everything kept (random keeps each module in proportion to its size). "
+        h += "density at that fraction (one scale for all grids of a row; its bar is on the left). Random is the select stage's baseline (its seeds averaged). The bottom row is each module's share of everything kept (random keeps each module in proportion to its size). "
         h += "All numbers in <a href=\"density.csv\">density.csv</a>.</p>\n"
         for g in Granularity.allCases.map(\.rawValue) where densities.contains(where: { $0.granularity == g }) {
             let mine = densities.filter { $0.granularity == g }
@@ -336,6 +389,7 @@ enum HTMLReport {
                 let scale = mine.filter { $0.retentionFraction == f }.map { Double($0.nKept) / Double(max($0.nTotal, 1)) }.max() ?? 1
                 h += "<h3>\(g)s, top \(ReportPercent.pct(f)) kept (colour scale 0 ... \(SVG.num(scale, 2)))</h3>\n"
                 h += "<p>" + wherePlaced(mine.filter { $0.retentionFraction == f && $0.method != Baseline.random }, label: label) + "</p><div class=\"figs\">\n"
+                h += SVG.colourBar(scale: scale, label: "fraction kept") + "\n"
                 for m in methods {
                     let rows = mine.filter { $0.method == m && $0.retentionFraction == f }
                     guard !rows.isEmpty else { continue }
@@ -399,7 +453,12 @@ enum HTMLReport {
         for g in Granularity.allCases.map(\.rawValue) {
             let gaps = rows.filter { $0.granularity == g }.map { $0.attributionSum - ($0.pFull - $0.pBaseline) }
             guard !gaps.isEmpty else { continue }
-            h += SVG.histogram(title: "completeness gap, \(g) paths (\(gaps.count))", xLabel: "sum of attributions − (P(input) − P(baseline))", values: gaps) + "\n"
+            let sorted = gaps.map(abs).sorted()
+            let median = sorted[sorted.count / 2], p95 = sorted[min(sorted.count - 1, Int(Double(sorted.count) * 0.95))]
+            h += "<div>" + SVG.histogram(title: "completeness gap, \(g) paths (\(gaps.count))", xLabel: "sum of attributions − (P(input) − P(baseline))", values: gaps)
+            h += "<p>|gap|: median \(String(format: "%.3g", median)), 95th percentile \(String(format: "%.3g", p95)), max \(String(format: "%.3g", sorted.last!)) "
+                + "(probability units; a gap near the size of P(input) − P(baseline) means the sum is untrustworthy for that path: "
+                + "more attribution.steps shrink it).</p></div>\n"
         }
         return h + "</div>\n"
     }
@@ -419,7 +478,11 @@ enum HTMLReport {
             let rows = top.filter { $0[1] == g }
             guard !rows.isEmpty else { continue }
             let methods = AttributionMethod.allCases.map(\.rawValue).filter { m in rows.contains { $0[0] == m } }
-            h += "<h3>\(g)s: top 10 of each method (true class)</h3><div class=\"figs\">"
+            h += "<h3>\(g)s: top 10 of each method (true class)</h3><p>" + (g == Granularity.weight.rawValue
+                ? "row = output unit, col = input feature of the module's PyTorch (out, in) weight. "
+                : "unit = output unit of the module (for intermediate, the FFN neuron after GELU). ")
+                + "Scores are on each method's own scale (activation: mean |w x| or |y|; integrated gradients and gradient x activation: "
+                + "attribution to P(class), probability units), so compare ranks, not values, across methods.</p><div class=\"figs\">"
             for m in methods {
                 h += "<div class=\"wrap\"><table><tr><th colspan=\"5\">\(SVG.escape(label(m)))</th></tr><tr><th>rank</th><th>layer</th><th>module</th><th>"
                     + (g == Granularity.weight.rawValue ? "row, col" : "unit") + "</th><th>score</th></tr>"
