@@ -116,16 +116,23 @@ extension EndToEndTests {
         XCTAssertTrue(report.contains("| ranking | top 1 | top 2 | labels | verdict |"), report)
     }
 
+    /// The spec, an uninterrupted run's database, and a second run's database and context with
+    /// every stage before evidence done.
+    func referenceAndRunBeforeEvidence() throws -> (spec: String, reference: String, path: String, ctx: RunContext) {
+        let spec = try writeSpec()
+        let reference = dir.appendingPathComponent("reference.sqlite").path
+        _ = try runInProcess(spec: spec, db: reference)
+        let path = dir.appendingPathComponent("second.sqlite").path
+        let ctx = try RunContext(spec: try PipelineSpec.load(path: spec), specPath: spec, db: try RunDatabase(path: path), quiet: true)
+        _ = try PipelineRunner(context: ctx).run(Array(Stage.allCases.prefix { $0 < .evidence }))
+        return (spec, reference, path, ctx)
+    }
+
     /// Two array tasks share the evidence rankings (the first exits saying the others are left,
     /// the second finishes and tests): the tables equal one process's.
     func testEvidenceShardedOverArrayTasksEqualsOneProcess() throws {
-        let spec = try writeSpec()
-        let one = dir.appendingPathComponent("one.sqlite").path
-        _ = try runInProcess(spec: spec, db: one)
-        let two = dir.appendingPathComponent("two.sqlite").path
-        let database = try RunDatabase(path: two)
-        var ctx = try RunContext(spec: try PipelineSpec.load(path: spec), specPath: spec, db: database, quiet: true)
-        _ = try PipelineRunner(context: ctx).run(Array(Stage.allCases.prefix { $0 < .evidence }))
+        let (_, one, two, ctx) = try referenceAndRunBeforeEvidence()
+        let database = ctx.db
         ctx.shardSelection = try ShardSelection(index: 0, count: 2)
         XCTAssertThrowsError(try PipelineRunner(context: ctx).run([.evidence])) { e in
             guard case PipelineError.shardsLeft(let stage, _, let left, let total, let unit) = e else { return XCTFail("\(e)") }
@@ -206,14 +213,8 @@ extension EndToEndTests {
     /// works (their content key changes): the combine refuses, nothing is recorded, and a rerun
     /// alone completes with the uninterrupted run's tables.
     func testEvidenceRefusesToCombineUnitsOfAnotherSpec() throws {
-        let spec = try writeSpec()
-        let reference = dir.appendingPathComponent("ref.sqlite").path
-        _ = try runInProcess(spec: spec, db: reference)
-        let path = dir.appendingPathComponent("mixed.sqlite").path
-        let database = try RunDatabase(path: path)
-        let ctx = try RunContext(spec: try PipelineSpec.load(path: spec), specPath: spec, db: database, quiet: true)
+        let (spec, reference, path, ctx) = try referenceAndRunBeforeEvidence()
         ctx.debug.shardDelayMilliseconds = 150
-        _ = try PipelineRunner(context: ctx).run(Array(Stage.allCases.prefix { $0 < .evidence }))
         let other = try RunDatabase(path: path)
         let failed = expectation(description: "the evidence stage refuses")
         DispatchQueue.global().async {

@@ -43,18 +43,10 @@ extension EndToEndTests {
             throw XCTSkip("chromium is not installed (apt-get install chromium; .ci/run installs it): the browser half of this test did not run")
         }
         func chromiumRun(_ args: [String]) throws -> (out: String, err: String) {
-            let p = Process()
-            p.executableURL = URL(fileURLWithPath: chromium)
-            p.arguments = ["--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars", "--enable-logging=stderr", "--v=0",
-                           "--user-data-dir=\(dir.appendingPathComponent("chromium-profile").path)"] + args + [file.absoluteString]
-            let out = Pipe(), err = Pipe()
-            p.standardOutput = out
-            p.standardError = err
-            try p.run()
-            let o = out.fileHandleForReading.readDataToEndOfFile(), e = err.fileHandleForReading.readDataToEndOfFile()
-            p.waitUntilExit()
-            XCTAssertEqual(p.terminationStatus, 0, String(decoding: e, as: UTF8.self))
-            return (String(decoding: o, as: UTF8.self), String(decoding: e, as: UTF8.self))
+            let r = try runProcess(chromium, ["--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars", "--enable-logging=stderr", "--v=0",
+                                              "--user-data-dir=\(dir.appendingPathComponent("chromium-profile").path)"] + args + [file.absoluteString])
+            XCTAssertEqual(r.status, 0, r.err)
+            return (r.out, r.err)
         }
         let dom = try chromiumRun(["--dump-dom"])
         XCTAssertEqual(dom.out.components(separatedBy: "<svg ").count - 1, svgs, "the browser's DOM holds every figure")

@@ -250,18 +250,7 @@ final class IngestTests: XCTestCase {
         let fasta = try write("c.fasta", ">P1\nMKV\n>P2\nMKJ\n>P3 dup\nMKL\n>P3\nMKI\n")
         let labels = try write("c.tsv", "Entry\tEC number\nP1\t1.1.1.1\nP2\t2.7.1.1\nP3\t3.1.1.1\n")
         let db = dir.appendingPathComponent("cli.sqlite").path
-        func run(_ args: [String]) throws -> (status: Int32, out: String, err: String) {
-            let p = Process()
-            p.executableURL = URL(fileURLWithPath: exe)
-            p.arguments = args
-            let out = Pipe(), err = Pipe()
-            p.standardOutput = out
-            p.standardError = err
-            try p.run()
-            let o = out.fileHandleForReading.readDataToEndOfFile(), e = err.fileHandleForReading.readDataToEndOfFile()
-            p.waitUntilExit()
-            return (p.terminationStatus, String(decoding: o, as: UTF8.self), String(decoding: e, as: UTF8.self))
-        }
+        func run(_ args: [String]) throws -> (status: Int32, out: String, err: String) { try runProcess(exe, args) }
         let ok = try run(["ingest", "--fasta", fasta, "--labels", labels, "--db", db, "--quiet"])
         XCTAssertEqual(ok.status, 0, ok.err)
         XCTAssertTrue(ok.out.contains("total: 1 sequences accepted in 1 classes, 5 records rejected"), ok.out)
