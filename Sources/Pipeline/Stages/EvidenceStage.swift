@@ -188,41 +188,45 @@ enum EvidenceStage: StageImplementation {
         let top = min(spec.editTop, layout.count)
         let modules = layout.modules.map(\.rawValue).joined(separator: ",")
         let classes = Array(Set(rankings.map(\.targetClass))).sorted()
-        func measure(_ scores: [Float], factor: Double, id: (Int) -> RankingID, classes: [Int]) -> [KnowledgeEditRecord] {
-            let ranks = ScoreRanking.ranks(scores)
-            model.parameters = NeuronEdit.scaled(full, layout: layout, factors: ranks.map { $0 <= top ? Float(factor) : 1 })
-            let after = trainer.evaluate(test, batchSize: batch)
+        /// The edits of the `top` best of `scores`, one model per factor, measured for `classes`.
+        func measure(_ scores: [Float], id: (Int) -> RankingID, classes: [Int]) -> [KnowledgeEditRecord] {
+            let best = ScoreRanking.top(scores, count: top)   // exactly ranks 1 ... top
             var out: [KnowledgeEditRecord] = []
-            for c in classes {
-                for group in EditedSequences.allCases {
-                    let members = test.indices.filter { (test[$0].label == c) == (group == .ownClass) }
-                    guard !members.isEmpty else { continue }
-                    let n = Double(members.count)
-                    let p0 = members.map { before.probabilities[$0][c] }, p1 = members.map { after.probabilities[$0][c] }
-                    let relative = zip(p0, p1).reduce(0.0) { $0 + ($1.1 - $1.0) / max($1.0, 1e-300) } / n
-                    let changed = members.filter { before.predictions[$0] != after.predictions[$0] }.count
-                    out.append(KnowledgeEditRecord(ranking: id(c), factor: factor, sequences: group.rawValue, modules: modules, nNeurons: top,
-                                                   nSequences: members.count, pBefore: p0.reduce(0, +) / n, pAfter: p1.reduce(0, +) / n,
-                                                   relativeChange: relative, predictionChanged: Double(changed) / n))
+            for factor in spec.editFactors.sorted() {
+                var factors = [Float](repeating: 1, count: layout.count)
+                for i in best { factors[Int(i)] = Float(factor) }
+                model.parameters = NeuronEdit.scaled(full, layout: layout, factors: factors)
+                let after = trainer.evaluate(test, batchSize: batch)
+                for c in classes {
+                    for group in EditedSequences.allCases {
+                        let members = test.indices.filter { (test[$0].label == c) == (group == .ownClass) }
+                        guard !members.isEmpty else { continue }
+                        let n = Double(members.count)
+                        let p0 = members.map { before.probabilities[$0][c] }, p1 = members.map { after.probabilities[$0][c] }
+                        let relative = zip(p0, p1).reduce(0.0) { $0 + ($1.1 - $1.0) / max($1.0, 1e-300) } / n
+                        let changed = members.filter { before.predictions[$0] != after.predictions[$0] }.count
+                        out.append(KnowledgeEditRecord(ranking: id(c), factor: factor, sequences: group.rawValue, modules: modules, nNeurons: top,
+                                                       nSequences: members.count, pBefore: p0.reduce(0, +) / n, pAfter: p1.reduce(0, +) / n,
+                                                       relativeChange: relative, predictionChanged: Double(changed) / n))
+                    }
                 }
             }
             return out
         }
+        // Each ranking's scores are read (or a random set drawn) once for all factors.
         var attributed: [KnowledgeEditRecord] = [], random: [KnowledgeEditRecord] = []
-        for factor in spec.editFactors.sorted() {
-            for r in rankings {
-                let scores = try ctx.db.scores(r)
-                guard scores.count == layout.count else {
-                    throw StoreError.corrupt("the scores of \(r) number \(scores.count), the spec's layout \(layout.count); run with --force attribute")
-                }
-                attributed += measure(scores, factor: factor, id: { _ in r }, classes: [r.targetClass])
+        for r in rankings {
+            let scores = try ctx.db.scores(r)
+            guard scores.count == layout.count else {
+                throw StoreError.corrupt("the scores of \(r) number \(scores.count), the spec's layout \(layout.count); run with --force attribute")
             }
-            if spec.editRandomSets > 0 {
-                for seed in 1 ... spec.editRandomSets {
-                    random += measure(Baseline.randomScores(count: layout.count, seed: seed), factor: factor,
-                                      id: { RankingID(method: Baseline.random, granularity: Granularity.neuron.rawValue, targetClass: $0, seed: seed) },
-                                      classes: classes)
-                }
+            attributed += measure(scores, id: { _ in r }, classes: [r.targetClass])
+        }
+        if spec.editRandomSets > 0 {
+            for seed in 1 ... spec.editRandomSets {
+                random += measure(Baseline.randomScores(count: layout.count, seed: seed),
+                                  id: { RankingID(method: Baseline.random, granularity: Granularity.neuron.rawValue, targetClass: $0, seed: seed) },
+                                  classes: classes)
             }
         }
         model.parameters = full
