@@ -75,11 +75,7 @@ enum SVG {
         let pw = width - left - right, ph = height - top - bottom
         func px(_ v: Double) -> Double { left + (x1 > x0 ? (tx(v) - x0) / (x1 - x0) : 0.5) * pw }
         func py(_ v: Double) -> Double { top + (1 - (y1 > y0 ? (v - y0) / (y1 - y0) : 0.5)) * ph }
-        var s = "<svg viewBox=\"0 0 \(Int(width)) \(Int(height))\" width=\"\(Int(width))\" height=\"\(Int(height))\" role=\"img\" aria-label=\"\(escape(title))\">"
-        s += "<title>\(escape(title))</title>"
-        s += "<text x=\"\(Int(width / 2))\" y=\"18\" text-anchor=\"middle\" class=\"t\">\(escape(title))</text>"
-        // Axes, ticks, grid.
-        s += "<line x1=\"\(left)\" y1=\"\(top + ph)\" x2=\"\(left + pw)\" y2=\"\(top + ph)\" class=\"ax\"/><line x1=\"\(left)\" y1=\"\(top)\" x2=\"\(left)\" y2=\"\(top + ph)\" class=\"ax\"/>"
+        var s = frame(title: title, width: width, height: height, left: left, top: top, pw: pw, ph: ph, xLabel: xLabel, yLabel: yLabel)
         for v in xTicks {
             let x = px(v)
             s += "<line x1=\"\(num(x, 1))\" y1=\"\(top + ph)\" x2=\"\(num(x, 1))\" y2=\"\(top + ph + 4)\" class=\"ax\"/>"
@@ -94,8 +90,6 @@ enum SVG {
             s += "<text x=\"\(left - 6)\" y=\"\(num(y + 4, 1))\" text-anchor=\"end\" class=\"k\">\(String(format: "%g", (v / step).rounded() * step))</text>"
             v += step
         }
-        s += "<text x=\"\(num(left + pw / 2, 1))\" y=\"\(Int(height - 8))\" text-anchor=\"middle\" class=\"l\">\(escape(xLabel))</text>"
-        s += "<text transform=\"translate(14 \(num(top + ph / 2, 1))) rotate(-90)\" text-anchor=\"middle\" class=\"l\">\(escape(yLabel))</text>"
         for b in bands where !b.points.isEmpty {
             let upper = b.points.map { "\(num(px($0.x), 1)),\(num(py($0.high), 1))" }, lower = b.points.reversed().map { "\(num(px($0.x), 1)),\(num(py($0.low), 1))" }
             s += "<polygon points=\"\((upper + lower).joined(separator: " "))\" fill=\"#7f7f7f\" fill-opacity=\"0.25\" stroke=\"none\"><title>\(escape(b.name))</title></polygon>"
@@ -127,6 +121,24 @@ enum SVG {
         return s + "</svg>"
     }
 
+    /// An inline `<svg>` of `width` x `height` px with its accessible title.
+    static func open(title: String, width: Double, height: Double) -> String {
+        "<svg viewBox=\"0 0 \(Int(width)) \(Int(height))\" width=\"\(Int(width))\" height=\"\(Int(height))\" role=\"img\" "
+            + "aria-label=\"\(escape(title))\"><title>\(escape(title))</title>"
+    }
+
+    /// `open` plus a panel's centred title, its x and y axis lines (plot area `pw` x `ph` at
+    /// (`left`, `top`)) and the axis labels.
+    static func frame(title: String, width: Double, height: Double, left: Double, top: Double, pw: Double, ph: Double,
+                      xLabel: String, yLabel: String) -> String {
+        open(title: title, width: width, height: height)
+            + "<text x=\"\(Int(width / 2))\" y=\"18\" text-anchor=\"middle\" class=\"t\">\(escape(title))</text>"
+            + "<line x1=\"\(left)\" y1=\"\(top + ph)\" x2=\"\(left + pw)\" y2=\"\(top + ph)\" class=\"ax\"/>"
+            + "<line x1=\"\(left)\" y1=\"\(top)\" x2=\"\(left)\" y2=\"\(top + ph)\" class=\"ax\"/>"
+            + "<text x=\"\(num(left + pw / 2, 1))\" y=\"\(Int(height - 8))\" text-anchor=\"middle\" class=\"l\">\(escape(xLabel))</text>"
+            + "<text transform=\"translate(14 \(num(top + ph / 2, 1))) rotate(-90)\" text-anchor=\"middle\" class=\"l\">\(escape(yLabel))</text>"
+    }
+
     /// A tick step of 1, 2, 2.5 or 5 times a power of ten, at least `raw`.
     static func niceStep(_ raw: Double) -> Double {
         guard raw > 0, raw.isFinite else { return 1 }
@@ -136,7 +148,7 @@ enum SVG {
 
     /// A horizontal viridis colour bar from 0 to `scale`, labelled at both ends.
     static func colourBar(scale: Double, label: String) -> String {
-        var s = "<svg viewBox=\"0 0 220 40\" width=\"220\" height=\"40\" role=\"img\" aria-label=\"colour scale\"><title>colour scale 0 ... \(num(scale, 2))</title>"
+        var s = open(title: "colour scale 0 ... \(num(scale, 2))", width: 220, height: 40)
         for i in 0 ..< 20 { s += "<rect x=\"\(10 + i * 10)\" y=\"4\" width=\"10\" height=\"12\" fill=\"\(viridis(Double(i) / 19))\"/>" }
         s += "<text x=\"10\" y=\"30\" class=\"k\">0</text><text x=\"210\" y=\"30\" text-anchor=\"end\" class=\"k\">\(num(scale, 2))</text>"
         s += "<text x=\"110\" y=\"30\" text-anchor=\"middle\" class=\"k\">\(escape(label))</text>"
@@ -148,8 +160,7 @@ enum SVG {
     static func grid(title: String, layers: Int, modules: [String], density: [String: Double], share: [String: Double], scale: Double) -> String {
         let cell = 46.0, left = 34.0, top = 40.0
         let width = left + cell * Double(modules.count) + 8, height = top + cell * Double(layers) + 34
-        var s = "<svg viewBox=\"0 0 \(Int(width)) \(Int(height))\" width=\"\(Int(width))\" height=\"\(Int(height))\" role=\"img\" aria-label=\"\(escape(title))\">"
-        s += "<title>\(escape(title))</title><text x=\"4\" y=\"14\" class=\"t\">\(escape(title))</text>"
+        var s = open(title: title, width: width, height: height) + "<text x=\"4\" y=\"14\" class=\"t\">\(escape(title))</text>"
         for (j, m) in modules.enumerated() {
             s += "<text x=\"\(num(left + cell * (Double(j) + 0.5), 1))\" y=\"\(Int(top - 6))\" text-anchor=\"middle\" class=\"k\">\(escape(short(m)))</text>"
         }
@@ -179,9 +190,7 @@ enum SVG {
         var counts = [Int](repeating: 0, count: bins)
         for v in values { counts[min(bins - 1, Int((v - lo) / span * Double(bins)))] += 1 }
         let top1 = Double(counts.max() ?? 1)
-        var s = "<svg viewBox=\"0 0 \(Int(width)) \(Int(height))\" width=\"\(Int(width))\" height=\"\(Int(height))\" role=\"img\" aria-label=\"\(escape(title))\">"
-        s += "<title>\(escape(title))</title><text x=\"\(Int(width / 2))\" y=\"18\" text-anchor=\"middle\" class=\"t\">\(escape(title))</text>"
-        s += "<line x1=\"\(left)\" y1=\"\(top + ph)\" x2=\"\(left + pw)\" y2=\"\(top + ph)\" class=\"ax\"/><line x1=\"\(left)\" y1=\"\(top)\" x2=\"\(left)\" y2=\"\(top + ph)\" class=\"ax\"/>"
+        var s = frame(title: title, width: width, height: height, left: left, top: top, pw: pw, ph: ph, xLabel: xLabel, yLabel: "sequences")
         let bw = pw / Double(bins)
         for (i, c) in counts.enumerated() {
             let h = Double(c) / top1 * ph
@@ -203,8 +212,6 @@ enum SVG {
             s += "<text x=\"\(Int(left - 6))\" y=\"\(num(y + 4, 1))\" text-anchor=\"end\" class=\"k\">\(String(format: "%g", yv))</text>"
             yv += ystep
         }
-        s += "<text x=\"\(num(left + pw / 2, 1))\" y=\"\(Int(height - 8))\" text-anchor=\"middle\" class=\"l\">\(escape(xLabel))</text>"
-        s += "<text transform=\"translate(14 \(num(top + ph / 2, 1))) rotate(-90)\" text-anchor=\"middle\" class=\"l\">sequences</text>"
         return s + "</svg>"
     }
 
@@ -357,11 +364,11 @@ enum HTMLReport {
                     if metric == "accuracy" {
                         for m in methods {
                             for p in mine.filter({ $0.ranking.method == m }).sorted(by: { $0.fraction < $1.fraction }) {
-                                numbers += "<tr><td>\(label(m))</td><td>\(direction)</td><td>\(ReportPercent.pct(p.fraction))</td><td>\(SVG.num(p.accuracy))</td>"
+                                numbers += "<tr><td>\(label(m))</td><td>\(direction)</td><td>\(RunReport.pct(p.fraction))</td><td>\(SVG.num(p.accuracy))</td>"
                                     + "<td>\(SVG.num(p.accuracyLow)) – \(SVG.num(p.accuracyHigh))</td><td>\(SVG.num(p.macroF1))</td></tr>"
                             }
                         }
-                        for b in band { numbers += "<tr><td>random (mean ± sd)</td><td>\(direction)</td><td>\(ReportPercent.pct(b.x))</td><td>\(SVG.num((b.low + b.high) / 2))</td><td>± \(SVG.num((b.high - b.low) / 2))</td><td></td></tr>" }
+                        for b in band { numbers += "<tr><td>random (mean ± sd)</td><td>\(direction)</td><td>\(RunReport.pct(b.x))</td><td>\(SVG.num((b.low + b.high) / 2))</td><td>± \(SVG.num((b.high - b.low) / 2))</td><td></td></tr>" }
                     }
                 }
             }
@@ -387,7 +394,7 @@ enum HTMLReport {
             let methods = AttributionMethod.allCases.map(\.rawValue).filter { m in mine.contains { $0.method == m } } + [Baseline.random]
             for f in Array(Set(mine.map(\.retentionFraction))).sorted() {
                 let scale = mine.filter { $0.retentionFraction == f }.map { Double($0.nKept) / Double(max($0.nTotal, 1)) }.max() ?? 1
-                h += "<h3>\(g)s, top \(ReportPercent.pct(f)) kept (colour scale 0 ... \(SVG.num(scale, 2)))</h3>\n"
+                h += "<h3>\(g)s, top \(RunReport.pct(f)) kept (colour scale 0 ... \(SVG.num(scale, 2)))</h3>\n"
                 h += "<p>" + wherePlaced(mine.filter { $0.retentionFraction == f && $0.method != Baseline.random }, label: label) + "</p><div class=\"figs\">\n"
                 h += SVG.colourBar(scale: scale, label: "fraction kept") + "\n"
                 for m in methods {
@@ -506,7 +513,7 @@ enum HTMLReport {
             let pairs = methods.indices.flatMap { i in methods.indices.filter { $0 > i }.map { (methods[i], methods[$0]) } }.filter { scores[$0.0] != nil && scores[$0.1] != nil }
             guard !pairs.isEmpty else { continue }
             h += "<p>Jaccard overlap of the kept \(g)s (1 = the same set; random: two random sets of that size).</p><div class=\"wrap\"><table><tr><th>methods</th>"
-                + fractions.map { "<th>\(ReportPercent.pct($0))</th>" }.joined() + "</tr>"
+                + fractions.map { "<th>\(RunReport.pct($0))</th>" }.joined() + "</tr>"
             for (a, b) in pairs {
                 h += "<tr><td>\(SVG.escape(label(a))) vs \(SVG.escape(label(b)))</td>"
                 for f in fractions {
@@ -542,12 +549,6 @@ enum HTMLReport {
         for s in try db.stages() { h += "<tr><td>\(s.stage)</td><td>\(s.rowsWritten)</td><td>\(SVG.num(s.seconds, 1))</td></tr>" }
         return h + "</table>\n"
     }
-}
-
-/// Percent labels shared by the Markdown and HTML reports.
-enum ReportPercent {
-    /// `10%`, `0.5%`.
-    static func pct(_ f: Double) -> String { RunReport.pct(f) }
 }
 
 /// The report's Markdown subset as HTML: `## ` and `### ` headings, pipe tables, paragraphs,
