@@ -363,6 +363,25 @@ public struct DensityRecord: Sendable, Equatable {
     }
 }
 
+/// The full model's prediction for one test sequence (table `predictions`).
+public struct PredictionRecord: Sendable, Equatable {
+    /// FASTA record ID.
+    public var sequenceID: String
+    /// `classes.class_index` of the sequence's label.
+    public var trueClass: Int
+    /// Argmax of the logits (lowest index on ties).
+    public var predictedClass: Int
+    /// Softmax probability of `trueClass`, in [0, 1].
+    public var pTrue: Double
+    /// Softmax probability of `predictedClass`, in [0, 1].
+    public var pPredicted: Double
+    /// Creates a record from its fields.
+    public init(sequenceID: String, trueClass: Int, predictedClass: Int, pTrue: Double, pPredicted: Double) {
+        self.sequenceID = sequenceID; self.trueClass = trueClass; self.predictedClass = predictedClass
+        self.pTrue = pTrue; self.pPredicted = pPredicted
+    }
+}
+
 /// Test-set quality of one model (full or submodel).
 public struct EvaluationRecord: Sendable, Equatable {
     /// `full` for the unpruned model, else the selection's method (or `random`).

@@ -249,6 +249,20 @@ extension RunDatabase {
         }
     }
 
+    /// The stored layout of a score set (`score_sets` and `score_blocks`), nil when the set was not written.
+    /// - Throws: `StoreError.sqlite`.
+    public func scoreLayout(_ set: RankingID) throws -> ScoreSetLayout? {
+        try read("reading the layout of \(set)") { db in
+            guard let s = try Row.fetchOne(db, sql: "SELECT set_id, modules, n_layers FROM score_sets WHERE method = ? AND granularity = ? AND target_class = ? AND seed = ?",
+                                           arguments: [set.method, set.granularity, set.targetClass, set.seed])
+            else { return nil }
+            let id: Int64 = s[0], modules: String = s[1]
+            let blocks = try Row.fetchAll(db, sql: "SELECT layer, module, n_rows, n_cols, offset FROM score_blocks WHERE set_id = ? ORDER BY block_index", arguments: [id])
+                .map { ScoreSetLayout.Block(layer: $0[0], module: $0[1], rows: $0[2], cols: $0[3], offset: $0[4]) }
+            return ScoreSetLayout(modules: modules.split(separator: ",").map(String.init), layers: s[2], blocks: blocks)
+        }
+    }
+
     /// Scores of the weight-granularity, true-class set of (method, seed) (kneuron 0.1's only kind).
     /// - Throws: as `scores(_:)`.
     public func scores(method: String, seed: Int = 0) throws -> [Float] { try scores(RankingID(method: method, seed: seed)) }

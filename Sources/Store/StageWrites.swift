@@ -91,6 +91,7 @@ extension RunDatabase {
             ("evidence", "curve_auc", sql("DELETE FROM curve_auc")),
             ("evidence", "curves", sql("DELETE FROM curves")),
             ("evidence", "evidence_units", sql("DELETE FROM evidence_units")),
+            ("evaluate", "predictions", sql("DELETE FROM predictions")),
             ("evaluate", "evaluation_classes", sql("DELETE FROM evaluation_classes")),
             ("evaluate", "evaluations", sql("DELETE FROM evaluations")),
             ("select", "selection_density", sql("DELETE FROM selection_density")),
@@ -489,9 +490,16 @@ extension RunDatabase {
 
     // MARK: evaluate
 
-    /// Writes evaluations (with per-class rows) and the evaluate ledger row in one transaction.
-    public func commitEvaluations(_ evaluations: [EvaluationRecord], ledger: StageRecord) throws {
+    /// Writes evaluations (with per-class rows), the full model's per-sequence predictions and the
+    /// evaluate ledger row in one transaction, replacing any rows those tables hold (a run whose
+    /// evaluate stage migration 0010 asked to redo keeps its old rows until this commit).
+    public func commitEvaluations(_ evaluations: [EvaluationRecord], predictions: [PredictionRecord] = [], ledger: StageRecord) throws {
         try write("writing evaluations") { db in
+            for table in ["predictions", "evaluation_classes", "evaluations"] { try db.execute(sql: "DELETE FROM \(table)") }
+            for p in predictions {
+                try db.execute(sql: "INSERT INTO predictions (sequence_id, true_class, predicted_class, p_true, p_predicted) VALUES (?, ?, ?, ?, ?)",
+                               arguments: [p.sequenceID, p.trueClass, p.predictedClass, p.pTrue, p.pPredicted])
+            }
             for e in evaluations {
                 try db.execute(sql: "INSERT INTO evaluations (method, granularity, target_class, retention_fraction, seed, n_test, n_correct, accuracy, macro_f1) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                                arguments: [e.method, e.granularity, e.targetClass, e.retentionFraction, e.seed, e.nTest, e.nCorrect, e.accuracy, e.macroF1])
@@ -518,6 +526,16 @@ extension RunDatabase {
                 let key = Key(ranking: RankingID(method: $0[0], granularity: $0[1], targetClass: $0[2], seed: $0[4]), fraction: $0[3])
                 return EvaluationRecord(method: $0[0], granularity: $0[1], targetClass: $0[2], retentionFraction: $0[3], seed: $0[4],
                                         nTest: $0[5], nCorrect: $0[6], accuracy: $0[7], macroF1: $0[8], perClass: perClass[key] ?? [])
+            }
+        }
+    }
+
+    /// The full model's test predictions, by sequence ID; empty for a run evaluated before
+    /// migration 0010.
+    public func predictions() throws -> [PredictionRecord] {
+        try read("reading predictions") { db in
+            try Row.fetchAll(db, sql: "SELECT sequence_id, true_class, predicted_class, p_true, p_predicted FROM predictions ORDER BY sequence_id").map {
+                PredictionRecord(sequenceID: $0[0], trueClass: $0[1], predictedClass: $0[2], pTrue: $0[3], pPredicted: $0[4])
             }
         }
     }

@@ -1,6 +1,7 @@
 import Foundation
 import ArgumentParser
 import Pipeline
+import Store
 
 struct TokenizeCommand: StageCommand {
     static let configuration = CommandConfiguration(commandName: "tokenize", abstract: "Tokenize sequences with the ESM-2 alphabet (crop by the spec's policy).")
@@ -133,8 +134,66 @@ struct SanityCommand: StageCommand {
     @OptionGroup var options: RunOptions
 }
 
-struct ReportCommand: StageCommand {
-    static let configuration = CommandConfiguration(commandName: "report", abstract: "Print and write the accuracy tables and the densities of what was kept.")
-    static let stage = Stage.report
-    @OptionGroup var options: RunOptions
+extension ReportFormat: ExpressibleByArgument {}
+
+/// `kneuron report SPEC` runs the report stage (all formats into the run's artifacts directory,
+/// recorded in the ledger); `kneuron report --db RUN [--format html|md|csv] [--out PATH]` renders
+/// one format from a finished run's database without writing to it (read-only: a colleague's run
+/// or a copy works too).
+struct ReportCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "report",
+        abstract: "Write the report (report.html, report.md, CSV files); with --format or --out, render one format from a run's database read-only.",
+        discussion: """
+            kneuron report SPEC                 the report stage: every format into <db>.artifacts/, recorded
+            kneuron report --db RUN.sqlite      report.html next to the database (RUN.report.html)
+            kneuron report --db RUN.sqlite --format md                 Markdown on stdout
+            kneuron report --db RUN.sqlite --format csv --out DIR      the CSV files into DIR
+            """)
+    @Argument(help: "Pipeline spec (YAML); runs the report stage. Optional with --db.") var spec: String?
+    @Option(help: "Database path (default: runs/<spec name>.sqlite).") var db: String?
+    @Option(help: "Render only this format, read-only: html (default), md or csv.") var format: ReportFormat?
+    @Option(help: ArgumentHelp("Where to write: a file for html and md (md without it prints to stdout), a directory for csv "
+        + "(default: next to the database, RUN.report.html or RUN.report-csv/).")) var out: String?
+    @Option(name: .customLong("force"), help: ArgumentHelp("With SPEC: redo the report stage.", valueName: "stage")) var force: String?
+    @Flag(help: "No progress output on stderr.") var quiet = false
+
+    func run() throws {
+        if let spec, format == nil, out == nil {
+            let options = try RunOptions.parse([spec] + (db.map { ["--db", $0] } ?? []) + (force.map { ["--force", $0] } ?? []) + (quiet ? ["--quiet"] : []))
+            return try runStages(options, [.report])
+        }
+        if force != nil { throw ValidationError("--force runs the report stage: give SPEC without --format and --out") }
+        let path = try databasePath(db: db, spec: spec)
+        let database = try RunDatabase(path: path, readOnly: true)
+        try database.requireCurrentSchema()
+        guard try database.stage(Stage.evaluate.rawValue) != nil else {
+            throw OperationalError("\(path) has no finished evaluate stage: the report needs it. Run `kneuron run SPEC --db \(path)` first "
+                + "(`kneuron status --db \(path)` shows what is left)")
+        }
+        let chosen = format ?? .html
+        let base = path.hasSuffix(".sqlite") ? String(path.dropLast(".sqlite".count)) : path
+        let files = try RunReport.files(db: database, formats: [chosen])
+        switch chosen {
+        case .md where out == nil:
+            print(files[0].text, terminator: "")
+        case .html, .md:
+            let target = out ?? base + ".report.html"
+            try write(files[0].text, to: target)
+            print("wrote \(target)")
+        case .csv:
+            let dir = out ?? base + ".report-csv"
+            do { try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true) } catch {
+                throw OperationalError("cannot create the directory \(dir): \(error.localizedDescription); give --out DIR")
+            }
+            for f in files { try write(f.text, to: (dir as NSString).appendingPathComponent(f.name)) }
+            print("wrote " + files.map { (dir as NSString).appendingPathComponent($0.name) }.joined(separator: ", "))
+        }
+    }
+
+    private func write(_ text: String, to path: String) throws {
+        do { try Data(text.utf8).write(to: URL(fileURLWithPath: path), options: .atomic) } catch {
+            throw OperationalError("cannot write \(path): \(error.localizedDescription); give --out PATH somewhere writable")
+        }
+    }
 }

@@ -3,10 +3,12 @@ import XCTest
 @testable import Pipeline
 import Store
 
-/// The HTML report (issue 13, first part) of the end-to-end run: self-contained (no script, no
+/// The HTML report (issue 13) of the end-to-end run: self-contained (no script, no
 /// network reference), every figure an inline SVG with its title, numbers equal to the database's,
 /// and, where Debian's `chromium` is installed (`.ci/run` installs it), rendered headless at 1280
-/// and 800 px without console errors, its DOM holding every figure.
+/// and 800 px without console errors or horizontal overflow, its DOM holding every figure; the
+/// confusion matrix and the scaled-weight-position cells recounted from other tables; the
+/// Markdown report holding the same sections as text.
 extension EndToEndTests {
     func testHTMLReportIsSelfContainedAndRendersInChromium() throws {
         let spec = try writeSpec()
@@ -25,7 +27,7 @@ extension EndToEndTests {
         XCTAssertTrue(html.contains("<h2>Sanity checks (Adebayo et al. 2018)</h2>"))
         // Numbers equal the database's: the full model's accuracy, and every retain point of activation.
         let full = try db.evaluations().first { $0.method == "full" }!
-        XCTAssertTrue(html.contains("test accuracy <b>\(String(format: "%.3f", full.accuracy))</b> (\(full.nCorrect)/\(full.nTest)"))
+        XCTAssertTrue(html.contains("test accuracy \(String(format: "%.3f", full.accuracy)) (\(full.nCorrect)/\(full.nTest)"))
         for p in try db.curvePoints() where p.ranking.method == "activation" && p.direction == "retain" {
             XCTAssertTrue(html.contains("<tr><td>activation</td><td>retain</td><td>\(RunReport.pct(p.fraction))</td><td>\(String(format: "%.3f", p.accuracy))</td>"), "\(p)")
         }
@@ -36,8 +38,63 @@ extension EndToEndTests {
         let k = SelectStage.keptCount(0.1, total: a.count)
         let inter = a.indices.filter { a[$0] <= k && b[$0] <= k }.count
         XCTAssertTrue(html.contains("<tr><td>activation vs integrated gradients</td><td>\(String(format: "%.3f", Double(inter) / Double(2 * k - inter)))</td>"))
+        // The confusion matrix: its diagonal is evaluation_classes' n_correct and its row sums their n
+        // (two tables the evaluate stage computes separately).
+        let confusion = try db.query("SELECT true_class, predicted_class, n FROM confusion").rows.map { $0.map { Int($0!)! } }
+        XCTAssertEqual(confusion.reduce(0) { $0 + $1[2] }, full.nTest)
+        for c in full.perClass {
+            XCTAssertEqual(confusion.filter { $0[0] == c.classIndex }.reduce(0) { $0 + $1[2] }, c.n, "class \(c.classIndex)")
+            XCTAssertEqual(confusion.first { $0[0] == c.classIndex && $0[1] == c.classIndex }?[2] ?? 0, c.nCorrect, "class \(c.classIndex)")
+        }
+        XCTAssertTrue(html.contains("<title>true (rows) x predicted</title>"))
+        // Figure 2: every cell of positions.csv is the kept share of 200 adjacent weights, recounted
+        // here from the stored ranks (rank <= n_kept) and the stored block layout.
+        let csv = try String(contentsOf: dir.appendingPathComponent("html.artifacts/positions.csv"), encoding: .utf8)
+            .split(separator: "\n").dropFirst().map { $0.split(separator: ",", omittingEmptySubsequences: false).map(String.init) }
+        let layout = try db.scoreLayout(RankingID(method: "integrated_gradients", granularity: "weight"))!
+        let igRanks = try db.ranks(method: "integrated_gradients")
+        for f in try db.selections() where f.method == "integrated_gradients" && f.granularity == "weight" {
+            for b in layout.blocks {
+                let rows = csv.filter { $0[0] == "integrated_gradients" && Double($0[2]) == f.retentionFraction && $0[3] == "\(b.layer)" && $0[4] == b.module }
+                XCTAssertEqual(rows.count, (b.rows * b.cols + 199) / 200)
+                for r in rows {
+                    let first = b.offset + Int(r[6])!, n = Int(r[7])!
+                    XCTAssertEqual(Int(r[8])!, (first ..< first + n).filter { igRanks[$0] <= f.nKept }.count, "\(r)")
+                }
+            }
+            XCTAssertTrue(html.contains("<title>integrated gradients, top \(RunReport.pct(f.retentionFraction))</title>"))
+        }
+        XCTAssertTrue(html.contains("<title>random (seed 1), top 10%</title>"))
+        // The Markdown report carries the same facts as text.
+        let md = try String(contentsOf: dir.appendingPathComponent("html.artifacts/report.md"), encoding: .utf8)
+        for heading in ["## Top elements and how much the methods agree", "## How far to trust the integrated-gradients sums", "## Training",
+                        "## Full model on test: confusion matrix", "#### activation", "| activation vs integrated gradients |"] {
+            XCTAssertTrue(md.contains(heading), heading)
+        }
+        XCTAssertTrue(md.contains("| 1 | \(best[0]!) | \(best[1]!) | \(best[2]!), \(best[3]!) |"), "\(best)")
+        XCTAssertTrue(md.contains("The model was trained here from random weights"))
         let svgs = html.components(separatedBy: "<svg ").count - 1
-        XCTAssertGreaterThanOrEqual(svgs, 4 + 2 + 1 + 2 * 3)
+        XCTAssertGreaterThanOrEqual(svgs, 4 + 2 + 1 + 2 * 3 + 2 * 4 + 1)   // curves, training, gaps, grids, strips, confusion
+
+        // `kneuron report --db RUN --format md|html|csv` renders from the database alone, read-only.
+        if let exe = Self.executable() {
+            let out = dir.appendingPathComponent("cli-report.md").path
+            let r = try runProcess(exe, ["report", "--db", path, "--format", "md", "--out", out])
+            XCTAssertEqual(r.status, 0, r.err)
+            XCTAssertEqual(try String(contentsOfFile: out, encoding: .utf8), md, "the same Markdown as the report stage's")
+            let h = try runProcess(exe, ["report", "--db", path])
+            XCTAssertEqual(h.status, 0, h.err)
+            XCTAssertTrue(try String(contentsOfFile: dir.appendingPathComponent("html.report.html").path, encoding: .utf8).contains("<td>report</td>"))
+            let c = try runProcess(exe, ["report", "--db", path, "--format", "csv", "--out", dir.appendingPathComponent("csv").path])
+            XCTAssertEqual(c.status, 0, c.err)
+            XCTAssertEqual(try String(contentsOfFile: dir.appendingPathComponent("csv/positions.csv").path, encoding: .utf8),
+                           try String(contentsOf: dir.appendingPathComponent("html.artifacts/positions.csv"), encoding: .utf8))
+            let empty = dir.appendingPathComponent("empty.sqlite").path
+            _ = try RunDatabase(path: empty)
+            let e = try runProcess(exe, ["report", "--db", empty])
+            XCTAssertNotEqual(e.status, 0)
+            XCTAssertTrue(e.err.contains("has no finished evaluate stage"), e.err)
+        }
 
         guard let chromium = ["/usr/bin/chromium", "/usr/bin/chromium-browser"].first(where: { FileManager.default.isExecutableFile(atPath: $0) }) else {
             throw XCTSkip("chromium is not installed (apt-get install chromium; .ci/run installs it): the browser half of this test did not run")
@@ -57,6 +114,15 @@ extension EndToEndTests {
             XCTAssertFalse(r.err.contains("CONSOLE"), r.err)
             let size = (try FileManager.default.attributesOfItem(atPath: shot)[.size] as? Int) ?? 0
             XCTAssertGreaterThan(size, 20_000, "a \(width) px screenshot with content")
+            // No horizontal overflow: a copy of the page with a measuring script (the report itself has
+            // none) records the document's scroll width against the window's width.
+            let probe = dir.appendingPathComponent("probe-\(width).html")
+            try html.replacingOccurrences(of: "</body>", with: "<script>document.body.setAttribute('data-overflow', "
+                + "String(document.documentElement.scrollWidth - window.innerWidth))</script></body>").write(to: probe, atomically: true, encoding: .utf8)
+            let measured = try runProcess(chromium, ["--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars", "--window-size=\(width),2000",
+                                                     "--user-data-dir=\(dir.appendingPathComponent("chromium-profile").path)", "--dump-dom", probe.absoluteString])
+            XCTAssertTrue(measured.out.contains("data-overflow=\"0\""), "at \(width) px the page is wider than the window: "
+                + (measured.out.range(of: "data-overflow=\"[^\"]*\"", options: .regularExpression).map { String(measured.out[$0]) } ?? measured.err))
         }
     }
 }

@@ -37,13 +37,41 @@ final class RunDatabaseTests: XCTestCase {
             ledger: ledger("ingest"))
     }
 
+    /// Migration 0010 asks a recorded run to redo evaluate (to fill `predictions`) without losing its
+    /// evaluations meanwhile; the redone stage's commit replaces them, and `confusion` counts the predictions.
+    func testMigration0010RedoesEvaluateKeepingItsRowsUntilReplaced() throws {
+        let path = try oldDatabase("v09.sqlite", migrationsBefore: "0010") { db in
+            try db.execute(sql: "INSERT INTO classes VALUES (0, '1.-.-.-', 'Oxidoreductases'), (1, '3.-.-.-', 'Hydrolases')")
+            for id in ["P1", "P2", "P3"] {
+                try db.execute(sql: "INSERT INTO sequences (id, sequence, length, ec_label, source_file, source_line) VALUES (?, 'MK', 2, '1.-.-.-', 'a.fasta', 1)", arguments: [id])
+            }
+            try db.execute(sql: "INSERT INTO evaluations (method, granularity, target_class, retention_fraction, seed, n_test, n_correct, accuracy, macro_f1) VALUES ('full', 'none', -1, 1.0, 0, 3, 1, 0.3333, 0.2)")
+            for stage in ["split", "evaluate", "evidence", "report"] {
+                try db.execute(sql: "INSERT INTO stages (stage, content_key, rows_written, seconds, finished_at) VALUES (?, 'k', 1, 0.1, '2026-01-01')", arguments: [stage])
+            }
+        }
+        let db = try RunDatabase(path: path)
+        XCTAssertEqual(try db.stages().map(\.stage).sorted(), ["evidence", "split"])
+        XCTAssertEqual(try db.evaluations().map(\.nCorrect), [1], "kept until evaluate is redone")
+        XCTAssertEqual(try db.predictions(), [])
+        let full = EvaluationRecord(method: "full", granularity: "none", retentionFraction: 1.0, seed: 0, nTest: 3, nCorrect: 2, accuracy: 2.0 / 3, macroF1: 0.4,
+                                    perClass: [(0, 3, 2, 0.8), (1, 0, 0, 0)])
+        let predictions = [PredictionRecord(sequenceID: "P1", trueClass: 0, predictedClass: 0, pTrue: 0.6, pPredicted: 0.6),
+                           PredictionRecord(sequenceID: "P2", trueClass: 0, predictedClass: 1, pTrue: 0.3, pPredicted: 0.7),
+                           PredictionRecord(sequenceID: "P3", trueClass: 0, predictedClass: 0, pTrue: 0.9, pPredicted: 0.9)]
+        try db.commitEvaluations([full], predictions: predictions, ledger: ledger("evaluate"))
+        XCTAssertEqual(try db.evaluations().map(\.nCorrect), [2])
+        XCTAssertEqual(try db.predictions(), predictions)
+        XCTAssertEqual(try db.query("SELECT true_class, predicted_class, n FROM confusion ORDER BY 1, 2").rows, [["0", "0", "2"], ["0", "1", "1"]])
+    }
+
     func testMigrationsAppliedOnceAndRecorded() throws {
         let db = try open()
-        XCTAssertEqual(try db.appliedMigrations(), ["0001_initial", "0002_embeddings", "0003_score_sets", "0004_excluded_sequences", "0005_accuracy_sd", "0006_attribution_engine", "0007_score_storage", "0008_evidence", "0009_edits_sanity"])
+        XCTAssertEqual(try db.appliedMigrations(), ["0001_initial", "0002_embeddings", "0003_score_sets", "0004_excluded_sequences", "0005_accuracy_sd", "0006_attribution_engine", "0007_score_storage", "0008_evidence", "0009_edits_sanity", "0010_predictions"])
         // Reopening applies nothing new and keeps the data.
         try ingestSample(db)
         let again = try open()
-        XCTAssertEqual(try again.appliedMigrations(), ["0001_initial", "0002_embeddings", "0003_score_sets", "0004_excluded_sequences", "0005_accuracy_sd", "0006_attribution_engine", "0007_score_storage", "0008_evidence", "0009_edits_sanity"])
+        XCTAssertEqual(try again.appliedMigrations(), ["0001_initial", "0002_embeddings", "0003_score_sets", "0004_excluded_sequences", "0005_accuracy_sd", "0006_attribution_engine", "0007_score_storage", "0008_evidence", "0009_edits_sanity", "0010_predictions"])
         XCTAssertEqual(try again.sequences().map(\.id), ["P1", "P2"])
         XCTAssertEqual(try again.query("SELECT journal_mode FROM pragma_journal_mode").rows, [["wal"]])
         XCTAssertEqual(try again.query("SELECT foreign_keys FROM pragma_foreign_keys").rows, [["1"]])
@@ -285,7 +313,7 @@ final class RunDatabaseTests: XCTestCase {
                 }
         }
         let db = try RunDatabase(path: path)
-        XCTAssertEqual(try db.appliedMigrations().last, "0009_edits_sanity")
+        XCTAssertEqual(try db.appliedMigrations().last, "0010_predictions")
         XCTAssertEqual(try db.scores(method: "activation"), (0 ..< 36).map { Float($0) })
         XCTAssertEqual(try db.ranks(method: "random", seed: 2), Array(1 ... 36))
         XCTAssertEqual(try db.query("SELECT layer, module, row, col, score, rank FROM neuron_scores WHERE method = 'random' AND rank = 20").rows,

@@ -87,7 +87,7 @@ enum SVG {
         while v <= y1 + step * 1e-9 {
             let y = py(v)
             s += "<line x1=\"\(left)\" y1=\"\(num(y, 1))\" x2=\"\(left + pw)\" y2=\"\(num(y, 1))\" class=\"g\"/>"
-            s += "<text x=\"\(left - 6)\" y=\"\(num(y + 4, 1))\" text-anchor=\"end\" class=\"k\">\(String(format: "%g", (v / step).rounded() * step))</text>"
+            s += "<text x=\"\(left - 6)\" y=\"\(num(y + 4, 1))\" text-anchor=\"end\" class=\"k\">\(String(format: "%g", (v / step).rounded() * step + 0))</text>"
             v += step
         }
         for b in bands where !b.points.isEmpty {
@@ -155,28 +155,96 @@ enum SVG {
         return s + "</svg>"
     }
 
-    /// A layer x module grid of densities (kept / total), one viridis cell each with its value,
-    /// on a 0 ... `scale` colour scale; the last row is each module's share of everything kept.
-    static func grid(title: String, layers: Int, modules: [String], density: [String: Double], share: [String: Double], scale: Double) -> String {
-        let cell = 46.0, left = 34.0, top = 40.0
-        let width = left + cell * Double(modules.count) + 8, height = top + cell * Double(layers) + 34
+    /// One cell of a heat matrix: its colour value, the text drawn in it and its hover text.
+    struct Cell {
+        var value: Double
+        var text: String
+        var tip: String
+    }
+
+    /// A matrix of viridis cells on a 0 ... `scale` colour scale, each with its text, columns and
+    /// rows labelled; `footer` adds one row of plain text under it (a label and one entry per column).
+    static func heatMatrix(title: String, rows: [String], columns: [String], cells: [[Cell]], scale: Double, cell: Double = 46,
+                           left: Double = 34, footer: (label: String, texts: [(text: String, tip: String)])? = nil) -> String {
+        let top = 40.0
+        let width = left + cell * Double(columns.count) + 8, height = top + cell * Double(rows.count) + (footer == nil ? 8 : 34)
         var s = open(title: title, width: width, height: height) + "<text x=\"4\" y=\"14\" class=\"t\">\(escape(title))</text>"
-        for (j, m) in modules.enumerated() {
-            s += "<text x=\"\(num(left + cell * (Double(j) + 0.5), 1))\" y=\"\(Int(top - 6))\" text-anchor=\"middle\" class=\"k\">\(escape(short(m)))</text>"
+        for (j, c) in columns.enumerated() {
+            s += "<text x=\"\(num(left + cell * (Double(j) + 0.5), 1))\" y=\"\(Int(top - 6))\" text-anchor=\"middle\" class=\"k\">\(escape(c))</text>"
         }
-        for l in 0 ..< layers {
-            s += "<text x=\"\(Int(left - 4))\" y=\"\(num(top + cell * (Double(l) + 0.6), 1))\" text-anchor=\"end\" class=\"k\">L\(l)</text>"
-            for (j, m) in modules.enumerated() {
-                let d = density["\(l)/\(m)"] ?? 0
-                let t = scale > 0 ? d / scale : 0
-                s += "<rect x=\"\(num(left + cell * Double(j), 1))\" y=\"\(num(top + cell * Double(l), 1))\" width=\"\(cell - 2)\" height=\"\(cell - 2)\" fill=\"\(viridis(t))\"><title>layer \(l) \(escape(m)): \(num(d)) kept</title></rect>"
-                s += "<text x=\"\(num(left + cell * (Double(j) + 0.5) - 1, 1))\" y=\"\(num(top + cell * (Double(l) + 0.6), 1))\" text-anchor=\"middle\" class=\"c\" fill=\"\(t > 0.6 ? "#000" : "#fff")\">\(num(d, 2))</text>"
+        for (i, r) in rows.enumerated() {
+            s += "<text x=\"\(Int(left - 4))\" y=\"\(num(top + cell * (Double(i) + 0.6), 1))\" text-anchor=\"end\" class=\"k\">\(escape(r))</text>"
+            for (j, c) in cells[i].enumerated() {
+                let t = scale > 0 ? c.value / scale : 0
+                s += "<rect x=\"\(num(left + cell * Double(j), 1))\" y=\"\(num(top + cell * Double(i), 1))\" width=\"\(cell - 2)\" height=\"\(cell - 2)\" fill=\"\(viridis(t))\"><title>\(escape(c.tip))</title></rect>"
+                s += "<text x=\"\(num(left + cell * (Double(j) + 0.5) - 1, 1))\" y=\"\(num(top + cell * (Double(i) + 0.6), 1))\" text-anchor=\"middle\" class=\"c\" fill=\"\(t > 0.6 ? "#000" : "#fff")\">\(escape(c.text))</text>"
             }
         }
-        let sy = top + cell * Double(layers) + 18
-        s += "<text x=\"\(Int(left - 4))\" y=\"\(num(sy, 1))\" text-anchor=\"end\" class=\"k\">share</text>"
+        if let footer {
+            let sy = top + cell * Double(rows.count) + 18
+            s += "<text x=\"\(Int(left - 4))\" y=\"\(num(sy, 1))\" text-anchor=\"end\" class=\"k\">\(escape(footer.label))</text>"
+            for (j, f) in footer.texts.enumerated() {
+                s += "<text x=\"\(num(left + cell * (Double(j) + 0.5), 1))\" y=\"\(num(sy, 1))\" text-anchor=\"middle\" class=\"k\"><title>\(escape(f.tip))</title>\(escape(f.text))</text>"
+            }
+        }
+        return s + "</svg>"
+    }
+
+    /// A layer x module grid of densities (kept / total) on a 0 ... `scale` colour scale; the
+    /// last row is each module's share of everything kept.
+    static func grid(title: String, layers: Int, modules: [String], density: [String: Double], share: [String: Double], scale: Double) -> String {
+        let cells = (0 ..< layers).map { l in
+            modules.map { m in
+                let d = density["\(l)/\(m)"] ?? 0
+                return Cell(value: d, text: num(d, 2), tip: "layer \(l) \(m): \(num(d)) kept")
+            }
+        }
+        return heatMatrix(title: title, rows: (0 ..< layers).map { "L\($0)" }, columns: modules.map(short), cells: cells, scale: scale,
+                          footer: ("share", modules.map { (num(share[$0] ?? 0, 2), "share of all kept in \($0)") }))
+    }
+
+    /// Small multiples of density strips (arXiv 2312.10770, Figures 3-5): one row per layer, one
+    /// column per module, each matrix a strip over its scaled weight position 0 ... 1 whose cells
+    /// are coloured by the share kept (0 ... `scale`, viridis). A block of more than `maxBins`
+    /// cells is drawn in `maxBins` bins, each the pooled share of the whole cells it covers.
+    static func strips(title: String, blocks: [(layer: Int, module: String, cells: [(kept: Int, size: Int)])], scale: Double,
+                       stripWidth: Double = 170, maxBins: Int = 340) -> String {
+        let layers = Array(Set(blocks.map(\.layer))).sorted()
+        let modules = blocks.map(\.module).reduce(into: [String]()) { if !$0.contains($1) { $0.append($1) } }
+        let left = 34.0, top = 40.0, rowHeight = 18.0, gap = 12.0
+        let width = left + (stripWidth + gap) * Double(modules.count), height = top + rowHeight * Double(layers.count) + 30
+        var s = open(title: title, width: width, height: height) + "<text x=\"4\" y=\"14\" class=\"t\">\(escape(title))</text>"
         for (j, m) in modules.enumerated() {
-            s += "<text x=\"\(num(left + cell * (Double(j) + 0.5), 1))\" y=\"\(num(sy, 1))\" text-anchor=\"middle\" class=\"k\"><title>share of all kept in \(escape(m))</title>\(num(share[m] ?? 0, 2))</text>"
+            let x0 = left + (stripWidth + gap) * Double(j)
+            s += "<text x=\"\(num(x0 + stripWidth / 2, 1))\" y=\"\(Int(top - 6))\" text-anchor=\"middle\" class=\"k\">\(escape(m))</text>"
+            let by = top + rowHeight * Double(layers.count) + 12
+            s += "<text x=\"\(num(x0, 1))\" y=\"\(num(by, 1))\" class=\"k\">0</text><text x=\"\(num(x0 + stripWidth, 1))\" y=\"\(num(by, 1))\" text-anchor=\"end\" class=\"k\">1</text>"
+        }
+        s += "<text x=\"\(num(width / 2, 1))\" y=\"\(Int(height - 4))\" text-anchor=\"middle\" class=\"l\">scaled weight position (row-major, (out, in))</text>"
+        for (i, l) in layers.enumerated() {
+            let y = top + rowHeight * Double(i)
+            s += "<text x=\"\(Int(left - 4))\" y=\"\(num(y + 12, 1))\" text-anchor=\"end\" class=\"k\">L\(l)</text>"
+            for (j, m) in modules.enumerated() {
+                guard let b = blocks.first(where: { $0.layer == l && $0.module == m }), !b.cells.isEmpty else { continue }
+                let x0 = left + (stripWidth + gap) * Double(j)
+                let bins = min(b.cells.count, maxBins)
+                // Bin k covers cells [k * n / bins, (k + 1) * n / bins); neighbours of one colour are drawn as one rectangle.
+                var runStart = 0, runColour = "", runKept = 0, runSize = 0
+                func flush(_ end: Int) {
+                    guard end > runStart else { return }
+                    let xa = x0 + stripWidth * Double(runStart) / Double(bins), xb = x0 + stripWidth * Double(end) / Double(bins)
+                    s += "<rect x=\"\(num(xa, 2))\" y=\"\(num(y, 1))\" width=\"\(num(xb - xa, 2))\" height=\"\(rowHeight - 3)\" fill=\"\(runColour)\"><title>layer \(l) \(escape(m)), "
+                        + "position \(num(Double(runStart) / Double(bins), 2)) ... \(num(Double(end) / Double(bins), 2)): \(runKept) of \(runSize) kept</title></rect>"
+                }
+                for k in 0 ..< bins {
+                    let cells = b.cells[(k * b.cells.count / bins) ..< ((k + 1) * b.cells.count / bins)]
+                    let kept = cells.reduce(0) { $0 + $1.kept }, size = cells.reduce(0) { $0 + $1.size }
+                    let colour = viridis(scale > 0 ? Double(kept) / Double(max(size, 1)) / scale : 0)
+                    if colour != runColour { flush(k); runStart = k; runColour = colour; runKept = 0; runSize = 0 }
+                    runKept += kept; runSize += size
+                }
+                flush(bins)
+            }
         }
         return s + "</svg>"
     }
@@ -201,7 +269,7 @@ enum SVG {
         while xv <= hi + xstep * 1e-9 {
             let x = left + (xv - lo) / span * pw
             s += "<line x1=\"\(num(x, 1))\" y1=\"\(top + ph)\" x2=\"\(num(x, 1))\" y2=\"\(top + ph + 4)\" class=\"ax\"/>"
-            s += "<text x=\"\(num(x, 1))\" y=\"\(top + ph + 16)\" text-anchor=\"middle\" class=\"k\">\(String(format: "%g", (xv / xstep).rounded() * xstep))</text>"
+            s += "<text x=\"\(num(x, 1))\" y=\"\(top + ph + 16)\" text-anchor=\"middle\" class=\"k\">\(String(format: "%g", (xv / xstep).rounded() * xstep + 0))</text>"
             xv += xstep
         }
         let ystep = niceStep(top1 / 4)
@@ -251,7 +319,7 @@ enum HTMLReport {
         <style>
         body{font-family:system-ui,-apple-system,"Segoe UI",Helvetica,Arial,sans-serif;max-width:1180px;margin:0 auto;padding:12px 18px;color:#111;line-height:1.45}
         h1{font-size:1.5em;margin:.3em 0}h2{font-size:1.2em;margin-top:1.6em;border-bottom:1px solid #ccc}h3{font-size:1.02em}
-        .figs{display:flex;flex-wrap:wrap;gap:10px}svg{max-width:100%;height:auto;background:#fff}
+        .figs{display:flex;flex-wrap:wrap;gap:10px;align-items:flex-start}svg{max-width:100%;height:auto;background:#fff}
         svg .t{font-size:13px;font-weight:600}svg .k{font-size:10.5px;fill:#333}svg .l{font-size:11.5px}svg .c{font-size:10.5px}
         svg .ax{stroke:#333;stroke-width:1}svg .g{stroke:#e3e3e3;stroke-width:1}
         table{border-collapse:collapse;font-size:.86em;margin:.4em 0}td,th{border:1px solid #ccc;padding:2px 6px;text-align:right;white-space:nowrap}th{background:#f3f3f3}
@@ -276,42 +344,14 @@ enum HTMLReport {
                 + "(stratified by class, seed \(spec.split.seed)); the file names do not define them.</p>\n"
         }
         // How far to trust it.
-        var verdict: [String] = []
-        if let full {
-            let se = (full.accuracy * (1 - full.accuracy) / Double(max(full.nTest, 1))).squareRoot()
-            let majority = full.perClass.map(\.n).max() ?? 0
-            verdict.append("Full model: test accuracy <b>\(num(full.accuracy))</b> (\(full.nCorrect)/\(full.nTest), standard error \(num(se))) against chance "
-                + "\(num(1 / Double(max(classes.count, 1)))) and the majority class \(num(Double(majority) / Double(max(full.nTest, 1)))); differences between "
-                + "submodels below about \(num(2 * se, 2)) are within the test set's noise.")
-        }
-        let significance = try db.significance()
-        if !significance.isEmpty {
-            let n = significance.map(\.nRandom).max() ?? 0
-            let areas = try db.curveAreas().filter { $0.pValue != nil }
-            let tests = significance.count + areas.count
-            let pass = significance.filter { $0.pValue < 0.05 }.count + areas.filter { $0.pValue! < 0.05 }.count
-            verdict.append("Against \(n) random rankings: \(pass) of \(tests) tests (\(significance.count) points, \(areas.count) curve areas) at p &lt; 0.05, uncorrected; about "
-                + "\(num(EvidenceStatistics.expectedFalsePositives(tests: tests, alpha: 0.05, nullCount: n), 1)) would pass by chance, and with \(n) random rankings "
-                + "the smallest attainable p-value is 1/\(n + 1), so none can pass a Bonferroni correction over \(tests) tests"
-                + (1.0 / Double(n + 1) > 0.05 / Double(tests) ? "" : " only if p ≤ \(String(format: "%.2g", 0.05 / Double(tests)))") + ".")
-        }
-        let verdicts = try db.sanityVerdicts()
-        if !verdicts.isEmpty {
-            let failing = Set(verdicts.filter { !$0.passed }.map(\.ranking))
-            let all = Set(verdicts.map(\.ranking))
-            verdict.append(failing.isEmpty ? "Sanity checks: every ranking changes when the model is randomised (all \(all.count) pass)."
-                : "Sanity checks: \(failing.count) of \(all.count) rankings barely change when the model is randomised (they fail).")
-        }
-        if spec?.model.checkpoint == nil { verdict.append("The model was trained here from random weights: it is weak, and its knowledge neurons need not resemble a pretrained ESM-2's.") }
-        if let spec, spec.attribution.modules.sorted() == LinearModule.attention, spec.attribution.granularity == [.weight] {
-            verdict.append("This run scores the query, key and value weights only (the paper's setting); FFN neurons and per-class rankings "
-                + "need attribution.modules, granularity and targets (as in pipelines/engine-quickstart.yaml).")
-        }
+        let verdict = try RunReport.trust(db: db, spec: spec, classes: classes, full: full).map(esc)
         h += "<div class=\"verdict\"><p>" + verdict.joined(separator: " ") + "</p></div>\n"
 
         h += try curves(db: db, full: full, classes: classes, label: label)
         h += try density(db: db, label: label)
+        h += positions(try ReportFacts.positions(db: db), label: label)
         h += try training(db: db)
+        h += try confusion(db: db, classes: classes, full: full)
         h += try completeness(db: db)
         h += try agreement(db: db, label: label)
         h += try tables(db: db, classes: classes, label: label)
@@ -433,6 +473,54 @@ enum HTMLReport {
         }.joined(separator: " ")
     }
 
+    /// Figure 2 (arXiv 2312.10770, Figures 3-5): for every retention fraction and method (and one
+    /// random ranking), where the kept weights sit inside each matrix, over its scaled weight
+    /// position in cells of 200 adjacent weights (`ReportFacts.positions`); one colour scale per
+    /// fraction, 0 ... the densest cell of any method at it. The cells are in positions.csv.
+    static func positions(_ all: [ReportFacts.Positions], label: (String) -> String) -> String {
+        guard !all.isEmpty else { return "" }
+        let cells = all[0].blocks.map(\.cells.count).max() ?? 0
+        var h = "<h2>Inside each matrix: kept weights over scaled weight position</h2>\n"
+        h += "<p>The paper's heatmaps (arXiv 2312.10770, Figures 3-5): each strip is one query, key or value weight matrix in PyTorch's (out, in) "
+        h += "row-major order from position 0 to 1, cut into cells of 200 adjacent weights (\(cells) cells per matrix"
+        h += cells > 340 ? ", drawn as 340 bins pooling whole cells" : ""
+        h += "); a cell's colour is the share of its weights the submodel keeps. An output row is one run of <i>in</i> adjacent weights, so a "
+        h += "cell spans 200 / in rows and rows kept or dropped whole show as bands. One colour scale per fraction, 0 ... the densest cell of any ranking "
+        h += "at that fraction. Random is one random ranking (seed \(all.last!.ranking.seed)): what no structure looks like. Every cell in <a href=\"positions.csv\">positions.csv</a>.</p>\n"
+        for f in Array(Set(all.map(\.retentionFraction))).sorted(by: <) {
+            let mine = all.filter { $0.retentionFraction == f }
+            let scale = mine.flatMap { $0.blocks.flatMap { $0.cells.map { Double($0.kept) / Double(max($0.size, 1)) } } }.max() ?? 1
+            h += "<h3>top \(RunReport.pct(f)) of weights kept (colour scale 0 ... \(SVG.num(scale, 2)))</h3><div class=\"figs\">\n"
+            h += SVG.colourBar(scale: scale, label: "share of a cell kept") + "\n"
+            for p in mine {
+                let name = p.ranking.method == Baseline.random ? "random (seed \(p.ranking.seed))" : label(p.ranking.method)
+                h += SVG.strips(title: "\(name), top \(RunReport.pct(f))", blocks: p.blocks, scale: scale) + "\n"
+            }
+            h += "</div>\n"
+        }
+        return h
+    }
+
+    /// Figure 4b: the full model's confusion matrix on test (cells coloured by the share of the
+    /// true class's sequences, labelled with counts) and the table with per-class accuracy and F1.
+    static func confusion(db: RunDatabase, classes: [ClassRecord], full: EvaluationRecord?) throws -> String {
+        let md = try RunReport.confusion(db: db, classes: classes, full: full)
+        guard !md.isEmpty else { return "" }
+        guard let counts = try ReportFacts.confusion(db: db, classes: classes) else { return MarkdownTables.html(md) }
+        let cells = counts.enumerated().map { t, row in
+            let n = max(row.reduce(0, +), 1)
+            return row.enumerated().map { p, c in
+                SVG.Cell(value: Double(c) / Double(n), text: "\(c)", tip: "true \(classes[t].ecLabel), predicted \(classes[p].ecLabel): \(c) of \(n)")
+            }
+        }
+        let short = classes.map { $0.ecLabel.replacingOccurrences(of: ".-", with: "") }
+        let table = MarkdownTables.html(md)
+        let heading = table.components(separatedBy: "</h2>").first.map { $0 + "</h2>" } ?? ""
+        return heading + "<div class=\"figs\"><div>" + SVG.heatMatrix(title: "true (rows) x predicted", rows: short,
+                                                                   columns: short, cells: cells, scale: 1, cell: 34, left: 30)
+            + "<p>Colour: share of the row's sequences.</p></div><div>" + table.dropFirst(heading.count) + "</div></div>\n"
+    }
+
     /// Figure 4: loss and accuracy per epoch on the train and select splits.
     static func training(db: RunDatabase) throws -> String {
         let epochs = try db.epochs()
@@ -449,84 +537,32 @@ enum HTMLReport {
         return h
     }
 
-    /// Figure 5: integrated gradients' completeness gap per path (sum of attributions minus
-    /// F(input) - F(baseline)), per granularity.
+    /// Figure 5: integrated gradients' completeness gap per path (`ReportFacts.completeness`),
+    /// one histogram per granularity, with the summary table of `RunReport.completeness`.
     static func completeness(db: RunDatabase) throws -> String {
-        let rows = try db.completeness()
-        guard !rows.isEmpty else { return "" }
-        var h = "<h2>How far to trust the integrated-gradients sums</h2><p>Completeness (Sundararajan et al. 2017): the attributions of a path "
-        h += "should add up to P(target) at the input minus at the zero baseline; the gap is the Riemann sum's error, per sequence (weights: one path "
-        h += "scaling every chosen matrix) or per sequence and site (neurons).</p><div class=\"figs\">\n"
-        for g in Granularity.allCases.map(\.rawValue) {
-            let gaps = rows.filter { $0.granularity == g }.map { $0.attributionSum - ($0.pFull - $0.pBaseline) }
-            guard !gaps.isEmpty else { continue }
-            let sorted = gaps.map(abs).sorted()
-            let median = sorted[sorted.count / 2], p95 = sorted[min(sorted.count - 1, Int(Double(sorted.count) * 0.95))]
-            h += "<div>" + SVG.histogram(title: "completeness gap, \(g) paths (\(gaps.count))", xLabel: "sum of attributions − (P(input) − P(baseline))", values: gaps)
-            h += "<p>|gap|: median \(String(format: "%.3g", median)), 95th percentile \(String(format: "%.3g", p95)), max \(String(format: "%.3g", sorted.last!)) "
-                + "(probability units; a gap near the size of P(input) − P(baseline) means the sum is untrustworthy for that path: "
-                + "more attribution.steps shrink it).</p></div>\n"
+        let gaps = try ReportFacts.completeness(db: db)
+        guard !gaps.isEmpty else { return "" }
+        var h = MarkdownTables.html(try RunReport.completeness(db: db)) + "<div class=\"figs\">\n"
+        for g in gaps {
+            h += SVG.histogram(title: "completeness gap, \(g.granularity) paths (\(g.gaps.count))", xLabel: "sum of attributions − (P(input) − P(baseline))", values: g.gaps) + "\n"
         }
         return h + "</div>\n"
     }
 
-    /// The top 10 elements of every true-class ranking (layer, module, row, col, score), and the
-    /// Jaccard overlap |A ∩ B| / |A ∪ B| of two methods' kept sets at each retention fraction, beside
-    /// what two random sets of that fraction f share on average, f / (2 - f). Rankings of more than
-    /// 20 million scores are left out of the overlap (it reads whole score vectors).
+    /// The top 10 elements of every true-class ranking side by side, and the Jaccard overlap of
+    /// the methods' kept sets (`ReportFacts`; the same tables as the Markdown report's).
     static func agreement(db: RunDatabase, label: (String) -> String) throws -> String {
-        let top = try db.query("""
-            SELECT method, granularity, layer, module, row, col, score, rank FROM neuron_scores
-            WHERE seed = 0 AND target_class = -1 AND method != 'random' AND rank <= 10 ORDER BY granularity, method, rank
-            """).rows
-        guard !top.isEmpty else { return "" }
-        var h = "<h2>Top elements and how much the methods agree</h2>\n"
-        for g in Granularity.allCases.map(\.rawValue) {
-            let rows = top.filter { $0[1] == g }
-            guard !rows.isEmpty else { continue }
-            let methods = AttributionMethod.allCases.map(\.rawValue).filter { m in rows.contains { $0[0] == m } }
-            h += "<h3>\(g)s: top 10 of each method (true class)</h3><p>" + (g == Granularity.weight.rawValue
-                ? "row = output unit, col = input feature of the module's PyTorch (out, in) weight. "
-                : "unit = output unit of the module (for intermediate, the FFN neuron after GELU). ")
-                + "Scores are on each method's own scale (activation: mean |w x| or |y|; integrated gradients and gradient x activation: "
-                + "attribution to P(class), probability units), so compare ranks, not values, across methods.</p><div class=\"figs\">"
-            for m in methods {
-                h += "<div class=\"wrap\"><table><tr><th colspan=\"5\">\(SVG.escape(label(m)))</th></tr><tr><th>rank</th><th>layer</th><th>module</th><th>"
-                    + (g == Granularity.weight.rawValue ? "row, col" : "unit") + "</th><th>score</th></tr>"
-                for r in rows where r[0] == m {
-                    let score = Double(r[6] ?? "") ?? .nan
-                    h += "<tr><td>\(r[7] ?? "")</td><td>\(r[2] ?? "")</td><td>\(r[3] ?? "")</td><td>\(r[4] ?? "")\(g == Granularity.weight.rawValue ? ", \(r[5] ?? "")" : "")</td>"
-                        + "<td>\(String(format: "%.4g", score))</td></tr>"
-                }
-                h += "</table></div>"
-            }
-            h += "</div>\n"
-            guard methods.count >= 2 else { continue }
-            let fractions = Array(Set(try db.selections().filter { $0.granularity == g && $0.targetClass == -1 && $0.method != Baseline.random }.map(\.retentionFraction))).sorted()
-            var scores: [String: [Float]] = [:]
-            for m in methods {
-                let id = RankingID(method: m, granularity: g)
-                guard let n = try db.query("SELECT n_scores FROM score_sets WHERE method = '\(m)' AND granularity = '\(g)' AND target_class = -1 AND seed = 0").rows.first?[0].flatMap({ Int($0) }),
-                      n <= 20_000_000 else { continue }
-                scores[m] = try db.scores(id)
-            }
-            let pairs = methods.indices.flatMap { i in methods.indices.filter { $0 > i }.map { (methods[i], methods[$0]) } }.filter { scores[$0.0] != nil && scores[$0.1] != nil }
-            guard !pairs.isEmpty else { continue }
-            h += "<p>Jaccard overlap of the kept \(g)s (1 = the same set; random: two random sets of that size).</p><div class=\"wrap\"><table><tr><th>methods</th>"
-                + fractions.map { "<th>\(RunReport.pct($0))</th>" }.joined() + "</tr>"
-            for (a, b) in pairs {
-                h += "<tr><td>\(SVG.escape(label(a))) vs \(SVG.escape(label(b)))</td>"
-                for f in fractions {
-                    let k = SelectStage.keptCount(f, total: scores[a]!.count)
-                    let sa = Set(ScoreRanking.top(scores[a]!, count: k)), sb = ScoreRanking.top(scores[b]!, count: k)
-                    let inter = sb.filter { sa.contains($0) }.count
-                    h += "<td>\(SVG.num(Double(inter) / Double(max(1, 2 * k - inter))))</td>"
-                }
-                h += "</tr>"
-            }
-            h += "<tr><td>random (expected)</td>" + fractions.map { "<td>\(SVG.num($0 / (2 - $0)))</td>" }.joined() + "</tr></table></div>\n"
+        let md = try RunReport.agreement(db: db, label: label)
+        guard !md.isEmpty else { return "" }
+        // Each method's top table is a `#### method` heading and its table: put them side by side.
+        var h = "", inFigs = false
+        for part in MarkdownTables.html(md).components(separatedBy: "\n") where !part.isEmpty {
+            let isTop = part.hasPrefix("<h4>") || (inFigs && part.hasPrefix("<div class=\"wrap\"><table><tr><th>rank</th>"))
+            if isTop && !inFigs { h += "<div class=\"figs\">"; inFigs = true }
+            if !isTop && inFigs { h += "</div>\n"; inFigs = false }
+            h += part.hasPrefix("<h4>") ? "<div>" + part : part.hasPrefix("<div class=\"wrap\"><table><tr><th>rank</th>") ? part + "</div>" : part + "\n"
         }
-        return h
+        return h + (inFigs ? "</div>\n" : "")
     }
 
     /// The evidence, knowledge-edit and sanity tables, from the Markdown report's sections.
@@ -537,17 +573,28 @@ enum HTMLReport {
         return MarkdownTables.html(md)
     }
 
-    /// The data the run rests on: inputs with their SHA-256, split sizes, time per stage.
+    /// The data the run rests on: inputs with their SHA-256, rejected records by kind, split
+    /// sizes, cropped sequences, time per stage, and the spec as recorded.
     static func data(db: RunDatabase) throws -> String {
         var h = "<h2>The data and the run</h2><div class=\"wrap\"><table><tr><th>input</th><th>role</th><th>bytes</th><th>SHA-256</th></tr>"
         for f in try db.inputFiles() {
             h += "<tr><td>\(SVG.escape(f.path))</td><td>\(f.role)</td><td>\(f.sizeBytes)</td><td><code>\(f.sha256)</code></td></tr>"
         }
-        h += "</table></div><table><tr><th>split</th><th>sequences</th></tr>"
+        h += "</table></div><div class=\"figs\"><table><tr><th>split</th><th>sequences</th></tr>"
         for s in SplitRole.allCases { h += "<tr><td>\(s.rawValue)</td><td>\(try db.sequenceIDs(split: s.rawValue).count)</td></tr>" }
+        if let counts = try db.query("SELECT COUNT(*), SUM(cropped) FROM tokens").rows.first, let n = counts[0].flatMap({ Int($0) }), n > 0 {
+            h += "<tr><td>cropped (of \(n) tokenized)</td><td>\(counts[1].flatMap { Int($0) } ?? 0)</td></tr>"
+        }
+        h += "</table><table><tr><th>rejected records, by kind</th><th>n</th></tr>"
+        let reasons = try ReportFacts.rejectionReasons(db: db)
+        h += reasons.isEmpty ? "<tr><td>none</td><td>0</td></tr>" : reasons.map { "<tr><td>\(SVG.escape($0.reason))</td><td>\($0.count)</td></tr>" }.joined()
         h += "</table><table><tr><th>stage</th><th>rows</th><th>seconds</th></tr>"
-        for s in try db.stages() { h += "<tr><td>\(s.stage)</td><td>\(s.rowsWritten)</td><td>\(SVG.num(s.seconds, 1))</td></tr>" }
-        return h + "</table>\n"
+        for s in try db.stages().sorted(by: { (Stage(rawValue: $0.stage) ?? .report) < (Stage(rawValue: $1.stage) ?? .report) }) { h += "<tr><td>\(s.stage)</td><td>\(s.rowsWritten)</td><td>\(SVG.num(s.seconds, 1))</td></tr>" }
+        h += "</table></div>\n"
+        if let run = try db.run() {
+            h += "<details><summary>The spec as recorded (kneuron \(SVG.escape(run.kneuronVersion)))</summary><pre>\(SVG.escape(run.specYAML))</pre></details>\n"
+        }
+        return h
     }
 }
 
@@ -576,13 +623,16 @@ enum MarkdownTables {
         for raw in md.split(separator: "\n", omittingEmptySubsequences: false) {
             let line = String(raw)
             if line.hasPrefix("|") {
-                let cells = line.split(separator: "|", omittingEmptySubsequences: false).dropFirst().dropLast().map { $0.trimmingCharacters(in: .whitespaces) }
+                // Cells split at unescaped pipes; `\|` is a literal pipe inside a cell.
+                let cells = line.replacingOccurrences(of: "\\|", with: "\u{1}").split(separator: "|", omittingEmptySubsequences: false).dropFirst().dropLast()
+                    .map { $0.replacingOccurrences(of: "\u{1}", with: "|").trimmingCharacters(in: .whitespaces) }
                 if cells.allSatisfy({ $0.allSatisfy { $0 == "-" } && !$0.isEmpty }) { continue }
                 table.append(cells)
                 continue
             }
             flush()
-            if line.hasPrefix("### ") { out += "<h3>\(inline(String(line.dropFirst(4))))</h3>\n" }
+            if line.hasPrefix("#### ") { out += "<h4>\(inline(String(line.dropFirst(5))))</h4>\n" }
+            else if line.hasPrefix("### ") { out += "<h3>\(inline(String(line.dropFirst(4))))</h3>\n" }
             else if line.hasPrefix("## ") { out += "<h2>\(inline(String(line.dropFirst(3))))</h2>\n" }
             else if !line.isEmpty { out += "<p>\(inline(line))</p>\n" }
         }

@@ -52,7 +52,8 @@ public struct RunReport: Sendable {
         }
 
         var md = "# kneuron report: \(name)\n\n"
-        if let yaml = try db.run()?.specYAML, let spec = try? PipelineSpec.parse(yaml: yaml) {
+        let spec = try db.run().flatMap { try? PipelineSpec.parse(yaml: $0.specYAML) }
+        if let spec {
             md += "Model: " + (spec.model.checkpoint.map { "checkpoint `\($0)`, fine-tuned" }
                 ?? "preset `\(spec.model.preset ?? "small")` trained here from random weights (no pretrained ESM-2)")
             md += " for \(spec.train.epochs) epochs, `\(spec.model.pooling.rawValue)` pooling, at most \(spec.model.maxLength) tokens. "
@@ -75,12 +76,21 @@ public struct RunReport: Sendable {
             md += "\(classes.count) classes, chance \(fmt(1 / Double(max(classes.count, 1)))), "
             md += "majority-class baseline \(fmt(Double(majority) / Double(max(full.nTest, 1)))) (\(majority)/\(full.nTest)).\n\n"
         }
+        let trust = try trust(db: db, spec: spec, classes: classes, full: full, accuracy: false)
+        if !trust.isEmpty { md += trust.joined(separator: " ") + "\n\n" }
         // What the numbers rest on: the sequences used and those left out.
         let splitSizes = try SplitRole.allCases.map { try db.sequenceIDs(split: $0.rawValue).count }
         let rejected = try db.rejectedRecords().count, excluded = try db.excludedSequences().count
         md += "Data: \(splitSizes.reduce(0, +)) sequences (train \(splitSizes[0]), select \(splitSizes[1]), test \(splitSizes[2])); "
         md += "\(rejected) records rejected" + (excluded > 0 ? ", \(excluded) of them proteins kept in `sequences` but excluded from training" : "")
-        md += " (reasons in `rejected_records`).\n\n"
+        let reasons = try ReportFacts.rejectionReasons(db: db)
+        md += reasons.isEmpty ? "" : "; by kind: " + reasons.map { "\($0.count) \($0.reason)" }.joined(separator: ", ")
+        md += " (reasons in `rejected_records`)."
+        if let counts = try db.query("SELECT COUNT(*), SUM(cropped) FROM tokens").rows.first, let n = counts[0].flatMap({ Int($0) }), n > 0,
+           let maxLength = spec?.model.maxLength {
+            md += " \(counts[1].flatMap { Int($0) } ?? 0) of the \(n) tokenized sequences were cropped to \(maxLength) tokens (`tokens.cropped`)."
+        }
+        md += "\n\n"
         var csv = "method,granularity,target_class,retention_fraction,n_seeds,accuracy_mean,accuracy_sd,macro_f1_mean\n"
         if let full { csv += "\(Baseline.full),\(Baseline.noGranularity),-1,1.0,1,\(full.accuracy),,\(full.macroF1)\n" }
 
@@ -179,6 +189,10 @@ public struct RunReport: Sendable {
                 md += "\n"
             }
         }
+        md += try agreement(db: db, label: label)
+        md += try completeness(db: db)
+        md += try training(db: db)
+        md += try confusion(db: db, classes: classes, full: full)
         let (evidenceMarkdown, curvesCSV) = try evidence(db: db, classes: classes, label: label)
         md += evidenceMarkdown
         md += try knowledgeEdits(db: db, classes: classes, label: label)
@@ -348,23 +362,51 @@ public struct RunReport: Sendable {
     }
 }
 
+/// The report's output formats (`kneuron report --format`).
+public enum ReportFormat: String, CaseIterable, Sendable {
+    /// `report.html`: one self-contained file with figures (`HTMLReport`).
+    case html
+    /// `report.md`: the same facts as text and tables.
+    case md
+    /// `accuracy.csv`, `density.csv`, `curves.csv`, `positions.csv`: the numbers behind the figures.
+    case csv
+}
+
+extension RunReport {
+    /// The report files of `formats`, as (file name, text), built from the database alone.
+    /// - Throws: `StoreError` on read failures.
+    public static func files(db: RunDatabase, formats: [ReportFormat] = ReportFormat.allCases) throws -> [(name: String, text: String)] {
+        let report = try build(db: db)
+        var out: [(name: String, text: String)] = []
+        for format in formats {
+            switch format {
+            case .html: out.append(("report.html", try HTMLReport.build(db: db)))
+            case .md: out.append(("report.md", report.markdown))
+            case .csv:
+                out += [("accuracy.csv", report.accuracyCSV), ("density.csv", report.densityCSV), ("curves.csv", report.curvesCSV),
+                        ("positions.csv", ReportFacts.positionsCSV(try ReportFacts.positions(db: db)))]
+            }
+        }
+        return out
+    }
+}
+
 /// Stage 10: prints the report and writes `report.html` (`HTMLReport`), `report.md`,
-/// `accuracy.csv`, `density.csv` and `curves.csv` into the run's artifacts directory.
+/// `accuracy.csv`, `density.csv`, `curves.csv` and `positions.csv` into the run's artifacts directory.
 enum ReportStage: StageImplementation {
     /// None of its own.
     static func parameters(_ ctx: RunContext) throws -> [(name: String, value: String)] { [] }
 
     static func run(_ ctx: RunContext, key: String) throws -> Int {
         let start = Date()
-        let report = try RunReport.build(db: ctx.db)
         let dir = ctx.artifactsDirectory
         try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
-        for (name, text) in [("report.md", report.markdown), ("report.html", try HTMLReport.build(db: ctx.db)), ("accuracy.csv", report.accuracyCSV),
-                             ("density.csv", report.densityCSV), ("curves.csv", report.curvesCSV)] {
+        let files = try RunReport.files(db: ctx.db)
+        for (name, text) in files {
             try Data(text.utf8).write(to: URL(fileURLWithPath: (dir as NSString).appendingPathComponent(name)), options: .atomic)
         }
-        print(report.markdown)
-        ctx.log("  wrote \(dir)/report.html, report.md, accuracy.csv, density.csv, curves.csv")
+        print(files.first { $0.name == "report.md" }?.text ?? "")
+        ctx.log("  wrote \(dir)/" + files.map(\.name).joined(separator: ", "))
         try ctx.db.commitLedger(StageRecord(stage: Stage.report.rawValue, contentKey: key, rowsWritten: 0, seconds: Date().timeIntervalSince(start)))
         return 0
     }

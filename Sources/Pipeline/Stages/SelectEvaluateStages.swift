@@ -128,9 +128,16 @@ enum EvaluateStage: StageImplementation {
         let selections = try ctx.db.selections()
         let progress = ProgressReporter("evaluate", total: selections.count + 1, unit: "models", quiet: ctx.quiet)
 
+        var fullPredictions: [PredictionRecord] = []
         func evaluate(_ id: RankingID, fraction: Double) -> EvaluationRecord {
-            let predictions = trainer.evaluate(test.examples, batchSize: ctx.spec.train.batchSize).predictions
-            let m = ClassificationMetrics(labels: labels, predictions: predictions, classes: classes)
+            let result = trainer.evaluate(test.examples, batchSize: ctx.spec.train.batchSize)
+            if id.method == Baseline.full {
+                fullPredictions = test.ids.indices.map { i in
+                    PredictionRecord(sequenceID: test.ids[i], trueClass: labels[i], predictedClass: result.predictions[i],
+                                     pTrue: result.probabilities[i][labels[i]], pPredicted: result.probabilities[i][result.predictions[i]])
+                }
+            }
+            let m = ClassificationMetrics(labels: labels, predictions: result.predictions, classes: classes)
             return EvaluationRecord(method: id.method, granularity: id.granularity, targetClass: id.targetClass,
                                     retentionFraction: fraction, seed: id.seed, nTest: m.n, nCorrect: m.correct,
                                     accuracy: m.accuracy, macroF1: m.macroF1, perClass: m.perClass)
@@ -157,7 +164,7 @@ enum EvaluateStage: StageImplementation {
             DebugHooks.pause(ctx.debug.batchDelayMilliseconds)
         }
         model.parameters = full
-        try ctx.db.commitEvaluations(records, ledger: StageRecord(stage: Stage.evaluate.rawValue, contentKey: key, rowsWritten: records.count,
+        try ctx.db.commitEvaluations(records, predictions: fullPredictions, ledger: StageRecord(stage: Stage.evaluate.rawValue, contentKey: key, rowsWritten: records.count,
                                                                   seconds: Date().timeIntervalSince(start)))
         ctx.log(String(format: "  full model test accuracy %.4f (macro-F1 %.4f) on %d sequences", records[0].accuracy, records[0].macroF1, records[0].nTest))
         return records.count

@@ -1,0 +1,148 @@
+import Attribution
+import ESM
+import Foundation
+import Store
+
+/// The report sections that both formats carry as text (issue 13: "the Markdown report gains the
+/// same facts"): how far to trust the run, the top elements and the methods' agreement, the
+/// completeness gaps, the training, and the full model's confusion matrix. `HTMLReport` draws
+/// figures beside them and renders these tables with `MarkdownTables.html`.
+extension RunReport {
+    /// Plain-text sentences on how far the numbers can be trusted: the full model's test
+    /// accuracy with its binomial standard error sqrt(a(1 - a)/n) against chance and the majority
+    /// class; the evidence tests passed and how many would pass by chance; the sanity verdicts;
+    /// whether the model was trained here from random weights; what the run did not attribute.
+    /// - Throws: `StoreError` on read failures.
+    /// - Parameter accuracy: whether to include the full model's sentence (the Markdown report
+    ///   states it in a paragraph of its own).
+    static func trust(db: RunDatabase, spec: PipelineSpec?, classes: [ClassRecord], full: EvaluationRecord?, accuracy: Bool = true) throws -> [String] {
+        var out: [String] = []
+        if accuracy, let full {
+            let se = (full.accuracy * (1 - full.accuracy) / Double(max(full.nTest, 1))).squareRoot()
+            let majority = full.perClass.map(\.n).max() ?? 0
+            out.append("Full model: test accuracy \(fmt(full.accuracy, 3)) (\(full.nCorrect)/\(full.nTest), standard error \(fmt(se, 3))) against chance "
+                + "\(fmt(1 / Double(max(classes.count, 1)), 3)) and the majority class \(fmt(Double(majority) / Double(max(full.nTest, 1)), 3)); differences between "
+                + "submodels below about \(fmt(2 * se, 2)) are within the test set's noise.")
+        }
+        let significance = try db.significance()
+        if !significance.isEmpty {
+            let n = significance.map(\.nRandom).max() ?? 0
+            let areas = try db.curveAreas().filter { $0.pValue != nil }
+            let tests = significance.count + areas.count
+            let pass = significance.filter { $0.pValue < 0.05 }.count + areas.filter { $0.pValue! < 0.05 }.count
+            out.append("Against \(n) random rankings: \(pass) of \(tests) tests (\(significance.count) points, \(areas.count) curve areas) at p < 0.05, uncorrected; about "
+                + "\(fmt(EvidenceStatistics.expectedFalsePositives(tests: tests, alpha: 0.05, nullCount: n), 1)) would pass by chance"
+                + (1.0 / Double(n + 1) > 0.05 / Double(tests)
+                    ? ", and with \(n) random rankings the smallest attainable p-value is 1/\(n + 1), so none can pass a Bonferroni correction over \(tests) tests."
+                    : "; a Bonferroni correction over \(tests) tests needs p ≤ \(String(format: "%.2g", 0.05 / Double(tests)))."))
+        }
+        let verdicts = try db.sanityVerdicts()
+        if !verdicts.isEmpty {
+            let failing = Set(verdicts.filter { !$0.passed }.map(\.ranking)), all = Set(verdicts.map(\.ranking))
+            out.append(failing.isEmpty ? "Sanity checks: every ranking changes when the model is randomised (all \(all.count) pass)."
+                : "Sanity checks: \(failing.count) of \(all.count) rankings barely change when the model is randomised (they fail).")
+        }
+        if let spec, spec.model.checkpoint == nil {
+            out.append("The model was trained here from random weights: it is weak, and its knowledge neurons need not resemble a pretrained ESM-2's.")
+        }
+        if let spec, spec.attribution.modules.sorted() == LinearModule.attention, spec.attribution.granularity == [.weight] {
+            out.append("This run scores the query, key and value weights only (the paper's setting); FFN neurons and per-class rankings "
+                + "need attribution.modules, granularity and targets (as in pipelines/engine-quickstart.yaml).")
+        }
+        return out
+    }
+
+    /// The top elements of each true-class ranking and the Jaccard overlap of the methods' kept
+    /// sets (`ReportFacts.topElements`, `ReportFacts.overlaps`); "" when nothing was attributed.
+    /// - Throws: `StoreError` on read failures.
+    static func agreement(db: RunDatabase, label: (String) -> String) throws -> String {
+        let top = try ReportFacts.topElements(db: db)
+        guard !top.isEmpty else { return "" }
+        let overlaps = try ReportFacts.overlaps(db: db)
+        var md = "## Top elements and how much the methods agree\n\n"
+        md += "Scores are on each method's own scale (activation: mean |w x| or |y|; integrated gradients and gradient x activation: "
+        md += "attribution to P(class), probability units), so compare ranks, not values, across methods.\n\n"
+        for g in Granularity.allCases.map(\.rawValue) where top.contains(where: { $0.granularity == g }) {
+            let weight = g == Granularity.weight.rawValue
+            md += "### \(g)s: top 10 of each method (true class)\n\n"
+            md += weight ? "row = output unit, col = input feature of the module's PyTorch (out, in) weight.\n\n"
+                : "unit = output unit of the module (for intermediate, the FFN neuron after GELU).\n\n"
+            for m in AttributionMethod.allCases.map(\.rawValue) where top.contains(where: { $0.granularity == g && $0.method == m }) {
+                md += "#### \(label(m))\n\n| rank | layer | module | \(weight ? "row, col" : "unit") | score |\n|---|---|---|---|---|\n"
+                for e in top where e.granularity == g && e.method == m {
+                    md += "| \(e.rank) | \(e.layer) | \(e.module) | \(e.row)\(weight ? ", \(e.col)" : "") | \(String(format: "%.4g", e.score)) |\n"
+                }
+                md += "\n"
+            }
+            let mine = overlaps.filter { $0.granularity == g }
+            guard let first = mine.first else { continue }
+            md += "Jaccard overlap |A ∩ B| / |A ∪ B| of the kept \(g)s (1 = the same set; random: two random sets of that size share f / (2 - f)).\n\n"
+            md += "| methods | " + first.jaccard.map { "\(pct($0.fraction)) |" }.joined(separator: " ") + "\n|---|" + first.jaccard.map { _ in "---|" }.joined() + "\n"
+            for o in mine {
+                md += "| \(label(o.methods.0)) vs \(label(o.methods.1)) | " + o.jaccard.map { "\(fmt($0.value, 3)) |" }.joined(separator: " ") + "\n"
+            }
+            md += "| random (expected) | " + first.jaccard.map { "\(fmt($0.fraction / (2 - $0.fraction), 3)) |" }.joined(separator: " ") + "\n\n"
+        }
+        return md
+    }
+
+    /// Integrated gradients' completeness gaps per granularity (`ReportFacts.completeness`):
+    /// paths, median, 95th percentile and max |gap|, beside the median |P(input) - P(baseline)|.
+    /// - Throws: `StoreError` on read failures.
+    static func completeness(db: RunDatabase) throws -> String {
+        let gaps = try ReportFacts.completeness(db: db)
+        guard !gaps.isEmpty else { return "" }
+        var md = "## How far to trust the integrated-gradients sums\n\n"
+        md += "Completeness (Sundararajan et al. 2017): the attributions of a path should add up to P(target) at the input minus at the zero "
+        md += "baseline; the gap is the Riemann sum's error, per sequence (weights: one path scaling every chosen matrix) or per sequence and "
+        md += "site (neurons). Probability units; a gap near the size of |P(input) − P(baseline)| means the sum is untrustworthy for that path "
+        md += "(more `attribution.steps` shrink it).\n\n"
+        md += "| paths | n | median \\|gap\\| | 95th percentile | max | median \\|P(input) − P(baseline)\\| |\n|---|---|---|---|---|---|\n"
+        for g in gaps {
+            md += "| \(g.granularity) | \(g.gaps.count) | \(String(format: "%.3g", g.median)) | \(String(format: "%.3g", g.p95)) | "
+                + "\(String(format: "%.3g", g.max)) | \(String(format: "%.3g", g.medianDelta)) |\n"
+        }
+        return md + "\n"
+    }
+
+    /// The training in numbers: the first and last epoch's loss and accuracy on train and
+    /// select, and the epoch with the best select accuracy (the model evaluated is the last one).
+    /// - Throws: `StoreError` on read failures.
+    static func training(db: RunDatabase) throws -> String {
+        let epochs = try db.epochs()
+        guard let first = epochs.first, let last = epochs.last else { return "" }
+        var md = "## Training\n\n| epoch | train loss | train accuracy | select loss | select accuracy |\n|---|---|---|---|---|\n"
+        func row(_ e: EpochRecord, _ note: String = "") -> String {
+            "| \(e.epoch)\(note) | \(fmt(e.trainLoss, 3)) | \(fmt(e.trainAccuracy, 3)) | \(fmt(e.selectLoss, 3)) | \(fmt(e.selectAccuracy, 3)) |\n"
+        }
+        md += row(first)
+        if let best = epochs.filter({ $0.selectAccuracy.isFinite }).max(by: { ($0.selectAccuracy, -$0.epoch) < ($1.selectAccuracy, -$1.epoch) }),
+           best.epoch != first.epoch, best.epoch != last.epoch {
+            md += row(best, " (best select accuracy)")
+        }
+        if last.epoch != first.epoch { md += row(last, " (last: the model evaluated)") }
+        md += "\nLoss: mean cross-entropy, nats. No early stopping: every later stage uses the model after the last epoch.\n\n"
+        return md
+    }
+
+    /// The full model's confusion matrix on test (rows = true class, columns = predicted) with
+    /// each class's n, accuracy (recall) and F1 = 2TP / (2TP + FP + FN); "" before migration 0010's
+    /// `predictions` were written.
+    /// - Throws: `StoreError` on read failures.
+    static func confusion(db: RunDatabase, classes: [ClassRecord], full: EvaluationRecord?) throws -> String {
+        guard let counts = try ReportFacts.confusion(db: db, classes: classes) else {
+            return full == nil ? "" : "## Full model on test: confusion matrix\n\nNot stored for this run (evaluated before kneuron recorded `predictions`); "
+                + "`kneuron run SPEC` after upgrading redoes evaluate (seconds) and writes it.\n\n"
+        }
+        var md = "## Full model on test: confusion matrix\n\nRows: true class; columns: predicted class; cells: test sequences (table `predictions`, view `confusion`).\n\n"
+        md += "| true \\ predicted | " + classes.map { "\($0.ecLabel) |" }.joined(separator: " ") + " n | accuracy | F1 |\n"
+        md += "|---|" + classes.map { _ in "---|" }.joined() + "---|---|---|\n"
+        for (t, c) in classes.enumerated() {
+            let n = counts[t].reduce(0, +)
+            let f1 = full?.perClass.first { $0.classIndex == c.classIndex }?.f1
+            md += "| \(c.ecLabel)\(c.name.map { " \($0)" } ?? "") | " + counts[t].map { "\($0) |" }.joined(separator: " ")
+                + " \(n) | \(n > 0 ? fmt(Double(counts[t][t]) / Double(n), 3) : "") | \(f1.map { fmt($0, 3) } ?? "") |\n"
+        }
+        return md + "\n"
+    }
+}
