@@ -340,6 +340,9 @@ enum HTMLReport {
             h += "integrated gradients with \(spec.attribution.steps) steps; submodels evaluated on test. kneuron \(esc(run?.kneuronVersion ?? "?")). "
             let size = try db.query("SELECT MAX(n_layers), MAX(n_scores) FROM score_sets WHERE granularity = 'weight'").rows.first
             if let layers = size?[0] ?? nil, let n = size?[1] ?? nil { h += "\(layers) layers; \(n) weights scored per ranking. " }
+            if let final = try db.checkpoint(named: "final") {
+                h += "Final checkpoint <code>\(esc(final.directory))</code>, model.safetensors SHA-256 <code>\(esc(final.sha256))</code>. "
+            }
             h += "The model evaluated is the one after the last epoch (no early stopping). The splits are drawn from all input files together "
                 + "(stratified by class, seed \(spec.split.seed)); the file names do not define them.</p>\n"
         }
@@ -528,7 +531,8 @@ enum HTMLReport {
         let x = epochs.map { Double($0.epoch) }
         let ticks = Array(Set([1] + stride(from: 10, through: epochs.count, by: max(10, epochs.count / 6 / 10 * 10)).map { $0 } + [epochs.count])).sorted().map(Double.init)
         func series(_ name: String, _ ys: [Double]) -> SVG.Series { SVG.Series(name: name, colour: SVG.colour(name), points: Array(zip(x, ys)).filter { $0.1.isFinite }.map { ($0.0, $0.1) }) }
-        var h = "<h2>Training</h2><div class=\"figs\">\n"
+        var h = "<h2>Training</h2><p>Mean cross-entropy (nats) and accuracy per epoch on the train and select splits; every epoch in "
+            + "<a href=\"training.csv\">training.csv</a>.</p><div class=\"figs\">\n"
         h += SVG.chart(title: "cross-entropy per epoch", xLabel: "epoch", yLabel: "mean cross-entropy", logX: false, xTicks: ticks,
                        series: [series("train", epochs.map(\.trainLoss)), series("select", epochs.map(\.selectLoss))]) + "\n"
         h += SVG.chart(title: "accuracy per epoch", xLabel: "epoch", yLabel: "accuracy", logX: false, xTicks: ticks,
@@ -542,7 +546,7 @@ enum HTMLReport {
     static func completeness(db: RunDatabase) throws -> String {
         let gaps = try ReportFacts.completeness(db: db)
         guard !gaps.isEmpty else { return "" }
-        var h = MarkdownTables.html(try RunReport.completeness(db: db)) + "<div class=\"figs\">\n"
+        var h = MarkdownTables.html(try RunReport.completeness(db: db)) + "<p>Every path in <a href=\"completeness.csv\">completeness.csv</a>.</p><div class=\"figs\">\n"
         for g in gaps {
             h += SVG.histogram(title: "completeness gap, \(g.granularity) paths (\(g.gaps.count))", xLabel: "sum of attributions − (P(input) − P(baseline))", values: g.gaps) + "\n"
         }

@@ -192,4 +192,22 @@ enum ReportFacts {
         }
         return csv
     }
+
+    /// `epoch,train_loss,train_accuracy,select_loss,select_accuracy,seconds` (table `training_epochs`).
+    /// - Throws: `StoreError` on read failures.
+    static func trainingCSV(db: RunDatabase) throws -> String {
+        try db.epochs().reduce(into: "epoch,train_loss,train_accuracy,select_loss,select_accuracy,seconds\n") {
+            $0 += "\($1.epoch),\($1.trainLoss),\($1.trainAccuracy),\($1.selectLoss),\($1.selectAccuracy),\($1.seconds)\n"
+        }
+    }
+
+    /// `sequence_id,granularity,layer,module,target_class,p_input,p_baseline,attribution_sum,gap` per
+    /// integrated-gradients path (table `ig_completeness`; gap = sum - (p_input - p_baseline)).
+    /// - Throws: `StoreError` on read failures.
+    static func completenessCSV(db: RunDatabase) throws -> String {
+        try db.completeness().reduce(into: "sequence_id,granularity,layer,module,target_class,p_input,p_baseline,attribution_sum,gap\n") {
+            $0 += "\($1.sequenceID),\($1.granularity),\($1.layer),\($1.module),\($1.targetClass),\($1.pFull),\($1.pBaseline),\($1.attributionSum),"
+                + "\($1.attributionSum - ($1.pFull - $1.pBaseline))\n"
+        }
+    }
 }

@@ -63,7 +63,9 @@ public struct RunReport: Sendable {
                 + spec.attribution.granularity.map(\.rawValue).joined(separator: " and ") + " granularity. "
             md += "Rankings computed on the \(spec.split.selectOn.split.rawValue) split, submodels evaluated on test"
             md += spec.split.selectOn == .test ? " (the paper's protocol: selection sees the test set). " : ". "
-            md += "Integrated gradients: \(spec.attribution.steps) steps.\n\n"
+            md += "Integrated gradients: \(spec.attribution.steps) steps."
+            if let final = try db.checkpoint(named: "final") { md += " Final checkpoint `\(final.directory)` (model.safetensors SHA-256 `\(final.sha256)`)." }
+            md += "\n\n"
         }
         if let full {
             // Binomial standard error of an accuracy on n test sequences.
@@ -368,7 +370,8 @@ public enum ReportFormat: String, CaseIterable, Sendable {
     case html
     /// `report.md`: the same facts as text and tables.
     case md
-    /// `accuracy.csv`, `density.csv`, `curves.csv`, `positions.csv`: the numbers behind the figures.
+    /// `accuracy.csv`, `density.csv`, `curves.csv`, `positions.csv`, `training.csv`, `completeness.csv`:
+    /// the numbers behind the figures.
     case csv
 }
 
@@ -384,7 +387,8 @@ extension RunReport {
             case .md: out.append(("report.md", report.markdown))
             case .csv:
                 out += [("accuracy.csv", report.accuracyCSV), ("density.csv", report.densityCSV), ("curves.csv", report.curvesCSV),
-                        ("positions.csv", ReportFacts.positionsCSV(try ReportFacts.positions(db: db)))]
+                        ("positions.csv", ReportFacts.positionsCSV(try ReportFacts.positions(db: db))),
+                        ("training.csv", try ReportFacts.trainingCSV(db: db)), ("completeness.csv", try ReportFacts.completenessCSV(db: db))]
             }
         }
         return out
@@ -392,7 +396,7 @@ extension RunReport {
 }
 
 /// Stage 10: prints the report and writes `report.html` (`HTMLReport`), `report.md`,
-/// `accuracy.csv`, `density.csv`, `curves.csv` and `positions.csv` into the run's artifacts directory.
+/// and the CSV files of `ReportFormat.csv` into the run's artifacts directory.
 enum ReportStage: StageImplementation {
     /// None of its own.
     static func parameters(_ ctx: RunContext) throws -> [(name: String, value: String)] { [] }
