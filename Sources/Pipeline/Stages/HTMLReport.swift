@@ -43,6 +43,8 @@ enum SVG {
         var colour: String
         var points: [(x: Double, y: Double)]
         var dashed = false
+        /// An error bar per x (e.g. a bootstrap 95% interval), drawn as a vertical line with caps.
+        var intervals: [Double: (low: Double, high: Double)] = [:]
     }
 
     /// A shaded band (e.g. random mean ± sd) between `low` and `high` at each x.
@@ -66,7 +68,8 @@ enum SVG {
         let left = 56.0, right = 14.0, top = 48.0, bottom = 46.0
         let tx: (Double) -> Double = { logX ? log10($0) : $0 }
         let xs = (series.flatMap { $0.points.map(\.x) } + bands.flatMap { $0.points.map(\.x) } + xTicks).map(tx)
-        let ys = series.flatMap { $0.points.map(\.y) } + bands.flatMap { $0.points.flatMap { [$0.low, $0.high] } } + rules.map(\.y)
+        let ys = series.flatMap { $0.points.map(\.y) + $0.intervals.values.flatMap { [$0.low, $0.high] } }
+            + bands.flatMap { $0.points.flatMap { [$0.low, $0.high] } } + rules.map(\.y)
         guard let x0 = xs.min(), let x1 = xs.max(), var y0 = ys.min(), var y1 = ys.max() else { return "" }
         if let r = yRange { y0 = r.0; y1 = r.1 } else {
             let pad = max((y1 - y0) * 0.08, 0.01)
@@ -97,10 +100,18 @@ enum SVG {
         for r in rules {
             s += "<line x1=\"\(left)\" y1=\"\(num(py(r.y), 1))\" x2=\"\(left + pw)\" y2=\"\(num(py(r.y), 1))\" stroke=\"#000\" stroke-dasharray=\"\(r.dash)\" stroke-width=\"1\"><title>\(escape(r.name)) \(num(r.y))</title></line>"
         }
+        let withIntervals = series.filter { !$0.intervals.isEmpty }.map(\.name)
         for sr in series where !sr.points.isEmpty {
             let pts = sr.points.sorted { $0.x < $1.x }
+            // Error bars of different series at one x are dodged sideways by 5 px so that they do not hide each other.
+            let dodge = withIntervals.firstIndex(of: sr.name).map { (Double($0) - Double(withIntervals.count - 1) / 2) * 5 } ?? 0
             s += "<polyline fill=\"none\" stroke=\"\(sr.colour)\" stroke-width=\"2\"\(sr.dashed ? " stroke-dasharray=\"5 3\"" : "") points=\"\(pts.map { "\(num(px($0.x), 1)),\(num(py($0.y), 1))" }.joined(separator: " "))\"/>"
             for p in pts {
+                if let e = sr.intervals[p.x] {
+                    let x = num(px(p.x) + dodge, 1), ya = num(py(e.low), 1), yb = num(py(e.high), 1)
+                    s += "<path d=\"M\(x) \(ya)V\(yb)M\(num(px(p.x) + dodge - 3, 1)) \(ya)h6M\(num(px(p.x) + dodge - 3, 1)) \(yb)h6\" stroke=\"\(sr.colour)\" "
+                        + "stroke-width=\"1\" stroke-opacity=\"0.7\" fill=\"none\"><title>\(escape(sr.name)): 95% interval \(num(e.low)) ... \(num(e.high))</title></path>"
+                }
                 s += "<circle cx=\"\(num(px(p.x), 1))\" cy=\"\(num(py(p.y), 1))\" r=\"3\" fill=\"\(sr.colour)\"><title>\(escape(sr.name)): \(num(p.y))</title></circle>"
             }
         }
@@ -206,7 +217,8 @@ enum SVG {
     /// Small multiples of density strips (arXiv 2312.10770, Figures 3-5): one row per layer, one
     /// column per module, each matrix a strip over its scaled weight position 0 ... 1 whose cells
     /// are coloured by the share kept (0 ... `scale`, viridis). A block of more than `maxBins`
-    /// cells is drawn in `maxBins` bins, each the pooled share of the whole cells it covers.
+    /// cells is drawn in `maxBins` bins, each the pooled share of the whole cells it covers; colours
+    /// are rounded to 64 levels of the scale (the exact shares are in each rectangle's title and the CSV).
     static func strips(title: String, blocks: [(layer: Int, module: String, cells: [(kept: Int, size: Int)])], scale: Double,
                        stripWidth: Double = 170, maxBins: Int = 340) -> String {
         let layers = Array(Set(blocks.map(\.layer))).sorted()
@@ -239,7 +251,8 @@ enum SVG {
                 for k in 0 ..< bins {
                     let cells = b.cells[(k * b.cells.count / bins) ..< ((k + 1) * b.cells.count / bins)]
                     let kept = cells.reduce(0) { $0 + $1.kept }, size = cells.reduce(0) { $0 + $1.size }
-                    let colour = viridis(scale > 0 ? Double(kept) / Double(max(size, 1)) / scale : 0)
+                    // 64 colour levels, so that neighbours of nearly equal share merge into one rectangle.
+                    let colour = viridis(((scale > 0 ? Double(kept) / Double(max(size, 1)) / scale : 0) * 64).rounded() / 64)
                     if colour != runColour { flush(k); runStart = k; runColour = colour; runKept = 0; runSize = 0 }
                     runKept += kept; runSize += size
                 }
@@ -257,7 +270,9 @@ enum SVG {
         let span = hi > lo ? hi - lo : 1
         var counts = [Int](repeating: 0, count: bins)
         for v in values { counts[min(bins - 1, Int((v - lo) / span * Double(bins)))] += 1 }
-        let top1 = Double(counts.max() ?? 1)
+        // The y axis ends at the first tick at or above the tallest bar.
+        let ystep = niceStep(Double(counts.max() ?? 1) / 4)
+        let top1 = max(1, (Double(counts.max() ?? 1) / ystep).rounded(.up) * ystep)
         var s = frame(title: title, width: width, height: height, left: left, top: top, pw: pw, ph: ph, xLabel: xLabel, yLabel: "sequences")
         let bw = pw / Double(bins)
         for (i, c) in counts.enumerated() {
@@ -272,7 +287,6 @@ enum SVG {
             s += "<text x=\"\(num(x, 1))\" y=\"\(top + ph + 16)\" text-anchor=\"middle\" class=\"k\">\(String(format: "%g", (xv / xstep).rounded() * xstep + 0))</text>"
             xv += xstep
         }
-        let ystep = niceStep(top1 / 4)
         var yv = ystep
         while yv <= top1 + 1e-9 {
             let y = top + ph - yv / top1 * ph
@@ -322,10 +336,10 @@ enum HTMLReport {
         .figs{display:flex;flex-wrap:wrap;gap:10px;align-items:flex-start}svg{max-width:100%;height:auto;background:#fff}
         svg .t{font-size:13px;font-weight:600}svg .k{font-size:10.5px;fill:#333}svg .l{font-size:11.5px}svg .c{font-size:10.5px}
         svg .ax{stroke:#333;stroke-width:1}svg .g{stroke:#e3e3e3;stroke-width:1}
-        table{border-collapse:collapse;font-size:.86em;margin:.4em 0}td,th{border:1px solid #ccc;padding:2px 6px;text-align:right;white-space:nowrap}th{background:#f3f3f3}
+        table{border-collapse:collapse;font-size:.86em;margin:.4em 0}td,th{border:1px solid #ccc;padding:2px 6px;text-align:right}td code{word-break:break-all}th{background:#f3f3f3}
         td:first-child,th:first-child{text-align:left}.wrap{overflow-x:auto;max-width:100%}
         .verdict{background:#f6f8fa;border-left:4px solid #0072B2;padding:6px 12px}details{margin:.3em 0 1em}summary{cursor:pointer;color:#0072B2}
-        @media print{details{display:block}summary{display:none}.figs{display:block}}
+        @media print{details{display:block}summary{display:none}.figs{display:block}.wrap{overflow:visible}}
         </style></head><body>
         <h1>kneuron report: \(esc(name))</h1>
 
@@ -350,7 +364,7 @@ enum HTMLReport {
         let verdict = try RunReport.trust(db: db, spec: spec, classes: classes, full: full).map(esc)
         h += "<div class=\"verdict\"><p>" + verdict.joined(separator: " ") + "</p></div>\n"
 
-        h += try curves(db: db, full: full, classes: classes, label: label)
+        h += try curves(db: db, full: full, classes: classes, ablation: spec?.evaluation.ablation ?? .zero, label: label)
         h += try density(db: db, label: label)
         h += positions(try ReportFacts.positions(db: db), label: label)
         h += try training(db: db)
@@ -365,16 +379,21 @@ enum HTMLReport {
     /// Figure 1: accuracy (and macro-F1) against the fraction kept (retain) or removed (delete), per
     /// granularity: the attributed true-class rankings as lines, the random rankings' mean ± sd as
     /// a band, chance and the majority class as rules.
-    static func curves(db: RunDatabase, full: EvaluationRecord?, classes: [ClassRecord], label: (String) -> String) throws -> String {
+    static func curves(db: RunDatabase, full: EvaluationRecord?, classes: [ClassRecord], ablation: Ablation, label: (String) -> String) throws -> String {
         let points = try db.curvePoints()
         guard !points.isEmpty else { return "" }
         let chance = 1 / Double(max(classes.count, 1))
         let majority = Double(full?.perClass.map(\.n).max() ?? 0) / Double(max(full?.nTest ?? 1, 1))
         var h = "<h2>Is a ranking better than random? Curves against \(Set(points.filter { $0.ranking.method == Baseline.random }.map(\.ranking.seed)).count) random rankings</h2>\n"
         h += "<p><code>retain</code> keeps the top fraction of a ranking and ablates the rest (the paper's test: higher is better); <code>delete</code> "
-        h += "ablates the top fraction (lower is better). The grey band is the random rankings' mean ± sd at each fraction; dotted lines are the "
-        h += "full model, chance and the majority-class baseline. Test accuracy on \(full?.nTest ?? 0) sequences; all numbers in <a href=\"curves.csv\">curves.csv</a>. "
-        h += "p = 1/(random rankings + 1) is the smallest attainable value, not a measured strength.</p>\n"
+        h += "ablates the top fraction (lower is better). To ablate is to " + (ablation == .mean
+            ? "replace a neuron's activation by its mean over the attribution split (evaluation.ablation: mean)"
+            : "set a weight to zero (a neuron: its weight row and bias, so its activation is 0); no retraining") + ". "
+        h += "The grey band is the random rankings' mean ± sd at each fraction; error bars are each ranking's bootstrap 95% interval over the "
+        h += "\(full?.nTest ?? 0) test sequences; dashed and dotted lines are the full model, chance and the majority-class baseline. "
+        h += "The permutation p-values hold the model and the test set fixed, so a ranking can beat random rankings (which vary little) while "
+        h += "its interval still overlaps theirs: it is special for this model, not yet shown to hold on other sequences. "
+        h += "p = 1/(random rankings + 1) is the smallest attainable value, not a measured strength. All numbers in <a href=\"curves.csv\">curves.csv</a>.</p>\n"
         for g in Granularity.allCases.map(\.rawValue) where points.contains(where: { $0.ranking.granularity == g }) {
             h += "<h3>\(g) granularity</h3><div class=\"figs\">\n"
             var numbers = "<table><tr><th>ranking</th><th>direction</th><th>fraction</th><th>accuracy</th><th>95% interval</th><th>macro-F1</th></tr>"
@@ -390,16 +409,21 @@ enum HTMLReport {
                         return (f, m - (sd ?? 0), m + (sd ?? 0))
                     }
                     let methods = AttributionMethod.allCases.map(\.rawValue).filter { m in mine.contains { $0.ranking.method == m } }
+                    // Accuracy points carry their bootstrap 95% interval over test sequences (the test set's own noise).
                     let series = methods.map { m in
-                        SVG.Series(name: label(m), colour: SVG.colour(m), points: mine.filter { $0.ranking.method == m }.map { ($0.fraction, value($0)) })
+                        let own = mine.filter { $0.ranking.method == m }
+                        return SVG.Series(name: label(m), colour: SVG.colour(m), points: own.map { ($0.fraction, value($0)) },
+                                          intervals: metric == "accuracy" ? Dictionary(own.map { ($0.fraction, ($0.accuracyLow, $0.accuracyHigh)) }) { a, _ in a } : [:])
                     }
                     var rules: [SVG.Rule] = []
                     if metric == "accuracy" {
                         rules.append(SVG.Rule(name: majority > chance + 1e-9 ? "chance" : "chance = majority class", y: chance))
                         if majority > chance + 1e-9 { rules.append(SVG.Rule(name: "majority class", y: majority)) }
                         if let full { rules.append(SVG.Rule(name: "full model", y: full.accuracy, dash: "7 3")) }
-                    } else if let full {
-                        rules.append(SVG.Rule(name: "full model", y: full.macroF1, dash: "7 3"))
+                    } else {
+                        // Uniform guessing has expected recall 1/C and precision n_c/n per class: F1 = 1/C when balanced.
+                        rules.append(SVG.Rule(name: "uniform guessing", y: chance))
+                        if let full { rules.append(SVG.Rule(name: "full model", y: full.macroF1, dash: "7 3")) }
                     }
                     h += SVG.chart(title: "\(direction): test \(metric), \(g)s", xLabel: direction == "retain" ? "fraction kept (log scale)" : "fraction removed (log scale)",
                                    yLabel: "test \(metric)", logX: true, xTicks: fractions, series: series,
@@ -428,7 +452,7 @@ enum HTMLReport {
         guard !densities.isEmpty else { return "" }
         var h = "<h2>Where the knowledge sits: kept elements per layer and module</h2>\n"
         h += "<p>Each cell is the fraction of a block's weights (or neurons) that the submodel keeps; the colour scale runs from 0 to the largest "
-        h += "density at that fraction (one scale for all grids of a row; its bar is on the left). Random is the select stage's baseline (its seeds averaged). The bottom row is each module's share of everything kept (random keeps each module in proportion to its size). "
+        h += "density at that fraction (one scale for all grids of a fraction; its bar comes first). Random here is the select stage's baseline, a few random subsets averaged (their seeds listed); the curves above use the evidence stage's 100 random rankings instead, so the two can differ by their sampling noise. The bottom row is each module's share of everything kept (random keeps each module in proportion to its size). "
         h += "All numbers in <a href=\"density.csv\">density.csv</a>.</p>\n"
         for g in Granularity.allCases.map(\.rawValue) where densities.contains(where: { $0.granularity == g }) {
             let mine = densities.filter { $0.granularity == g }
@@ -493,8 +517,8 @@ enum HTMLReport {
         for f in Array(Set(all.map(\.retentionFraction))).sorted(by: <) {
             let mine = all.filter { $0.retentionFraction == f }
             let scale = mine.flatMap { $0.blocks.flatMap { $0.cells.map { Double($0.kept) / Double(max($0.size, 1)) } } }.max() ?? 1
-            h += "<h3>top \(RunReport.pct(f)) of weights kept (colour scale 0 ... \(SVG.num(scale, 2)))</h3><div class=\"figs\">\n"
-            h += SVG.colourBar(scale: scale, label: "share of a cell kept") + "\n"
+            h += "<h3>top \(RunReport.pct(f)) of weights kept (colour scale 0 ... \(SVG.num(scale, 2)))</h3>"
+            h += SVG.colourBar(scale: scale, label: "share of a cell kept") + "<div class=\"figs\">\n"
             for p in mine {
                 let name = p.ranking.method == Baseline.random ? "random (seed \(p.ranking.seed))" : label(p.ranking.method)
                 h += SVG.strips(title: "\(name), top \(RunReport.pct(f))", blocks: p.blocks, scale: scale) + "\n"
@@ -521,7 +545,7 @@ enum HTMLReport {
         let heading = table.components(separatedBy: "</h2>").first.map { $0 + "</h2>" } ?? ""
         return heading + "<div class=\"figs\"><div>" + SVG.heatMatrix(title: "true (rows) x predicted", rows: short,
                                                                    columns: short, cells: cells, scale: 1, cell: 34, left: 30)
-            + "<p>Colour: share of the row's sequences.</p></div><div>" + table.dropFirst(heading.count) + "</div></div>\n"
+            + SVG.colourBar(scale: 1, label: "share of the row") + "<p>EC class k is written k.-.-.- (every sub-class of it).</p></div><div>" + table.dropFirst(heading.count) + "</div></div>\n"
     }
 
     /// Figure 4: loss and accuracy per epoch on the train and select splits.
@@ -531,8 +555,9 @@ enum HTMLReport {
         let x = epochs.map { Double($0.epoch) }
         let ticks = Array(Set([1] + stride(from: 10, through: epochs.count, by: max(10, epochs.count / 6 / 10 * 10)).map { $0 } + [epochs.count])).sorted().map(Double.init)
         func series(_ name: String, _ ys: [Double]) -> SVG.Series { SVG.Series(name: name, colour: SVG.colour(name), points: Array(zip(x, ys)).filter { $0.1.isFinite }.map { ($0.0, $0.1) }) }
-        var h = "<h2>Training</h2><p>Mean cross-entropy (nats) and accuracy per epoch on the train and select splits; every epoch in "
-            + "<a href=\"training.csv\">training.csv</a>.</p><div class=\"figs\">\n"
+        var h = "<h2>Training</h2><p>Mean cross-entropy (nats) and accuracy per epoch on the train and select splits. The train numbers are "
+            + "averaged over the epoch's batches while the weights change (with dropout, if the model has any), the select numbers measured "
+            + "after the epoch, so select can lie above train early on. Every epoch in <a href=\"training.csv\">training.csv</a>.</p><div class=\"figs\">\n"
         h += SVG.chart(title: "cross-entropy per epoch", xLabel: "epoch", yLabel: "mean cross-entropy", logX: false, xTicks: ticks,
                        series: [series("train", epochs.map(\.trainLoss)), series("select", epochs.map(\.selectLoss))]) + "\n"
         h += SVG.chart(title: "accuracy per epoch", xLabel: "epoch", yLabel: "accuracy", logX: false, xTicks: ticks,

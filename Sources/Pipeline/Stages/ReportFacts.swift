@@ -89,6 +89,8 @@ enum ReportFacts {
         var median: Double, p95: Double, max: Double
         /// Median |P(input) - P(baseline)|: the size a gap is to be read against.
         var medianDelta: Double
+        /// Paths whose |gap| exceeds their own |P(input) - P(baseline)|.
+        var untrusted: Int
     }
 
     /// The gaps of every granularity the run attributed with integrated gradients.
@@ -101,8 +103,9 @@ enum ReportFacts {
             guard !mine.isEmpty else { return nil }
             let gaps = mine.map { $0.attributionSum - ($0.pFull - $0.pBaseline) }
             let sorted = gaps.map(abs).sorted(), deltas = mine.map { abs($0.pFull - $0.pBaseline) }.sorted()
+            let untrusted = mine.filter { abs($0.attributionSum - ($0.pFull - $0.pBaseline)) > abs($0.pFull - $0.pBaseline) }.count
             return Gaps(granularity: g, gaps: gaps, median: quantile(sorted, 0.5), p95: quantile(sorted, 0.95), max: sorted.last!,
-                        medianDelta: quantile(deltas, 0.5))
+                        medianDelta: quantile(deltas, 0.5), untrusted: untrusted)
         }
     }
 

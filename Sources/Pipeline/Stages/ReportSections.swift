@@ -60,8 +60,17 @@ extension RunReport {
         guard !top.isEmpty else { return "" }
         let overlaps = try ReportFacts.overlaps(db: db)
         var md = "## Top elements and how much the methods agree\n\n"
-        md += "Scores are on each method's own scale (activation: mean |w x| or |y|; integrated gradients and gradient x activation: "
-        md += "attribution to P(class), probability units), so compare ranks, not values, across methods.\n\n"
+        let methods = Set(top.map(\.method)), granularities = Set(top.map(\.granularity))
+        var scales: [String] = []
+        if methods.contains(AttributionMethod.activation.rawValue) {
+            let forms = [granularities.contains(Granularity.weight.rawValue) ? "mean |w x| for a weight" : nil,
+                         granularities.contains(Granularity.neuron.rawValue) ? "mean |y| for a neuron" : nil].compactMap { $0 }
+            scales.append("activation: " + forms.joined(separator: ", "))
+        }
+        let gradients = [AttributionMethod.integratedGradients, .gradientXActivation].filter { methods.contains($0.rawValue) }.map { label($0.rawValue) }
+        if !gradients.isEmpty { scales.append(gradients.joined(separator: " and ") + ": attribution to P(true class), probability units") }
+        md += "Scores are on each method's own scale (" + scales.joined(separator: "; ") + ")"
+        md += methods.count > 1 ? ", so compare ranks, not values, across methods.\n\n" : ".\n\n"
         for g in Granularity.allCases.map(\.rawValue) where top.contains(where: { $0.granularity == g }) {
             let weight = g == Granularity.weight.rawValue
             md += "### \(g)s: top 10 of each method (true class)\n\n"
@@ -93,16 +102,22 @@ extension RunReport {
         let gaps = try ReportFacts.completeness(db: db)
         guard !gaps.isEmpty else { return "" }
         var md = "## How far to trust the integrated-gradients sums\n\n"
+        let kinds = gaps.map { $0.granularity == Granularity.weight.rawValue ? "one path per sequence scaling every chosen weight matrix"
+            : "one path per sequence and layer x module, scaling that module's outputs" }
         md += "Completeness (Sundararajan et al. 2017): the attributions of a path should add up to P(target) at the input minus at the zero "
-        md += "baseline; the gap is the Riemann sum's error, per sequence (weights: one path scaling every chosen matrix) or per sequence and "
-        md += "site (neurons). Probability units; a gap near the size of |P(input) − P(baseline)| means the sum is untrustworthy for that path "
-        md += "(more `attribution.steps` shrink it).\n\n"
-        md += "| paths | n | median \\|gap\\| | 95th percentile | max | median \\|P(input) − P(baseline)\\| |\n|---|---|---|---|---|---|\n"
+        md += "baseline; the gap is the Riemann sum's error (" + kinds.joined(separator: "; ") + "). Probability units. Where |gap| exceeds "
+        md += "|P(input) − P(baseline)|, the sum is not to be trusted for that path (more `attribution.steps` shrink the gap).\n\n"
+        md += "| paths | n | median \\|gap\\| | 95th percentile | max | median \\|P(input) − P(baseline)\\| | paths with \\|gap\\| > \\|P(input) − P(baseline)\\| |\n"
+        md += "|---|---|---|---|---|---|---|\n"
         for g in gaps {
             md += "| \(g.granularity) | \(g.gaps.count) | \(String(format: "%.3g", g.median)) | \(String(format: "%.3g", g.p95)) | "
-                + "\(String(format: "%.3g", g.max)) | \(String(format: "%.3g", g.medianDelta)) |\n"
+                + "\(String(format: "%.3g", g.max)) | \(String(format: "%.3g", g.medianDelta)) | \(g.untrusted) (\(String(format: "%.0f%%", 100 * Double(g.untrusted) / Double(g.gaps.count)))) |\n"
         }
-        return md + "\n"
+        let worst = gaps.map { Double($0.untrusted) / Double($0.gaps.count) }.max() ?? 0
+        md += "\n" + (worst > 0.05 ? "Verdict: for more than 5% of paths the sum misses by more than the change it explains; treat single-sequence "
+            + "attributions as rough and prefer rankings averaged over many sequences, or raise `attribution.steps`.\n\n"
+            : "Verdict: for at most 5% of paths the sum misses by more than the change it explains.\n\n")
+        return md
     }
 
     /// The training in numbers: the first and last epoch's loss and accuracy on train and

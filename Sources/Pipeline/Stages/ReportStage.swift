@@ -325,7 +325,7 @@ public struct RunReport: Sendable {
         let labels = checks.contains { $0.check == SanityCheck.labelRandomization.rawValue }
         let threshold = verdicts.first?.maxSpearman ?? .nan
         var md = "## Sanity checks (Adebayo et al. 2018)\n\n"
-        md += "Spearman correlation between each ranking's scores on the fine-tuned model and on a randomised one, over the same "
+        md += "Spearman correlation between each ranking's scores on the trained model and on a randomised one, over the same "
         md += "\(checks.first!.nSequences) attributed sequences (taken class by class): "
         var parts: [String] = []
         if let deepest = cascade.last { parts.append("`top k` re-initialises the classification head and the top k blocks (cascading; the verdict uses top \(deepest), every block)") }
