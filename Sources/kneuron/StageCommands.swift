@@ -173,6 +173,7 @@ struct ReportCommand: ParsableCommand {
         }
         let chosen = format ?? .html
         let base = path.hasSuffix(".sqlite") ? String(path.dropLast(".sqlite".count)) : path
+        if let out { try refuseUnsafeOutput(out, database: path, directory: chosen == .csv) }
         let files = try RunReport.files(db: database, formats: [chosen])
         switch chosen {
         case .md where out == nil:
@@ -180,16 +181,37 @@ struct ReportCommand: ParsableCommand {
         case .html, .md:
             let target = out ?? base + ".report.html"
             try write(files[0].text, to: target)
-            print("wrote \(target)")
+            if !quiet { FileHandle.standardError.write(Data("wrote \(target)\n".utf8)) }
         case .csv:
             let dir = out ?? base + ".report-csv"
             do { try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true) } catch {
                 throw OperationalError("cannot create the directory \(dir): \(error.localizedDescription); give --out DIR")
             }
             for f in files { try write(f.text, to: (dir as NSString).appendingPathComponent(f.name)) }
-            print("wrote " + files.map { (dir as NSString).appendingPathComponent($0.name) }.joined(separator: ", "))
+            if !quiet { FileHandle.standardError.write(Data(("wrote " + files.map { (dir as NSString).appendingPathComponent($0.name) }.joined(separator: ", ") + "\n").utf8)) }
         }
     }
+
+    /// Refuses an output path that is the database or one of its side files (after resolving
+    /// symbolic links and `..`), or an existing path that is not a regular file (html, md) or a
+    /// directory (csv): a device, a FIFO, a directory given for a file.
+    /// - Throws: `ValidationError` naming the path and what to give instead.
+    private func refuseUnsafeOutput(_ out: String, database: String, directory: Bool) throws {
+        func resolved(_ p: String) -> String { URL(fileURLWithPath: p).resolvingSymlinksInPath().standardizedFileURL.path }
+        let target = resolved(out), db = resolved(database)
+        for suffix in ["", "-wal", "-shm", "-journal", ".lock"] where target == db + suffix {
+            throw ValidationError("--out \(out) is the run's database\(suffix.isEmpty ? "" : " (its \(suffix) file)"): writing there would destroy it; give another path")
+        }
+        guard let type = try? FileManager.default.attributesOfItem(atPath: target)[.type] as? FileAttributeType else { return }
+        if directory {
+            guard type == .typeDirectory else { throw ValidationError("--out \(out) exists and is not a directory: --format csv writes its files into a directory") }
+        } else if type != .typeRegular {
+            throw ValidationError("--out \(out) is not a regular file (\(type == .typeDirectory ? "a directory" : "a device, FIFO or socket")): give a file path"
+                + (chosen == .md ? ", or no --out to print the Markdown to stdout" : ""))
+        }
+    }
+
+    private var chosen: ReportFormat { format ?? .html }
 
     private func write(_ text: String, to path: String) throws {
         do { try Data(text.utf8).write(to: URL(fileURLWithPath: path), options: .atomic) } catch {

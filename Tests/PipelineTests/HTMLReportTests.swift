@@ -89,6 +89,14 @@ extension EndToEndTests {
             XCTAssertEqual(c.status, 0, c.err)
             XCTAssertEqual(try String(contentsOfFile: dir.appendingPathComponent("csv/positions.csv").path, encoding: .utf8),
                            try String(contentsOf: dir.appendingPathComponent("html.artifacts/positions.csv"), encoding: .utf8))
+            // An output path that is the database (here through a symbolic link) is refused and the database kept.
+            let link = dir.appendingPathComponent("link.html").path
+            try FileManager.default.createSymbolicLink(atPath: link, withDestinationPath: path)
+            let before = try Data(contentsOf: URL(fileURLWithPath: path))
+            let o = try runProcess(exe, ["report", "--db", path, "--out", link])
+            XCTAssertNotEqual(o.status, 0)
+            XCTAssertTrue(o.err.contains("is the run's database"), o.err)
+            XCTAssertEqual(try Data(contentsOf: URL(fileURLWithPath: path)), before)
             let empty = dir.appendingPathComponent("empty.sqlite").path
             _ = try RunDatabase(path: empty)
             let e = try runProcess(exe, ["report", "--db", empty])

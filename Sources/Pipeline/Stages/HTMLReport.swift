@@ -68,8 +68,11 @@ enum SVG {
         let left = 56.0, right = 14.0, top = 48.0, bottom = 46.0
         let tx: (Double) -> Double = { logX ? log10($0) : $0 }
         let xs = (series.flatMap { $0.points.map(\.x) } + bands.flatMap { $0.points.map(\.x) } + xTicks).map(tx)
-        let ys = series.flatMap { $0.points.map(\.y) + $0.intervals.values.flatMap { [$0.low, $0.high] } }
-            + bands.flatMap { $0.points.flatMap { [$0.low, $0.high] } } + rules.map(\.y)
+        let series = series.map { sr in var sr = sr; sr.points = sr.points.filter { $0.y.isFinite }; return sr }
+        let rules = rules.filter { $0.y.isFinite }
+        let seriesYs: [Double] = series.flatMap { sr -> [Double] in sr.points.map(\.y) + sr.intervals.values.flatMap { [$0.low, $0.high] } }
+        let bandYs: [Double] = bands.flatMap { b -> [Double] in b.points.flatMap { [$0.low, $0.high] } }
+        let ys = (seriesYs + bandYs + rules.map(\.y)).filter(\.isFinite)
         guard let x0 = xs.min(), let x1 = xs.max(), var y0 = ys.min(), var y1 = ys.max() else { return "" }
         if let r = yRange { y0 = r.0; y1 = r.1 } else {
             let pad = max((y1 - y0) * 0.08, 0.01)
@@ -178,7 +181,7 @@ enum SVG {
     static func heatMatrix(title: String, rows: [String], columns: [String], cells: [[Cell]], scale: Double, cell: Double = 46,
                            left: Double = 34, footer: (label: String, texts: [(text: String, tip: String)])? = nil) -> String {
         let top = 40.0
-        let width = left + cell * Double(columns.count) + 8, height = top + cell * Double(rows.count) + (footer == nil ? 8 : 34)
+        let width = max(left + cell * Double(columns.count) + 8, 8 + 7 * Double(title.count)), height = top + cell * Double(rows.count) + (footer == nil ? 8 : 34)
         var s = open(title: title, width: width, height: height) + "<text x=\"4\" y=\"14\" class=\"t\">\(escape(title))</text>"
         for (j, c) in columns.enumerated() {
             s += "<text x=\"\(num(left + cell * (Double(j) + 0.5), 1))\" y=\"\(Int(top - 6))\" text-anchor=\"middle\" class=\"k\">\(escape(c))</text>"
@@ -239,31 +242,36 @@ enum SVG {
             for (j, m) in modules.enumerated() {
                 guard let b = blocks.first(where: { $0.layer == l && $0.module == m }), !b.cells.isEmpty else { continue }
                 let x0 = left + (stripWidth + gap) * Double(j)
+                let total = Double(b.cells.reduce(0) { $0 + $1.size })
                 let bins = min(b.cells.count, maxBins)
-                // Bin k covers cells [k * n / bins, (k + 1) * n / bins); neighbours of one colour are drawn as one rectangle.
-                var runStart = 0, runColour = "", runKept = 0, runSize = 0
-                func flush(_ end: Int) {
-                    guard end > runStart else { return }
-                    let xa = x0 + stripWidth * Double(runStart) / Double(bins), xb = x0 + stripWidth * Double(end) / Double(bins)
+                // Bin k pools cells [k * n / bins, (k + 1) * n / bins) and is drawn over the weights it covers (a short
+                // last cell is as narrow as its weights); neighbours of one colour are drawn as one rectangle.
+                var runStart = 0.0, runColour = "", runKept = 0, runSize = 0, done = 0
+                func flush() {
+                    guard runSize > 0 else { return }
+                    let xa = x0 + stripWidth * runStart / total, xb = x0 + stripWidth * Double(done) / total
                     s += "<rect x=\"\(num(xa, 2))\" y=\"\(num(y, 1))\" width=\"\(num(xb - xa, 2))\" height=\"\(rowHeight - 3)\" fill=\"\(runColour)\"><title>layer \(l) \(escape(m)), "
-                        + "position \(num(Double(runStart) / Double(bins), 2)) ... \(num(Double(end) / Double(bins), 2)): \(runKept) of \(runSize) kept</title></rect>"
+                        + "position \(num(runStart / total, 3)) ... \(num(Double(done) / total, 3)): \(runKept) of \(runSize) kept</title></rect>"
                 }
                 for k in 0 ..< bins {
                     let cells = b.cells[(k * b.cells.count / bins) ..< ((k + 1) * b.cells.count / bins)]
                     let kept = cells.reduce(0) { $0 + $1.kept }, size = cells.reduce(0) { $0 + $1.size }
                     // 64 colour levels, so that neighbours of nearly equal share merge into one rectangle.
                     let colour = viridis(((scale > 0 ? Double(kept) / Double(max(size, 1)) / scale : 0) * 64).rounded() / 64)
-                    if colour != runColour { flush(k); runStart = k; runColour = colour; runKept = 0; runSize = 0 }
-                    runKept += kept; runSize += size
+                    if colour != runColour { flush(); runStart = Double(done); runColour = colour; runKept = 0; runSize = 0 }
+                    runKept += kept; runSize += size; done += size
                 }
-                flush(bins)
+                flush()
             }
         }
         return s + "</svg>"
     }
 
     /// A histogram of `values` in `bins` equal bins (counts), with its axis labels.
-    static func histogram(title: String, xLabel: String, values: [Double], bins: Int = 20, width: Double = 440, height: Double = 240) -> String {
+    static func histogram(title: String, xLabel: String, values all: [Double], bins: Int = 20, width: Double = 440, height: Double = 240) -> String {
+        // Non-finite values (only a damaged database holds them) are left out and said so in the title.
+        let values = all.filter(\.isFinite)
+        let title = values.count == all.count ? title : title + " (\(all.count - values.count) non-finite left out)"
         guard let lo = values.min(), let hi = values.max() else { return "" }
         let left = 56.0, right = 14.0, top = 30.0, bottom = 46.0
         let pw = width - left - right, ph = height - top - bottom
@@ -462,7 +470,7 @@ enum HTMLReport {
             for f in Array(Set(mine.map(\.retentionFraction))).sorted() {
                 let scale = mine.filter { $0.retentionFraction == f }.map { Double($0.nKept) / Double(max($0.nTotal, 1)) }.max() ?? 1
                 h += "<h3>\(g)s, top \(RunReport.pct(f)) kept (colour scale 0 ... \(SVG.num(scale, 2)))</h3>\n"
-                h += "<p>" + wherePlaced(mine.filter { $0.retentionFraction == f && $0.method != Baseline.random }, label: label) + "</p><div class=\"figs\">\n"
+                h += "<p>" + SVG.escape(wherePlaced(mine.filter { $0.retentionFraction == f && $0.method != Baseline.random }, label: label)) + "</p><div class=\"figs\">\n"
                 h += SVG.colourBar(scale: scale, label: "fraction kept") + "\n"
                 for m in methods {
                     let rows = mine.filter { $0.method == m && $0.retentionFraction == f }
@@ -508,15 +516,18 @@ enum HTMLReport {
         guard !all.isEmpty else { return "" }
         let cells = all[0].blocks.map(\.cells.count).max() ?? 0
         var h = "<h2>Inside each matrix: kept weights over scaled weight position</h2>\n"
-        h += "<p>The paper's heatmaps (arXiv 2312.10770, Figures 3-5): each strip is one query, key or value weight matrix in PyTorch's (out, in) "
+        let modules = all[0].blocks.map(\.module).reduce(into: [String]()) { if !$0.contains($1) { $0.append($1) } }
+        h += "<p>The paper's heatmaps (arXiv 2312.10770, Figures 3-5): each strip is one weight matrix (\(SVG.escape(modules.joined(separator: ", ")))) in PyTorch's (out, in) "
         h += "row-major order from position 0 to 1, cut into cells of 200 adjacent weights (\(cells) cells per matrix"
         h += cells > 340 ? ", drawn as 340 bins pooling whole cells" : ""
-        h += "); a cell's colour is the share of its weights the submodel keeps. An output row is one run of <i>in</i> adjacent weights, so a "
-        h += "cell spans 200 / in rows and rows kept or dropped whole show as bands. One colour scale per fraction, 0 ... the densest cell of any ranking "
+        h += "); a cell's colour is the share of its weights the submodel keeps. An output row is one run of adjacent weights as long as the "
+        h += "matrix's input features (" + SVG.escape(all[0].rowLength.sorted { $0.key < $1.key }.map { "\($0.key): \($0.value) weights, so a cell spans \(SVG.num(200 / Double(max($0.value, 1)), 1)) rows" }.joined(separator: "; ")) + "), so whole rows kept or dropped show as bands. One colour scale per fraction, 0 ... the densest cell of any ranking "
         h += "at that fraction. Random is one random ranking (seed \(all.last!.ranking.seed)): what no structure looks like. Every cell in <a href=\"positions.csv\">positions.csv</a>.</p>\n"
         for f in Array(Set(all.map(\.retentionFraction))).sorted(by: <) {
             let mine = all.filter { $0.retentionFraction == f }
-            let scale = mine.flatMap { $0.blocks.flatMap { $0.cells.map { Double($0.kept) / Double(max($0.size, 1)) } } }.max() ?? 1
+            // The scale's top is the densest whole cell (a short last cell of a few weights would set it by chance).
+            let full = mine.flatMap { $0.blocks.flatMap { $0.cells.filter { $0.size == 200 }.map { Double($0.kept) / Double($0.size) } } }
+            let scale = full.max() ?? mine.flatMap { $0.blocks.flatMap { $0.cells.map { Double($0.kept) / Double(max($0.size, 1)) } } }.max() ?? 1
             h += "<h3>top \(RunReport.pct(f)) of weights kept (colour scale 0 ... \(SVG.num(scale, 2)))</h3>"
             h += SVG.colourBar(scale: scale, label: "share of a cell kept") + "<div class=\"figs\">\n"
             for p in mine {
@@ -545,7 +556,8 @@ enum HTMLReport {
         let heading = table.components(separatedBy: "</h2>").first.map { $0 + "</h2>" } ?? ""
         return heading + "<div class=\"figs\"><div>" + SVG.heatMatrix(title: "true (rows) x predicted", rows: short,
                                                                    columns: short, cells: cells, scale: 1, cell: 34, left: 30)
-            + SVG.colourBar(scale: 1, label: "share of the row") + "<p>EC class k is written k.-.-.- (every sub-class of it).</p></div><div>" + table.dropFirst(heading.count) + "</div></div>\n"
+            + SVG.colourBar(scale: 1, label: "share of the row") + "<p>" + (classes.allSatisfy { $0.ecLabel.hasSuffix(".-.-.-") } ? "EC class k is written k.-.-.- (every sub-class of it)."
+                : "Labels are EC numbers cut to the run's label level (- = every number below it).") + "</p></div><div>" + table.dropFirst(heading.count) + "</div></div>\n"
     }
 
     /// Figure 4: loss and accuracy per epoch on the train and select splits.
@@ -607,7 +619,7 @@ enum HTMLReport {
     static func data(db: RunDatabase) throws -> String {
         var h = "<h2>The data and the run</h2><div class=\"wrap\"><table><tr><th>input</th><th>role</th><th>bytes</th><th>SHA-256</th></tr>"
         for f in try db.inputFiles() {
-            h += "<tr><td>\(SVG.escape(f.path))</td><td>\(f.role)</td><td>\(f.sizeBytes)</td><td><code>\(f.sha256)</code></td></tr>"
+            h += "<tr><td>\(SVG.escape(f.path))</td><td>\(SVG.escape(f.role))</td><td>\(f.sizeBytes)</td><td><code>\(SVG.escape(f.sha256))</code></td></tr>"
         }
         h += "</table></div><div class=\"figs\"><table><tr><th>split</th><th>sequences</th></tr>"
         for s in SplitRole.allCases { h += "<tr><td>\(s.rawValue)</td><td>\(try db.sequenceIDs(split: s.rawValue).count)</td></tr>" }
@@ -618,7 +630,7 @@ enum HTMLReport {
         let reasons = try ReportFacts.rejectionReasons(db: db)
         h += reasons.isEmpty ? "<tr><td>none</td><td>0</td></tr>" : reasons.map { "<tr><td>\(SVG.escape($0.reason))</td><td>\($0.count)</td></tr>" }.joined()
         h += "</table><table><tr><th>stage</th><th>rows</th><th>seconds</th></tr>"
-        for s in try db.stages().sorted(by: { (Stage(rawValue: $0.stage) ?? .report) < (Stage(rawValue: $1.stage) ?? .report) }) { h += "<tr><td>\(s.stage)</td><td>\(s.rowsWritten)</td><td>\(SVG.num(s.seconds, 1))</td></tr>" }
+        for s in try db.stages().sorted(by: { (Stage(rawValue: $0.stage) ?? .report) < (Stage(rawValue: $1.stage) ?? .report) }) { h += "<tr><td>\(SVG.escape(s.stage))</td><td>\(s.rowsWritten)</td><td>\(SVG.num(s.seconds, 1))</td></tr>" }
         h += "</table></div>\n"
         if let run = try db.run() {
             h += "<details><summary>The spec as recorded (kneuron \(SVG.escape(run.kneuronVersion)))</summary><pre>\(SVG.escape(run.specYAML))</pre></details>\n"

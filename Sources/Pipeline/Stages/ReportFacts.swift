@@ -143,6 +143,8 @@ enum ReportFacts {
         var retentionFraction: Double
         /// Per block in layout order: layer, module and the cells' (kept, size).
         var blocks: [(layer: Int, module: String, cells: [(kept: Int, size: Int)])]
+        /// Input features (row length) of each module's weight matrix.
+        var rowLength: [String: Int]
     }
 
     /// The weight-granularity true-class selections' `Positions`, attributed methods first and
@@ -178,7 +180,8 @@ enum ReportFacts {
                 }
                 return (b.layer, b.module, cells)
             }
-            return Positions(ranking: id, retentionFraction: s.retentionFraction, blocks: blocks.map { ($0.0, $0.1, $0.2.map { ($0.0, $0.1) }) })
+            return Positions(ranking: id, retentionFraction: s.retentionFraction, blocks: blocks.map { ($0.0, $0.1, $0.2.map { ($0.0, $0.1) }) },
+                             rowLength: Dictionary(layout.blocks.map { ($0.module, $0.cols) }) { a, _ in a })
         }
     }
 
@@ -189,7 +192,7 @@ enum ReportFacts {
         for p in positions {
             for b in p.blocks {
                 for (i, c) in b.cells.enumerated() {
-                    csv += "\(p.ranking.method),\(p.ranking.seed),\(p.retentionFraction),\(b.layer),\(b.module),\(i),\(i * cellSize),\(c.size),\(c.kept),\(Double(c.kept) / Double(c.size))\n"
+                    csv += "\(p.ranking.method),\(p.ranking.seed),\(p.retentionFraction),\(b.layer),\(Self.csv(b.module)),\(i),\(i * cellSize),\(c.size),\(c.kept),\(Double(c.kept) / Double(c.size))\n"
                 }
             }
         }
@@ -209,8 +212,14 @@ enum ReportFacts {
     /// - Throws: `StoreError` on read failures.
     static func completenessCSV(db: RunDatabase) throws -> String {
         try db.completeness().reduce(into: "sequence_id,granularity,layer,module,target_class,p_input,p_baseline,attribution_sum,gap\n") {
-            $0 += "\($1.sequenceID),\($1.granularity),\($1.layer),\($1.module),\($1.targetClass),\($1.pFull),\($1.pBaseline),\($1.attributionSum),"
+            $0 += "\(csv($1.sequenceID)),\($1.granularity),\($1.layer),\(csv($1.module)),\($1.targetClass),\($1.pFull),\($1.pBaseline),\($1.attributionSum),"
                 + "\($1.attributionSum - ($1.pFull - $1.pBaseline))\n"
         }
+    }
+
+    /// A CSV field (RFC 4180): quoted, with inner quotes doubled, when it holds a comma, a quote or a line break.
+    static func csv(_ field: String) -> String {
+        field.contains(where: { $0 == "," || $0 == "\"" || $0 == "\n" || $0 == "\r" })
+            ? "\"" + field.replacingOccurrences(of: "\"", with: "\"\"") + "\"" : field
     }
 }

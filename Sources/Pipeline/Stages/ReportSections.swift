@@ -36,6 +36,13 @@ extension RunReport {
                     ? ", and with \(n) random rankings the smallest attainable p-value is 1/\(n + 1), so none can pass a Bonferroni correction over \(tests) tests."
                     : "; a Bonferroni correction over \(tests) tests needs p ≤ \(String(format: "%.2g", 0.05 / Double(tests)))."))
         }
+        // Tables kept from a stage the ledger no longer records as done (a migration or a spec change asked to redo it).
+        let stale = [("evidence", !significance.isEmpty), ("sanity", try !db.sanityChecks().isEmpty)].filter { $0.1 }.map(\.0)
+            .filter { (try? db.stage($0)) == nil }
+        if !stale.isEmpty {
+            out.append("The \(stale.joined(separator: " and ")) tables below are from an earlier run of \(stale.count == 1 ? "that stage" : "those stages"), "
+                + "which is recorded as left: `kneuron run SPEC` redoes it.")
+        }
         let verdicts = try db.sanityVerdicts()
         if !verdicts.isEmpty {
             let failing = Set(verdicts.filter { !$0.passed }.map(\.ranking)), all = Set(verdicts.map(\.ranking))
