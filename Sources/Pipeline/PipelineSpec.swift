@@ -86,8 +86,12 @@ public struct InputsSpec: Codable, Sendable, Equatable {
     /// rewritten to their current numbers and deleted ones dropped or the row rejected
     /// (`EnzymeNomenclature.apply`). Absent = labels used as written.
     public var enzymeDat: String?
+    /// The motif table of a planted-knowledge benchmark (`kneuron plant`'s `planted.motifs.tsv`;
+    /// YAML `inputs.planted_motifs`): every row is checked against its sequence and stored in
+    /// `planted_motifs`, and the classes are named by their motifs. Absent = not a planted run.
+    public var plantedMotifs: String?
     enum CodingKeys: String, CodingKey, CaseIterable {
-        case fasta, labels, idColumn = "id_column", ecColumn = "ec_column", enzymeDat = "enzyme_dat"
+        case fasta, labels, idColumn = "id_column", ecColumn = "ec_column", enzymeDat = "enzyme_dat", plantedMotifs = "planted_motifs"
     }
     /// Creates the inputs from lists of FASTA and label file paths and the optional column
     /// names and `enzyme.dat` path (not validated).
@@ -106,9 +110,10 @@ public struct InputsSpec: Codable, Sendable, Equatable {
         idColumn = try c.decodeIfPresent(String.self, forKey: .idColumn)
         ecColumn = try c.decodeIfPresent(String.self, forKey: .ecColumn)
         enzymeDat = try c.decodeIfPresent(String.self, forKey: .enzymeDat)
+        plantedMotifs = try c.decodeIfPresent(String.self, forKey: .plantedMotifs)
         try rejectDuplicates(fasta, at: c.codingPath + [CodingKeys.fasta])
         try rejectDuplicates(labels, at: c.codingPath + [CodingKeys.labels])
-        for (key, value) in [(CodingKeys.idColumn, idColumn), (.ecColumn, ecColumn), (.enzymeDat, enzymeDat)] {
+        for (key, value) in [(CodingKeys.idColumn, idColumn), (.ecColumn, ecColumn), (.enzymeDat, enzymeDat), (.plantedMotifs, plantedMotifs)] {
             if let v = value, v.trimmingCharacters(in: .whitespaces).isEmpty {
                 throw SpecError.invalid(path: keyPath(c.codingPath + [key]), message: "expected a non-empty name; omit the key to use the default")
             }

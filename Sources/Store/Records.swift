@@ -363,6 +363,24 @@ public struct DensityRecord: Sendable, Equatable {
     }
 }
 
+/// One planted motif of the planted-knowledge benchmark (table `planted_motifs`).
+public struct PlantedMotifRecord: Sendable, Equatable {
+    /// The sequence's ID.
+    public var sequenceID: String
+    /// 1-based first and last residue, inclusive.
+    public var start: Int, end: Int
+    /// The residues there.
+    public var residues: String
+    /// PROSITE pattern.
+    public var pattern: String
+    /// The class label the motif defines; nil for a decoy.
+    public var ecLabel: String?
+    /// Creates a record from its fields.
+    public init(sequenceID: String, start: Int, end: Int, residues: String, pattern: String, ecLabel: String?) {
+        self.sequenceID = sequenceID; self.start = start; self.end = end; self.residues = residues; self.pattern = pattern; self.ecLabel = ecLabel
+    }
+}
+
 /// The full model's prediction for one test sequence (table `predictions`).
 public struct PredictionRecord: Sendable, Equatable {
     /// FASTA record ID.

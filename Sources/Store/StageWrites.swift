@@ -107,6 +107,7 @@ extension RunDatabase {
             ("split", "splits", sql("DELETE FROM splits")),
             ("tokenize", "tokens", sql("DELETE FROM tokens")),
             ("tokenize", "rejected_records (tokenize)", sql("DELETE FROM rejected_records WHERE reason LIKE 'tokenize:%'")),
+            ("ingest", "planted_motifs", sql("DELETE FROM planted_motifs")),
             ("ingest", "labels", sql("DELETE FROM labels")),
             ("ingest", "rejected_records", sql("DELETE FROM rejected_records")),
             ("ingest", "sequences", sql("DELETE FROM sequences")),
@@ -130,7 +131,8 @@ extension RunDatabase {
     /// `excluded` (kept with `excluded_reason`, `ec_label` NULL) go to `sequences`, the EC numbers
     /// of both to `labels`.
     public func commitIngest(files: [InputFileRecord], classes: [ClassRecord], sequences: [SequenceRecord],
-                             excluded: [ExcludedSequenceRecord] = [], rejected: [RejectedRow], ledger: StageRecord) throws {
+                             excluded: [ExcludedSequenceRecord] = [], rejected: [RejectedRow], plantedMotifs: [PlantedMotifRecord] = [],
+                             ledger: StageRecord) throws {
         try write("writing ingest results") { db in
             for f in files {
                 try db.execute(sql: "INSERT INTO input_files (path, role, size_bytes, sha256) VALUES (?, ?, ?, ?)",
@@ -153,7 +155,20 @@ extension RunDatabase {
             }
             let rej = try db.makeStatement(sql: "INSERT OR IGNORE INTO rejected_records (file, line, record_id, reason) VALUES (?, ?, ?, ?)")
             for r in rejected { try rej.execute(arguments: [r.file, r.line, r.recordID, r.reason]) }
+            let motif = try db.makeStatement(sql: "INSERT INTO planted_motifs (sequence_id, start, \"end\", residues, pattern, ec_label, decoy) VALUES (?, ?, ?, ?, ?, ?, ?)")
+            for m in plantedMotifs {
+                try motif.execute(arguments: [m.sequenceID, m.start, m.end, m.residues, m.pattern, m.ecLabel, m.ecLabel == nil ? 1 : 0])
+            }
             try Self.insertLedger(db, ledger)
+        }
+    }
+
+    /// The planted motifs (empty unless the run ingested `inputs.planted_motifs`), by sequence and start.
+    public func plantedMotifs() throws -> [PlantedMotifRecord] {
+        try read("reading planted motifs") { db in
+            try Row.fetchAll(db, sql: "SELECT sequence_id, start, \"end\", residues, pattern, ec_label FROM planted_motifs ORDER BY sequence_id, start").map {
+                PlantedMotifRecord(sequenceID: $0[0], start: $0[1], end: $0[2], residues: $0[3], pattern: $0[4], ecLabel: $0[5])
+            }
         }
     }
 

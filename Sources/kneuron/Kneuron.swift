@@ -10,7 +10,7 @@ struct Kneuron: ParsableCommand {
         discussion: "Run a whole pipeline with `kneuron run SPEC.yaml`, or one stage at a time. Every result is in SQLite (`kneuron query`).",
         subcommands: [RunCommand.self, IngestCommand.self, TokenizeCommand.self, SplitCommand.self, TrainCommand.self,
                       AttributeCommand.self, SelectCommand.self, EvaluateCommand.self, EvidenceCommand.self, SanityCommand.self, ReportCommand.self,
-                      StatusCommand.self, QueryCommand.self, PredictCommand.self, EmbedCommand.self, BenchCommand.self]
+                      StatusCommand.self, QueryCommand.self, PredictCommand.self, EmbedCommand.self, PlantCommand.self, BenchCommand.self]
     )
 
     /// Parses and runs the command; on failure, removes a database this process created but

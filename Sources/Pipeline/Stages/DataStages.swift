@@ -29,6 +29,10 @@ enum IngestStage: StageImplementation {
             let h = try Hashing.sha256(file: ctx.resolve(e))
             fields.append(("inputs.enzyme_dat", "sha256 \(h.hex), \(h.size) bytes"))
         }
+        if let m = spec.inputs.plantedMotifs {
+            let h = try Hashing.sha256(file: ctx.resolve(m))
+            fields.append(("inputs.planted_motifs", "sha256 \(h.hex), \(h.size) bytes"))
+        }
         return fields
     }
 
@@ -86,9 +90,22 @@ enum IngestStage: StageImplementation {
             throw PipelineError.empty(stage: "ingest", what: "no sequence could be used (\(rejected.count) rejected); check that FASTA IDs match the label file's Entry column")
         }
         let labelSet = Set(assembled.accepted.map { $0.label })
+        // A planted benchmark's motif table, checked against the sequences; its classes are named by their motifs.
+        var planted: [PlantedMotifRecord] = []
+        if let m = inputs.plantedMotifs {
+            let path = ctx.resolve(m)
+            let h = try Hashing.sha256(file: path)
+            files.append(InputFileRecord(path: path, role: "planted_motifs", sizeBytes: h.size, sha256: h.hex))
+            planted = try PlantedDataset.readMotifTable(path: path, sequences: Dictionary(uniqueKeysWithValues: assembled.accepted.map {
+                ($0.id, ($0.sequence, $0.label.description))
+            }))
+            ctx.log("  \(path): \(planted.count) planted motifs (\(planted.filter { $0.ecLabel == nil }.count) decoys)")
+        }
+        let motifNames = Dictionary(planted.compactMap { m in m.ecLabel.map { ($0, "planted motif \(m.pattern)") } }) { a, _ in a }
         let classes = labelSet.sorted().enumerated().map { i, ec in
             ClassRecord(classIndex: i, ecLabel: ec.description,
-                        name: spec.labelLevel == 1 ? ec.ecClass.flatMap { ECClassNames.builtinClassNames[$0] } : nil)
+                        name: inputs.plantedMotifs != nil ? motifNames[ec.description]
+                            : spec.labelLevel == 1 ? ec.ecClass.flatMap { ECClassNames.builtinClassNames[$0] } : nil)
         }
         let sequences = assembled.accepted.map { s in
             SequenceRecord(id: s.id, sequence: s.sequence, ecLabel: s.label.description, ecNumbers: s.ecNumbers.map(\.description),
@@ -114,7 +131,7 @@ enum IngestStage: StageImplementation {
         ctx.log("  accepted \(sequences.count) sequences in \(classes.count) classes; rejected \(rejected.count)"
             + (reasons.isEmpty ? "" : ": " + reasons.sorted { ($0.value, $1.key) > ($1.value, $0.key) }.map { "\($0.value) \($0.key)" }.joined(separator: ", ")))
         let n = sequences.count + excluded.count + rows.count
-        try ctx.db.commitIngest(files: files, classes: classes, sequences: sequences, excluded: excluded, rejected: rows,
+        try ctx.db.commitIngest(files: files, classes: classes, sequences: sequences, excluded: excluded, rejected: rows, plantedMotifs: planted,
                                 ledger: StageRecord(stage: "ingest", contentKey: key, rowsWritten: n, seconds: Date().timeIntervalSince(start)))
         return n
     }
