@@ -82,7 +82,7 @@ public struct PlantedDataset: Sendable {
         /// Classes, 2 ... `classMotifs.count`.
         public var classes = 5
         /// Sequences per class.
-        public var perClass = 300
+        public var perClass = 600
         /// Decoy motifs per sequence (each drawn from `decoyMotifs`).
         public var decoys = 2
         /// Residues per planted sequence: a random window of this length of each source sequence
@@ -91,7 +91,7 @@ public struct PlantedDataset: Sendable {
         public var length = 100
         /// Seed of every random choice.
         public var seed: UInt64 = 1
-        /// Creates the default recipe (5 classes x 300 sequences of 100 residues, 2 decoys, seed 1).
+        /// Creates the default recipe (5 classes x 600 sequences of 100 residues, 2 decoys, seed 1).
         public init() {}
     }
 

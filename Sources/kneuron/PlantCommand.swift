@@ -17,7 +17,7 @@ struct PlantCommand: ParsableCommand {
     @Option(parsing: .upToNextOption, help: "FASTA file(s) of real sequences to plant into.") var fasta: [String]
     @Option(help: "Output directory.") var out: String
     @Option(help: "Classes (2 ... \(PlantedDataset.classMotifs.count)), each with its own motif.") var classes = 5
-    @Option(help: "Sequences per class.") var perClass = 300
+    @Option(help: "Sequences per class.") var perClass = 600
     @Option(help: "Decoy motifs per sequence (0 ... 4), not tied to a class.") var decoys = 2
     @Option(help: "Residues per planted sequence (a random window of each source sequence; keep the model's max_length >= length + 2).") var length = 100
     @Option(help: "Seed of every random choice.") var seed: UInt64 = 1

@@ -372,6 +372,7 @@ enum HTMLReport {
         let verdict = try RunReport.trust(db: db, spec: spec, classes: classes, full: full).map(esc)
         h += "<div class=\"verdict\"><p>" + verdict.joined(separator: " ") + "</p></div>\n"
 
+        h += MarkdownTables.html(try RunReport.planted(db: db, classes: classes))
         h += try curves(db: db, full: full, classes: classes, ablation: spec?.evaluation.ablation ?? .zero, label: label)
         h += try density(db: db, label: label)
         h += positions(try ReportFacts.positions(db: db), label: label)

@@ -167,4 +167,28 @@ extension RunReport {
         }
         return md + "\n"
     }
+
+    /// The planted-knowledge benchmark's ground truth when the run ingested one
+    /// (`inputs.planted_motifs`): each class's motif and how many sequences carry it, and the
+    /// decoys; "" otherwise.
+    /// - Throws: `StoreError` on read failures.
+    static func planted(db: RunDatabase, classes: [ClassRecord]) throws -> String {
+        let motifs = try db.plantedMotifs()
+        guard !motifs.isEmpty else { return "" }
+        var md = "## The planted benchmark: where the knowledge is known to be\n\n"
+        md += "Every sequence is a window of a real protein into which `kneuron plant` wrote its class's motif at a random place, and decoy "
+        md += "motifs that every class carries; the class is a function of the motif alone (table `planted_motifs`, 1-based positions). "
+        md += "A method that finds the knowledge should rank highest the neurons that fire on the class motifs, not on the decoys.\n\n"
+        md += "| class | motif (PROSITE) | sequences | test sequences | full model's F1 |\n|---|---|---|---|---|\n"
+        let full = try db.evaluations().first { $0.method == Baseline.full }
+        for c in classes {
+            let mine = motifs.filter { $0.ecLabel == c.ecLabel }
+            let pattern = mine.first?.pattern ?? ""
+            let perClass = full?.perClass.first { $0.classIndex == c.classIndex }
+            md += "| \(c.ecLabel) | `\(pattern)` | \(mine.count) | \(perClass.map { String($0.n) } ?? "") | \(perClass.map { fmt($0.f1, 3) } ?? "") |\n"
+        }
+        let decoys = Dictionary(grouping: motifs.filter { $0.ecLabel == nil }, by: \.pattern).mapValues(\.count)
+        md += "\nDecoys: " + decoys.sorted { $0.key < $1.key }.map { "`\($0.key)` (\($0.value))" }.joined(separator: ", ") + ".\n\n"
+        return md
+    }
 }

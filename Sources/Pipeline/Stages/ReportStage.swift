@@ -191,6 +191,7 @@ public struct RunReport: Sendable {
                 md += "\n"
             }
         }
+        md += try planted(db: db, classes: classes)
         md += try agreement(db: db, label: label)
         md += try completeness(db: db)
         md += try training(db: db)
