@@ -58,7 +58,7 @@ public enum PipelineError: Error, CustomStringConvertible {
 
 /// The pipeline's stages in run order.
 public enum Stage: String, CaseIterable, Sendable, Comparable {
-    case ingest, tokenize, split, train, attribute, select, evaluate, evidence, sanity, report
+    case ingest, tokenize, split, train, attribute, select, evaluate, evidence, sanity, neurons, report
 
     /// The stage's implementation: its parameters, version and work (one file per stage in
     /// `Stages/`); the runner loops over stages and calls these.
@@ -73,6 +73,7 @@ public enum Stage: String, CaseIterable, Sendable, Comparable {
         case .evaluate: EvaluateStage.self
         case .evidence: EvidenceStage.self
         case .sanity: SanityStage.self
+        case .neurons: NeuronsStage.self
         case .report: ReportStage.self
         }
     }

@@ -363,6 +363,44 @@ public struct DensityRecord: Sendable, Equatable {
     }
 }
 
+/// One neuron's selectivity for one class motif (table `motif_selectivity`).
+public struct SelectivityRecord: Sendable, Equatable {
+    public var layer: Int
+    /// `LinearModule` raw value.
+    public var module: String
+    public var unit: Int
+    /// The class whose motif it is.
+    public var classIndex: Int
+    /// AUROC in [0, 1]; nil when the motif has no residue in the split.
+    public var auroc: Double?
+    /// The split the activations were taken on.
+    public var split: String
+    /// Creates a record from its fields.
+    public init(layer: Int, module: String, unit: Int, classIndex: Int, auroc: Double?, split: String) {
+        self.layer = layer; self.module = module; self.unit = unit; self.classIndex = classIndex; self.auroc = auroc; self.split = split
+    }
+}
+
+/// How well one neuron ranking recovers the planted knowledge at one k (table `planted_recovery`).
+public struct RecoveryRecord: Sendable, Equatable {
+    /// The ranking (seed 0).
+    public var ranking: RankingID
+    /// Top neurons considered.
+    public var k: Int
+    /// Mean selectivity of the top k; the random sets' mean and sd; their number; one-sided p.
+    public var meanSelectivity: Double, randomMean: Double, randomSD: Double
+    public var nRandom: Int
+    public var pValue: Double
+    /// Share of the top k with selectivity >= 0.9, and the random sets' mean share.
+    public var precisionAtK: Double, randomPrecision: Double
+    /// Creates a record from its fields.
+    public init(ranking: RankingID, k: Int, meanSelectivity: Double, randomMean: Double, randomSD: Double, nRandom: Int, pValue: Double,
+                precisionAtK: Double, randomPrecision: Double) {
+        self.ranking = ranking; self.k = k; self.meanSelectivity = meanSelectivity; self.randomMean = randomMean; self.randomSD = randomSD
+        self.nRandom = nRandom; self.pValue = pValue; self.precisionAtK = precisionAtK; self.randomPrecision = randomPrecision
+    }
+}
+
 /// One planted motif of the planted-knowledge benchmark (table `planted_motifs`).
 public struct PlantedMotifRecord: Sendable, Equatable {
     /// The sequence's ID.

@@ -83,6 +83,8 @@ extension RunDatabase {
         func sql(_ statement: String) -> (Database) throws -> Int { { db in try db.execute(sql: statement); return db.changesCount } }
         func scoreSets(_ condition: String) -> (Database) throws -> Int { { db in try Self.deleteScoreSets(db, where: condition) } }
         let deletes: [(stage: String, table: String, delete: (Database) throws -> Int)] = [
+            ("neurons", "planted_recovery", sql("DELETE FROM planted_recovery")),
+            ("neurons", "motif_selectivity", sql("DELETE FROM motif_selectivity")),
             ("sanity", "sanity_verdicts", sql("DELETE FROM sanity_verdicts")),
             ("sanity", "sanity_checks", sql("DELETE FROM sanity_checks")),
             ("sanity", "sanity_units", sql("DELETE FROM sanity_units")),
@@ -551,6 +553,46 @@ extension RunDatabase {
         try read("reading predictions") { db in
             try Row.fetchAll(db, sql: "SELECT sequence_id, true_class, predicted_class, p_true, p_predicted FROM predictions ORDER BY sequence_id").map {
                 PredictionRecord(sequenceID: $0[0], trueClass: $0[1], predictedClass: $0[2], pTrue: $0[3], pPredicted: $0[4])
+            }
+        }
+    }
+
+    // MARK: neurons
+
+    /// Writes the neurons stage's selectivity and recovery rows and its ledger row in one transaction.
+    public func commitNeurons(selectivity: [SelectivityRecord], recovery: [RecoveryRecord], ledger: StageRecord) throws {
+        try write("writing the neurons stage") { db in
+            let s = try db.makeStatement(sql: "INSERT INTO motif_selectivity (layer, module, unit, class_index, auroc, split) VALUES (?, ?, ?, ?, ?, ?)")
+            for r in selectivity { try s.execute(arguments: [r.layer, r.module, r.unit, r.classIndex, r.auroc, r.split]) }
+            for r in recovery {
+                try db.execute(sql: """
+                    INSERT INTO planted_recovery (method, granularity, target_class, k, mean_selectivity, random_mean, random_sd, n_random, p_value,
+                    precision_at_k, random_precision) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                    """, arguments: [r.ranking.method, r.ranking.granularity, r.ranking.targetClass, r.k, r.meanSelectivity, r.randomMean, r.randomSD,
+                                     r.nRandom, r.pValue, r.precisionAtK, r.randomPrecision])
+            }
+            try Self.insertLedger(db, ledger)
+        }
+    }
+
+    /// Every motif-selectivity row, by layer, module, unit, class.
+    public func motifSelectivity() throws -> [SelectivityRecord] {
+        try read("reading motif selectivity") { db in
+            try Row.fetchAll(db, sql: "SELECT layer, module, unit, class_index, auroc, split FROM motif_selectivity ORDER BY layer, module, unit, class_index").map {
+                SelectivityRecord(layer: $0[0], module: $0[1], unit: $0[2], classIndex: $0[3], auroc: $0[4], split: $0[5])
+            }
+        }
+    }
+
+    /// Every planted-recovery row, by granularity, method, target, k.
+    public func plantedRecovery() throws -> [RecoveryRecord] {
+        try read("reading planted recovery") { db in
+            try Row.fetchAll(db, sql: """
+                SELECT method, granularity, target_class, k, mean_selectivity, random_mean, random_sd, n_random, p_value, precision_at_k, random_precision
+                FROM planted_recovery ORDER BY granularity, method, target_class, k
+                """).map {
+                RecoveryRecord(ranking: RankingID(method: $0[0], granularity: $0[1], targetClass: $0[2]), k: $0[3], meanSelectivity: $0[4],
+                               randomMean: $0[5], randomSD: $0[6], nRandom: $0[7], pValue: $0[8], precisionAtK: $0[9], randomPrecision: $0[10])
             }
         }
     }

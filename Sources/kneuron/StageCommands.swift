@@ -134,6 +134,14 @@ struct SanityCommand: StageCommand {
     @OptionGroup var options: RunOptions
 }
 
+struct NeuronsCommand: StageCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "neurons",
+        abstract: "What the neurons respond to: on a planted benchmark, every neuron's motif selectivity and how well each ranking recovers it.")
+    static let stage = Stage.neurons
+    @OptionGroup var options: RunOptions
+}
+
 extension ReportFormat: ExpressibleByArgument {}
 
 /// `kneuron report SPEC` runs the report stage (all formats into the run's artifacts directory,

@@ -160,7 +160,7 @@ final class EndToEndTests: XCTestCase {
         let shardsAtKill = try count(partial, "SELECT COUNT(*) FROM shards")
         let during = try RunStatus.read(db: partial)
         XCTAssertFalse(during.complete)
-        XCTAssertEqual(during.lines.map(\.done), [true, true, true, true, false, false, false, false, false, false])
+        XCTAssertEqual(during.lines.map(\.done), [true, true, true, true, false, false, false, false, false, false, false])
         XCTAssertEqual(during.shards.count, 16)
         XCTAssertEqual(during.shards.filter(\.done).count, shardsAtKill)
         XCTAssertEqual(Set(during.shards.map(\.sequences)), [3])
@@ -260,12 +260,12 @@ final class EndToEndTests: XCTestCase {
                        try b.query("SELECT layer, module, row, col, score, rank FROM neuron_scores ORDER BY method, rank").rows,
                        "the sharded run's ranked rows are the reference's best 500 of each set")
         let after = try RunStatus.read(db: b)
-        XCTAssertEqual(after.lines.map(\.done), [true, true, true, true, true, false, false, false, false, false])
+        XCTAssertEqual(after.lines.map(\.done), [true, true, true, true, true, false, false, false, false, false, false])
         XCTAssertEqual(after.shards.filter(\.done).count, 16)
         XCTAssertEqual(try b.query("PRAGMA integrity_check").rows, [["ok"]])
         // The rest of the pipeline continues from the combined scores.
         let rest = try runInProcess(spec: spec, db: sharded)
-        XCTAssertEqual(rest.map(\.ran), [false, false, false, false, false, true, true, true, true, true])
+        XCTAssertEqual(rest.map(\.ran), [false, false, false, false, false, true, true, true, true, true, true])
         XCTAssertEqual(try a.evaluations(), try RunDatabase(path: sharded, readOnly: true).evaluations())
     }
 

@@ -1,3 +1,4 @@
+import Attribution
 import ESM
 import Foundation
 import ProteinData
@@ -149,5 +150,88 @@ final class PlantedTests: XCTestCase {
         XCTAssertThrowsError(try ingest(motifs: bad, db: "bad.sqlite")) { e in
             XCTAssertTrue("\(e)".contains("line 2") && "\(e)".contains("another FASTA file"), "\(e)")
         }
+    }
+
+    /// A whole planted run through the neurons stage: every stored selectivity equals an AUROC by
+    /// pair counting of activations read back one sequence at a time from the trained checkpoint,
+    /// with the motif residues taken from `planted_motifs`; a recovery row's mean is the mean
+    /// selectivity of the ranking's stored ranks 1 ... k; a run without motifs writes nothing.
+    func testNeuronsStageSelectivityAndRecoveryAgreeWithARecomputation() throws {
+        guard let data = EndToEndTests.dataDirectory() else { throw XCTSkip("real data not found") }
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("planted-run-\(UUID().uuidString)")
+        defer { try? FileManager.default.removeItem(at: dir) }
+        var recipe = PlantedDataset.Recipe()
+        recipe.perClass = 12
+        recipe.length = 40
+        recipe.decoys = 1
+        let w = try PlantedDataset.write(fasta: [data.appendingPathComponent("sample-train-840.fasta").path], recipe: recipe, to: dir.path)
+        let spec = dir.appendingPathComponent("p.yaml").path
+        try """
+        name: p
+        inputs: {fasta: [\(w.files[0])], labels: [\(w.files[1])], planted_motifs: \(w.files[2])}
+        split: {train: 0.6, select: 0.2, test: 0.2, seed: 1}
+        model: {preset: tiny, pooling: mean, max_length: 48, crop: center, seed: 2}
+        train: {epochs: 2, batch_size: 8, learning_rate: 0.002, seed: 1}
+        attribution: {methods: [activation, integrated_gradients], modules: [query, intermediate], granularity: [neuron], targets: [true_class, per_class], steps: 4, shard_size: 4, max_sequences: 12}
+        selection: {retention_fractions: [0.5], random_seeds: [1, 2, 3]}
+        evidence: {fractions: [0.5], directions: [retain], random_rankings: 4, bootstrap_resamples: 200, edit_factors: []}
+        sanity: {model_randomization: false, label_randomization: false}
+        """.write(toFile: spec, atomically: true, encoding: .utf8)
+        let path = dir.appendingPathComponent("p.sqlite").path
+        let database = try RunDatabase(path: path)
+        let ctx = try RunContext(spec: try PipelineSpec.load(path: spec), specPath: spec, db: database, quiet: true)
+        _ = try PipelineRunner(context: ctx).run(Stage.allCases)
+        let stored = try database.motifSelectivity()
+        let classes = try database.classes()
+        let layout = try ScoreLayout(config: try ESMConfig.preset("tiny", numLabels: 5), modules: LinearModule.allCases, granularity: .neuron)
+        XCTAssertEqual(stored.count, layout.count * classes.count)
+        // Recompute from the checkpoint in the stage's batches (train.batch_size 8, test split order), reading
+        // each sequence's rows out of the padded outputs: the same floats, so ties fall the same way.
+        let model = try ModelStore.finalModel(ctx, stage: "test")
+        let tokens = try database.tokens()
+        let motifs = try database.plantedMotifs().filter { $0.ecLabel != nil }
+        let classOf = Dictionary(uniqueKeysWithValues: classes.map { ($0.ecLabel, $0.classIndex) })
+        var acts = [[Float]](repeating: [], count: layout.count), labels: [Int] = []
+        let ids = try database.sequenceIDs(split: "test")
+        for chunkStart in stride(from: 0, to: ids.count, by: 8) {
+            let chunk = Array(ids[chunkStart ..< min(chunkStart + 8, ids.count)]).map { tokens[$0]! }
+            let batch = TokenBatch(sequences: chunk.map(\.ids), padTokenId: 1)
+            _ = model.forward(batch, hooks: ForwardHooks(capture: Set(layout.sites)))
+            for (b, t) in chunk.enumerated() {
+                for block in layout.blocks {
+                    let y = model.output(at: block.site)
+                    for r in 0 ..< t.ids.count - 2 { for i in 0 ..< block.rows { acts[block.offset + i].append(y[(b * batch.length + r + 1) * block.rows + i]) } }
+                }
+                var group = [Int](repeating: -1, count: t.ids.count - 2)
+                for m in motifs where m.sequenceID == t.sequenceID {
+                    for p in (m.start - 1) ..< m.end where p - t.residueStart >= 0 && p - t.residueStart < group.count { group[p - t.residueStart] = classOf[m.ecLabel!]! }
+                }
+                labels += group
+            }
+        }
+        var checked = 0
+        for block in layout.blocks {
+            for u in stride(from: 0, to: block.rows, by: 5) {
+                for c in classes {
+                    let a = acts[block.offset + u], pos = labels.map { $0 == c.classIndex }
+                    var wins = 0.0, pairs = 0.0
+                    for i in a.indices where pos[i] { for j in a.indices where !pos[j] { pairs += 1; wins += a[i] > a[j] ? 1 : a[i] == a[j] ? 0.5 : 0 } }
+                    let row = stored.first { $0.layer == block.site.layer && $0.module == block.site.module.rawValue && $0.unit == u && $0.classIndex == c.classIndex }!
+                    XCTAssertEqual(row.auroc!, wins / pairs, accuracy: 1e-12, "\(block.site) unit \(u) class \(c.ecLabel)")
+                    checked += 1
+                }
+            }
+        }
+        XCTAssertGreaterThan(checked, 50)
+        // A recovery row: the mean selectivity of ranks 1 ... k of the stored ranking.
+        let recovery = try database.plantedRecovery()
+        XCTAssertEqual(Set(recovery.map(\.ranking)).count, 2 * (1 + classes.count))
+        let r = try XCTUnwrap(recovery.first { $0.ranking.method == "integrated_gradients" && $0.ranking.targetClass == -1 && $0.k == 10 })
+        let top = try database.query("SELECT layer, module, row FROM neuron_scores WHERE method = 'integrated_gradients' AND granularity = 'neuron' AND target_class = -1 AND seed = 0 AND rank <= 10").rows
+        XCTAssertEqual(top.count, 10)
+        let best = top.map { t in stored.filter { "\($0.layer)" == t[0] && $0.module == t[1] && "\($0.unit)" == t[2] }.compactMap(\.auroc).max()! }
+        XCTAssertEqual(r.meanSelectivity, best.reduce(0, +) / 10, accuracy: 1e-12)
+        XCTAssertTrue(r.pValue > 0 && r.pValue <= 1 && r.randomSD > 0, "\(r)")
+        XCTAssertTrue(try String(contentsOf: dir.appendingPathComponent("p.artifacts/report.md"), encoding: .utf8).contains("## Does a ranking find the planted knowledge?"))
     }
 }

@@ -373,6 +373,7 @@ enum HTMLReport {
         h += "<div class=\"verdict\"><p>" + verdict.joined(separator: " ") + "</p></div>\n"
 
         h += MarkdownTables.html(try RunReport.planted(db: db, classes: classes))
+        h += MarkdownTables.html(try RunReport.recovery(db: db, classes: classes, label: label))
         h += try curves(db: db, full: full, classes: classes, ablation: spec?.evaluation.ablation ?? .zero, label: label)
         h += try density(db: db, label: label)
         h += positions(try ReportFacts.positions(db: db), label: label)
