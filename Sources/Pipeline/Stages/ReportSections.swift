@@ -50,7 +50,10 @@ extension RunReport {
                 : "Sanity checks: \(failing.count) of \(all.count) rankings barely change when the model is randomised (they fail).")
         }
         if let spec, spec.model.checkpoint == nil {
-            out.append("The model was trained here from random weights: it is weak, and its knowledge neurons need not resemble a pretrained ESM-2's.")
+            // "Weak" only when it is: a planted benchmark's model trained here can be accurate.
+            let weak = (full?.accuracy ?? 0) < 0.8
+            out.append("The model was trained here from random weights" + (weak ? ": it is weak, and its" : " (no pretrained ESM-2): its")
+                + " knowledge neurons need not resemble a pretrained ESM-2's.")
         }
         if let spec, spec.attribution.modules.sorted() == LinearModule.attention, spec.attribution.granularity == [.weight] {
             out.append("This run scores the query, key and value weights only (the paper's setting); FFN neurons and per-class rankings "
