@@ -128,11 +128,13 @@ public struct PlantedDataset: Sendable {
     /// other motif (an `x` position keeps the sequence's own residue).
     /// - Throws: `ProteinDataError.malformedFile` when the recipe is invalid or there are too few sequences.
     public init(records: [FastaRecord], recipe: Recipe) throws {
-        let motifs = try Self.classMotifs.prefix(recipe.classes).map(MotifPattern.init)
-        let decoys = try Self.decoyMotifs.map(MotifPattern.init)
         func invalid(_ reason: String) -> ProteinDataError { .malformedFile(path: "planted recipe", reason: reason) }
         guard (2 ... Self.classMotifs.count).contains(recipe.classes) else { throw invalid("classes must be 2 ... \(Self.classMotifs.count), got \(recipe.classes)") }
-        guard recipe.perClass >= 1, recipe.decoys >= 0, recipe.decoys <= 4 else { throw invalid("per-class must be >= 1 and decoys 0 ... 4") }
+        guard (1 ... 1_000_000).contains(recipe.perClass), (0 ... 4).contains(recipe.decoys) else {
+            throw invalid("per-class must be 1 ... 1,000,000 and decoys 0 ... 4, got \(recipe.perClass) and \(recipe.decoys)")
+        }
+        let motifs = try Self.classMotifs.prefix(recipe.classes).map(MotifPattern.init)
+        let decoys = try Self.decoyMotifs.map(MotifPattern.init)
         let longest = (motifs + decoys).map(\.count).max()!
         guard recipe.length >= (recipe.decoys + 2) * longest else {
             throw invalid("length \(recipe.length): a sequence must hold the motif and \(recipe.decoys) decoys with room to spare "
@@ -173,16 +175,21 @@ public struct PlantedDataset: Sendable {
             var placed: [Site] = []
             // A placement that made another class's motif by accident (its x positions or a neighbour
             // completing one) is drawn again, so that a sequence carries exactly its own class motif.
+            // A draw that found no free place for a motif is drawn again too.
             for attempt in 0 ... 100 {
-                guard attempt < 100 else { throw invalid("could not plant \(chosen[i].id) without creating another class's motif") }
+                guard attempt < 100 else {
+                    throw invalid("could not place the class motif and \(recipe.decoys) decoys in \(chosen[i].id) without overlaps or another class's "
+                        + "motif in 100 draws; give a longer --length or fewer --decoys")
+                }
                 residues = chosen[i].residues
-                placed = try plant(&residues, id: chosen[i].id, motif: motifs[k], label: "\(k + 1).-.-.-")
+                guard let p = plant(&residues, id: chosen[i].id, motif: motifs[k], label: "\(k + 1).-.-.-") else { continue }
+                placed = p
                 if !motifs.indices.contains(where: { $0 != k && !motifs[$0].occurrences(in: residues).isEmpty }) { break }
             }
             sequences.append((chosen[i].id, String(residues), "\(k + 1).-.-.-", windows[i].start))
             sites += placed
         }
-        func plant(_ residues: inout [Character], id: String, motif: MotifPattern, label: String) throws -> [Site] {
+        func plant(_ residues: inout [Character], id: String, motif: MotifPattern, label: String) -> [Site]? {
             let chosen = [(motif, label as String?)] + (0 ..< recipe.decoys).map { _ in (decoys[rng.nextIndex(below: decoys.count)], nil as String?) }
             var taken: [Range<Int>] = []
             var placed: [Site] = []
@@ -192,7 +199,7 @@ public struct PlantedDataset: Sendable {
                     start = rng.nextIndex(below: residues.count - pattern.count + 1)
                     tries += 1
                 } while taken.contains(where: { $0.overlaps(start ..< start + pattern.count) }) && tries < 10_000
-                guard tries < 10_000 else { throw invalid("no free place for a motif in \(id)") }
+                guard tries < 10_000 else { return nil }
                 taken.append(start ..< start + pattern.count)
                 for (j, e) in pattern.elements.enumerated() {
                     if let e, !e.contains(residues[start + j]) { residues[start + j] = e.sorted()[rng.nextIndex(below: e.count)] }
@@ -256,8 +263,17 @@ extension PlantedDataset {
     /// missing): `planted.fasta`, `planted.ec.tsv` (labels), `planted.motifs.tsv` and
     /// `planted.json` (the recipe, the sources' SHA-256 and the counts).
     /// - Throws: `ProteinDataError` for unreadable input or an impossible recipe;
-    ///   `PipelineError.unreadableInput` when the directory cannot be written.
+    ///   `PipelineError.unwritableOutput` when the directory cannot be written or an output file is an input.
     public static func write(fasta paths: [String], recipe: Recipe, to directory: String) throws -> Written {
+        // Never overwrite an input: an output file that is one of the FASTA files is refused.
+        func resolved(_ p: String) -> String { URL(fileURLWithPath: p).resolvingSymlinksInPath().standardizedFileURL.path }
+        let inputs = Set(paths.map(resolved))
+        for name in ["planted.fasta", "planted.ec.tsv", "planted.motifs.tsv", "planted.json"] {
+            let out = (directory as NSString).appendingPathComponent(name)
+            if inputs.contains(resolved(out)) {
+                throw PipelineError.unwritableOutput(path: out, reason: "it is one of the --fasta inputs and would be overwritten; give another --out directory")
+            }
+        }
         var records: [FastaRecord] = []
         var sources: [[String: String]] = []
         for p in paths {
@@ -275,13 +291,13 @@ extension PlantedDataset {
         let texts = [("planted.fasta", dataset.fasta), ("planted.ec.tsv", dataset.labels), ("planted.motifs.tsv", dataset.motifTable),
                      ("planted.json", String(decoding: try encoder.encode(json), as: UTF8.self) + "\n")]
         do { try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true) } catch {
-            throw PipelineError.unreadableInput(path: directory, reason: "cannot create the output directory: \(error.localizedDescription)")
+            throw PipelineError.unwritableOutput(path: directory, reason: "cannot create the output directory (\(error.localizedDescription)); give another --out")
         }
         var files: [String] = []
         for (name, text) in texts {
             let path = (directory as NSString).appendingPathComponent(name)
             do { try Data(text.utf8).write(to: URL(fileURLWithPath: path), options: .atomic) } catch {
-                throw PipelineError.unreadableInput(path: path, reason: "cannot write it: \(error.localizedDescription)")
+                throw PipelineError.unwritableOutput(path: path, reason: "\(error.localizedDescription); give another --out")
             }
             files.append(path)
         }
@@ -299,19 +315,20 @@ extension PlantedDataset {
     ///   - sequences: ID -> (residues, class label) of the accepted sequences.
     /// - Throws: `ProteinDataError.malformedFile` naming the file, the line and what to do.
     public static func readMotifTable(path: String, sequences: [String: (residues: String, label: String)]) throws -> [PlantedMotifRecord] {
-        guard let text = try? String(contentsOfFile: path, encoding: .utf8) else {
-            throw ProteinDataError.malformedFile(path: path, reason: "cannot be read as UTF-8 text; give the planted.motifs.tsv that kneuron plant wrote")
-        }
+        // Gzip, a BOM and CRLF line ends are accepted (TextLines); blank lines are skipped.
+        let lines = try TextLines.read(path: path).filter { !$0.text.trimmingCharacters(in: .whitespaces).isEmpty }
         let header = "sequence_id\tstart\tend\tresidues\tpattern\tlabel\tdecoy"
-        var lines = text.split(separator: "\n", omittingEmptySubsequences: false).map(String.init)
-        if lines.last == "" { lines.removeLast() }
-        guard lines.first == header else {
-            throw ProteinDataError.malformedFile(path: path, reason: "line 1 must be the header '\(header.replacingOccurrences(of: "\t", with: "<TAB>"))' (kneuron plant's planted.motifs.tsv)")
+        guard let first = lines.first else { throw ProteinDataError.malformedFile(path: path, reason: "the file is empty; give the planted.motifs.tsv that kneuron plant wrote") }
+        guard first.text == header else {
+            throw ProteinDataError.malformedFile(path: path, reason: "line \(first.number) must be the header '\(header.replacingOccurrences(of: "\t", with: "<TAB>"))' "
+                + "(kneuron plant's planted.motifs.tsv), found '\(first.text.replacingOccurrences(of: "\t", with: "<TAB>"))'")
         }
         var out: [PlantedMotifRecord] = []
         var classMotifs: [String: Int] = [:]
-        for (i, line) in lines.enumerated().dropFirst() {
-            func bad(_ reason: String) -> ProteinDataError { .malformedFile(path: path, reason: "line \(i + 1): \(reason)") }
+        var patternOf: [String: String] = [:]       // class label -> its motif (one per class)
+        var taken: [String: [ClosedRange<Int>]] = [:]  // sequence -> planted ranges
+        for (number, line) in lines.dropFirst() {
+            func bad(_ reason: String) -> ProteinDataError { .malformedFile(path: path, reason: "line \(number): \(reason)") }
             let f = line.split(separator: "\t", omittingEmptySubsequences: false).map(String.init)
             guard f.count == 7, let start = Int(f[1]), let end = Int(f[2]), let decoy = Int(f[6]), decoy == 0 || decoy == 1 else {
                 throw bad("expected 7 tab-separated fields (sequence_id, start, end, residues, pattern, label, decoy 0 or 1)")
@@ -325,10 +342,17 @@ extension PlantedDataset {
             let pattern: MotifPattern
             do { pattern = try MotifPattern(f[4]) } catch { throw bad("pattern '\(f[4])' is not PROSITE syntax") }
             guard pattern.count == end - start + 1, pattern.matches(residues, at: start - 1) else { throw bad("pattern \(f[4]) does not match \(f[3])") }
+            if let other = taken[f[0]]?.first(where: { $0.overlaps(start ... end) }) {
+                throw bad("\(f[0]) \(start)-\(end) overlaps its motif at \(other.lowerBound)-\(other.upperBound): planted motifs never overlap")
+            }
+            taken[f[0], default: []].append(start ... end)
             if decoy == 1 {
                 guard f[5].isEmpty else { throw bad("a decoy has no label; found \(f[5])") }
             } else {
                 guard f[5] == s.label else { throw bad("the motif's label \(f[5]) is not the sequence's class \(s.label)") }
+                if let known = patternOf[f[5]], known != f[4] { throw bad("class \(f[5]) has motif \(known) on earlier lines, \(f[4]) here: one motif per class") }
+                if let owner = patternOf.first(where: { $0.value == f[4] && $0.key != f[5] }) { throw bad("motif \(f[4]) is already class \(owner.key)'s") }
+                patternOf[f[5]] = f[4]
                 classMotifs[f[0], default: 0] += 1
             }
             out.append(PlantedMotifRecord(sequenceID: f[0], start: start, end: end, residues: f[3], pattern: f[4], ecLabel: decoy == 1 ? nil : f[5]))

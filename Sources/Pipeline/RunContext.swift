@@ -13,6 +13,8 @@ public enum PipelineError: Error, CustomStringConvertible {
     case changedInputs(stage: String, recorded: String, now: String, differences: [String])
     /// An input file cannot be read.
     case unreadableInput(path: String, reason: String)
+    /// An output file or directory could not be written (with the reason and what to do).
+    case unwritableOutput(path: String, reason: String)
     /// A checkpoint on disk is not the one recorded (changed or deleted).
     case checkpointChanged(path: String, recorded: String, found: String)
     /// Nothing usable in a stage's input (e.g. no accepted sequence).
@@ -38,6 +40,8 @@ public enum PipelineError: Error, CustomStringConvertible {
             return "stage \(stage) was recorded with \(what). Use `--force \(stage)` to redo it and the stages after it, or a new --db."
         case .unreadableInput(let path, let reason):
             return "cannot read input \(path): \(reason)"
+        case .unwritableOutput(let path, let reason):
+            return "cannot write \(path): \(reason)"
         case .checkpointChanged(let path, let recorded, let found):
             return "checkpoint \(path) changed since it was recorded (sha256 \(recorded.prefix(12)) recorded, \(found.prefix(12)) found). Use `--force train` to retrain."
         case .empty(let stage, let what):

@@ -297,3 +297,13 @@ enum ResidueCheck {
         return String(format: "byte 0x%02X", Int(byte))
     }
 }
+
+/// Whole-file line reading for the small tables other modules read (the planted-motif table):
+/// gzip-aware, a UTF-8 BOM skipped, lines ending at LF, CRLF or CR.
+public enum TextLines {
+    /// The file's lines with their 1-based numbers.
+    /// - Throws: `ProteinDataError.fileUnreadable` (missing, a directory, a read error), `.gzipCorrupt`.
+    public static func read(path: String) throws -> [(number: Int, text: String)] {
+        TextFile.lines(try TextFile.readBytes(path: path)).map { ($0.number, TextFile.string($0.bytes)) }
+    }
+}

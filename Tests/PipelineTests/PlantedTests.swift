@@ -105,6 +105,15 @@ final class PlantedTests: XCTestCase {
         XCTAssertEqual(back.records.map(\.sequence), a.dataset.sequences.map(\.residues))
         XCTAssertEqual(try LabelFileReader.read(path: a.files[1]).records.count, 50)
         XCTAssertEqual(try String(contentsOfFile: a.files[2], encoding: .utf8).split(separator: "\n").count, 1 + 50 * 3)
+        // Out-of-range options are errors before any work; an output file that is an input is refused.
+        var bad = PlantedDataset.Recipe()
+        bad.classes = -1
+        XCTAssertThrowsError(try PlantedDataset.write(fasta: [fasta], recipe: bad, to: dir.appendingPathComponent("e").path))
+        bad = PlantedDataset.Recipe(); bad.perClass = Int.max
+        XCTAssertThrowsError(try PlantedDataset.write(fasta: [fasta], recipe: bad, to: dir.appendingPathComponent("e").path))
+        XCTAssertThrowsError(try PlantedDataset.write(fasta: [a.files[0]], recipe: recipe, to: dir.appendingPathComponent("a").path)) { e in
+            XCTAssertTrue("\(e)".contains("would be overwritten"), "\(e)")
+        }
         // Too few sequences for the recipe is an error naming what is missing.
         recipe.perClass = 10_000
         XCTAssertThrowsError(try PlantedDataset.write(fasta: [fasta], recipe: recipe, to: dir.appendingPathComponent("d").path)) { e in
@@ -140,6 +149,18 @@ final class PlantedTests: XCTestCase {
         XCTAssertEqual(stored, expected.sorted { ($0.sequenceID, $0.start) < ($1.sequenceID, $1.start) })
         XCTAssertEqual(try db.classes().map(\.name), PlantedDataset.classMotifs.prefix(5).map { "planted motif \($0)" })
         XCTAssertEqual(try db.inputFiles().filter { $0.role == "planted_motifs" }.count, 1)
+        // CRLF line ends and a trailing blank line are read as the same table.
+        let crlf = dir.appendingPathComponent("crlf.tsv").path
+        try (try String(contentsOfFile: w.files[2], encoding: .utf8)).replacingOccurrences(of: "\n", with: "\r\n").appending("\r\n")
+            .write(toFile: crlf, atomically: true, encoding: .utf8)
+        XCTAssertEqual(try ingest(motifs: crlf, db: "crlf.sqlite").plantedMotifs().count, 40 * 3)
+        // A repeated row and another class's motif are refused naming the line.
+        let rows = try String(contentsOfFile: w.files[2], encoding: .utf8).split(separator: "\n").map(String.init)
+        let repeated = dir.appendingPathComponent("repeated.tsv").path
+        try (rows + [rows[1]]).joined(separator: "\n").write(toFile: repeated, atomically: true, encoding: .utf8)
+        XCTAssertThrowsError(try ingest(motifs: repeated, db: "repeated.sqlite")) { e in
+            XCTAssertTrue("\(e)".contains("line \(rows.count + 1)") && "\(e)".contains("overlaps"), "\(e)")
+        }
         // One residue of one class motif changed: the table no longer describes the FASTA file.
         var lines = try String(contentsOfFile: w.files[2], encoding: .utf8).split(separator: "\n", omittingEmptySubsequences: false).map(String.init)
         var f = lines[1].split(separator: "\t", omittingEmptySubsequences: false).map(String.init)

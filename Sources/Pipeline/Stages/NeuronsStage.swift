@@ -64,6 +64,13 @@ enum NeuronsStage: StageImplementation {
             }
             return MotifSelectivity.Sequence(tokens: t.ids, group: group)
         }
+        // Class motifs the tokens no longer hold (cropped away by model.max_length) cannot be measured: say so.
+        let present = Set(sequences.flatMap(\.group).filter { $0 >= 0 })
+        let missing = classes.filter { !present.contains($0.classIndex) }
+        if !missing.isEmpty {
+            ctx.log("  warning: no residue of the motif of " + missing.map(\.ecLabel).joined(separator: ", ")
+                + " is in the test split's tokens (cropped away? model.max_length \(ctx.spec.model.maxLength)); their selectivity is NULL and their rankings are left out")
+        }
         let layout = try ScoreLayout(config: model.config, modules: LinearModule.allCases, granularity: .neuron)
         ctx.log("  selectivity of \(layout.count) neurons for \(classes.count) class motifs on \(sequences.count) test sequences")
         let values = MotifSelectivity.compute(model: model, sequences: sequences, layout: layout, groups: classes.count, batchSize: ctx.spec.train.batchSize)
@@ -97,14 +104,18 @@ enum NeuronsStage: StageImplementation {
             let scores = try ctx.db.scores(id)
             // Each neuron's selectivity for this ranking and its module.
             var selectivity: [Double] = [], module: [String] = []
+            var unmeasured = false
             for b in stored.blocks {
                 for u in 0 ..< b.rows {
                     let v = lookup["\(b.layer)/\(b.module)/\(u)"] ?? []
                     let s = id.targetClass < 0 ? v.compactMap { $0 }.max() : index[id.targetClass].flatMap { v.indices.contains($0) ? v[$0] : nil }
+                    if s == nil { unmeasured = true }
                     selectivity.append(s ?? 0.5)
                     module.append(b.module)
                 }
             }
+            // A ranking whose motif has no residue in the split has nothing to be compared on.
+            if unmeasured { continue }
             guard selectivity.count == scores.count else {
                 throw StoreError.corrupt("the scores of \(id) number \(scores.count), its layout \(selectivity.count); run with --force attribute")
             }

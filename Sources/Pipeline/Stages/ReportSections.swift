@@ -204,7 +204,7 @@ extension RunReport {
         let selectivity = try db.motifSelectivity()
         guard !selectivity.isEmpty else { return "" }
         func ec(_ c: Int) -> String { classes.first { $0.classIndex == c }?.ecLabel ?? String(c) }
-        func p(_ x: Double) -> String { x < 0.001 ? String(format: "%.1e", x) : String(format: "%.3f", x) }
+        func p(_ x: Double) -> String { String(format: "%.2g", x) }
         var md = "## Does a ranking find the planted knowledge?\n\n"
         md += "Motif selectivity of a neuron: the AUROC of its activation at the residues of a class's planted motifs against every other residue "
         md += "of the \(selectivity.first!.split) sequences (1 = it marks the motif perfectly, 0.5 = chance; table `motif_selectivity`). "
@@ -212,7 +212,7 @@ extension RunReport {
         let neurons = Set(selectivity.map { "\($0.layer)/\($0.module)/\($0.unit)" }).count
         md += "Neurons with selectivity >= \(String(format: "%g", NeuronsStage.selective)) per class motif (of \(neurons)): "
             + classes.map { "\($0.ecLabel) \(selective[$0.classIndex] ?? 0)" }.joined(separator: ", ") + ".\n\n"
-        md += "| most selective neurons | layer | module | unit | class motif | selectivity |\n|---|---|---|---|---|---|\n"
+        md += "The most selective neurons:\n\n| rank | layer | module | unit | class motif | selectivity |\n|---|---|---|---|---|---|\n"
         for (i, r) in selectivity.filter({ $0.auroc != nil }).sorted(by: { ($0.auroc!, -$0.layer) > ($1.auroc!, -$1.layer) }).prefix(10).enumerated() {
             md += "| \(i + 1) | \(r.layer) | \(r.module) | \(r.unit) | \(ec(r.classIndex)) | \(fmt(r.auroc!, 3)) |\n"
         }
@@ -225,7 +225,7 @@ extension RunReport {
         md += "| ranking | target | k | mean selectivity | random (mean ± sd) | p | precision at k | random |\n|---|---|---|---|---|---|---|---|\n"
         for r in rows {
             md += "| \(label(r.ranking.method)) | \(r.ranking.targetClass < 0 ? "true class" : ec(r.ranking.targetClass)) | \(r.k) | \(fmt(r.meanSelectivity, 3)) | "
-                + "\(fmt(r.randomMean, 3)) ± \(fmt(r.randomSD, 3)) | \(p(r.pValue)) | \(fmt(r.precisionAtK, 2)) | \(fmt(r.randomPrecision, 3)) |\n"
+                + "\(fmt(r.randomMean, 3)) ± \(fmt(r.randomSD, 3)) | \(p(r.pValue)) | \(fmt(r.precisionAtK, 2)) | \(fmt(r.randomPrecision, 2)) |\n"
         }
         let passing = rows.filter { $0.pValue < 0.05 }
         md += "\n\(passing.count) of \(rows.count) rows beat random at p < 0.05" + (passing.isEmpty ? "." : ": "
