@@ -641,8 +641,8 @@ enum HTMLReport {
     }
 }
 
-/// The report's Markdown subset as HTML: `## ` and `### ` headings, pipe tables, paragraphs,
-/// `code` spans. Only what `RunReport` writes; escapes everything else.
+/// The report's Markdown subset as HTML: `## `, `### ` and `#### ` headings, pipe tables,
+/// paragraphs, `code` spans and `**bold**`. Only what `RunReport` writes; escapes everything else.
 enum MarkdownTables {
     static func html(_ md: String) -> String {
         var out = "", table: [[String]] = []
@@ -650,6 +650,9 @@ enum MarkdownTables {
             var t = SVG.escape(s)
             while let a = t.range(of: "`"), let b = t.range(of: "`", range: a.upperBound ..< t.endIndex) {
                 t = t.replacingCharacters(in: a.lowerBound ..< b.upperBound, with: "<code>" + t[a.upperBound ..< b.lowerBound] + "</code>")
+            }
+            while let a = t.range(of: "**"), let b = t.range(of: "**", range: a.upperBound ..< t.endIndex) {
+                t = t.replacingCharacters(in: a.lowerBound ..< b.upperBound, with: "<b>" + t[a.upperBound ..< b.lowerBound] + "</b>")
             }
             return t
         }

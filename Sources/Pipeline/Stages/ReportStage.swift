@@ -303,6 +303,15 @@ public struct RunReport: Sendable {
             : "`change`: the mean relative change of P(class) there (no random sets to compare with: `evidence.edit_random_sets` is 0); "
         md += "`predictions changed`: share of those sequences whose predicted class changed; `other classes`: the relative change of "
         md += "P(class) on the other test sequences (near 0 = specific).\n\n"
+        // The mean of per-sequence ratios explodes when some sequences had a tiny P(class) before the edit
+        // (a confident model's other-class sequences): say so rather than let it read as an effect.
+        let exploded = edits.filter { abs($0.relativeChange) > 10 || abs($0.randomMean ?? 0) > 10 }
+        if !exploded.isEmpty {
+            md += "**Caution:** \(exploded.count) of \(edits.count) rows have a mean relative change beyond ±1000%: the mean of (after − before) / before "
+                + "is dominated by sequences whose P(class) was tiny before the edit, so on this model the `change`, `random` and `p` columns do not "
+                + "measure the edit; read `P(class)` before -> after and `predictions changed` instead (a measure on the mean probability or the "
+                + "log-odds is to replace it).\n\n"
+        }
         for factor in Array(Set(own.map(\.factor))).sorted() {
             md += "### x\(String(format: "%g", factor))\n\n| method | class | n | P(class) | change | random | p | predictions changed | other classes |\n"
             md += "|---|---|---|---|---|---|---|---|---|\n"
