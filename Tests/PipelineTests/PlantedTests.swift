@@ -121,15 +121,21 @@ final class PlantedTests: XCTestCase {
         }
     }
 
+    /// A planted benchmark from the shared data's 840 training sequences in a fresh temporary
+    /// directory (the caller removes it), with the recipe's defaults but for the given sizes.
+    func plantedFixture(_ name: String, perClass: Int, length: Int = 100, decoys: Int = 2) throws -> (URL, PlantedDataset.Written) {
+        guard let data = EndToEndTests.dataDirectory() else { throw XCTSkip("real data not found") }
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("\(name)-\(UUID().uuidString)")
+        var recipe = PlantedDataset.Recipe()
+        recipe.perClass = perClass; recipe.length = length; recipe.decoys = decoys
+        return (dir, try PlantedDataset.write(fasta: [data.appendingPathComponent("sample-train-840.fasta").path], recipe: recipe, to: dir.path))
+    }
+
     /// Ingest with `inputs.planted_motifs`: the table is stored as written, the classes are named by
     /// their motifs, and a table that does not belong to the FASTA file is refused naming the line.
     func testIngestStoresThePlantedMotifsAndRefusesATableOfAnotherFile() throws {
-        guard let data = EndToEndTests.dataDirectory() else { throw XCTSkip("real data not found") }
-        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("planted-ingest-\(UUID().uuidString)")
+        let (dir, w) = try plantedFixture("planted-ingest", perClass: 8)
         defer { try? FileManager.default.removeItem(at: dir) }
-        var recipe = PlantedDataset.Recipe()
-        recipe.perClass = 8
-        let w = try PlantedDataset.write(fasta: [data.appendingPathComponent("sample-train-840.fasta").path], recipe: recipe, to: dir.path)
         func ingest(motifs: String, db: String) throws -> RunDatabase {
             let spec = dir.appendingPathComponent("p.yaml").path
             try """
@@ -174,18 +180,12 @@ final class PlantedTests: XCTestCase {
     }
 
     /// A whole planted run through the neurons stage: every stored selectivity equals an AUROC by
-    /// pair counting of activations read back one sequence at a time from the trained checkpoint,
+    /// pair counting of activations read back from the trained checkpoint (in the stage's batches),
     /// with the motif residues taken from `planted_motifs`; a recovery row's mean is the mean
-    /// selectivity of the ranking's stored ranks 1 ... k; a run without motifs writes nothing.
+    /// selectivity of the ranking's stored ranks 1 ... k.
     func testNeuronsStageSelectivityAndRecoveryAgreeWithARecomputation() throws {
-        guard let data = EndToEndTests.dataDirectory() else { throw XCTSkip("real data not found") }
-        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("planted-run-\(UUID().uuidString)")
+        let (dir, w) = try plantedFixture("planted-run", perClass: 12, length: 40, decoys: 1)
         defer { try? FileManager.default.removeItem(at: dir) }
-        var recipe = PlantedDataset.Recipe()
-        recipe.perClass = 12
-        recipe.length = 40
-        recipe.decoys = 1
-        let w = try PlantedDataset.write(fasta: [data.appendingPathComponent("sample-train-840.fasta").path], recipe: recipe, to: dir.path)
         let spec = dir.appendingPathComponent("p.yaml").path
         try """
         name: p

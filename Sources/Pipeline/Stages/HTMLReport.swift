@@ -323,8 +323,9 @@ enum SVG {
 /// the numbers it draws. The Markdown report holds every table in full.
 enum HTMLReport {
     /// The HTML text.
+    /// - Parameter positions: `ReportFacts.positions(db:)`, read by the caller (it also writes them as CSV).
     /// - Throws: `StoreError` on read failures.
-    static func build(db: RunDatabase) throws -> String {
+    static func build(db: RunDatabase, positions: [ReportFacts.Positions]) throws -> String {
         let esc = SVG.escape
         func num(_ x: Double, _ digits: Int = 3) -> String { SVG.num(x, digits) }
         let run = try db.run()
@@ -376,7 +377,7 @@ enum HTMLReport {
         h += MarkdownTables.html(try RunReport.recovery(db: db, classes: classes, label: label))
         h += try curves(db: db, full: full, classes: classes, ablation: spec?.evaluation.ablation ?? .zero, label: label)
         h += try density(db: db, label: label)
-        h += positions(try ReportFacts.positions(db: db), label: label)
+        h += Self.positions(positions, label: label)
         h += try training(db: db)
         h += try confusion(db: db, classes: classes, full: full)
         h += try completeness(db: db)

@@ -391,14 +391,16 @@ extension RunReport {
     /// - Throws: `StoreError` on read failures.
     public static func files(db: RunDatabase, formats: [ReportFormat] = ReportFormat.allCases) throws -> [(name: String, text: String)] {
         let report = try build(db: db)
+        // Read once for the heatmaps and positions.csv: it loads every weight ranking's scores.
+        let positions = formats.contains(.html) || formats.contains(.csv) ? try ReportFacts.positions(db: db) : []
         var out: [(name: String, text: String)] = []
         for format in formats {
             switch format {
-            case .html: out.append(("report.html", try HTMLReport.build(db: db)))
+            case .html: out.append(("report.html", try HTMLReport.build(db: db, positions: positions)))
             case .md: out.append(("report.md", report.markdown))
             case .csv:
                 out += [("accuracy.csv", report.accuracyCSV), ("density.csv", report.densityCSV), ("curves.csv", report.curvesCSV),
-                        ("positions.csv", ReportFacts.positionsCSV(try ReportFacts.positions(db: db))),
+                        ("positions.csv", ReportFacts.positionsCSV(positions)),
                         ("training.csv", try ReportFacts.trainingCSV(db: db)), ("completeness.csv", try ReportFacts.completenessCSV(db: db))]
             }
         }
