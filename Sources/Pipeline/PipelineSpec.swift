@@ -63,6 +63,7 @@ let enumChoices: [String: [String]] = [
     "AttributionTarget": AttributionTarget.allCases.map(\.rawValue),
     "CurveDirection": CurveDirection.allCases.map(\.rawValue),
     "Ablation": Ablation.allCases.map(\.rawValue),
+    "SplitRole": SplitRole.allCases.map(\.rawValue),
 ]
 
 func keyPath(_ path: [CodingKey]) -> String {
@@ -516,6 +517,39 @@ public struct SanitySpec: Codable, Sendable, Equatable {
     }
 }
 
+/// The cards stage's parameters (issue 12): which neurons get a card and what it shows.
+public struct CardsSpec: Codable, Sendable, Equatable {
+    /// The split whose sequences the cards are computed on (default `train`: every sequence
+    /// the model was trained on).
+    public var split: SplitRole = .train
+    /// Neurons per ranking (its top neurons, or the output units of its top weights).
+    public var top: Int = 20
+    /// Top-activating examples shown per neuron.
+    public var examples: Int = 20
+    /// Top sequences (by peak) behind residue enrichment, position profile and top classes.
+    public var topSequences: Int = 100
+    /// Sequences per resumable shard of the activation pass.
+    public var shardSize: Int = 64
+    enum CodingKeys: String, CodingKey, CaseIterable {
+        case split, top, examples, topSequences = "top_sequences", shardSize = "shard_size"
+    }
+    /// Creates the defaults: the train split, 20 neurons, 20 examples, 100 top sequences, shards of 64.
+    public init() {}
+    public init(from decoder: Decoder) throws {
+        try rejectUnknownKeys(decoder, CodingKeys.self)
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        split = try c.decodeIfPresent(SplitRole.self, forKey: .split) ?? split
+        top = try c.decodeIfPresent(Int.self, forKey: .top) ?? top
+        examples = try c.decodeIfPresent(Int.self, forKey: .examples) ?? examples
+        topSequences = try c.decodeIfPresent(Int.self, forKey: .topSequences) ?? topSequences
+        shardSize = try c.decodeIfPresent(Int.self, forKey: .shardSize) ?? shardSize
+        for (key, value, least) in [(CodingKeys.top, top, 0), (.examples, examples, 1), (.topSequences, topSequences, 1), (.shardSize, shardSize, 1)] where value < least {
+            throw SpecError.invalid(path: keyPath(c.codingPath + [key]), message: "expected \(least) or more, got \(value)"
+                + (key == .top ? " (0 turns the cards off)" : ""))
+        }
+    }
+}
+
 /// A pipeline spec (YAML). Decoding is strict: an unknown key or a wrong type is an
 /// error that names the key path.
 public struct PipelineSpec: Codable, Sendable, Equatable {
@@ -541,9 +575,11 @@ public struct PipelineSpec: Codable, Sendable, Equatable {
     public var evaluation = EvaluationSpec()
     /// Sanity-stage parameters (YAML `sanity`; `SanitySpec` defaults when absent).
     public var sanity = SanitySpec()
+    /// Cards-stage parameters (YAML `cards`; `CardsSpec` defaults when absent).
+    public var cards = CardsSpec()
 
     enum CodingKeys: String, CodingKey, CaseIterable {
-        case name, inputs, labelLevel = "label_level", split, model, train, attribution, selection, evidence, evaluation, sanity
+        case name, inputs, labelLevel = "label_level", split, model, train, attribution, selection, evidence, evaluation, sanity, cards
     }
 
     /// Creates a spec with `name` and `inputs` and every other field at its default
@@ -564,6 +600,7 @@ public struct PipelineSpec: Codable, Sendable, Equatable {
         evidence = try c.decodeIfPresent(EvidenceSpec.self, forKey: .evidence) ?? evidence
         evaluation = try c.decodeIfPresent(EvaluationSpec.self, forKey: .evaluation) ?? evaluation
         sanity = try c.decodeIfPresent(SanitySpec.self, forKey: .sanity) ?? sanity
+        cards = try c.decodeIfPresent(CardsSpec.self, forKey: .cards) ?? cards
         if sanity.enabled, let m = attribution.maxSequences, m < 2 {
             throw SpecError.invalid(path: "attribution.max_sequences", message: "the sanity checks re-score at least 2 of the attributed sequences and "
                 + "\(m) is attributed: raise attribution.max_sequences, or set sanity.model_randomization and sanity.label_randomization to false")

@@ -62,7 +62,7 @@ public enum PipelineError: Error, CustomStringConvertible {
 
 /// The pipeline's stages in run order.
 public enum Stage: String, CaseIterable, Sendable, Comparable {
-    case ingest, tokenize, split, train, attribute, select, evaluate, evidence, sanity, neurons, report
+    case ingest, tokenize, split, train, attribute, select, evaluate, evidence, sanity, neurons, cards, report
 
     /// The stage's implementation: its parameters, version and work (one file per stage in
     /// `Stages/`); the runner loops over stages and calls these.
@@ -78,6 +78,7 @@ public enum Stage: String, CaseIterable, Sendable, Comparable {
         case .evidence: EvidenceStage.self
         case .sanity: SanityStage.self
         case .neurons: NeuronsStage.self
+        case .cards: CardsStage.self
         case .report: ReportStage.self
         }
     }
@@ -119,7 +120,7 @@ public struct DebugHooks: Sendable, Equatable {
 }
 
 /// The three splits of a run (`splits.split` in the database).
-public enum SplitRole: String, Sendable, CaseIterable {
+public enum SplitRole: String, Codable, Sendable, CaseIterable {
     case train, select, test
 }
 

@@ -111,6 +111,14 @@ public struct RunStatus: Sendable {
                     let planned = spec.flatMap { s in layers.map { (s.sanity.modelRandomization ? $0 : 0) + (s.sanity.labelRandomization ? 1 : 0) } }
                     detail = String(format: "%d of %@ checks done (%.1f s)", units.done, planned.map(String.init) ?? "?", units.seconds)
                 }
+            case .cards:
+                // Shards finished (any content key) of the planned: the card split in shards of cards.shard_size.
+                let shards = try db.cardShardProgress()
+                if shards.done > 0 || ledger[Stage.neurons.rawValue] != nil {
+                    let spec = try db.run().flatMap { try? PipelineSpec.parse(yaml: $0.specYAML, path: $0.specPath) }
+                    let planned = try spec.map { s in (try db.sequenceIDs(split: s.cards.split.rawValue).count + s.cards.shardSize - 1) / s.cards.shardSize }
+                    detail = String(format: "%d of %@ shards done (%.1f s)", shards.done, planned.map(String.init) ?? "?", shards.seconds)
+                }
             default: break
             }
             lines.append(Line(stage: stage, done: rec != nil, rows: rec?.rowsWritten ?? 0, seconds: rec?.seconds ?? 0, detail: detail))

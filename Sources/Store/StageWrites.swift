@@ -83,6 +83,14 @@ extension RunDatabase {
         func sql(_ statement: String) -> (Database) throws -> Int { { db in try db.execute(sql: statement); return db.changesCount } }
         func scoreSets(_ condition: String) -> (Database) throws -> Int { { db in try Self.deleteScoreSets(db, where: condition) } }
         let deletes: [(stage: String, table: String, delete: (Database) throws -> Int)] = [
+            ("cards", "neuron_subclasses", sql("DELETE FROM neuron_subclasses")),
+            ("cards", "neuron_classes", sql("DELETE FROM neuron_classes")),
+            ("cards", "neuron_positions", sql("DELETE FROM neuron_positions")),
+            ("cards", "neuron_enrichment", sql("DELETE FROM neuron_enrichment")),
+            ("cards", "neuron_examples", sql("DELETE FROM neuron_examples")),
+            ("cards", "neuron_profiles", sql("DELETE FROM neuron_profiles")),
+            ("cards", "card_neurons", sql("DELETE FROM card_neurons")),
+            ("cards", "card_shards", sql("DELETE FROM card_shards")),
             ("neurons", "planted_recovery", sql("DELETE FROM planted_recovery")),
             ("neurons", "motif_selectivity", sql("DELETE FROM motif_selectivity")),
             ("sanity", "sanity_verdicts", sql("DELETE FROM sanity_verdicts")),

@@ -9,7 +9,8 @@ struct Kneuron: ParsableCommand {
         abstract: "Find knowledge neurons in protein language models (ESM-2, EC classification).",
         discussion: "Run a whole pipeline with `kneuron run SPEC.yaml`, or one stage at a time. Every result is in SQLite (`kneuron query`).",
         subcommands: [RunCommand.self, IngestCommand.self, TokenizeCommand.self, SplitCommand.self, TrainCommand.self,
-                      AttributeCommand.self, SelectCommand.self, EvaluateCommand.self, EvidenceCommand.self, SanityCommand.self, NeuronsCommand.self, ReportCommand.self,
+                      AttributeCommand.self, SelectCommand.self, EvaluateCommand.self, EvidenceCommand.self, SanityCommand.self, NeuronsCommand.self, CardsCommand.self, ReportCommand.self,
+                      NeuronCommand.self,
                       StatusCommand.self, QueryCommand.self, PredictCommand.self, EmbedCommand.self, PlantCommand.self, BenchCommand.self]
     )
 

@@ -2,6 +2,7 @@ import Foundation
 import ArgumentParser
 import Pipeline
 import Store
+import ESM
 
 struct TokenizeCommand: StageCommand {
     static let configuration = CommandConfiguration(commandName: "tokenize", abstract: "Tokenize sequences with the ESM-2 alphabet (crop by the spec's policy).")
@@ -141,6 +142,66 @@ struct NeuronsCommand: StageCommand {
     static let stage = Stage.neurons
     @OptionGroup var options: RunOptions
 }
+
+struct CardsCommand: StageCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "cards",
+        abstract: "Neuron cards: for the top neurons of every ranking, top-activating windows, residue enrichment, position and class profile "
+            + "(resumable shards; `kneuron neuron --db RUN` shows them).")
+    static let stage = Stage.cards
+    @OptionGroup var options: RunOptions
+}
+
+/// The output formats of `kneuron neuron`.
+enum CardFormat: String, CaseIterable, ExpressibleByArgument { case text, json }
+
+/// `kneuron neuron --db RUN --layer L --module M --unit U`: one neuron's card, read-only; without
+/// the neuron, the list of every card.
+struct NeuronCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "neuron",
+        abstract: "Show a neuron's card (top windows, residue enrichment, position, classes) from a run's database, read-only; "
+            + "without --layer/--module/--unit, list the neurons that have cards.")
+    @Argument(help: "Pipeline spec (YAML); only to find its database. Optional with --db.") var spec: String?
+    @Option(help: "Database path (default: runs/<spec name>.sqlite).") var db: String?
+    @Option(help: "Block, 0-based.") var layer: Int?
+    @Option(help: ArgumentHelp("Linear map: " + LinearModule.allCases.map(\.rawValue).joined(separator: ", ") + ".")) var module: LinearModule?
+    @Option(help: "Output unit of the map, 0-based.") var unit: Int?
+    @Option(help: "text (default) or json.") var format: CardFormat = .text
+
+    func run() throws {
+        let path = try databasePath(db: db, spec: spec)
+        let database = try RunDatabase(path: path, readOnly: true)
+        try database.requireCurrentSchema()
+        guard try database.stage(Stage.cards.rawValue) != nil else {
+            throw OperationalError("\(path) has no finished cards stage. Run `kneuron run SPEC --db \(path)` (or `kneuron cards SPEC`) first")
+        }
+        let list = try database.cardNeurons()
+        guard layer != nil || module != nil || unit != nil else {
+            let neurons = Array(Set(list.map(\.neuron))).sorted()
+            if format == .json {
+                let rows = neurons.map { k in "{\"layer\": \(k.layer), \"module\": \"\(k.module)\", \"unit\": \(k.unit)}" }
+                print("[" + rows.joined(separator: ",\n ") + "]")
+                return
+            }
+            print("\(neurons.count) neurons have cards (kneuron neuron --db \(path) --layer L --module M --unit U):")
+            for k in neurons {
+                let who = list.filter { $0.neuron == k }.map { "\($0.ranking.method)\($0.ranking.targetClass < 0 ? "" : " class \($0.ranking.targetClass)") #\($0.cardRank)" }
+                print("  layer \(k.layer) \(k.module) unit \(k.unit): " + who.joined(separator: ", "))
+            }
+            return
+        }
+        guard let layer, let module, let unit else { throw ValidationError("give all three of --layer, --module and --unit (or none, to list the cards)") }
+        let key = NeuronKey(layer: layer, module: module.rawValue, unit: unit)
+        guard let view = try NeuronCardView.load(db: database, neuron: key) else {
+            throw ValidationError("layer \(layer) \(module.rawValue) unit \(unit) has no card in \(path): cards are made for the top "
+                + "neurons of each ranking (\(Set(list.map(\.neuron)).count) neurons); `kneuron neuron --db \(path)` lists them")
+        }
+        print(format == .json ? try view.json() : view.text, terminator: "")
+    }
+}
+
+extension LinearModule: ExpressibleByArgument {}
 
 extension ReportFormat: ExpressibleByArgument {}
 

@@ -38,17 +38,13 @@ final class SelectivityTests: XCTestCase {
         XCTAssertNil(all[3])
     }
 
-    /// A tiny random model whose layer-0 query unit 0 is set to the LayerNorm output of residue W
-    /// (its input at every position depends on that position's token only, and every LayerNorm
-    /// output has the same norm, so W positions give the largest dot product): with W only inside
-    /// the motifs, its selectivity for them is 1; every neuron's value equals the AUROC of its
-    /// activations captured by a separate forward pass.
-    func testANeuronBuiltToFireOnTheMotifHasSelectivityOne() throws {
+    /// A tiny random model (seed 11) whose layer-0 query units 0 and 1 are set to the LayerNorm
+    /// outputs at a W and at a C position (read from the model itself), so unit 0 fires most on W
+    /// and unit 1 on C; and the token ids of W (22) and of the residues other than W and C.
+    static func handBuiltModel() throws -> (model: ESMClassifier, w: Int32, others: [Int32]) {
         let config = try ESMConfig.preset("tiny", numLabels: 3, pooling: .mean)
         let model = ESMClassifier(config: config, seed: 11)
         let w: Int32 = 22, c: Int32 = 23, others: [Int32] = Array(4 ... 21)   // HF ids: W = 22, C = 23; L ... H
-        // The LayerNorm outputs at a W and a C position, read from the model itself; query units 0
-        // and 1 become them (unit 0 fires most on W, unit 1 on C).
         _ = model.forward(TokenBatch(sequences: [[0, w, c, 2]], padTokenId: 1))
         let ln = model.input(at: ModuleSite(layer: 0, module: .query))   // (1, 4, H)
         let h = config.hiddenSize
@@ -59,6 +55,17 @@ final class SelectivityTests: XCTestCase {
             p.values[qb.offset + unit] = 0
         }
         model.parameters = p
+        return (model, w, others)
+    }
+
+    /// A tiny random model whose layer-0 query unit 0 is set to the LayerNorm output of residue W
+    /// (its input at every position depends on that position's token only, and every LayerNorm
+    /// output has the same norm, so W positions give the largest dot product): with W only inside
+    /// the motifs, its selectivity for them is 1; every neuron's value equals the AUROC of its
+    /// activations captured by a separate forward pass.
+    func testANeuronBuiltToFireOnTheMotifHasSelectivityOne() throws {
+        let (model, w, others) = try Self.handBuiltModel()
+        let config = model.config, c: Int32 = 23
 
         var rng = SplitMix64(seed: 5)
         var sequences: [MotifSelectivity.Sequence] = []

@@ -44,6 +44,7 @@ final class EndToEndTests: XCTestCase {
         attribution: {steps: 4, shard_size: 3, max_sequences: 24}
         selection: {retention_fractions: [0.5, 0.1], random_seeds: [1, 2, 3]}
         evidence: {fractions: [0.1, 0.5], random_rankings: 4, bootstrap_resamples: 200}
+        cards: {shard_size: 16}
         """
         let path = dir.appendingPathComponent("e2e.yaml").path
         try spec.write(toFile: path, atomically: true, encoding: .utf8)
@@ -160,7 +161,7 @@ final class EndToEndTests: XCTestCase {
         let shardsAtKill = try count(partial, "SELECT COUNT(*) FROM shards")
         let during = try RunStatus.read(db: partial)
         XCTAssertFalse(during.complete)
-        XCTAssertEqual(during.lines.map(\.done), [true, true, true, true, false, false, false, false, false, false, false])
+        XCTAssertEqual(during.lines.map(\.done), [true, true, true, true, false, false, false, false, false, false, false, false])
         XCTAssertEqual(during.shards.count, 16)
         XCTAssertEqual(during.shards.filter(\.done).count, shardsAtKill)
         XCTAssertEqual(Set(during.shards.map(\.sequences)), [3])
@@ -260,12 +261,12 @@ final class EndToEndTests: XCTestCase {
                        try b.query("SELECT layer, module, row, col, score, rank FROM neuron_scores ORDER BY method, rank").rows,
                        "the sharded run's ranked rows are the reference's best 500 of each set")
         let after = try RunStatus.read(db: b)
-        XCTAssertEqual(after.lines.map(\.done), [true, true, true, true, true, false, false, false, false, false, false])
+        XCTAssertEqual(after.lines.map(\.done), [true, true, true, true, true, false, false, false, false, false, false, false])
         XCTAssertEqual(after.shards.filter(\.done).count, 16)
         XCTAssertEqual(try b.query("PRAGMA integrity_check").rows, [["ok"]])
         // The rest of the pipeline continues from the combined scores.
         let rest = try runInProcess(spec: spec, db: sharded)
-        XCTAssertEqual(rest.map(\.ran), [false, false, false, false, false, true, true, true, true, true, true])
+        XCTAssertEqual(rest.map(\.ran), [false, false, false, false, false, true, true, true, true, true, true, true])
         XCTAssertEqual(try a.evaluations(), try RunDatabase(path: sharded, readOnly: true).evaluations())
     }
 
@@ -454,7 +455,7 @@ final class EndToEndTests: XCTestCase {
     }
 
     /// Crash harness: `kneuron run` is killed with SIGKILL at random moments (>= 20 kills that
-    /// landed while it was running, over ingest ... sanity) and resumed until it completes,
+    /// landed while it was running, over ingest ... sanity and cards) and resumed until it completes,
     /// on fresh databases until enough kills accumulated; every table's data must equal an
     /// uninterrupted run's (timings excluded), with no duplicates and integrity_check ok.
     func testCrashHarnessKillsAtRandomPointsAndResumesToIdenticalTables() throws {
@@ -483,13 +484,19 @@ final class EndToEndTests: XCTestCase {
             ("significance", "SELECT * FROM significance ORDER BY 1, 2, 3, 4, 5"),
             ("sanity_checks", "SELECT * FROM sanity_checks ORDER BY 1, 2, 3, 4, 5"),
             ("sanity_verdicts", "SELECT * FROM sanity_verdicts ORDER BY 1, 2, 3, 4"),
+            ("card_neurons", "SELECT * FROM card_neurons ORDER BY 1, 2, 3, 4"),
+            ("card_shards", "SELECT shard_index, content_key, n_sequences, hex(peaks) FROM card_shards ORDER BY 1"),
+            ("neuron_profiles", "SELECT * FROM neuron_profiles ORDER BY 1, 2, 3"),
+            ("neuron_examples", "SELECT * FROM neuron_examples ORDER BY 1, 2, 3, 4, 5"),
+            ("neuron_enrichment", "SELECT * FROM neuron_enrichment ORDER BY 1, 2, 3, 4, 5"),
+            ("neuron_classes", "SELECT * FROM neuron_classes ORDER BY 1, 2, 3, 4"),
             ("stages", "SELECT stage, content_key, rows_written FROM stages ORDER BY 1"),
         ]
         let expected = try RunDatabase(path: reference, readOnly: true)
         var rng = SplitMix64(seed: 2026)
         var kills = 0, runs = 0, rowsCompared = 0
         var killedIn: [String: Int] = [:]
-        let stagesToHit = ["ingest", "tokenize", "split", "train", "attribute", "evaluate", "evidence", "sanity"]
+        let stagesToHit = ["ingest", "tokenize", "split", "train", "attribute", "evaluate", "evidence", "sanity", "cards"]
         func missedStage() -> Bool { stagesToHit.contains { (killedIn[$0] ?? 0) == 0 } }
         while (kills < 20 || missedStage()) && runs < 16 {
             runs += 1

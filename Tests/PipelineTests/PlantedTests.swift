@@ -197,6 +197,7 @@ final class PlantedTests: XCTestCase {
         selection: {retention_fractions: [0.5], random_seeds: [1, 2, 3]}
         evidence: {fractions: [0.5], directions: [retain], random_rankings: 4, bootstrap_resamples: 200, edit_factors: []}
         sanity: {model_randomization: false, label_randomization: false}
+        cards: {top: 4, examples: 6, top_sequences: 10, shard_size: 5}
         """.write(toFile: spec, atomically: true, encoding: .utf8)
         let path = dir.appendingPathComponent("p.sqlite").path
         let database = try RunDatabase(path: path)
@@ -254,5 +255,113 @@ final class PlantedTests: XCTestCase {
         XCTAssertEqual(r.meanSelectivity, best.reduce(0, +) / 10, accuracy: 1e-12)
         XCTAssertTrue(r.pValue > 0 && r.pValue <= 1 && r.randomSD > 0, "\(r)")
         XCTAssertTrue(try String(contentsOf: dir.appendingPathComponent("p.artifacts/report.md"), encoding: .utf8).contains("## Does a ranking find the planted knowledge?"))
+        try checkCards(ctx, database: database, model: model, classes: classes, path: path)
+    }
+
+    /// The cards stage of the planted run against a recomputation from the checkpoint: each
+    /// ranking's cards are its stored ranks 1 ... 4; every card neuron's peaks (the stage's shards
+    /// of 5 train sequences, one batch each) give the stored top and quantile examples, windows
+    /// and positions; the planted motif at each peak is the one `planted_motifs` lists; per-class
+    /// AUROCs equal pair counting over the peaks; enrichment counts equal a count over the top 10
+    /// sequences' residues; `kneuron neuron` prints the card and its JSON.
+    func checkCards(_ ctx: RunContext, database: RunDatabase, model: ESMClassifier, classes: [ClassRecord], path: String) throws {
+        let list = try database.cardNeurons()
+        XCTAssertEqual(list.count, 2 * (1 + classes.count) * 4)
+        for id in Set(list.map(\.ranking)) {
+            let top = try database.query("SELECT layer, module, row FROM neuron_scores WHERE method = '\(id.method)' AND granularity = 'neuron' AND target_class = \(id.targetClass) AND seed = 0 AND rank <= 4 ORDER BY rank").rows
+            XCTAssertEqual(list.filter { $0.ranking == id }.sorted { $0.cardRank < $1.cardRank }.map { ["\($0.neuron.layer)", $0.neuron.module, "\($0.neuron.unit)"] }, top.map { $0.map { $0! } })
+        }
+        let ids = try database.sequenceIDs(split: "train")
+        let tokens = try database.tokens()
+        let records = Dictionary(uniqueKeysWithValues: try database.sequences().map { ($0.id, $0) })
+        let motifs = try database.plantedMotifs()
+        let classOf = Dictionary(uniqueKeysWithValues: classes.map { ($0.ecLabel, $0.classIndex) })
+        var checked = 0
+        for key in Set(list.map(\.neuron)).sorted() {
+            let card = try XCTUnwrap(try database.neuronCard(key))
+            let site = ModuleSite(layer: key.layer, module: LinearModule(rawValue: key.module)!)
+            var peak: [(value: Float, residue: Int)] = []
+            for start in stride(from: 0, to: ids.count, by: 5) {
+                let chunk = ids[start ..< min(start + 5, ids.count)].map { tokens[$0]! }
+                let batch = TokenBatch(sequences: chunk.map(\.ids), padTokenId: 1)
+                _ = model.forward(batch, hooks: ForwardHooks(capture: [site]))
+                let y = model.output(at: site), rows = site.module.outFeatures(model.config)
+                for (b, t) in chunk.enumerated() {
+                    let v = (0 ..< t.ids.count - 2).map { y[(b * batch.length + $0 + 1) * rows + key.unit] }
+                    let m = v.max()!
+                    peak.append((m, v.firstIndex(of: m)!))
+                }
+            }
+            let order = peak.indices.sorted { peak[$0].value != peak[$1].value ? peak[$0].value > peak[$1].value : $0 < $1 }
+            let tops = card.examples.filter { $0.kind == "top" }
+            XCTAssertEqual(tops.map(\.sequenceID), order.prefix(6).map { ids[$0] }, "\(key)")
+            for (e, s) in zip(tops, order) {
+                let t = tokens[ids[s]]!, residues = Array(records[ids[s]]!.sequence)
+                let p = t.residueStart + peak[s].residue
+                XCTAssertEqual(e.activation, Double(peak[s].value))
+                XCTAssertEqual(e.peakPosition, p + 1)
+                XCTAssertEqual(e.window, String(residues[max(0, p - 7) ..< min(residues.count, p + 8)]))
+                let m = motifs.first { $0.sequenceID == ids[s] && $0.start <= p + 1 && p + 1 <= $0.end }
+                XCTAssertEqual(e.motifPattern, m?.pattern)
+                XCTAssertEqual(e.motifIsDecoy, m.map { $0.ecLabel == nil })
+            }
+            let ascending = Array(order.reversed())
+            for e in card.examples where e.kind == "quantile" {
+                XCTAssertEqual(e.sequenceID, ids[ascending[Int((e.quantile! * Double(ids.count - 1)).rounded(.toNearestOrEven))]])
+            }
+            for c in card.classes {
+                let label = ids.map { classOf[records[$0]!.ecLabel]! == c.classIndex }
+                var wins = 0.0, pairs = 0.0
+                for i in peak.indices where label[i] { for j in peak.indices where !label[j] { pairs += 1; wins += peak[i].value > peak[j].value ? 1 : peak[i].value == peak[j].value ? 0.5 : 0 } }
+                XCTAssertEqual(c.auroc!, wins / pairs, accuracy: 1e-12)
+                XCTAssertEqual(c.topCount, order.prefix(10).filter { label[$0] }.count)
+            }
+            for r in card.enrichment where r.offset == 0 || r.offset == 2 {
+                let at = order.prefix(10).compactMap { s -> Character? in
+                    let residues = Array(records[ids[s]]!.sequence), j = tokens[ids[s]]!.residueStart + peak[s].residue + r.offset
+                    return j >= 0 && j < residues.count ? residues[j] : nil
+                }
+                XCTAssertEqual(r.count, at.filter { String($0) == r.residue }.count, "\(key) offset \(r.offset) \(r.residue)")
+            }
+            XCTAssertEqual(card.positionBins.reduce(0, +), 10)
+            checked += 1
+        }
+        XCTAssertGreaterThan(checked, 8)
+        // The report's card section: the true-class integrated-gradients ranking's share of top windows peaking in a class motif.
+        let report = try String(contentsOf: URL(fileURLWithPath: path).deletingPathExtension().appendingPathExtension("artifacts").appendingPathComponent("report.md"), encoding: .utf8)
+        XCTAssertTrue(report.contains("## What the top neurons respond to (neuron cards)") && report.contains("Do the cards find the planted motifs?"))
+        var inMotif = 0, windows = 0
+        for r in list where r.ranking.method == "integrated_gradients" && r.ranking.targetClass == -1 {
+            let tops = try XCTUnwrap(try database.neuronCard(r.neuron)).examples.filter { $0.kind == "top" }
+            windows += tops.count
+            inMotif += tops.filter { $0.motifIsDecoy == false }.count
+        }
+        XCTAssertTrue(report.contains("| integrated gradients | 4 | \(String(format: "%.0f", 100 * Double(inMotif) / Double(windows)))% | "), report)
+        // The command: a card in the terminal and as JSON, and a clear refusal for a neuron without one.
+        guard let exe = EndToEndTests.executable() else { return }
+        let k = list[0].neuron
+        let text = try runProcess(exe, ["neuron", "--db", path, "--layer", "\(k.layer)", "--module", k.module, "--unit", "\(k.unit)"])
+        XCTAssertEqual(text.status, 0, text.err)
+        XCTAssertTrue(text.out.hasPrefix("layer \(k.layer) \(k.module) unit \(k.unit): card over \(ids.count) train sequences"), text.out)
+        XCTAssertTrue(text.out.contains("top-activating sequences") && text.out.contains("residue enrichment"), text.out)
+        let json = try runProcess(exe, ["neuron", "--db", path, "--layer", "\(k.layer)", "--module", k.module, "--unit", "\(k.unit)", "--format", "json"])
+        struct Decoded: Decodable { struct Card: Decodable { let examples: [[String: AnyCodable]]; let n_sequences: Int }; let card: Card }
+        let decoded = try JSONDecoder().decode(Decoded.self, from: Data(json.out.utf8))
+        XCTAssertEqual(decoded.card.n_sequences, ids.count)
+        XCTAssertEqual(decoded.card.examples.count, 6 + 5)
+        let none = try runProcess(exe, ["neuron", "--db", path, "--layer", "0", "--module", "output", "--unit", "9999"])
+        XCTAssertNotEqual(none.status, 0)
+        XCTAssertTrue(none.err.contains("has no card") && none.err.contains("lists them"), none.err)
+    }
+}
+
+/// Any JSON value (for decoding a card's examples without naming every field).
+struct AnyCodable: Decodable {
+    init(from decoder: Decoder) throws {
+        let c = try decoder.singleValueContainer()
+        if c.decodeNil() { return }
+        if (try? c.decode(Double.self)) != nil { return }
+        if (try? c.decode(String.self)) != nil { return }
+        _ = try c.decode(Bool.self)
     }
 }

@@ -378,6 +378,7 @@ enum HTMLReport {
         h += try curves(db: db, full: full, classes: classes, ablation: spec?.evaluation.ablation ?? .zero, label: label)
         h += try density(db: db, label: label)
         h += Self.positions(positions, label: label)
+        h += MarkdownTables.html(try RunReport.cards(db: db, classes: classes, label: label))
         h += try training(db: db)
         h += try confusion(db: db, classes: classes, full: full)
         h += try completeness(db: db)

@@ -193,6 +193,7 @@ public struct RunReport: Sendable {
         }
         md += try planted(db: db, classes: classes)
         md += try recovery(db: db, classes: classes, label: label)
+        md += try cards(db: db, classes: classes, label: label)
         md += try agreement(db: db, label: label)
         md += try completeness(db: db)
         md += try training(db: db)

@@ -1,0 +1,238 @@
+import Attribution
+import ESM
+import Foundation
+import ProteinData
+import Store
+
+/// Stage 11: neuron cards, what each top neuron responds to (issue 12; the examples follow
+/// Neuroscope's max-activating examples and InterProt's quantile examples for ESM-2 features).
+///
+/// The neurons: for every stored ranking (seed 0, not random) its `cards.top` best neurons, or
+/// for a weight ranking the output units (rows) of its best-ranked weights, the first
+/// `cards.top` distinct rows in rank order (table `card_neurons`). Their union is measured on
+/// every sequence of `cards.split` (default train), in shards of `cards.shard_size` sequences
+/// committed one by one (a killed run resumes at the first missing shard; memory is the
+/// neurons x sequences peaks, not the activations). A neuron's summary of a sequence is its
+/// peak (`NeuronPeak`: the largest activation over the residues and where).
+///
+/// Each card (migration 0013 documents every column): the `cards.examples` top sequences by
+/// peak with the window of +-7 residues around the peak, one sequence at each peak quantile
+/// 0.9 ... 0.1; over the `cards.top_sequences` top sequences, residue enrichment at offsets
+/// -3 ... 3 from the peak against the split's residue composition (exact binomial test,
+/// Benjamini-Hochberg q), the relative position of the peak (ten bins), the classes and the EC
+/// numbers at level 2 and 3; over all sequences, per class the mean peak and the one-vs-rest
+/// AUROC of the peak. On a planted run each example says which planted motif holds its peak.
+enum CardsStage: StageImplementation {
+    /// Peak quantiles of the quantile examples.
+    static let quantiles = [0.9, 0.75, 0.5, 0.25, 0.1]
+    /// Residues each side of the peak in an example window.
+    static let halfWindow = 7
+
+    static func parameters(_ ctx: RunContext) throws -> [(name: String, value: String)] {
+        let c = ctx.spec.cards
+        return [("cards.split", c.split.rawValue), ("cards.top", "\(c.top)"), ("cards.examples", "\(c.examples)"),
+                ("cards.top_sequences", "\(c.topSequences)"), ("cards.shard_size", "\(c.shardSize)"),
+                ("cards.batch_size", "\(ctx.spec.train.batchSize)")]   // the batch shape changes the activations' last bits
+    }
+
+    static func run(_ ctx: RunContext, key: String) throws -> Int {
+        let start = Date()
+        let spec = ctx.spec.cards
+        func ledger(_ rows: Int) -> StageRecord {
+            StageRecord(stage: Stage.cards.rawValue, contentKey: key, rowsWritten: rows, seconds: Date().timeIntervalSince(start))
+        }
+        let model = try ModelStore.finalModel(ctx, stage: Stage.cards.rawValue)
+        let (list, units) = try cardList(ctx, config: model.config)
+        let ids = try ctx.db.sequenceIDs(split: spec.split.rawValue)
+        guard !units.isEmpty, !ids.isEmpty else {
+            ctx.log(units.isEmpty ? "  no ranking to make cards for (cards.top \(spec.top))" : "  the \(spec.split.rawValue) split is empty: no cards")
+            try ctx.db.commitCards(neurons: [], cards: [], ledger: ledger(0))
+            return 0
+        }
+        let tokens = try ctx.db.tokens()
+        let sequences = try ids.map { id -> [Int32] in
+            guard let t = tokens[id] else { throw StoreError.corrupt("sequence \(id) of the \(spec.split.rawValue) split has no tokens") }
+            return t.ids
+        }
+        // The activation pass, shard by shard.
+        let shardCount = (ids.count + spec.shardSize - 1) / spec.shardSize
+        let stale = try ctx.db.discardCardShards(otherThan: key)
+        if stale > 0 { ctx.log("  discarded \(stale) card shards computed with another model or other parameters") }
+        let done = try ctx.db.cardShardIndices()
+        ctx.log("  cards for \(units.count) neurons of \(Set(list.map(\.ranking)).count) rankings on \(ids.count) \(spec.split.rawValue) sequences "
+            + "(\(shardCount) shards, \(done.count) done)")
+        for shard in 0 ..< shardCount where !done.contains(shard) {
+            let t0 = Date()
+            let range = shard * spec.shardSize ..< min(ids.count, (shard + 1) * spec.shardSize)
+            let peaks = NeuronCards.peaks(model: model, sequences: Array(sequences[range]), neurons: units, batchSize: ctx.spec.train.batchSize)
+            try ctx.db.commitCardShard(CardShardRecord(shardIndex: shard, contentKey: key, nSequences: range.count,
+                                                      activations: peaks.flatMap { $0.map(\.activation) }, residues: peaks.flatMap { $0.map(\.residue) },
+                                                      seconds: Date().timeIntervalSince(t0)))
+            DebugHooks.pause(ctx.debug.shardDelayMilliseconds)
+        }
+        // Gather the peaks neuron by neuron.
+        var peaks = [[NeuronPeak]](repeating: [], count: units.count)
+        let shards = try ctx.db.cardShards()
+        guard shards.map(\.shardIndex) == Array(0 ..< shardCount) else {
+            throw StoreError.corrupt("card shards \(shards.map(\.shardIndex)) are not 0..<\(shardCount); run with --force cards")
+        }
+        for s in shards {
+            let expected = min(spec.shardSize, ids.count - s.shardIndex * spec.shardSize)
+            guard s.nSequences == expected, s.activations.count == expected * units.count else {
+                throw StoreError.corrupt("card shard \(s.shardIndex) holds \(s.activations.count) peaks, expected \(expected) x \(units.count); run with --force cards")
+            }
+            for n in units.indices {
+                for j in 0 ..< expected { peaks[n].append(NeuronPeak(activation: s.activations[n * expected + j], residue: s.residues[n * expected + j])) }
+            }
+        }
+        let builder = try CardBuilder(ctx, ids: ids, tokens: tokens)
+        let cards = units.enumerated().map { builder.card(for: $1, index: $0, peaks: peaks[$0]) }
+        let rows = list.count + cards.reduce(0) { $0 + 1 + $1.examples.count + $1.enrichment.count + $1.positionBins.count + $1.classes.count + $1.subclasses.count }
+        try ctx.db.commitCards(neurons: list, cards: cards, ledger: ledger(rows))
+        return rows
+    }
+
+    /// Which neurons get cards (see the type's documentation): the rows of `card_neurons` and
+    /// the distinct neurons among them in canonical order (their card index).
+    /// - Throws: `StoreError.corrupt` for a stored layout that names an unknown module or does
+    ///   not match its scores.
+    static func cardList(_ ctx: RunContext, config: ESMConfig) throws -> ([CardNeuronRecord], [NeuronUnit]) {
+        let top = ctx.spec.cards.top
+        guard top > 0 else { return ([], []) }
+        var list: [CardNeuronRecord] = []
+        for id in try ctx.db.scoreSets().filter({ $0.method != Baseline.random && $0.seed == 0 }).sorted() {
+            guard let layout = try ctx.db.scoreLayout(id) else { continue }
+            let scores = try ctx.db.scores(id)
+            guard let last = layout.blocks.last, last.offset + last.rows * last.cols == scores.count else {
+                throw StoreError.corrupt("the scores of \(id) do not match its layout; run with --force attribute")
+            }
+            for b in layout.blocks where LinearModule(rawValue: b.module) == nil || b.layer >= config.numHiddenLayers {
+                throw StoreError.corrupt("the layout of \(id) names layer \(b.layer) \(b.module), which the model does not have")
+            }
+            // Walk the ranking from the top until `top` distinct output units are found.
+            var fetch = top * (layout.blocks.first?.cols ?? 1 > 1 ? 8 : 1)
+            var found: [NeuronKey: Int] = [:], order: [NeuronKey] = []
+            while true {
+                found = [:]; order = []
+                for (r, i) in ScoreRanking.top(scores, count: fetch).enumerated() {
+                    let b = layout.blocks.last { $0.offset <= Int(i) }!
+                    let k = NeuronKey(layer: b.layer, module: b.module, unit: (Int(i) - b.offset) / b.cols)
+                    if found[k] == nil { found[k] = r + 1; order.append(k) }
+                    if order.count == top { break }
+                }
+                if order.count == top || fetch >= scores.count { break }
+                fetch = min(scores.count, fetch * 4)
+            }
+            for (c, k) in order.enumerated() { list.append(CardNeuronRecord(ranking: id, cardRank: c + 1, neuron: k, bestRank: found[k]!)) }
+        }
+        let units = Set(list.map(\.neuron)).map { NeuronUnit(layer: $0.layer, module: LinearModule(rawValue: $0.module)!, unit: $0.unit) }.sorted()
+        return (list, units)
+    }
+}
+
+/// Builds cards from peaks: everything a card needs from the database, read once.
+struct CardBuilder {
+    let split: SplitRole
+    let examples: Int, topSequences: Int
+    let ids: [String]
+    /// Per sequence of the split: its residues (original, uncropped), first kept residue, class, EC numbers.
+    let residues: [[UInt8]], residueStart: [Int], classIndex: [Int], ecLabel: [String], ecNumbers: [[ECNumber]]
+    let classCount: Int
+    let background: [Double]
+    /// Level (2, 3) -> EC number -> sequences of the split carrying it.
+    let splitCounts: [Int: [String: Int]]
+    /// Sequence -> its planted motifs.
+    let motifs: [String: [PlantedMotifRecord]]
+
+    /// Reads the split's sequences, classes and planted motifs.
+    /// - Throws: `StoreError.corrupt` when a sequence of the split has no record or class.
+    init(_ ctx: RunContext, ids: [String], tokens: [String: TokenRecord]) throws {
+        split = ctx.spec.cards.split
+        examples = ctx.spec.cards.examples; topSequences = ctx.spec.cards.topSequences
+        self.ids = ids
+        let records = Dictionary(uniqueKeysWithValues: try ctx.db.sequences().map { ($0.id, $0) })
+        let classes = try ctx.db.classes()
+        let index = Dictionary(uniqueKeysWithValues: classes.map { ($0.ecLabel, $0.classIndex) })
+        classCount = classes.count
+        var residues: [[UInt8]] = [], starts: [Int] = [], labels: [Int] = [], ecLabels: [String] = [], ecs: [[ECNumber]] = []
+        var kept: [UInt8] = []
+        var counts: [Int: [String: Int]] = [2: [:], 3: [:]]
+        for id in ids {
+            guard let r = records[id], let t = tokens[id], let c = index[r.ecLabel] else {
+                throw StoreError.corrupt("sequence \(id) of the \(ctx.spec.cards.split.rawValue) split has no record, tokens or class")
+            }
+            let bytes = Array(r.sequence.utf8)
+            residues.append(bytes); starts.append(t.residueStart); labels.append(c); ecLabels.append(r.ecLabel)
+            kept += bytes[min(bytes.count, t.residueStart) ..< min(bytes.count, t.residueEnd)]
+            let numbers = r.ecNumbers.compactMap { try? ECNumber($0) }
+            ecs.append(numbers)
+            for level in [2, 3] {
+                for e in Self.prefixes(numbers, level: level) { counts[level]![e, default: 0] += 1 }
+            }
+        }
+        self.residues = residues; residueStart = starts; classIndex = labels; ecLabel = ecLabels; ecNumbers = ecs
+        background = NeuronCards.background(kept)
+        splitCounts = counts
+        var byID: [String: [PlantedMotifRecord]] = [:]
+        for m in try ctx.db.plantedMotifs() { byID[m.sequenceID, default: []].append(m) }
+        motifs = byID
+    }
+
+    /// The distinct EC numbers at `level` of a sequence's numbers that are known to that depth.
+    static func prefixes(_ numbers: [ECNumber], level: Int) -> [String] {
+        Array(Set(numbers.filter { $0.knownDepth >= level }.map { $0.truncated(toLevel: level).description })).sorted()
+    }
+
+    /// The card of `neuron` (card index `index`) from its peak on every sequence of the split.
+    func card(for neuron: NeuronUnit, index: Int, peaks: [NeuronPeak]) -> NeuronCardRecord {
+        let n = peaks.count
+        let order = NeuronCards.order(peaks)
+        let nTop = min(topSequences, n)
+        let top = Array(order.prefix(nTop))
+        let values = peaks.map { Double($0.activation) }
+        let (mean, sd) = EvidenceStatistics.meanAndSD(values)
+        // Position of the peak in the original sequence, 0-based.
+        func position(_ s: Int) -> Int { residueStart[s] + Int(peaks[s].residue) }
+        var bins = [Int](repeating: 0, count: 10)
+        for s in top { bins[NeuronCards.positionBin(position: position(s), length: residues[s].count)] += 1 }
+        // Class specificity.
+        let aurocs = MotifSelectivity.aurocs(peaks.map(\.activation), labels: classIndex, groups: classCount)
+        var topCounts = [Int](repeating: 0, count: classCount)
+        for s in top { topCounts[classIndex[s]] += 1 }
+        let classes = (0 ..< classCount).map { c -> NeuronCardRecord.ClassProfile in
+            let v = values.indices.filter { classIndex[$0] == c }.map { values[$0] }
+            let (m, d) = EvidenceStatistics.meanAndSD(v)
+            return .init(classIndex: c, nSequences: v.count, peakMean: v.isEmpty ? 0 : m, peakSD: d ?? 0, auroc: aurocs[c], topCount: topCounts[c])
+        }
+        let best = classes.filter { $0.auroc != nil }.max { ($0.auroc!, -$0.classIndex) < ($1.auroc!, -$1.classIndex) }
+        var card = NeuronCardRecord(neuron: NeuronKey(layer: neuron.layer, module: neuron.module.rawValue, unit: neuron.unit), cardIndex: index,
+                                    split: split.rawValue, nSequences: n, nTop: nTop, peakMax: values[order[0]], peakMean: mean, peakSD: sd ?? 0,
+                                    nTerminalShare: Double(bins[0]) / Double(nTop), cTerminalShare: Double(bins[9]) / Double(nTop),
+                                    bestClass: best?.classIndex, bestAUROC: best?.auroc,
+                                    topClassEntropy: NeuronCards.entropyBits(topCounts), topClassEntropyMax: log2(Double(max(1, classCount))))
+        card.positionBins = bins
+        card.classes = classes
+        func example(_ s: Int, kind: String, rank: Int, quantile: Double?) -> NeuronCardRecord.Example {
+            let p = position(s)
+            let w = NeuronCards.window(residues[s], peak: p, half: CardsStage.halfWindow)
+            let motif = motifs[ids[s]]?.first { $0.start <= p + 1 && p + 1 <= $0.end }
+            return .init(kind: kind, rank: rank, quantile: quantile, sequenceID: ids[s], ecLabel: ecLabel[s], peakPosition: p + 1,
+                         activation: values[s], window: w.text, windowStart: w.start + 1,
+                         motifPattern: motif?.pattern, motifIsDecoy: motif.map { $0.ecLabel == nil })
+        }
+        card.examples = order.prefix(examples).enumerated().map { example($1, kind: "top", rank: $0 + 1, quantile: nil) }
+            + CardsStage.quantiles.enumerated().map { example(NeuronCards.quantileIndex(peaks, $1), kind: "quantile", rank: $0 + 1, quantile: $1) }
+        card.enrichment = NeuronCards.enrichment(contexts: top.map { residues[$0] }, peaks: top.map(position), background: background).map {
+            .init(offset: $0.offset, residue: String($0.residue), count: $0.count, n: $0.n, background: $0.background, logOdds: $0.logOdds,
+                  pValue: $0.pValue, qValue: $0.qValue)
+        }
+        for level in [2, 3] {
+            var counts: [String: Int] = [:]
+            for s in top { for e in Self.prefixes(ecNumbers[s], level: level) { counts[e, default: 0] += 1 } }
+            card.subclasses += counts.sorted { ($1.value, $0.key) < ($0.value, $1.key) }.map {
+                .init(level: level, ecNumber: $0.key, topCount: $0.value, splitCount: splitCounts[level]![$0.key] ?? 0)
+            }
+        }
+        return card
+    }
+}
