@@ -2,7 +2,8 @@
 -- output unit (layer, module, unit) of one of the six linear maps of an ESM-2 layer (for
 -- `intermediate` the activation after GELU). Its activation on a sequence is summarised by its
 -- peak: the largest activation over the sequence's residues (not <cls>, <eos>, padding) and the
--- residue where it is reached (the first, on ties).
+-- residue where it is reached (the first within 1e-5 relative of it); peaks within that tolerance
+-- of each other are ties everywhere on a card (float rounding differs between batch shapes).
 
 -- card_neurons: which neurons get a card, and why. For each stored ranking (score set, seed 0,
 -- not random): its top `cards.top` neurons (granularity 'neuron'), or for a weight ranking the
@@ -55,7 +56,8 @@ CREATE TABLE neuron_profiles (
 -- neuron_examples: the top `cards.examples` sequences by peak (kind 'top', rank 1 ...) and one
 -- sequence at each of the peak quantiles 0.9, 0.75, 0.5, 0.25, 0.1 (kind 'quantile',
 -- quantile set). The window is the residues peak-7 ... peak+7 that exist (window_start is the
--- 1-based position of its first residue in the original sequence; peak_position likewise).
+-- 1-based position of its first residue in the original sequence; peak_position likewise; residues
+-- cropped away by model.max_length, which the model did not see, are in lower case).
 -- For a planted run, motif_pattern is the planted motif holding the peak residue (NULL if none).
 CREATE TABLE neuron_examples (
     layer          INTEGER NOT NULL,
@@ -76,7 +78,7 @@ CREATE TABLE neuron_examples (
 ) WITHOUT ROWID;
 
 -- neuron_enrichment: amino acid a at offset o (-3 ... 3) from the peak residue of the top
--- sequences: count of n (the top sequences with a residue there), the split's background
+-- sequences, within the residues the model saw: count of n (the top sequences with a residue there), the split's background
 -- frequency of a, log-odds ln(((count + 0.5) / (n + 10)) / background) (pseudo-count 0.5 per
 -- amino acid), the exact two-sided binomial p-value of count against n x background, and the
 -- Benjamini-Hochberg q-value over the neuron's 20 x 7 tests. Only the 20 standard amino acids.
@@ -95,8 +97,8 @@ CREATE TABLE neuron_enrichment (
     PRIMARY KEY (layer, module, unit, offset, residue)
 ) WITHOUT ROWID;
 
--- neuron_positions: relative position (peak residue's 0-based position + 0.5, over the original
--- length) of the top sequences' peaks, in ten bins of a tenth each.
+-- neuron_positions: relative position of the top sequences' peaks among the residues the model saw
+-- (the peak residue's 0-based index in them + 0.5, over their number), in ten bins of a tenth each.
 CREATE TABLE neuron_positions (
     layer  INTEGER NOT NULL,
     module TEXT NOT NULL,
@@ -106,7 +108,7 @@ CREATE TABLE neuron_positions (
     PRIMARY KEY (layer, module, unit, bin)
 ) WITHOUT ROWID;
 
--- neuron_classes: per class, the mean and SD of the peak over the class's sequences of the split,
+-- neuron_classes: per class with sequences in the split, the mean and SD of the peak over the class's sequences of the split,
 -- the one-vs-rest AUROC of the peak (midranks), and how many of the top sequences are of the class.
 CREATE TABLE neuron_classes (
     layer       INTEGER NOT NULL,

@@ -11,6 +11,11 @@ public struct NeuronCardView: Sendable {
     /// The run's classes (names of class indices).
     public var classes: [ClassRecord]
 
+    /// A view of `card`, chosen by `rankings`, in a run with `classes`.
+    public init(card: NeuronCardRecord, rankings: [CardNeuronRecord], classes: [ClassRecord]) {
+        self.card = card; self.rankings = rankings; self.classes = classes
+    }
+
     /// Q-value below which an enrichment row is called significant.
     public static let alpha = 0.05
 
@@ -27,8 +32,8 @@ public struct NeuronCardView: Sendable {
         return k.ecLabel + (k.name.map { " " + $0 } ?? "")
     }
 
-    /// `integrated_gradients (true class)` or `activation (class 3.-.-.-)`.
-    func rankingName(_ r: RankingID) -> String {
+    /// `integrated_gradients weights (true class)` or `activation (class 3.-.-.- Hydrolases)`.
+    public func rankingName(_ r: RankingID) -> String {
         r.method + (r.granularity == "weight" ? " weights" : "") + (r.targetClass < 0 ? " (true class)" : " (class \(className(r.targetClass)))")
     }
 

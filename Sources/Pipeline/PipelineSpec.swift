@@ -601,6 +601,9 @@ public struct PipelineSpec: Codable, Sendable, Equatable {
         evaluation = try c.decodeIfPresent(EvaluationSpec.self, forKey: .evaluation) ?? evaluation
         sanity = try c.decodeIfPresent(SanitySpec.self, forKey: .sanity) ?? sanity
         cards = try c.decodeIfPresent(CardsSpec.self, forKey: .cards) ?? cards
+        if cards.split == .select, split.select == 0, cards.top > 0 {
+            throw SpecError.invalid(path: "cards.split", message: "the select split is empty (split.select: 0): give cards.split: train or test")
+        }
         if sanity.enabled, let m = attribution.maxSequences, m < 2 {
             throw SpecError.invalid(path: "attribution.max_sequences", message: "the sanity checks re-score at least 2 of the attributed sequences and "
                 + "\(m) is attributed: raise attribution.max_sequences, or set sanity.model_randomization and sanity.label_randomization to false")

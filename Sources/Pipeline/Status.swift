@@ -116,7 +116,7 @@ public struct RunStatus: Sendable {
                 let shards = try db.cardShardProgress()
                 if shards.done > 0 || ledger[Stage.neurons.rawValue] != nil {
                     let spec = try db.run().flatMap { try? PipelineSpec.parse(yaml: $0.specYAML, path: $0.specPath) }
-                    let planned = try spec.map { s in (try db.sequenceIDs(split: s.cards.split.rawValue).count + s.cards.shardSize - 1) / s.cards.shardSize }
+                    let planned = try spec.map { s in s.cards.top == 0 ? 0 : (try db.sequenceIDs(split: s.cards.split.rawValue).count + s.cards.shardSize - 1) / s.cards.shardSize }
                     detail = String(format: "%d of %@ shards done (%.1f s)", shards.done, planned.map(String.init) ?? "?", shards.seconds)
                 }
             default: break

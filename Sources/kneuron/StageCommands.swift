@@ -180,21 +180,24 @@ struct NeuronCommand: ParsableCommand {
         guard layer != nil || module != nil || unit != nil else {
             let neurons = Array(Set(list.map(\.neuron))).sorted()
             if format == .json {
-                let rows = neurons.map { k in "{\"layer\": \(k.layer), \"module\": \"\(k.module)\", \"unit\": \(k.unit)}" }
-                print("[" + rows.joined(separator: ",\n ") + "]")
+                let encoder = JSONEncoder()
+                encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
+                print(String(decoding: try encoder.encode(neurons), as: UTF8.self))
                 return
             }
             print("\(neurons.count) neurons have cards (kneuron neuron --db \(path) --layer L --module M --unit U):")
+            let namer = NeuronCardView(card: try database.neuronCard(neurons[0])!, rankings: [], classes: try database.classes())
             for k in neurons {
-                let who = list.filter { $0.neuron == k }.map { "\($0.ranking.method)\($0.ranking.targetClass < 0 ? "" : " class \($0.ranking.targetClass)") #\($0.cardRank)" }
-                print("  layer \(k.layer) \(k.module) unit \(k.unit): " + who.joined(separator: ", "))
+                let who = list.filter { $0.neuron == k }.map { "\(namer.rankingName($0.ranking)) #\($0.cardRank)" }
+                print("  layer \(k.layer) \(k.module) unit \(k.unit): " + who.joined(separator: "; "))
             }
             return
         }
         guard let layer, let module, let unit else { throw ValidationError("give all three of --layer, --module and --unit (or none, to list the cards)") }
+        guard layer >= 0, unit >= 0 else { throw ValidationError("--layer and --unit are 0-based: give 0 or more") }
         let key = NeuronKey(layer: layer, module: module.rawValue, unit: unit)
         guard let view = try NeuronCardView.load(db: database, neuron: key) else {
-            throw ValidationError("layer \(layer) \(module.rawValue) unit \(unit) has no card in \(path): cards are made for the top "
+            throw OperationalError("layer \(layer) \(module.rawValue) unit \(unit) has no card in \(path): cards are made for the top "
                 + "neurons of each ranking (\(Set(list.map(\.neuron)).count) neurons); `kneuron neuron --db \(path)` lists them")
         }
         print(format == .json ? try view.json() : view.text, terminator: "")

@@ -79,6 +79,14 @@ final class CardStatisticsTests: XCTestCase {
         XCTAssertEqual(Set(significant), ["0C", "1W"])
     }
 
+    /// Values within the tie tolerance (1e-5 relative) of a run's smallest become the run's largest;
+    /// values further apart keep their own.
+    func testSnapTiesMergesOnlyNearEqualValues() {
+        let v: [Float] = [1.0, 1.0000001, 2.0, 0.5, 1.00002, 2.0000002, -3, -3.00001]
+        XCTAssertEqual(NeuronCards.snapTies(v), [1.0000001, 1.0000001, 2.0000002, 0.5, 1.00002, 2.0000002, -3, -3])
+        XCTAssertEqual(NeuronCards.snapTies([]), [])
+    }
+
     /// Relative-position bins and windows at the sequence ends.
     func testPositionBinsAndWindows() {
         XCTAssertEqual(NeuronCards.positionBin(position: 0, length: 100), 0)

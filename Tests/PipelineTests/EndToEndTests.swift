@@ -103,6 +103,21 @@ final class EndToEndTests: XCTestCase {
         XCTAssertTrue(report.contains("7 classes, chance 0.1429, majority-class baseline 0.1429 (8/56)."), report)
         XCTAssertTrue(report.contains("Data: 280 sequences (train 168, select 56, test 56); 0 records rejected (reasons in `rejected_records`)."), report)
 
+        // Cards on cropped sequences (max_length 40, crop head): the window's residues the model did not see are
+        // lower case, exactly those; the peak is inside the crop.
+        let tokens = try db.tokens()
+        var croppedWindows = 0
+        for row in try db.query("SELECT sequence_id, peak_position, window, window_start FROM neuron_examples").rows {
+            let t = tokens[row[0]!]!, peak = Int(row[1]!)!, start = Int(row[3]!)!
+            XCTAssertTrue(peak - 1 >= t.residueStart && peak - 1 < t.residueEnd, "the peak is a residue the model saw")
+            for (i, ch) in row[2]!.enumerated() {
+                let seen = start - 1 + i >= t.residueStart && start - 1 + i < t.residueEnd
+                XCTAssertEqual(ch.isLowercase, !seen, "\(row)")
+                if !seen { croppedWindows += 1 }
+            }
+        }
+        XCTAssertGreaterThan(croppedWindows, 0)
+        XCTAssertEqual(try count(db, "SELECT COUNT(*) FROM (SELECT 1 FROM neuron_positions p JOIN neuron_profiles f USING (layer, module, unit) GROUP BY layer, module, unit HAVING SUM(p.count) != MAX(f.n_top))"), 0, "bins sum to n_top")
         let second = try runInProcess(spec: spec, db: dbPath)
         XCTAssertEqual(second.map(\.ran), Array(repeating: false, count: Stage.allCases.count), "a second run does nothing")
         XCTAssertEqual(try count(db, "SELECT COUNT(*) FROM neuron_scores"), 30720)

@@ -114,6 +114,21 @@ final class PipelineSpecTests: XCTestCase {
         assertSpecError(minimal + "\nmodel:\n  preset: huge\n", "at model.preset: unknown preset 'huge'; choose one of esm2_t6_8M, esm2_t12_35M, esm2_t30_150M, esm2_t33_650M, small, mini, tiny")
     }
 
+    /// The cards keys: defaults, ranges naming the key, the split's spellings, an empty select split.
+    func testCardsKeys() throws {
+        let d = try PipelineSpec.parse(yaml: minimal).cards
+        XCTAssertEqual([d.top, d.examples, d.topSequences, d.shardSize], [20, 20, 100, 64])
+        XCTAssertEqual(d.split, .train)
+        XCTAssertEqual(try PipelineSpec.parse(yaml: minimal + "\ncards: {split: test, top: 0}\n").cards.split, .test)
+        assertSpecError(minimal + "\ncards: {top: -1}\n", "at cards.top: expected 0 or more, got -1 (0 turns the cards off)")
+        assertSpecError(minimal + "\ncards: {shard_size: 0}\n", "at cards.shard_size: expected 1 or more, got 0")
+        assertSpecError(minimal + "\ncards: {examples: 0}\n", "at cards.examples: expected 1 or more, got 0")
+        assertSpecError(minimal + "\ncards: {split: all}\n", "at cards.split: unknown value 'all'; choose one of train, select, test")
+        assertSpecError(minimal + "\ncards: {windows: 3}\n", "at cards.windows: unknown key; allowed here: examples, shard_size, split, top, top_sequences")
+        assertSpecError(minimal + "\nsplit: {train: 0.8, select: 0, test: 0.2, select_on: test}\ncards: {split: select}\n",
+                        "at cards.split: the select split is empty (split.select: 0): give cards.split: train or test")
+    }
+
     func testDuplicatesEnumsAndImpossibleTrainingValues() {
         assertSpecError(minimal + "\nattribution:\n  methods: [activation, activation]\n",
                         "at attribution.methods: activation is listed twice; list each entry once")

@@ -22,7 +22,9 @@ public struct NeuronUnit: Hashable, Sendable, Comparable, CustomStringConvertibl
 
 /// A neuron's peak on one sequence: its largest activation over the sequence's residues
 /// (token positions 1 ... count - 2: not `<cls>`, `<eos>` or padding) and the residue where it
-/// is reached (0-based residue index, the first on ties).
+/// is reached: the first residue within `NeuronCards.tieTolerance` of the largest (0-based
+/// residue index), so that a neuron giving the same activation at every occurrence of a residue
+/// (up to float rounding, which depends on the batch's padding) peaks at its first occurrence.
 public struct NeuronPeak: Sendable, Equatable {
     /// The largest activation.
     public var activation: Float
@@ -35,6 +37,28 @@ public struct NeuronPeak: Sendable, Equatable {
 /// The statistics of a neuron card (issue 12; the examples follow Neuroscope's max-activating
 /// examples and InterProt's quantile examples): peaks, residue enrichment, class specificity.
 public enum NeuronCards {
+    /// Activations closer than this relative tolerance (times max(1, |value|)) are ties: float32
+    /// rounding of the same computation in differently padded batches differs by about 1e-7
+    /// relative, so without it the order of a residue detector's equal peaks would be noise.
+    public static let tieTolerance: Float = 1e-5
+
+    /// `values` with every run of values within `tieTolerance` of the run's smallest (in sorted
+    /// order) replaced by the run's largest, so that near-equal values compare equal (midranks,
+    /// ties by index) whatever their last bits; values further apart keep their order.
+    public static func snapTies(_ values: [Float]) -> [Float] {
+        let order = values.indices.sorted { values[$0] < values[$1] }
+        var out = values
+        var i = 0
+        while i < order.count {
+            let start = values[order[i]], tol = tieTolerance * max(1, abs(start))
+            var j = i
+            while j + 1 < order.count && values[order[j + 1]] - start <= tol { j += 1 }
+            for k in i ... j { out[order[k]] = values[order[j]] }
+            i = j + 1
+        }
+        return out
+    }
+
     /// The peak of every neuron on every sequence, from forward passes over batches of
     /// `batchSize` sequences in the given order (only the per-sequence peaks are kept:
     /// memory neurons x sequences pairs, plus one batch's activations).
@@ -59,11 +83,13 @@ public enum NeuronCards {
                 let y = outputs[neuron.site]!   // (B, T, rows)
                 precondition(neuron.unit >= 0 && neuron.unit < rows, "unit \(neuron.unit) outside \(neuron.module.rawValue)'s \(rows)")
                 for (b, tokens) in chunk.enumerated() {
-                    var best = -Float.infinity, at: Int32 = 0
-                    for r in 0 ..< max(0, tokens.count - 2) {
-                        let v = y[(b * batch.length + r + 1) * rows + neuron.unit]
-                        if v > best { best = v; at = Int32(r) }
-                    }
+                    let base = b * batch.length
+                    var best = -Float.infinity
+                    for r in 0 ..< max(0, tokens.count - 2) { best = max(best, y[(base + r + 1) * rows + neuron.unit]) }
+                    // The first residue within the tolerance of the largest.
+                    let floor = best - tieTolerance * max(1, abs(best))
+                    var at: Int32 = 0
+                    for r in 0 ..< max(0, tokens.count - 2) where y[(base + r + 1) * rows + neuron.unit] >= floor { at = Int32(r); break }
                     out[n].append(NeuronPeak(activation: best, residue: at))
                 }
             }
@@ -72,7 +98,8 @@ public enum NeuronCards {
         return out
     }
 
-    /// Sequence indices ordered by peak, highest first, ties by index (lower first).
+    /// Sequence indices ordered by peak, highest first, ties by index (lower first); snap the
+    /// peaks first (`snapTies`) for near-equal values to count as ties.
     public static func order(_ peaks: [NeuronPeak]) -> [Int] {
         peaks.indices.sorted { peaks[$0].activation != peaks[$1].activation ? peaks[$0].activation > peaks[$1].activation : $0 < $1 }
     }

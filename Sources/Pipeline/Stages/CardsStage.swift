@@ -110,7 +110,8 @@ enum CardsStage: StageImplementation {
                 throw StoreError.corrupt("the layout of \(id) names layer \(b.layer) \(b.module), which the model does not have")
             }
             // Walk the ranking from the top until `top` distinct output units are found.
-            var fetch = top * (layout.blocks.first?.cols ?? 1 > 1 ? 8 : 1)
+            let weights = (layout.blocks.first?.cols ?? 1) > 1
+            var fetch = weights ? top * 8 : top
             var found: [NeuronKey: Int] = [:], order: [NeuronKey] = []
             while true {
                 found = [:]; order = []
@@ -135,8 +136,11 @@ struct CardBuilder {
     let split: SplitRole
     let examples: Int, topSequences: Int
     let ids: [String]
-    /// Per sequence of the split: its residues (original, uncropped), first kept residue, class, EC numbers.
-    let residues: [[UInt8]], residueStart: [Int], classIndex: [Int], ecLabel: [String], ecNumbers: [[ECNumber]]
+    /// Per sequence of the split: its residues (original, uncropped), the residues the model saw
+    /// (`model.max_length`'s crop), the first of them, class, EC numbers.
+    let residues: [[UInt8]], kept: [[UInt8]], residueStart: [Int], classIndex: [Int], ecLabel: [String], ecNumbers: [[ECNumber]]
+    /// Classes with at least one sequence in the split.
+    let presentClasses: [Int]
     let classCount: Int
     let background: [Double]
     /// Level (2, 3) -> EC number -> sequences of the split carrying it.
@@ -154,8 +158,7 @@ struct CardBuilder {
         let classes = try ctx.db.classes()
         let index = Dictionary(uniqueKeysWithValues: classes.map { ($0.ecLabel, $0.classIndex) })
         classCount = classes.count
-        var residues: [[UInt8]] = [], starts: [Int] = [], labels: [Int] = [], ecLabels: [String] = [], ecs: [[ECNumber]] = []
-        var kept: [UInt8] = []
+        var residues: [[UInt8]] = [], keptResidues: [[UInt8]] = [], starts: [Int] = [], labels: [Int] = [], ecLabels: [String] = [], ecs: [[ECNumber]] = []
         var counts: [Int: [String: Int]] = [2: [:], 3: [:]]
         for id in ids {
             guard let r = records[id], let t = tokens[id], let c = index[r.ecLabel] else {
@@ -163,15 +166,16 @@ struct CardBuilder {
             }
             let bytes = Array(r.sequence.utf8)
             residues.append(bytes); starts.append(t.residueStart); labels.append(c); ecLabels.append(r.ecLabel)
-            kept += bytes[min(bytes.count, t.residueStart) ..< min(bytes.count, t.residueEnd)]
+            keptResidues.append(Array(bytes[min(bytes.count, t.residueStart) ..< min(bytes.count, t.residueEnd)]))
             let numbers = r.ecNumbers.compactMap { try? ECNumber($0) }
             ecs.append(numbers)
             for level in [2, 3] {
                 for e in Self.prefixes(numbers, level: level) { counts[level]![e, default: 0] += 1 }
             }
         }
-        self.residues = residues; residueStart = starts; classIndex = labels; ecLabel = ecLabels; ecNumbers = ecs
-        background = NeuronCards.background(kept)
+        self.residues = residues; kept = keptResidues; residueStart = starts; classIndex = labels; ecLabel = ecLabels; ecNumbers = ecs
+        presentClasses = Array(Set(labels)).sorted()
+        background = NeuronCards.background(keptResidues.joined())
         splitCounts = counts
         var byID: [String: [PlantedMotifRecord]] = [:]
         for m in try ctx.db.plantedMotifs() { byID[m.sequenceID, default: []].append(m) }
@@ -183,8 +187,11 @@ struct CardBuilder {
         Array(Set(numbers.filter { $0.knownDepth >= level }.map { $0.truncated(toLevel: level).description })).sorted()
     }
 
-    /// The card of `neuron` (card index `index`) from its peak on every sequence of the split.
-    func card(for neuron: NeuronUnit, index: Int, peaks: [NeuronPeak]) -> NeuronCardRecord {
+    /// The card of `neuron` (card index `index`) from its peak on every sequence of the split
+    /// (near-equal peaks made equal first: `NeuronCards.snapTies`).
+    func card(for neuron: NeuronUnit, index: Int, peaks raw: [NeuronPeak]) -> NeuronCardRecord {
+        let snapped = NeuronCards.snapTies(raw.map(\.activation))
+        let peaks = zip(raw, snapped).map { NeuronPeak(activation: $1, residue: $0.residue) }
         let n = peaks.count
         let order = NeuronCards.order(peaks)
         let nTop = min(topSequences, n)
@@ -193,36 +200,40 @@ struct CardBuilder {
         let (mean, sd) = EvidenceStatistics.meanAndSD(values)
         // Position of the peak in the original sequence, 0-based.
         func position(_ s: Int) -> Int { residueStart[s] + Int(peaks[s].residue) }
+        // Where among the residues the model saw (the crop) the peak falls.
         var bins = [Int](repeating: 0, count: 10)
-        for s in top { bins[NeuronCards.positionBin(position: position(s), length: residues[s].count)] += 1 }
+        for s in top { bins[NeuronCards.positionBin(position: Int(peaks[s].residue), length: kept[s].count)] += 1 }
         // Class specificity.
         let aurocs = MotifSelectivity.aurocs(peaks.map(\.activation), labels: classIndex, groups: classCount)
         var topCounts = [Int](repeating: 0, count: classCount)
         for s in top { topCounts[classIndex[s]] += 1 }
-        let classes = (0 ..< classCount).map { c -> NeuronCardRecord.ClassProfile in
+        let classes = presentClasses.map { c -> NeuronCardRecord.ClassProfile in
             let v = values.indices.filter { classIndex[$0] == c }.map { values[$0] }
             let (m, d) = EvidenceStatistics.meanAndSD(v)
-            return .init(classIndex: c, nSequences: v.count, peakMean: v.isEmpty ? 0 : m, peakSD: d ?? 0, auroc: aurocs[c], topCount: topCounts[c])
+            return .init(classIndex: c, nSequences: v.count, peakMean: m, peakSD: d ?? 0, auroc: aurocs[c], topCount: topCounts[c])
         }
         let best = classes.filter { $0.auroc != nil }.max { ($0.auroc!, -$0.classIndex) < ($1.auroc!, -$1.classIndex) }
         var card = NeuronCardRecord(neuron: NeuronKey(layer: neuron.layer, module: neuron.module.rawValue, unit: neuron.unit), cardIndex: index,
                                     split: split.rawValue, nSequences: n, nTop: nTop, peakMax: values[order[0]], peakMean: mean, peakSD: sd ?? 0,
                                     nTerminalShare: Double(bins[0]) / Double(nTop), cTerminalShare: Double(bins[9]) / Double(nTop),
                                     bestClass: best?.classIndex, bestAUROC: best?.auroc,
-                                    topClassEntropy: NeuronCards.entropyBits(topCounts), topClassEntropyMax: log2(Double(max(1, classCount))))
+                                    topClassEntropy: NeuronCards.entropyBits(topCounts), topClassEntropyMax: log2(Double(max(1, presentClasses.count))))
         card.positionBins = bins
         card.classes = classes
         func example(_ s: Int, kind: String, rank: Int, quantile: Double?) -> NeuronCardRecord.Example {
             let p = position(s)
             let w = NeuronCards.window(residues[s], peak: p, half: CardsStage.halfWindow)
+            // Residues the model did not see (cropped away) in lower case.
+            let cropStart = residueStart[s], cropEnd = residueStart[s] + kept[s].count
+            let text = String(w.text.enumerated().map { i, ch in (w.start + i < cropStart || w.start + i >= cropEnd) ? Character(ch.lowercased()) : ch })
             let motif = motifs[ids[s]]?.first { $0.start <= p + 1 && p + 1 <= $0.end }
             return .init(kind: kind, rank: rank, quantile: quantile, sequenceID: ids[s], ecLabel: ecLabel[s], peakPosition: p + 1,
-                         activation: values[s], window: w.text, windowStart: w.start + 1,
+                         activation: values[s], window: text, windowStart: w.start + 1,
                          motifPattern: motif?.pattern, motifIsDecoy: motif.map { $0.ecLabel == nil })
         }
         card.examples = order.prefix(examples).enumerated().map { example($1, kind: "top", rank: $0 + 1, quantile: nil) }
             + CardsStage.quantiles.enumerated().map { example(NeuronCards.quantileIndex(peaks, $1), kind: "quantile", rank: $0 + 1, quantile: $1) }
-        card.enrichment = NeuronCards.enrichment(contexts: top.map { residues[$0] }, peaks: top.map(position), background: background).map {
+        card.enrichment = NeuronCards.enrichment(contexts: top.map { kept[$0] }, peaks: top.map { Int(peaks[$0].residue) }, background: background).map {
             .init(offset: $0.offset, residue: String($0.residue), count: $0.count, n: $0.n, background: $0.background, logOdds: $0.logOdds,
                   pValue: $0.pValue, qValue: $0.qValue)
         }

@@ -85,7 +85,7 @@ extension RunReport {
         md += "a planted class motif (95% bootstrap interval over the ranking's neurons), inside its own class's motif (per-class rankings), or "
         md += "inside a decoy. A neuron peaking at random residues would land in a class motif \(fmt(100 * Double(inClass) / Double(residues), 1))% "
         md += "and in a decoy \(fmt(100 * Double(inDecoy) / Double(residues), 1))% of the time (the share of the \(split) residues there); "
-        md += "in its own class's motif about a fifth of the class-motif share. View `card_motif_overlap`.\n\n"
+        md += "in its own class's motif about 1/\(classes.count) of the class-motif share. View `card_motif_overlap`.\n\n"
         md += "| ranking | card neurons | peak in a class motif | 95% interval | in its own class's motif | in a decoy |\n|---|---|---|---|---|---|\n"
         var order: [RankingID] = []
         for r in list where !order.contains(r.ranking) { order.append(r.ranking) }
