@@ -103,20 +103,24 @@ public struct NeuronCardView: Sendable {
         return line + "\n"
     }
 
-    /// The card as JSON (snake_case keys as in the database; `rankings` lists who chose it).
+    /// The card as JSON (snake_case keys as in the database; a field without a value, e.g. the
+    /// AUROC of a class, is left out; `rankings` lists who chose it, `classes` names the class indices).
     /// - Throws: `EncodingError` (not expected: every field is finite or null).
     public func json() throws -> String {
         struct Out: Encodable {
             var card: NeuronCardRecord
             var rankings: [Ranking]
+            var classes: [Class]
             struct Ranking: Encodable { var method: String, granularity: String, targetClass: Int, cardRank: Int, bestRank: Int }
+            struct Class: Encodable { var classIndex: Int, ecLabel: String, name: String? }
         }
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
         encoder.keyEncodingStrategy = .convertToSnakeCase
         encoder.nonConformingFloatEncodingStrategy = .convertToString(positiveInfinity: "inf", negativeInfinity: "-inf", nan: "nan")
         let out = Out(card: card, rankings: rankings.map { .init(method: $0.ranking.method, granularity: $0.ranking.granularity, targetClass: $0.ranking.targetClass,
-                                                                cardRank: $0.cardRank, bestRank: $0.bestRank) })
+                                                                cardRank: $0.cardRank, bestRank: $0.bestRank) },
+                      classes: classes.map { .init(classIndex: $0.classIndex, ecLabel: $0.ecLabel, name: $0.name) })
         return String(decoding: try encoder.encode(out), as: UTF8.self) + "\n"
     }
 }

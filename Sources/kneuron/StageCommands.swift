@@ -185,8 +185,12 @@ struct NeuronCommand: ParsableCommand {
                 print(String(decoding: try encoder.encode(neurons), as: UTF8.self))
                 return
             }
+            guard let first = neurons.first, let card = try database.neuronCard(first) else {
+                print("no neuron has a card in \(path) (cards.top is 0, or the run has no ranking)")
+                return
+            }
             print("\(neurons.count) neurons have cards (kneuron neuron --db \(path) --layer L --module M --unit U):")
-            let namer = NeuronCardView(card: try database.neuronCard(neurons[0])!, rankings: [], classes: try database.classes())
+            let namer = NeuronCardView(card: card, rankings: [], classes: try database.classes())
             for k in neurons {
                 let who = list.filter { $0.neuron == k }.map { "\(namer.rankingName($0.ranking)) #\($0.cardRank)" }
                 print("  layer \(k.layer) \(k.module) unit \(k.unit): " + who.joined(separator: "; "))

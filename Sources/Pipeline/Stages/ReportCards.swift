@@ -14,7 +14,10 @@ extension RunReport {
     /// - Throws: `StoreError` on read failures.
     static func cards(db: RunDatabase, classes: [ClassRecord], label: (String) -> String) throws -> String {
         let list = try db.cardNeurons()
-        guard !list.isEmpty else { return "" }
+        guard !list.isEmpty else {
+            guard try db.stage(Stage.cards.rawValue) != nil else { return "" }
+            return "## What the top neurons respond to (neuron cards)\n\nNo cards were made: `cards.top` is 0, or the run has no ranking.\n\n"
+        }
         let neurons = Array(Set(list.map(\.neuron))).sorted()
         var views: [NeuronKey: NeuronCardView] = [:]
         for k in neurons {
