@@ -50,6 +50,13 @@ public struct NeuronCardView: Sendable {
         card.enrichment.filter { $0.qValue < Self.alpha && $0.logOdds > 0 }.sorted { ($0.qValue, -$0.logOdds) < ($1.qValue, -$1.logOdds) }
     }
 
+    /// Whether every top example has the largest peak (many sequences tie at the top: the examples
+    /// and the top-sequence statistics are a pseudo-random sample of the tied sequences).
+    public var topTied: Bool {
+        let tops = card.examples.filter { $0.kind == "top" }
+        return tops.count > 1 && tops.allSatisfy { $0.activation == card.peakMax }
+    }
+
     /// One line: the best class and its AUROC, the peak residue's most enriched amino acids.
     public var summary: String {
         var parts: [String] = []
@@ -68,7 +75,10 @@ public struct NeuronCardView: Sendable {
         if !rankings.isEmpty {
             out += "chosen by: " + rankings.map { "\(rankingName($0.ranking)) #\($0.cardRank) (rank \($0.bestRank))" }.joined(separator: "; ") + "\n"
         }
-        out += "\ntop-activating sequences (peak residue in [brackets]):\n"
+        out += "\ntop-activating sequences (peak residue in [brackets]; lower case: cropped away, not seen by the model):\n"
+        if topTied {
+            out += "  (every one of them has the largest peak, as many sequences do: they are a pseudo-random sample of the tied sequences, by a hash of the ID)\n"
+        }
         for e in c.examples where e.kind == "top" { out += exampleLine(e, label: String(format: "%3d", e.rank)) }
         out += "\nsequences at peak quantiles:\n"
         for e in c.examples where e.kind == "quantile" { out += exampleLine(e, label: String(format: "q%.2f", e.quantile ?? 0)) }
@@ -85,8 +95,8 @@ public struct NeuronCardView: Sendable {
             + String(format: "; N-terminal tenth %.0f%%, C-terminal tenth %.0f%% (10%% each if position did not matter)\n", 100 * c.nTerminalShare, 100 * c.cTerminalShare)
         out += "\nclasses (peak over all \(c.nSequences) sequences; AUROC one class against the rest):\n"
         for x in c.classes {
-            out += String(format: "  %@  n %d  mean peak %.4g (sd %.3g)  AUROC %@  top %d\n", className(x.classIndex), x.nSequences, x.peakMean, x.peakSD,
-                          x.auroc.map { String(format: "%.3f", $0) } ?? "-", x.topCount)
+            out += String(format: "  %@  n %d  mean peak %.4g (sd %.3g)  AUROC %@  %d of the top %d\n", className(x.classIndex), x.nSequences, x.peakMean, x.peakSD,
+                          x.auroc.map { String(format: "%.3f", $0) } ?? "-", x.topCount, c.nTop)
         }
         out += String(format: "entropy of the top sequences' classes %.2f of %.2f bits\n", c.topClassEntropy, c.topClassEntropyMax)
         for level in [2, 3] {

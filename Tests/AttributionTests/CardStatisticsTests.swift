@@ -87,6 +87,16 @@ final class CardStatisticsTests: XCTestCase {
         XCTAssertEqual(NeuronCards.snapTies([]), [])
     }
 
+    /// FNV-1a matches its published test vectors; tied peaks follow the tie keys, then the index.
+    func testFNV1aAndTieOrder() {
+        XCTAssertEqual(NeuronCards.fnv1a(""), 0xcbf2_9ce4_8422_2325)
+        XCTAssertEqual(NeuronCards.fnv1a("a"), 0xaf63_dc4c_8601_ec8c)
+        XCTAssertEqual(NeuronCards.fnv1a("foobar"), 0x8594_4171_f739_67e8)
+        let peaks = [1, 2, 2, 2, 0].map { NeuronPeak(activation: Float($0), residue: 0) }
+        XCTAssertEqual(NeuronCards.order(peaks), [1, 2, 3, 0, 4])
+        XCTAssertEqual(NeuronCards.order(peaks, tieKeys: [0, 9, 3, 3, 0]), [2, 3, 1, 0, 4])
+    }
+
     /// Relative-position bins and windows at the sequence ends.
     func testPositionBinsAndWindows() {
         XCTAssertEqual(NeuronCards.positionBin(position: 0, length: 100), 0)

@@ -294,7 +294,9 @@ final class PlantedTests: XCTestCase {
             }
             let snapped = NeuronCards.snapTies(peak.map(\.value))
             for i in peak.indices { peak[i].value = snapped[i] }
-            let order = peak.indices.sorted { peak[$0].value != peak[$1].value ? peak[$0].value > peak[$1].value : $0 < $1 }
+            // Ties (equal snapped peaks) in the order of the IDs' FNV-1a hashes.
+            let hash = ids.map(NeuronCards.fnv1a)
+            let order = peak.indices.sorted { peak[$0].value != peak[$1].value ? peak[$0].value > peak[$1].value : (hash[$0], $0) < (hash[$1], $1) }
             let tops = card.examples.filter { $0.kind == "top" }
             XCTAssertEqual(tops.map(\.sequenceID), order.prefix(6).map { ids[$0] }, "\(key)")
             for (e, s) in zip(tops, order) {

@@ -98,18 +98,34 @@ public enum NeuronCards {
         return out
     }
 
-    /// Sequence indices ordered by peak, highest first, ties by index (lower first); snap the
-    /// peaks first (`snapTies`) for near-equal values to count as ties.
-    public static func order(_ peaks: [NeuronPeak]) -> [Int] {
-        peaks.indices.sorted { peaks[$0].activation != peaks[$1].activation ? peaks[$0].activation > peaks[$1].activation : $0 < $1 }
+    /// Sequence indices ordered by peak, highest first; ties by `tieKeys` (lower first, e.g. a
+    /// hash of the sequence ID: a fixed pseudo-random order, so that the first of many tied
+    /// sequences are a sample of them and not, say, the alphabetically first), then by index.
+    /// Snap the peaks first (`snapTies`) for near-equal values to count as ties.
+    /// - Precondition: `tieKeys` is empty or has one key per peak.
+    public static func order(_ peaks: [NeuronPeak], tieKeys: [UInt64] = []) -> [Int] {
+        precondition(tieKeys.isEmpty || tieKeys.count == peaks.count, "one tie key per peak")
+        return peaks.indices.sorted {
+            if peaks[$0].activation != peaks[$1].activation { return peaks[$0].activation > peaks[$1].activation }
+            if !tieKeys.isEmpty && tieKeys[$0] != tieKeys[$1] { return tieKeys[$0] < tieKeys[$1] }
+            return $0 < $1
+        }
+    }
+
+    /// FNV-1a (64-bit) of `text`'s UTF-8 bytes (Fowler, Noll, Vo): a tie key that depends on
+    /// the sequence ID alone.
+    public static func fnv1a(_ text: String) -> UInt64 {
+        var h: UInt64 = 0xcbf2_9ce4_8422_2325
+        for b in text.utf8 { h = (h ^ UInt64(b)) &* 0x0000_0100_0000_01b3 }
+        return h
     }
 
     /// The sequence at quantile q of the peaks: index `round(q (n - 1))` (half to even) of the
     /// ascending order (ties by index), the position numpy's `quantile(method='nearest')` takes.
     /// - Precondition: `peaks` is not empty and q is in [0, 1].
-    public static func quantileIndex(_ peaks: [NeuronPeak], _ q: Double) -> Int {
+    public static func quantileIndex(_ peaks: [NeuronPeak], _ q: Double, tieKeys: [UInt64] = []) -> Int {
         precondition(!peaks.isEmpty && q >= 0 && q <= 1, "a quantile in [0, 1] of at least one peak")
-        let ascending = Array(order(peaks).reversed())
+        let ascending = Array(order(peaks, tieKeys: tieKeys).reversed())
         return ascending[Int((q * Double(peaks.count - 1)).rounded(.toNearestOrEven))]
     }
 

@@ -141,6 +141,8 @@ struct CardBuilder {
     let residues: [[UInt8]], kept: [[UInt8]], residueStart: [Int], classIndex: [Int], ecLabel: [String], ecNumbers: [[ECNumber]]
     /// Classes with at least one sequence in the split.
     let presentClasses: [Int]
+    /// Per sequence, the FNV-1a hash of its ID: how tied peaks are ordered.
+    let tieKeys: [UInt64]
     let classCount: Int
     let background: [Double]
     /// Level (2, 3) -> EC number -> sequences of the split carrying it.
@@ -175,6 +177,7 @@ struct CardBuilder {
         }
         self.residues = residues; kept = keptResidues; residueStart = starts; classIndex = labels; ecLabel = ecLabels; ecNumbers = ecs
         presentClasses = Array(Set(labels)).sorted()
+        tieKeys = ids.map(NeuronCards.fnv1a)
         background = NeuronCards.background(keptResidues.joined())
         splitCounts = counts
         var byID: [String: [PlantedMotifRecord]] = [:]
@@ -193,7 +196,7 @@ struct CardBuilder {
         let snapped = NeuronCards.snapTies(raw.map(\.activation))
         let peaks = zip(raw, snapped).map { NeuronPeak(activation: $1, residue: $0.residue) }
         let n = peaks.count
-        let order = NeuronCards.order(peaks)
+        let order = NeuronCards.order(peaks, tieKeys: tieKeys)
         let nTop = min(topSequences, n)
         let top = Array(order.prefix(nTop))
         let values = peaks.map { Double($0.activation) }
@@ -232,7 +235,7 @@ struct CardBuilder {
                          motifPattern: motif?.pattern, motifIsDecoy: motif.map { $0.ecLabel == nil })
         }
         card.examples = order.prefix(examples).enumerated().map { example($1, kind: "top", rank: $0 + 1, quantile: nil) }
-            + CardsStage.quantiles.enumerated().map { example(NeuronCards.quantileIndex(peaks, $1), kind: "quantile", rank: $0 + 1, quantile: $1) }
+            + CardsStage.quantiles.enumerated().map { example(NeuronCards.quantileIndex(peaks, $1, tieKeys: tieKeys), kind: "quantile", rank: $0 + 1, quantile: $1) }
         card.enrichment = NeuronCards.enrichment(contexts: top.map { kept[$0] }, peaks: top.map { Int(peaks[$0].residue) }, background: background).map {
             .init(offset: $0.offset, residue: String($0.residue), count: $0.count, n: $0.n, background: $0.background, logOdds: $0.logOdds,
                   pValue: $0.pValue, qValue: $0.qValue)

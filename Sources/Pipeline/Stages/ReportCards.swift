@@ -41,14 +41,26 @@ extension RunReport {
         let aurocs = all.compactMap(\.card.bestAUROC).sorted()
         if !aurocs.isEmpty {
             md += "\(withResidue) of \(all.count) card neurons have an amino acid enriched at the peak (q < \(String(format: "%g", NeuronCardView.alpha))). "
-            md += "Best one-vs-rest class AUROC of a neuron's peak: median \(fmt(aurocs[aurocs.count / 2], 2)), range \(fmt(aurocs.first!, 2)) ... \(fmt(aurocs.last!, 2)) "
-            md += "(0.5 = the peak says nothing about the class).\n\n"
+            md += "Best one-vs-rest class AUROC of a neuron's peak (0.5 = the peak says nothing about the class): all \(all.count) "
+                + medianRange(aurocs)
+            var seen: [RankingID] = []
+            for r in list where r.ranking.targetClass < 0 && !seen.contains(r.ranking) { seen.append(r.ranking) }
+            for id in seen {
+                let mine = list.filter { $0.ranking == id }.compactMap { views[$0.neuron]?.card.bestAUROC }.sorted()
+                if !mine.isEmpty { md += "; \(ranking(id))'s \(mine.count) " + medianRange(mine) }
+            }
+            md += ".\n\n"
+            let tied = all.filter(\.topTied).count
+            if tied > 0 {
+                md += "\(tied) card neurons have their largest peak on more sequences than their examples show (a residue detector fires equally "
+                md += "on every sequence with its residue): their examples and top-sequence counts are a pseudo-random sample of the tied sequences.\n\n"
+            }
         }
         md += "| ranking | # | neuron | best class (AUROC) | enriched at the peak | peak in N / C tenth | top windows |\n|---|---|---|---|---|---|---|\n"
         for r in list where r.ranking.targetClass < 0 && r.cardRank <= cardsShown {
             guard let v = views[r.neuron] else { continue }
             let c = v.card
-            let best = c.bestClass.map { b in "\(classes.first { $0.classIndex == b }?.ecLabel ?? "\(b)") (\(fmt(c.bestAUROC ?? .nan, 2)))" } ?? ""
+            let best = c.bestClass.map { b in "\(v.className(b)) (\(fmt(c.bestAUROC ?? .nan, 2)))" } ?? ""
             let atPeak = v.enriched.filter { $0.offset == 0 }.prefix(3).map { "\($0.residue) \($0.count)/\($0.n)" }.joined(separator: ", ")
             let windows = c.examples.filter { $0.kind == "top" }.prefix(3).map { "`\(NeuronCardView.marked($0))`" }.joined(separator: " ")
             md += "| \(ranking(r.ranking)) | \(r.cardRank) | layer \(r.neuron.layer) \(r.neuron.module) \(r.neuron.unit) | \(best) | \(atPeak.isEmpty ? "none" : atPeak) | "
@@ -57,6 +69,12 @@ extension RunReport {
         md += "\n"
         md += try cardMotifOverlap(db: db, split: any.split, list: list, views: views, classes: classes, ranking: ranking)
         return md
+    }
+
+    /// `median 0.51, range 0.50 ... 0.73` of sorted values.
+    static func medianRange(_ sorted: [Double]) -> String {
+        let m = sorted.count % 2 == 1 ? sorted[sorted.count / 2] : (sorted[sorted.count / 2 - 1] + sorted[sorted.count / 2]) / 2
+        return "median \(fmt(m, 2)), range \(fmt(sorted.first!, 2)) ... \(fmt(sorted.last!, 2))"
     }
 
     /// On a planted run: per ranking, the share of its card neurons' top windows whose peak
