@@ -47,7 +47,7 @@ extension RunReport {
             for r in list where r.ranking.targetClass < 0 && !seen.contains(r.ranking) { seen.append(r.ranking) }
             for id in seen {
                 let mine = list.filter { $0.ranking == id }.compactMap { views[$0.neuron]?.card.bestAUROC }.sorted()
-                if !mine.isEmpty { md += "; \(ranking(id))'s \(mine.count) " + medianRange(mine) }
+                if !mine.isEmpty { md += "; \(ranking(id)) (\(mine.count)) " + medianRange(mine) }
             }
             md += ".\n\n"
             let tied = all.filter(\.topTied).count
