@@ -53,7 +53,8 @@ CREATE TABLE neuron_profiles (
     PRIMARY KEY (layer, module, unit)
 ) WITHOUT ROWID;
 
--- neuron_examples: the top `cards.examples` sequences by peak (kind 'top', rank 1 ...) and one
+-- neuron_examples: the top `cards.examples` sequences by peak (kind 'top', rank 1 ...; tied peaks in
+-- the order of the FNV-1a hash of the sequence ID) and one
 -- sequence at each of the peak quantiles 0.9, 0.75, 0.5, 0.25, 0.1 (kind 'quantile',
 -- quantile set). The window is the residues peak-7 ... peak+7 that exist (window_start is the
 -- 1-based position of its first residue in the original sequence; peak_position likewise; residues

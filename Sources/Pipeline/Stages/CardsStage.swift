@@ -13,7 +13,9 @@ import Store
 /// every sequence of `cards.split` (default train), in shards of `cards.shard_size` sequences
 /// committed one by one (a killed run resumes at the first missing shard; memory is the
 /// neurons x sequences peaks, not the activations). A neuron's summary of a sequence is its
-/// peak (`NeuronPeak`: the largest activation over the residues and where).
+/// peak (`NeuronPeak`: the largest activation over the residues and where). Peaks within
+/// `NeuronCards.tieTolerance` are ties (`snapTies`), ordered by the FNV-1a hash of the sequence
+/// ID, so a card does not change with the batch shape and tied top sequences are a fixed sample.
 ///
 /// Each card (migration 0013 documents every column): the `cards.examples` top sequences by
 /// peak with the window of +-7 residues around the peak, one sequence at each peak quantile

@@ -32,7 +32,7 @@ extension RunReport {
         md += "A card for each of the top \(Set(list.map(\.cardRank)).count) neurons of every ranking (\(neurons.count) neurons; for a weight ranking, "
         md += "the output units of its best-ranked weights), over the \(any.nSequences) \(any.split) sequences. A neuron's peak on a sequence is its "
         md += "largest activation over the residues; the card lists the sequences with the highest peaks (the window is +-7 residues, the peak in "
-        md += "[brackets]), and over the top \(any.nTop): the amino acids enriched at offsets -3 ... +3 from the peak against the split's composition "
+        md += "[brackets], residues cropped away by `model.max_length` in lower case: the model did not see them), and over the top \(any.nTop): the amino acids enriched at offsets -3 ... +3 from the peak against the split's composition "
         md += "(exact binomial test, Benjamini-Hochberg q over the 140 tests of a card), where in the sequence the peak falls, and how well the peak "
         md += "tells each class from the rest (AUROC over all sequences). Every card: `kneuron neuron --db RUN --layer L --module M --unit U`; "
         md += "tables `neuron_profiles`, `neuron_examples`, `neuron_enrichment`, `neuron_classes`, `neuron_positions`, `neuron_subclasses`.\n\n"
