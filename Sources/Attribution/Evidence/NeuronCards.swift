@@ -163,6 +163,13 @@ public enum NeuronCards {
     /// The 20 standard amino acids, one-letter codes in alphabetical order of the code.
     public static let aminoAcids: [UInt8] = Array("ACDEFGHIKLMNPQRSTVWY".utf8)
 
+    /// For each byte, its position in `aminoAcids`, or -1 for any other letter.
+    static let aminoAcidIndex: [Int] = {
+        var index = [Int](repeating: -1, count: 256)
+        for (i, a) in aminoAcids.enumerated() { index[Int(a)] = i }
+        return index
+    }()
+
     /// Residue offsets from the peak the enrichment looks at.
     public static let offsets = Array(-3 ... 3)
 
@@ -189,8 +196,7 @@ public enum NeuronCards {
     /// raised to 0.5 / (total + 10) so that log-odds and tests stay finite.
     public static func background<S: Sequence>(_ residues: S) -> [Double] where S.Element == UInt8 {
         var counts = [Int](repeating: 0, count: 20)
-        var index = [Int](repeating: -1, count: 256)
-        for (i, a) in aminoAcids.enumerated() { index[Int(a)] = i }
+        let index = aminoAcidIndex
         for r in residues where index[Int(r)] >= 0 { counts[index[Int(r)]] += 1 }
         let total = Double(counts.reduce(0, +))
         return counts.map { $0 > 0 ? Double($0) / total : 0.5 / (total + 10) }
@@ -203,8 +209,7 @@ public enum NeuronCards {
     /// - Precondition: `contexts.count == peaks.count`, `background` has 20 entries in (0, 1).
     public static func enrichment(contexts: [[UInt8]], peaks: [Int], background: [Double]) -> [Enrichment] {
         precondition(contexts.count == peaks.count && background.count == 20, "one peak per context, 20 background frequencies")
-        var index = [Int](repeating: -1, count: 256)
-        for (i, a) in aminoAcids.enumerated() { index[Int(a)] = i }
+        let index = aminoAcidIndex
         var rows: [Enrichment] = []
         for o in offsets {
             var counts = [Int](repeating: 0, count: 20)
