@@ -17,22 +17,27 @@ public struct KnowledgeEditRecord: Sendable, Equatable {
     /// Mean P(target class) before and after the edit.
     public var pBefore: Double
     public var pAfter: Double
-    /// Mean over the sequences of (p_after - p_before) / p_before.
+    /// Mean over the sequences of logit(p_after) - logit(p_before), nats
+    /// (`EvidenceStatistics.logOdds`): the edit's effect that the control and the test use.
+    public var logOddsChange: Double
+    /// Mean over the sequences of (p_after - p_before) / p_before (Dai et al. 2021's measure;
+    /// dominated by sequences whose p_before was tiny).
     public var relativeChange: Double
     /// Share of the sequences whose predicted class changed.
     public var predictionChanged: Double
-    /// For attributed `class` rows: the random sets' relative changes (mean, sd, count) and the
-    /// one-sided permutation p-value; nil otherwise.
+    /// For attributed `class` rows: the random sets' log-odds changes (mean, sd, count) and the
+    /// one-sided permutation p-value on the log-odds change; nil otherwise.
     public var randomMean: Double?
     public var randomSD: Double?
     public var nRandom: Int?
     public var pValue: Double?
     /// Creates a record from its fields.
     public init(ranking: RankingID, factor: Double, sequences: String, modules: String, nNeurons: Int, nSequences: Int, pBefore: Double,
-                pAfter: Double, relativeChange: Double, predictionChanged: Double, randomMean: Double? = nil, randomSD: Double? = nil,
+                pAfter: Double, logOddsChange: Double, relativeChange: Double, predictionChanged: Double, randomMean: Double? = nil, randomSD: Double? = nil,
                 nRandom: Int? = nil, pValue: Double? = nil) {
         self.ranking = ranking; self.factor = factor; self.sequences = sequences; self.modules = modules; self.nNeurons = nNeurons
-        self.nSequences = nSequences; self.pBefore = pBefore; self.pAfter = pAfter; self.relativeChange = relativeChange
+        self.nSequences = nSequences; self.pBefore = pBefore; self.pAfter = pAfter; self.logOddsChange = logOddsChange
+        self.relativeChange = relativeChange
         self.predictionChanged = predictionChanged; self.randomMean = randomMean; self.randomSD = randomSD; self.nRandom = nRandom; self.pValue = pValue
     }
 }
@@ -82,10 +87,14 @@ extension RunDatabase {
         try write("writing the knowledge edits") { db in
             try Self.requireLedger(db, requiring, doing: "editing neurons")
             try db.execute(sql: "DELETE FROM knowledge_edits")
-            let st = try db.makeStatement(sql: "INSERT INTO knowledge_edits VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")
+            let st = try db.makeStatement(sql: """
+                INSERT INTO knowledge_edits (method, granularity, target_class, seed, factor, sequences, modules, n_neurons, n_sequences,
+                    p_before, p_after, log_odds_change, relative_change, prediction_changed, random_mean, random_sd, n_random, p_value)
+                VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                """)
             for e in edits {
                 try st.execute(arguments: [e.ranking.method, e.ranking.granularity, e.ranking.targetClass, e.ranking.seed, e.factor, e.sequences,
-                                           e.modules, e.nNeurons, e.nSequences, e.pBefore, e.pAfter, e.relativeChange, e.predictionChanged,
+                                           e.modules, e.nNeurons, e.nSequences, e.pBefore, e.pAfter, e.logOddsChange, e.relativeChange, e.predictionChanged,
                                            e.randomMean, e.randomSD, e.nRandom, e.pValue])
             }
         }
@@ -100,7 +109,8 @@ extension RunDatabase {
                 """).map {
                 KnowledgeEditRecord(ranking: RankingID(method: $0["method"], granularity: $0["granularity"], targetClass: $0["target_class"], seed: $0["seed"]),
                                     factor: $0["factor"], sequences: $0["sequences"], modules: $0["modules"], nNeurons: $0["n_neurons"],
-                                    nSequences: $0["n_sequences"], pBefore: $0["p_before"], pAfter: $0["p_after"], relativeChange: $0["relative_change"],
+                                    nSequences: $0["n_sequences"], pBefore: $0["p_before"], pAfter: $0["p_after"], logOddsChange: $0["log_odds_change"],
+                                    relativeChange: $0["relative_change"],
                                     predictionChanged: $0["prediction_changed"], randomMean: $0["random_mean"], randomSD: $0["random_sd"],
                                     nRandom: $0["n_random"], pValue: $0["p_value"])
             }

@@ -237,10 +237,11 @@ public final class Trainer {
     /// Forward-only pass over `examples` in their order, in batches of `batchSize` sorted by
     /// length within the pass (less padding; results are put back in input order).
     /// - Returns: the stats (mean cross-entropy, accuracy), the arg-max class per example,
-    ///   each example's softmax probability of its label, and every example's softmax row
-    ///   (examples x classes), float64 from the float32 logits.
+    ///   each example's softmax probability of its label, every example's softmax row
+    ///   (examples x classes) and its log-softmax row log p_c = (z_c - m) - log sum_j exp(z_j - m)
+    ///   (exact where p_c underflows), float64 from the float32 logits.
     public func evaluate(_ examples: [Example], batchSize: Int)
-        -> (stats: EpochStats, predictions: [Int], trueClassProbabilities: [Double], probabilities: [[Double]]) {
+        -> (stats: EpochStats, predictions: [Int], trueClassProbabilities: [Double], probabilities: [[Double]], logProbabilities: [[Double]]) {
         let t0 = Date()
         let C = model.config.numLabels
         let bs = max(1, batchSize)
@@ -248,6 +249,7 @@ public final class Trainer {
         var predictions = [Int](repeating: -1, count: examples.count)
         var pTrue = [Double](repeating: 0, count: examples.count)
         var probabilities = [[Double]](repeating: [], count: examples.count)
+        var logProbabilities = [[Double]](repeating: [], count: examples.count)
         var lossSum = 0.0, correct = 0
         var start = 0
         while start < byLength.count {
@@ -264,13 +266,14 @@ public final class Trainer {
                 let m = row.max() ?? 0
                 let z = row.reduce(0) { $0 + exp($1 - m) }
                 probabilities[i] = row.map { exp($0 - m) / z }
+                logProbabilities[i] = row.map { ($0 - m) - log(z) }
                 pTrue[i] = probabilities[i][examples[i].label]
             }
             start += bs
         }
         let n = max(1, examples.count)
         return (EpochStats(loss: lossSum / Double(n), accuracy: Double(correct) / Double(n), examples: examples.count,
-                           seconds: Date().timeIntervalSince(t0)), predictions, pTrue, probabilities)
+                           seconds: Date().timeIntervalSince(t0)), predictions, pTrue, probabilities, logProbabilities)
     }
 
     /// Index of the largest logit of row `row` of (B,C) logits (first on ties).

@@ -12,18 +12,39 @@ final class StatisticsTests: XCTestCase {
         struct RankData: Decodable { let values: [Float]; let ranks: [Double] }
         struct Binomial: Decodable { let n: Int; let k: Int; let low: Double; let high: Double }
         struct Bootstrap: Decodable { let values: [Double]; let low: Double; let high: Double; let standard_error: Double }
+        struct LogOdds: Decodable { let logits: [Double]; let log_probabilities: [Double]; let log_odds: [Double] }
         let permutation: [Permutation]
         let area: [Area]
         let spearman: Spearman
         let rankdata: RankData
         let binomial: [Binomial]
         let bootstrap: Bootstrap
+        let log_odds: [LogOdds]
     }
 
     lazy var reference: Reference = {
         let url = IGReference.directory.appendingPathComponent("statistics-reference.json")
         return try! JSONDecoder().decode(Reference.self, from: Data(contentsOf: url))
     }()
+
+    /// The log-odds of every class of every logit row equal 60-digit mpmath's to 1e-12 (relative
+    /// to max(1, |value|)), including a P(c) within 1e-17 of 1 (where 1 - p cancels in doubles),
+    /// a tiny one and one below the smallest double (exp(-800)); the log-softmax rows the
+    /// trainer computes, (z - m) - log sum exp(z - m), equal mpmath's to 1e-12 as well.
+    func testLogOddsMatchHighPrecision() {
+        XCTAssertEqual(reference.log_odds.count, 6)
+        for r in reference.log_odds {
+            let m = r.logits.max()!
+            let z = r.logits.reduce(0) { $0 + exp($1 - m) }
+            for (mine, ref) in zip(r.logits.map { ($0 - m) - log(z) }, r.log_probabilities) {
+                XCTAssertEqual(mine, ref, accuracy: 1e-12 * max(1, abs(ref)), "\(r.logits)")
+            }
+            for c in r.logits.indices {
+                let v = EvidenceStatistics.logOdds(logProbabilities: r.log_probabilities, class: c)
+                XCTAssertEqual(v, r.log_odds[c], accuracy: 1e-12 * max(1, abs(r.log_odds[c])), "\(r.logits) class \(c)")
+            }
+        }
+    }
 
     /// Empirical p-value and effect size equal numpy's to 1e-12 (ties with the observed value count as >=).
     func testPermutationPValueAndEffectSizeMatchNumpy() {

@@ -112,7 +112,7 @@ extension EndToEndTests {   // its temporary `dir`, set up and removed per test
         let edits = try db.knowledgeEdits()
         XCTAssertEqual(edits.filter { $0.sequences == "class" }.count, 3 * classesPresent * 2)
         XCTAssertEqual(try rows("SELECT COUNT(DISTINCT seed), MIN(seed), MAX(seed) FROM knowledge_edits WHERE method = 'random'"), [["100", "1", "100"]])
-        let randomEdits = try rows("SELECT target_class, factor, relative_change FROM knowledge_edits WHERE method = 'random' AND sequences = 'class'")
+        let randomEdits = try rows("SELECT target_class, factor, log_odds_change FROM knowledge_edits WHERE method = 'random' AND sequences = 'class'")
         for e in edits {
             XCTAssertEqual(e.nNeurons, 10)
             XCTAssertEqual(e.ranking.granularity, "neuron")
@@ -121,7 +121,7 @@ extension EndToEndTests {   // its temporary `dir`, set up and removed per test
             guard e.sequences == "class" else { XCTAssertNil(e.pValue); continue }
             let null = randomEdits.filter { Int($0[0]!)! == e.ranking.targetClass && Double($0[1]!)! == e.factor }.map { Double($0[2]!)! }
             XCTAssertEqual(null.count, 100)
-            let asExtreme = null.filter { e.factor < 1 ? $0 <= e.relativeChange : $0 >= e.relativeChange }.count
+            let asExtreme = null.filter { e.factor < 1 ? $0 <= e.logOddsChange : $0 >= e.logOddsChange }.count
             XCTAssertEqual(e.pValue!, Double(1 + asExtreme) / 101, accuracy: 1e-12, "\(e)")
         }
         // p_before is the full model's mean P(class) on those sequences: the same for every method and factor.

@@ -37,6 +37,32 @@ final class RunDatabaseTests: XCTestCase {
             ledger: ledger("ingest"))
     }
 
+    /// Migration 0014 rebuilds `knowledge_edits` with `log_odds_change` (the old rows, whose
+    /// control and p-value were on the relative change, are gone) and asks the evidence stage to
+    /// run again, keeping its finished curve units: the stage's key has not changed, so only the
+    /// edits and the tests are recomputed.
+    func testMigration0014RebuildsTheEditsAndKeepsTheCurveUnits() throws {
+        let path = try oldDatabase("v13.sqlite", migrationsBefore: "0014") { db in
+            try db.execute(sql: """
+                INSERT INTO knowledge_edits VALUES ('activation', 'neuron', 0, 0, 0.0, 'class', 'query', 10, 5, 0.2, 0.1, -0.5, 0.2, -0.1, 0.1, 100, 0.02)
+                """)
+            try db.execute(sql: "INSERT INTO evidence_units (method, granularity, target_class, seed, content_key, seconds) VALUES ('activation', 'neuron', -1, 0, 'k', 1.5)")
+            for stage in ["split", "evidence", "sanity", "report"] {
+                try db.execute(sql: "INSERT INTO stages (stage, content_key, rows_written, seconds, finished_at) VALUES (?, 'k', 1, 0.1, '2026-01-01')", arguments: [stage])
+            }
+        }
+        let db = try RunDatabase(path: path)
+        XCTAssertEqual(try db.stages().map(\.stage).sorted(), ["sanity", "split"])
+        XCTAssertEqual(try db.query("SELECT COUNT(*) FROM knowledge_edits").rows, [["0"]])
+        XCTAssertEqual(try db.query("SELECT method, content_key FROM evidence_units").rows, [["activation", "k"]])
+        let edit = KnowledgeEditRecord(ranking: RankingID(method: "activation", granularity: "neuron", targetClass: 0), factor: 0, sequences: "class",
+                                       modules: "query", nNeurons: 10, nSequences: 5, pBefore: 0.2, pAfter: 0.1, logOddsChange: -0.81,
+                                       relativeChange: -0.5, predictionChanged: 0.2, randomMean: -0.1, randomSD: 0.05, nRandom: 100, pValue: 0.0099)
+        try db.replaceKnowledgeEdits([edit])
+        XCTAssertEqual(try db.knowledgeEdits(), [edit])
+        XCTAssertEqual(try db.query("SELECT log_odds_change, relative_change, random_mean FROM knowledge_edits").rows, [["-0.81", "-0.5", "-0.1"]])
+    }
+
     /// Migration 0010 asks a recorded run to redo evaluate (to fill `predictions`) without losing its
     /// evaluations meanwhile; the redone stage's commit replaces them, and `confusion` counts the predictions.
     func testMigration0010RedoesEvaluateKeepingItsRowsUntilReplaced() throws {
@@ -51,7 +77,7 @@ final class RunDatabaseTests: XCTestCase {
             }
         }
         let db = try RunDatabase(path: path)
-        XCTAssertEqual(try db.stages().map(\.stage).sorted(), ["evidence", "split"])
+        XCTAssertEqual(try db.stages().map(\.stage).sorted(), ["split"], "0010 drops evaluate and report, 0014 evidence")
         XCTAssertEqual(try db.evaluations().map(\.nCorrect), [1], "kept until evaluate is redone")
         XCTAssertEqual(try db.predictions(), [])
         let full = EvaluationRecord(method: "full", granularity: "none", retentionFraction: 1.0, seed: 0, nTest: 3, nCorrect: 2, accuracy: 2.0 / 3, macroF1: 0.4,
@@ -67,11 +93,11 @@ final class RunDatabaseTests: XCTestCase {
 
     func testMigrationsAppliedOnceAndRecorded() throws {
         let db = try open()
-        XCTAssertEqual(try db.appliedMigrations(), ["0001_initial", "0002_embeddings", "0003_score_sets", "0004_excluded_sequences", "0005_accuracy_sd", "0006_attribution_engine", "0007_score_storage", "0008_evidence", "0009_edits_sanity", "0010_predictions", "0011_planted_motifs", "0012_neurons", "0013_cards"])
+        XCTAssertEqual(try db.appliedMigrations(), ["0001_initial", "0002_embeddings", "0003_score_sets", "0004_excluded_sequences", "0005_accuracy_sd", "0006_attribution_engine", "0007_score_storage", "0008_evidence", "0009_edits_sanity", "0010_predictions", "0011_planted_motifs", "0012_neurons", "0013_cards", "0014_edit_log_odds"])
         // Reopening applies nothing new and keeps the data.
         try ingestSample(db)
         let again = try open()
-        XCTAssertEqual(try again.appliedMigrations(), ["0001_initial", "0002_embeddings", "0003_score_sets", "0004_excluded_sequences", "0005_accuracy_sd", "0006_attribution_engine", "0007_score_storage", "0008_evidence", "0009_edits_sanity", "0010_predictions", "0011_planted_motifs", "0012_neurons", "0013_cards"])
+        XCTAssertEqual(try again.appliedMigrations(), ["0001_initial", "0002_embeddings", "0003_score_sets", "0004_excluded_sequences", "0005_accuracy_sd", "0006_attribution_engine", "0007_score_storage", "0008_evidence", "0009_edits_sanity", "0010_predictions", "0011_planted_motifs", "0012_neurons", "0013_cards", "0014_edit_log_odds"])
         XCTAssertEqual(try again.sequences().map(\.id), ["P1", "P2"])
         XCTAssertEqual(try again.query("SELECT journal_mode FROM pragma_journal_mode").rows, [["wal"]])
         XCTAssertEqual(try again.query("SELECT foreign_keys FROM pragma_foreign_keys").rows, [["1"]])
@@ -313,7 +339,7 @@ final class RunDatabaseTests: XCTestCase {
                 }
         }
         let db = try RunDatabase(path: path)
-        XCTAssertEqual(try db.appliedMigrations().last, "0013_cards")
+        XCTAssertEqual(try db.appliedMigrations().last, "0014_edit_log_odds")
         XCTAssertEqual(try db.scores(method: "activation"), (0 ..< 36).map { Float($0) })
         XCTAssertEqual(try db.ranks(method: "random", seed: 2), Array(1 ... 36))
         XCTAssertEqual(try db.query("SELECT layer, module, row, col, score, rank FROM neuron_scores WHERE method = 'random' AND rank = 20").rows,

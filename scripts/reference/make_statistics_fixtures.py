@@ -14,6 +14,10 @@ Tests/AttributionTests/Fixtures/statistics-reference.json with, for fixed seeded
                2.5% / 97.5% quantiles are scipy.stats.binom.ppf(q, n, k/n) / n
   bootstrap:   continuous values and scipy.stats.bootstrap(..., method="percentile",
                n_resamples=200000) limits (a Monte-Carlo reference: compared with a tolerance)
+  log_odds:    logit rows (moderate, P(c) within 1e-17 of 1, P(c) tiny, P(c) below the smallest
+               double, two and seven classes), their log-softmax rows and the log-odds
+               log(p_c / (1 - p_c)) of each class, all in 60-digit mpmath arithmetic rounded to
+               double (a reference that has no cancellation or underflow of its own)
 
 Run from the repository root: python scripts/reference/make_statistics_fixtures.py
 """
@@ -58,6 +62,20 @@ res = stats.bootstrap((values,), np.mean, n_resamples=200000, method="percentile
                       random_state=np.random.default_rng(5))
 out["bootstrap"] = {"values": values.tolist(), "low": float(res.confidence_interval.low),
                     "high": float(res.confidence_interval.high), "standard_error": float(res.standard_error)}
+
+import mpmath  # noqa: E402  (after the seeded draws above, which it does not touch)
+
+mpmath.mp.dps = 60
+log_odds = []
+for z in [[0.3, -1.2, 2.0, 0.0], [40.0, 0.0, -5.0], [-40.0, 0.0, 3.0], [-800.0, 0.0, 0.0], [2.5, -1.5],
+          np.round(np.random.default_rng(3).normal(0, 4, 7), 6).tolist()]:
+    zm = [mpmath.mpf(v) for v in z]
+    lse = mpmath.log(mpmath.fsum(mpmath.exp(v) for v in zm))
+    lp = [v - lse for v in zm]
+    p = [mpmath.exp(v) for v in lp]
+    log_odds.append({"logits": z, "log_probabilities": [float(v) for v in lp],
+                     "log_odds": [float(mpmath.log(pc / mpmath.fsum(p[j] for j in range(len(p)) if j != c))) for c, pc in enumerate(p)]})
+out["log_odds"] = log_odds
 
 with open("Tests/AttributionTests/Fixtures/statistics-reference.json", "w") as f:
     json.dump(out, f, indent=1)

@@ -49,6 +49,21 @@ public enum EvidenceStatistics {
         Double(1 + null.filter { $0 >= observed }.count) / Double(1 + null.count)
     }
 
+    /// The log-odds of class `c`, log(p_c / (1 - p_c)) in nats, from a row of log-probabilities
+    /// (`Trainer.evaluate`'s log-softmax): log p_c - log sum_{j != c} p_j, the sum taken as a
+    /// max-shifted log-sum-exp (scipy `special.logsumexp`) so that neither a p_c near 1 (where
+    /// 1 - p_c cancels) nor a p_c that underflows loses precision. A knowledge edit's effect is the
+    /// change of this between the edited and the unedited model: unlike the relative change of
+    /// p_c, it does not explode when p_c was tiny before the edit, and it is symmetric in
+    /// suppression and amplification.
+    /// - Precondition: at least two classes, `c` one of them.
+    public static func logOdds(logProbabilities lp: [Double], class c: Int) -> Double {
+        precondition(lp.count >= 2 && lp.indices.contains(c), "log-odds need two classes or more")
+        let others = lp.indices.filter { $0 != c }.map { lp[$0] }
+        let m = others.max()!
+        return lp[c] - (m + log(others.reduce(0) { $0 + exp($1 - m) }))
+    }
+
     /// Mean and sample standard deviation (n - 1, numpy `std(ddof=1)`, two-pass) of `values`.
     /// The sd is nil for fewer than two values and 0 when the values do not vary beyond rounding
     /// (sd <= 1e-12 x max(1, |mean|): identical accuracies give a two-pass sd of ~1e-17, not 0).

@@ -146,9 +146,9 @@ enum EvidenceStage: StageImplementation {
         model.parameters = full
         try ctx.db.replaceKnowledgeEdits(edits, requiring: upstream)
         for e in edits where e.sequences == EditedSequences.ownClass.rawValue && e.pValue != nil {
-            ctx.log(String(format: "  edit %@ class %d x%g: P(class) %+.1f%% (random %+.1f%% ± %.1f%%, p = %.3g), predictions changed %.0f%%",
-                           e.ranking.method, e.ranking.targetClass, e.factor, 100 * e.relativeChange, 100 * (e.randomMean ?? .nan),
-                           100 * (e.randomSD ?? .nan), e.pValue ?? .nan, 100 * e.predictionChanged))
+            ctx.log(String(format: "  edit %@ class %d x%g: P(class) %.3f -> %.3f, log-odds %+.2f (random %+.2f ± %.2f, p = %.3g), predictions changed %.0f%%",
+                           e.ranking.method, e.ranking.targetClass, e.factor, e.pBefore, e.pAfter, e.logOddsChange, e.randomMean ?? .nan,
+                           e.randomSD ?? .nan, e.pValue ?? .nan, 100 * e.predictionChanged))
         }
         let points = try ctx.db.curvePoints(contentKey: key)
         let (auc, significance) = tests(points)
@@ -169,12 +169,14 @@ enum EvidenceStage: StageImplementation {
     /// ranking (method, class c), the activations of its top `evidence.edit_top` neurons are
     /// multiplied by each factor of `evidence.edit_factors` (`NeuronEdit.scaled`); on the test
     /// split, for the sequences labelled c and for the others, the mean P(c) before and after,
-    /// the mean relative change (p_after - p_before) / p_before (Niu et al., ICLR 2024, report
-    /// both: probabilities often move while the arg-max does not) and the share of changed
-    /// predictions. The control: `evidence.edit_random_sets` random sets of as many neurons
-    /// (seeds 1 ... N of the random baseline's scores, one edited model per set and factor,
-    /// measured for every class), whose relative changes give the attributed rows' null
-    /// (one-sided permutation p-value: a larger decrease for factors below 1, a larger increase above).
+    /// the mean change of the log-odds of c (`EvidenceStatistics.logOdds`, nats), the mean
+    /// relative change (p_after - p_before) / p_before (Dai et al.'s measure, kept for comparison:
+    /// it explodes when P(c) was tiny before the edit) and the share of changed predictions
+    /// (Niu et al., ICLR 2024, report both: probabilities often move while the arg-max does not).
+    /// The control: `evidence.edit_random_sets` random sets of as many neurons (seeds 1 ... N of
+    /// the random baseline's scores, one edited model per set and factor, measured for every
+    /// class), whose log-odds changes give the attributed rows' null (one-sided permutation
+    /// p-value: a larger decrease for factors below 1, a larger increase above).
     /// - Returns: [] without neuron granularity or per-class rankings.
     static func knowledgeEdits(_ ctx: RunContext, model: ESMClassifier, trainer: Trainer, test: [Example],
                                layout: ScoreLayout?) throws -> [KnowledgeEditRecord] {
@@ -204,10 +206,14 @@ enum EvidenceStage: StageImplementation {
                         let n = Double(members.count)
                         let p0 = members.map { before.probabilities[$0][c] }, p1 = members.map { after.probabilities[$0][c] }
                         let relative = zip(p0, p1).reduce(0.0) { $0 + ($1.1 - $1.0) / max($1.0, 1e-300) } / n
+                        let logOdds = members.reduce(0.0) {
+                            $0 + EvidenceStatistics.logOdds(logProbabilities: after.logProbabilities[$1], class: c)
+                                - EvidenceStatistics.logOdds(logProbabilities: before.logProbabilities[$1], class: c)
+                        } / n
                         let changed = members.filter { before.predictions[$0] != after.predictions[$0] }.count
                         out.append(KnowledgeEditRecord(ranking: id(c), factor: factor, sequences: group.rawValue, modules: modules, nNeurons: top,
                                                        nSequences: members.count, pBefore: p0.reduce(0, +) / n, pAfter: p1.reduce(0, +) / n,
-                                                       relativeChange: relative, predictionChanged: Double(changed) / n))
+                                                       logOddsChange: logOdds, relativeChange: relative, predictionChanged: Double(changed) / n))
                     }
                 }
             }
@@ -232,14 +238,14 @@ enum EvidenceStage: StageImplementation {
         model.parameters = full
         for i in attributed.indices where attributed[i].sequences == EditedSequences.ownClass.rawValue {
             let a = attributed[i]
-            let null = random.filter { $0.sequences == a.sequences && $0.factor == a.factor && $0.ranking.targetClass == a.ranking.targetClass }.map(\.relativeChange)
+            let null = random.filter { $0.sequences == a.sequences && $0.factor == a.factor && $0.ranking.targetClass == a.ranking.targetClass }.map(\.logOddsChange)
             guard !null.isEmpty else { continue }
             let (mean, sd) = EvidenceStatistics.meanAndSD(null)
             let sign = a.factor < 1 ? -1.0 : 1.0
             attributed[i].randomMean = mean
             attributed[i].randomSD = sd
             attributed[i].nRandom = null.count
-            attributed[i].pValue = EvidenceStatistics.permutationPValue(observed: sign * a.relativeChange, null: null.map { sign * $0 })
+            attributed[i].pValue = EvidenceStatistics.permutationPValue(observed: sign * a.logOddsChange, null: null.map { sign * $0 })
         }
         return attributed + random
     }

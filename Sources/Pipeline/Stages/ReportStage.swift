@@ -280,9 +280,10 @@ public struct RunReport: Sendable {
     }
 
     /// The suppress/amplify section: per factor, one row per method and class with P(class)
-    /// before -> after and the relative change on the class's test sequences (against the random
-    /// sets, with the permutation p-value), the share of changed predictions there, and the
-    /// relative change on the other classes' sequences (specificity). Empty without edits.
+    /// before -> after and the mean change of its log-odds on the class's test sequences
+    /// (against the random sets, with the permutation p-value), the share of changed predictions
+    /// there, and the log-odds change on the other classes' sequences (specificity). Empty
+    /// without edits.
     static func knowledgeEdits(db: RunDatabase, classes: [ClassRecord], label: (String) -> String) throws -> String {
         let edits = try db.knowledgeEdits()
         guard !edits.isEmpty else {
@@ -292,35 +293,28 @@ public struct RunReport: Sendable {
                 + "and `evidence.edit_factors` not empty.\n\n"
         }
         func ec(_ c: Int) -> String { classes.first { $0.classIndex == c }?.ecLabel ?? String(c) }
-        func pc(_ x: Double) -> String { String(format: "%+.1f%%", 100 * x) }
+        func nats(_ x: Double) -> String { String(format: "%+.2f", x) }
         func p(_ x: Double) -> String { x < 0.001 ? String(format: "%.1e", x) : String(format: "%.3f", x) }
         let own = edits.filter { $0.sequences == EditedSequences.ownClass.rawValue }
         let n = own.first?.nNeurons ?? 0, nRandom = own.compactMap(\.nRandom).max() ?? 0
         var md = "## Suppressing and amplifying each class's knowledge neurons\n\n"
         md += "The activations of the top \(n) neurons of each per-class ranking (modules \(own.first?.modules ?? "")) multiplied by the factor "
         md += "(0 suppresses, 2 amplifies; Dai et al. 2021). `P(class)`: mean probability of the class on its own test sequences, before -> after; "
-        md += nRandom > 0 ? "`change`: the mean relative change of P(class) there, against \(nRandom) random sets of \(n) neurons (mean ± sd, one-sided "
-            + "permutation p-value: a larger decrease for suppress, a larger increase for amplify; the smallest attainable is 1/\(nRandom + 1)); "
-            : "`change`: the mean relative change of P(class) there (no random sets to compare with: `evidence.edit_random_sets` is 0); "
-        md += "`predictions changed`: share of those sequences whose predicted class changed; `other classes`: the relative change of "
-        md += "P(class) on the other test sequences (near 0 = specific).\n\n"
-        // The mean of per-sequence ratios explodes when some sequences had a tiny P(class) before the edit
-        // (a confident model's other-class sequences): say so rather than let it read as an effect.
-        let exploded = edits.filter { abs($0.relativeChange) > 10 || abs($0.randomMean ?? 0) > 10 }
-        if !exploded.isEmpty {
-            md += "**Caution:** \(exploded.count) of \(edits.count) rows have a mean relative change beyond ±1000%: the mean of (after − before) / before "
-                + "is dominated by sequences whose P(class) was tiny before the edit, so on this model the `change`, `random` and `p` columns do not "
-                + "measure the edit; read `P(class)` before -> after and `predictions changed` instead (a measure on the mean probability or the "
-                + "log-odds is to replace it).\n\n"
-        }
+        md += "`log-odds`: the mean change of the class's log-odds log(p / (1 - p)) there, in nats (-2.3 divides the odds by 10, +2.3 multiplies them by 10)"
+        md += nRandom > 0 ? ", against \(nRandom) random sets of \(n) neurons (mean ± sd, one-sided permutation p-value: a larger decrease for "
+            + "suppress, a larger increase for amplify; the smallest attainable is 1/\(nRandom + 1)); "
+            : " (no random sets to compare with: `evidence.edit_random_sets` is 0); "
+        md += "`predictions changed`: share of those sequences whose predicted class changed; `other classes`: the log-odds change of "
+        md += "the class on the other test sequences (near 0 = specific). The mean relative change of P(class) (Dai et al.'s measure) is in "
+        md += "`knowledge_edits.relative_change`; it is left out here because sequences with a tiny P(class) before the edit dominate it.\n\n"
         for factor in Array(Set(own.map(\.factor))).sorted() {
-            md += "### x\(String(format: "%g", factor))\n\n| method | class | n | P(class) | change | random | p | predictions changed | other classes |\n"
+            md += "### x\(String(format: "%g", factor))\n\n| method | class | n | P(class) | log-odds | random | p | predictions changed | other classes |\n"
             md += "|---|---|---|---|---|---|---|---|---|\n"
             for e in own.filter({ $0.factor == factor }) {
                 let other = edits.first { $0.ranking == e.ranking && $0.factor == factor && $0.sequences == EditedSequences.otherClasses.rawValue }
                 md += "| \(label(e.ranking.method)) | \(ec(e.ranking.targetClass)) | \(e.nSequences) | \(fmt(e.pBefore, 3)) -> \(fmt(e.pAfter, 3)) | "
-                    + "\(pc(e.relativeChange)) | " + (e.randomMean.map { "\(pc($0))" + (e.randomSD.map { String(format: " ± %.1f%%", 100 * $0) } ?? "") } ?? "") + " | "
-                    + (e.pValue.map(p) ?? "") + " | \(String(format: "%.0f%%", 100 * e.predictionChanged)) | \(other.map { pc($0.relativeChange) } ?? "") |\n"
+                    + "\(nats(e.logOddsChange)) | " + (e.randomMean.map { nats($0) + (e.randomSD.map { String(format: " ± %.2f", $0) } ?? "") } ?? "") + " | "
+                    + (e.pValue.map(p) ?? "") + " | \(String(format: "%.0f%%", 100 * e.predictionChanged)) | \(other.map { nats($0.logOddsChange) } ?? "") |\n"
             }
             md += "\n"
         }
