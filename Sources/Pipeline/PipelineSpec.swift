@@ -517,6 +517,27 @@ public struct SanitySpec: Codable, Sendable, Equatable {
     }
 }
 
+/// The neurons stage's parameters (issue 12): how the motif selectivity of a planted run is
+/// computed. Exact AUROCs need every residue's activation of a neuron at once, so the neurons
+/// are taken in shards of as many as fit `memory_mb` (4 bytes per test residue per neuron),
+/// one forward pass over the test split per shard, each shard committed on its own (resumable).
+/// The results do not depend on it.
+public struct NeuronsSpec: Codable, Sendable, Equatable {
+    /// Memory for one shard's activations, MiB (default 512; fractions allowed).
+    public var memoryMB: Double = 512
+    enum CodingKeys: String, CodingKey, CaseIterable { case memoryMB = "memory_mb" }
+    /// Creates the defaults: 512 MiB per shard.
+    public init() {}
+    public init(from decoder: Decoder) throws {
+        try rejectUnknownKeys(decoder, CodingKeys.self)
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        memoryMB = try c.decodeIfPresent(Double.self, forKey: .memoryMB) ?? memoryMB
+        guard memoryMB > 0, memoryMB.isFinite else {
+            throw SpecError.invalid(path: keyPath(c.codingPath + [CodingKeys.memoryMB]), message: "expected a positive number of MiB, got \(memoryMB)")
+        }
+    }
+}
+
 /// The cards stage's parameters (issue 12): which neurons get a card and what it shows.
 public struct CardsSpec: Codable, Sendable, Equatable {
     /// The split whose sequences the cards are computed on (default `train`: every sequence
@@ -575,11 +596,13 @@ public struct PipelineSpec: Codable, Sendable, Equatable {
     public var evaluation = EvaluationSpec()
     /// Sanity-stage parameters (YAML `sanity`; `SanitySpec` defaults when absent).
     public var sanity = SanitySpec()
+    /// Neurons-stage parameters (YAML `neurons`; `NeuronsSpec` defaults when absent).
+    public var neurons = NeuronsSpec()
     /// Cards-stage parameters (YAML `cards`; `CardsSpec` defaults when absent).
     public var cards = CardsSpec()
 
     enum CodingKeys: String, CodingKey, CaseIterable {
-        case name, inputs, labelLevel = "label_level", split, model, train, attribution, selection, evidence, evaluation, sanity, cards
+        case name, inputs, labelLevel = "label_level", split, model, train, attribution, selection, evidence, evaluation, sanity, neurons, cards
     }
 
     /// Creates a spec with `name` and `inputs` and every other field at its default
@@ -600,6 +623,7 @@ public struct PipelineSpec: Codable, Sendable, Equatable {
         evidence = try c.decodeIfPresent(EvidenceSpec.self, forKey: .evidence) ?? evidence
         evaluation = try c.decodeIfPresent(EvaluationSpec.self, forKey: .evaluation) ?? evaluation
         sanity = try c.decodeIfPresent(SanitySpec.self, forKey: .sanity) ?? sanity
+        neurons = try c.decodeIfPresent(NeuronsSpec.self, forKey: .neurons) ?? neurons
         cards = try c.decodeIfPresent(CardsSpec.self, forKey: .cards) ?? cards
         if cards.split == .select, split.select == 0, cards.top > 0 {
             throw SpecError.invalid(path: "cards.split", message: "the select split is empty (split.select: 0): give cards.split: train or test")

@@ -111,6 +111,13 @@ public struct RunStatus: Sendable {
                     let planned = spec.flatMap { s in layers.map { (s.sanity.modelRandomization ? $0 : 0) + (s.sanity.labelRandomization ? 1 : 0) } }
                     detail = String(format: "%d of %@ checks done (%.1f s)", units.done, planned.map(String.init) ?? "?", units.seconds)
                 }
+            case .neurons:
+                // Neurons whose selectivity is done, in finished shards (any content key).
+                let shards = try db.selectivityShards()
+                if !shards.isEmpty {
+                    detail = String(format: "selectivity of %d neurons done in %d shards (%.1f s)", shards.map(\.count).reduce(0, +), shards.count,
+                                    shards.map(\.seconds).reduce(0, +))
+                }
             case .cards:
                 // Shards finished (any content key) of the planned: the card split in shards of cards.shard_size.
                 let shards = try db.cardShardProgress()

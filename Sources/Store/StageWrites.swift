@@ -92,6 +92,7 @@ extension RunDatabase {
             ("cards", "card_neurons", sql("DELETE FROM card_neurons")),
             ("cards", "card_shards", sql("DELETE FROM card_shards")),
             ("neurons", "planted_recovery", sql("DELETE FROM planted_recovery")),
+            ("neurons", "selectivity_shards", sql("DELETE FROM selectivity_shards")),
             ("neurons", "motif_selectivity", sql("DELETE FROM motif_selectivity")),
             ("sanity", "sanity_verdicts", sql("DELETE FROM sanity_verdicts")),
             ("sanity", "sanity_checks", sql("DELETE FROM sanity_checks")),
@@ -567,11 +568,49 @@ extension RunDatabase {
 
     // MARK: neurons
 
-    /// Writes the neurons stage's selectivity and recovery rows and its ledger row in one transaction.
-    public func commitNeurons(selectivity: [SelectivityRecord], recovery: [RecoveryRecord], ledger: StageRecord) throws {
+    /// Deletes the selectivity shards computed under another content key (another model or
+    /// other data). When any was deleted, or no shard is left, every `motif_selectivity` row goes
+    /// too (rows of a run recorded before shards existed, or of another layout), so the table
+    /// only ever holds rows of finished shards of `key`. Returns how many shards were deleted.
+    /// - Throws: `StoreError`.
+    public func discardSelectivityShards(otherThan key: String) throws -> Int {
+        try write("discarding stale selectivity shards") { db in
+            try db.execute(sql: "DELETE FROM selectivity_shards WHERE content_key != ?", arguments: [key])
+            let stale = db.changesCount
+            let left = try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM selectivity_shards") ?? 0
+            if stale > 0 || left == 0 {
+                try db.execute(sql: "DELETE FROM motif_selectivity")
+            }
+            return stale
+        }
+    }
+
+    /// The finished selectivity shards (any content key) as (first neuron, count, seconds), by first neuron.
+    /// - Throws: `StoreError`.
+    public func selectivityShards() throws -> [(first: Int, count: Int, seconds: Double)] {
+        try read("reading selectivity shards") { db in
+            try Row.fetchAll(db, sql: "SELECT first_neuron, n_neurons, seconds FROM selectivity_shards ORDER BY first_neuron").map { ($0[0], $0[1], $0[2]) }
+        }
+    }
+
+    /// Commits one finished shard of neurons: its selectivity rows and its `selectivity_shards`
+    /// row in one transaction (a kill after it keeps the shard; rows of a shard redone replace the old).
+    /// - Throws: `StoreError`.
+    public func commitSelectivityShard(first: Int, count: Int, contentKey: String, seconds: Double, rows: [SelectivityRecord]) throws {
+        try write("writing selectivity shard at neuron \(first)") { db in
+            let s = try db.makeStatement(sql: "INSERT OR REPLACE INTO motif_selectivity (layer, module, unit, class_index, auroc, split) VALUES (?, ?, ?, ?, ?, ?)")
+            for r in rows { try s.execute(arguments: [r.layer, r.module, r.unit, r.classIndex, r.auroc, r.split]) }
+            try db.execute(sql: "INSERT OR REPLACE INTO selectivity_shards (first_neuron, n_neurons, content_key, seconds) VALUES (?, ?, ?, ?)",
+                           arguments: [first, count, contentKey, seconds])
+        }
+    }
+
+    /// Writes the neurons stage's recovery rows and its ledger row in one transaction (the
+    /// selectivity rows are already in, shard by shard).
+    /// - Throws: `StoreError`.
+    public func commitNeurons(recovery: [RecoveryRecord], ledger: StageRecord) throws {
         try write("writing the neurons stage") { db in
-            let s = try db.makeStatement(sql: "INSERT INTO motif_selectivity (layer, module, unit, class_index, auroc, split) VALUES (?, ?, ?, ?, ?, ?)")
-            for r in selectivity { try s.execute(arguments: [r.layer, r.module, r.unit, r.classIndex, r.auroc, r.split]) }
+            try db.execute(sql: "DELETE FROM planted_recovery")
             for r in recovery {
                 try db.execute(sql: """
                     INSERT INTO planted_recovery (method, granularity, target_class, k, mean_selectivity, random_mean, random_sd, n_random, p_value,

@@ -129,6 +129,14 @@ final class PipelineSpecTests: XCTestCase {
                         "at cards.split: the select split is empty (split.select: 0): give cards.split: train or test")
     }
 
+    func testNeuronsKeys() throws {
+        XCTAssertEqual(try PipelineSpec.parse(yaml: minimal).neurons.memoryMB, 512)
+        XCTAssertEqual(try PipelineSpec.parse(yaml: minimal + "\nneurons: {memory_mb: 0.25}\n").neurons.memoryMB, 0.25)
+        assertSpecError(minimal + "\nneurons: {memory_mb: 0}\n", "at neurons.memory_mb: expected a positive number of MiB, got 0.0")
+        assertSpecError(minimal + "\nneurons: {memory_mb: -5}\n", "at neurons.memory_mb: expected a positive number of MiB, got -5.0")
+        assertSpecError(minimal + "\nneurons: {memory: 5}\n", "at neurons.memory: unknown key; allowed here: memory_mb")
+    }
+
     func testDuplicatesEnumsAndImpossibleTrainingValues() {
         assertSpecError(minimal + "\nattribution:\n  methods: [activation, activation]\n",
                         "at attribution.methods: activation is listed twice; list each entry once")

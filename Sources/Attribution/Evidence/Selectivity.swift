@@ -62,16 +62,27 @@ public enum MotifSelectivity {
         }
     }
 
-    /// The selectivity of every neuron of `layout` for every motif group, from one forward pass
-    /// per batch of `sequences` (activations of all residue positions are held in memory:
-    /// `layout.count` x residues floats).
-    /// - Returns: `result[k][g]` for neuron k of `layout` (its order) and group g; nil where a group
-    ///   has no residue or covers every residue.
-    /// - Precondition: `layout.granularity == .neuron` and the layout is `model`'s.
-    public static func compute(model: ESMClassifier, sequences: [Sequence], layout: ScoreLayout, groups: Int, batchSize: Int = 8) -> [[Double?]] {
+    /// The selectivity of the neurons `neurons` of `layout` (default: all) for every motif group,
+    /// from one forward pass per batch of `sequences` that captures only the sites those neurons
+    /// belong to. The activations of those neurons at every residue are held in memory
+    /// (`neurons.count` x residues floats): callers bound the memory by passing shards of neurons.
+    /// A neuron's activations, hence its AUROCs, do not depend on which other neurons are in the
+    /// shard (the same forward in the same batches), so any sharding gives the same values.
+    /// - Returns: `result[k][g]` for neuron `neurons.lowerBound + k` of `layout` and group g; nil
+    ///   where a group has no residue or covers every residue.
+    /// - Precondition: `layout.granularity == .neuron`, the layout is `model`'s and `neurons` lies in `0 ..< layout.count`.
+    public static func compute(model: ESMClassifier, sequences: [Sequence], layout: ScoreLayout, groups: Int, neurons: Range<Int>? = nil,
+                               batchSize: Int = 8) -> [[Double?]] {
         precondition(layout.granularity == .neuron, "selectivity is per neuron")
+        let range = neurons ?? 0 ..< layout.count
+        precondition(range.lowerBound >= 0 && range.upperBound <= layout.count, "neurons \(range) outside the layout's 0..<\(layout.count)")
+        // The blocks the shard touches, and the rows of each that are in it.
+        let blocks = layout.blocks.compactMap { b -> (block: ScoreLayout.Block, rows: Range<Int>)? in
+            let lo = max(range.lowerBound, b.offset), hi = min(range.upperBound, b.offset + b.rows)
+            return lo < hi ? (b, lo - b.offset ..< hi - b.offset) : nil
+        }
         let residues = sequences.reduce(0) { $0 + $1.group.count }
-        var activations = [[Float]](repeating: [], count: layout.count)
+        var activations = [[Float]](repeating: [], count: range.count)
         for k in activations.indices { activations[k].reserveCapacity(residues) }
         var labels: [Int] = []
         labels.reserveCapacity(residues)
@@ -79,14 +90,15 @@ public enum MotifSelectivity {
         while start < sequences.count {
             let chunk = Array(sequences[start ..< min(start + max(1, batchSize), sequences.count)])
             let batch = TokenBatch(sequences: chunk.map(\.tokens), padTokenId: Int32(model.config.padTokenId))
-            _ = model.forward(batch, hooks: ForwardHooks(capture: Set(layout.sites)))
-            for block in layout.blocks {
+            _ = model.forward(batch, hooks: ForwardHooks(capture: Set(blocks.map(\.block.site))))
+            for (block, rows) in blocks {
                 let y = model.output(at: block.site)   // (B, T, rows)
+                let first = block.offset + rows.lowerBound - range.lowerBound
                 for (b, s) in chunk.enumerated() {
                     let base = b * batch.length * block.rows
                     for r in 0 ..< s.group.count {
                         let row = base + (r + 1) * block.rows   // token position r + 1: skip <cls>
-                        for i in 0 ..< block.rows { activations[block.offset + i].append(y[row + i]) }
+                        for i in rows { activations[first + i - rows.lowerBound].append(y[row + i]) }
                     }
                 }
             }

@@ -16,9 +16,13 @@ import Store
 ///   with the one-sided permutation p-value (1 + #random >= observed) / (1 + randomSets), and the
 ///   precision at k (share with selectivity >= 0.9) beside random's.
 ///
-/// A run without planted motifs records the stage with nothing written (neuron cards on real
-/// data are the next part of issue 12). Activations of the whole split are held in memory
-/// (neurons x residues floats: 52 M for the planted quickstart's 450 test sequences of 100 residues).
+/// A run without planted motifs records the stage with nothing written (the cards stage
+/// characterises neurons on real data). Exact AUROCs need every test residue's activation of a
+/// neuron, so the neurons are taken in shards of as many as fit `neurons.memory_mb` (4 bytes per
+/// residue each; the planted quickstart's 1,152 neurons on its 450 test sequences of 100 residues
+/// need 207 MB, one shard at the default 512), one forward pass over the test split per shard,
+/// each shard committed with its rows (`selectivity_shards`): a killed run redoes only unfinished
+/// neurons, and the values do not depend on the shards (`MotifSelectivity.compute`).
 enum NeuronsStage: StageImplementation {
     /// Top-k sizes of the recovery table.
     static let ks = [10, 50]
@@ -40,7 +44,7 @@ enum NeuronsStage: StageImplementation {
         }
         guard !motifs.isEmpty else {
             ctx.log("  no planted motifs (inputs.planted_motifs): nothing to compute")
-            try ctx.db.commitNeurons(selectivity: [], recovery: [], ledger: ledger(0))
+            try ctx.db.commitNeurons(recovery: [], ledger: ledger(0))
             return 0
         }
         let model = try ModelStore.finalModel(ctx, stage: Stage.neurons.rawValue)
@@ -72,22 +76,65 @@ enum NeuronsStage: StageImplementation {
                 + " is in the test split's tokens (cropped away? model.max_length \(ctx.spec.model.maxLength)); their selectivity is NULL and their rankings are left out")
         }
         let layout = try ScoreLayout(config: model.config, modules: LinearModule.allCases, granularity: .neuron)
-        ctx.log("  selectivity of \(layout.count) neurons for \(classes.count) class motifs on \(sequences.count) test sequences")
-        let values = MotifSelectivity.compute(model: model, sequences: sequences, layout: layout, groups: classes.count, batchSize: ctx.spec.train.batchSize)
-        var records: [SelectivityRecord] = []
-        var lookup: [String: [Double?]] = [:]   // "layer/module/unit" -> per class
-        for block in layout.blocks {
-            for u in 0 ..< block.rows {
-                let v = values[block.offset + u]
-                lookup["\(block.site.layer)/\(block.site.module.rawValue)/\(u)"] = v
-                for (c, a) in v.enumerated() {
-                    records.append(SelectivityRecord(layer: block.site.layer, module: block.site.module.rawValue, unit: u, classIndex: classes[c].classIndex,
-                                                     auroc: a, split: SplitRole.test.rawValue))
+        let residues = sequences.reduce(0) { $0 + $1.group.count }
+        let perShard = max(1, min(layout.count, Int(ctx.spec.neurons.memoryMB * 1_048_576 / Double(4 * max(1, residues)))))
+        let stale = try ctx.db.discardSelectivityShards(otherThan: key)
+        if stale > 0 { ctx.log("  discarded \(stale) selectivity shards computed with another model or other data") }
+        // The neurons no finished shard covers, in runs of consecutive neurons cut into shards
+        // (a resumed run may use another memory_mb than the killed one: only the rest is cut anew).
+        var covered = [Bool](repeating: false, count: layout.count)
+        for done in try ctx.db.selectivityShards() {
+            guard done.first >= 0, done.first + done.count <= layout.count else {
+                throw StoreError.corrupt("selectivity shard at neuron \(done.first) (\(done.count) neurons) is outside the layout's \(layout.count); run with --force neurons")
+            }
+            for k in done.first ..< done.first + done.count { covered[k] = true }
+        }
+        var todo: [Range<Int>] = []
+        var k = 0
+        while k < layout.count {
+            if covered[k] { k += 1; continue }
+            var end = k
+            while end < layout.count && !covered[end] && end - k < perShard { end += 1 }
+            todo.append(k ..< end)
+            k = end
+        }
+        ctx.log("  selectivity of \(layout.count) neurons for \(classes.count) class motifs on \(sequences.count) test sequences (\(residues) residues): "
+            + String(format: "%d neurons per shard (neurons.memory_mb %g), %d shards to do, %d neurons done", perShard, ctx.spec.neurons.memoryMB,
+                     todo.count, covered.filter { $0 }.count))
+        let progress = ProgressReporter("neurons", total: todo.count, unit: "shards", quiet: ctx.quiet)
+        for (n, shard) in todo.enumerated() {
+            let t0 = Date()
+            let values = MotifSelectivity.compute(model: model, sequences: sequences, layout: layout, groups: classes.count, neurons: shard,
+                                                  batchSize: ctx.spec.train.batchSize)
+            var rows: [SelectivityRecord] = []
+            for block in layout.blocks {
+                for u in 0 ..< block.rows where shard.contains(block.offset + u) {
+                    for (c, a) in values[block.offset + u - shard.lowerBound].enumerated() {
+                        rows.append(SelectivityRecord(layer: block.site.layer, module: block.site.module.rawValue, unit: u, classIndex: classes[c].classIndex,
+                                                      auroc: a, split: SplitRole.test.rawValue))
+                    }
                 }
             }
+            try ctx.db.commitSelectivityShard(first: shard.lowerBound, count: shard.count, contentKey: key, seconds: Date().timeIntervalSince(t0), rows: rows)
+            progress.update(n + 1)
+            DebugHooks.pause(ctx.debug.shardDelayMilliseconds)
+        }
+        // Every neuron's selectivity, read back (the shards of this and of earlier processes).
+        let records = try ctx.db.motifSelectivity()
+        guard records.count == layout.count * classes.count else {
+            throw StoreError.corrupt("motif_selectivity holds \(records.count) rows, not \(layout.count) neurons x \(classes.count) classes; run with --force neurons")
+        }
+        var lookup: [String: [Double?]] = [:]   // "layer/module/unit" -> per class, in class order
+        let classPosition = Dictionary(uniqueKeysWithValues: classes.enumerated().map { ($1.classIndex, $0) })
+        for r in records {
+            let key = "\(r.layer)/\(r.module)/\(r.unit)"
+            var v = lookup[key] ?? [Double?](repeating: nil, count: classes.count)
+            guard let c = classPosition[r.classIndex] else { throw StoreError.corrupt("motif_selectivity names class \(r.classIndex), which the run does not have") }
+            v[c] = r.auroc
+            lookup[key] = v
         }
         let recovery = try recoveryTable(ctx, lookup: lookup, classes: classes)
-        try ctx.db.commitNeurons(selectivity: records, recovery: recovery, ledger: ledger(records.count + recovery.count))
+        try ctx.db.commitNeurons(recovery: recovery, ledger: ledger(records.count + recovery.count))
         if let best = recovery.filter({ $0.ranking.targetClass == -1 && $0.k == ks[0] }).max(by: { $0.meanSelectivity < $1.meanSelectivity }) {
             ctx.log(String(format: "  best true-class ranking at k = %d: %@ (mean selectivity %.3f against %.3f for random)", best.k,
                            best.ranking.method, best.meanSelectivity, best.randomMean))

@@ -282,8 +282,8 @@ public struct RunReport: Sendable {
     /// The suppress/amplify section: per factor, one row per method and class with P(class)
     /// before -> after and the mean change of its log-odds on the class's test sequences
     /// (against the random sets, with the permutation p-value), the share of changed predictions
-    /// there, and the log-odds change on the other classes' sequences (specificity). Empty
-    /// without edits.
+    /// there, and on the other classes' sequences the mean P(class) before -> after and the share
+    /// of changed predictions (specificity). Empty without edits.
     static func knowledgeEdits(db: RunDatabase, classes: [ClassRecord], label: (String) -> String) throws -> String {
         let edits = try db.knowledgeEdits()
         guard !edits.isEmpty else {
@@ -304,8 +304,8 @@ public struct RunReport: Sendable {
         md += nRandom > 0 ? ", against \(nRandom) random sets of \(n) neurons (mean ± sd, one-sided permutation p-value: a larger decrease for "
             + "suppress, a larger increase for amplify; the smallest attainable is 1/\(nRandom + 1)); "
             : " (no random sets to compare with: `evidence.edit_random_sets` is 0); "
-        md += "`predictions changed`: share of those sequences whose predicted class changed; `other classes`: the log-odds change of "
-        md += "the class on the other test sequences (near 0 = specific). The mean relative change of P(class) (Dai et al.'s measure) is in "
+        md += "`predictions changed`: share of those sequences whose predicted class changed; `other classes`: on the other test sequences, "
+        md += "the mean P(class) before -> after and the share whose predicted class changed (near 0 = specific). The mean relative change of P(class) (Dai et al.'s measure) is in "
         md += "`knowledge_edits.relative_change`; it is left out here because sequences with a tiny P(class) before the edit dominate it.\n\n"
         for factor in Array(Set(own.map(\.factor))).sorted() {
             md += "### x\(String(format: "%g", factor))\n\n| method | class | n | P(class) | log-odds | random | p | predictions changed | other classes |\n"
@@ -314,7 +314,8 @@ public struct RunReport: Sendable {
                 let other = edits.first { $0.ranking == e.ranking && $0.factor == factor && $0.sequences == EditedSequences.otherClasses.rawValue }
                 md += "| \(label(e.ranking.method)) | \(ec(e.ranking.targetClass)) | \(e.nSequences) | \(fmt(e.pBefore, 3)) -> \(fmt(e.pAfter, 3)) | "
                     + "\(nats(e.logOddsChange)) | " + (e.randomMean.map { nats($0) + (e.randomSD.map { String(format: " ± %.2f", $0) } ?? "") } ?? "") + " | "
-                    + (e.pValue.map(p) ?? "") + " | \(String(format: "%.0f%%", 100 * e.predictionChanged)) | \(other.map { nats($0.logOddsChange) } ?? "") |\n"
+                    + (e.pValue.map(p) ?? "") + " | \(String(format: "%.0f%%", 100 * e.predictionChanged)) | "
+                    + (other.map { "\(fmt($0.pBefore, 3)) -> \(fmt($0.pAfter, 3)), \(String(format: "%.0f%%", 100 * $0.predictionChanged))" } ?? "") + " |\n"
             }
             md += "\n"
         }
