@@ -551,10 +551,13 @@ public struct CardsSpec: Codable, Sendable, Equatable {
     public var topSequences: Int = 100
     /// Sequences per resumable shard of the activation pass.
     public var shardSize: Int = 64
+    /// On a planted run, random control neurons per linear map (at least `top` are taken) for
+    /// the test of the cards' motif overlap (`card_motif_tests`); 0 turns the control off.
+    public var control: Int = 100
     enum CodingKeys: String, CodingKey, CaseIterable {
-        case split, top, examples, topSequences = "top_sequences", shardSize = "shard_size"
+        case split, top, examples, topSequences = "top_sequences", shardSize = "shard_size", control
     }
-    /// Creates the defaults: the train split, 20 neurons, 20 examples, 100 top sequences, shards of 64.
+    /// Creates the defaults: the train split, 20 neurons, 20 examples, 100 top sequences, shards of 64, 100 control neurons per map.
     public init() {}
     public init(from decoder: Decoder) throws {
         try rejectUnknownKeys(decoder, CodingKeys.self)
@@ -564,9 +567,11 @@ public struct CardsSpec: Codable, Sendable, Equatable {
         examples = try c.decodeIfPresent(Int.self, forKey: .examples) ?? examples
         topSequences = try c.decodeIfPresent(Int.self, forKey: .topSequences) ?? topSequences
         shardSize = try c.decodeIfPresent(Int.self, forKey: .shardSize) ?? shardSize
-        for (key, value, least) in [(CodingKeys.top, top, 0), (.examples, examples, 1), (.topSequences, topSequences, 1), (.shardSize, shardSize, 1)] where value < least {
+        control = try c.decodeIfPresent(Int.self, forKey: .control) ?? control
+        for (key, value, least) in [(CodingKeys.top, top, 0), (.examples, examples, 1), (.topSequences, topSequences, 1), (.shardSize, shardSize, 1),
+                                    (.control, control, 0)] where value < least {
             throw SpecError.invalid(path: keyPath(c.codingPath + [key]), message: "expected \(least) or more, got \(value)"
-                + (key == .top ? " (0 turns the cards off)" : ""))
+                + (key == .top ? " (0 turns the cards off)" : key == .control ? " (0 turns the control off)" : ""))
         }
     }
 }

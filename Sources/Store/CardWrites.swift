@@ -124,6 +124,41 @@ public struct CardShardRecord: Sendable, Equatable {
     }
 }
 
+/// A control neuron of the cards stage and where its top windows peak (table `card_controls`,
+/// with `card_control_classes`).
+public struct CardControlRecord: Sendable, Equatable {
+    public var neuron: NeuronKey
+    /// Its index in `card_shards.peaks`.
+    public var cardIndex: Int
+    /// Top windows (`cards.examples`, fewer when the split is smaller), and how many peak inside a
+    /// planted class motif and inside a decoy.
+    public var windows: Int, classMotifWindows: Int, decoyWindows: Int
+    /// Class index -> windows peaking inside that class's motif (classes with none left out).
+    public var classWindows: [Int: Int]
+    /// Creates a record from its fields.
+    public init(neuron: NeuronKey, cardIndex: Int, windows: Int, classMotifWindows: Int, decoyWindows: Int, classWindows: [Int: Int]) {
+        self.neuron = neuron; self.cardIndex = cardIndex; self.windows = windows
+        self.classMotifWindows = classMotifWindows; self.decoyWindows = decoyWindows; self.classWindows = classWindows
+    }
+}
+
+/// A ranking's card motif overlap against random control neurons (table `card_motif_tests`).
+public struct CardMotifTestRecord: Sendable, Equatable {
+    public var ranking: RankingID
+    /// `class`, `own_class` or `decoy` (the pipeline's `CardMotif`).
+    public var motif: String
+    public var nNeurons: Int
+    /// Mean over the ranking's card neurons of the share of their top windows peaking in the motif.
+    public var share: Double
+    /// The random sets' mean and sd of the same statistic, how many, and the one-sided p-value.
+    public var randomMean: Double, randomSD: Double, nRandom: Int, pValue: Double
+    /// Creates a record from its fields.
+    public init(ranking: RankingID, motif: String, nNeurons: Int, share: Double, randomMean: Double, randomSD: Double, nRandom: Int, pValue: Double) {
+        self.ranking = ranking; self.motif = motif; self.nNeurons = nNeurons; self.share = share
+        self.randomMean = randomMean; self.randomSD = randomSD; self.nRandom = nRandom; self.pValue = pValue
+    }
+}
+
 extension RunDatabase {
     // MARK: cards
 
@@ -178,9 +213,33 @@ extension RunDatabase {
         }
     }
 
-    /// Writes the cards stage's card list, cards and ledger row in one transaction.
-    public func commitCards(neurons: [CardNeuronRecord], cards: [NeuronCardRecord], ledger: StageRecord) throws {
+    /// Writes the cards stage's card list, cards, control neurons, motif tests and ledger row in one
+    /// transaction, replacing every row an earlier cards stage wrote (its shards stay).
+    public func commitCards(neurons: [CardNeuronRecord], cards: [NeuronCardRecord], controls: [CardControlRecord] = [],
+                            motifTests: [CardMotifTestRecord] = [], ledger: StageRecord) throws {
         try write("writing the cards stage") { db in
+            // A stage redone without --force (a migration asked for it) replaces what it wrote before.
+            for table in ["card_motif_tests", "card_control_classes", "card_controls", "neuron_subclasses", "neuron_classes", "neuron_positions",
+                          "neuron_enrichment", "neuron_examples", "neuron_profiles", "card_neurons"] {
+                try db.execute(sql: "DELETE FROM \(table)")
+            }
+            for c in controls {
+                let k = c.neuron
+                try db.execute(sql: """
+                    INSERT INTO card_controls (layer, module, unit, card_index, n_windows, class_motif_windows, decoy_windows) VALUES (?, ?, ?, ?, ?, ?, ?)
+                    """, arguments: [k.layer, k.module, k.unit, c.cardIndex, c.windows, c.classMotifWindows, c.decoyWindows])
+                for (cls, w) in c.classWindows.sorted(by: { $0.key < $1.key }) where w > 0 {
+                    try db.execute(sql: "INSERT INTO card_control_classes (layer, module, unit, class_index, windows) VALUES (?, ?, ?, ?, ?)",
+                                   arguments: [k.layer, k.module, k.unit, cls, w])
+                }
+            }
+            for t in motifTests {
+                try db.execute(sql: """
+                    INSERT INTO card_motif_tests (method, granularity, target_class, motif, n_neurons, share, random_mean, random_sd, n_random, p_value)
+                    VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                    """, arguments: [t.ranking.method, t.ranking.granularity, t.ranking.targetClass, t.motif, t.nNeurons, t.share, t.randomMean,
+                                     t.randomSD, t.nRandom, t.pValue])
+            }
             let n = try db.makeStatement(sql: "INSERT INTO card_neurons (method, granularity, target_class, card_rank, layer, module, unit, best_rank) VALUES (?, ?, ?, ?, ?, ?, ?, ?)")
             for r in neurons {
                 try n.execute(arguments: [r.ranking.method, r.ranking.granularity, r.ranking.targetClass, r.cardRank, r.neuron.layer, r.neuron.module, r.neuron.unit, r.bestRank])
@@ -220,6 +279,20 @@ extension RunDatabase {
                 for x in c.subclasses { try sc.execute(arguments: [k.layer, k.module, k.unit, x.level, x.ecNumber, x.topCount, x.splitCount]) }
             }
             try Self.insertLedger(db, ledger)
+        }
+    }
+
+    /// Every card motif test, by ranking and motif.
+    /// - Throws: `StoreError`.
+    public func cardMotifTests() throws -> [CardMotifTestRecord] {
+        try read("reading card motif tests") { db in
+            try Row.fetchAll(db, sql: """
+                SELECT method, granularity, target_class, motif, n_neurons, share, random_mean, random_sd, n_random, p_value
+                FROM card_motif_tests ORDER BY granularity, method, target_class, motif
+                """).map {
+                CardMotifTestRecord(ranking: RankingID(method: $0[0], granularity: $0[1], targetClass: $0[2]), motif: $0[3], nNeurons: $0[4], share: $0[5],
+                                    randomMean: $0[6], randomSD: $0[7], nRandom: $0[8], pValue: $0[9])
+            }
         }
     }
 

@@ -123,8 +123,10 @@ final class PipelineSpecTests: XCTestCase {
         assertSpecError(minimal + "\ncards: {top: -1}\n", "at cards.top: expected 0 or more, got -1 (0 turns the cards off)")
         assertSpecError(minimal + "\ncards: {shard_size: 0}\n", "at cards.shard_size: expected 1 or more, got 0")
         assertSpecError(minimal + "\ncards: {examples: 0}\n", "at cards.examples: expected 1 or more, got 0")
+        assertSpecError(minimal + "\ncards: {control: -1}\n", "at cards.control: expected 0 or more, got -1 (0 turns the control off)")
+        XCTAssertEqual(try PipelineSpec.parse(yaml: minimal).cards.control, 100)
         assertSpecError(minimal + "\ncards: {split: all}\n", "at cards.split: unknown value 'all'; choose one of train, select, test")
-        assertSpecError(minimal + "\ncards: {windows: 3}\n", "at cards.windows: unknown key; allowed here: examples, shard_size, split, top, top_sequences")
+        assertSpecError(minimal + "\ncards: {windows: 3}\n", "at cards.windows: unknown key; allowed here: control, examples, shard_size, split, top, top_sequences")
         assertSpecError(minimal + "\nsplit: {train: 0.8, select: 0, test: 0.2, select_on: test}\ncards: {split: select}\n",
                         "at cards.split: the select split is empty (split.select: 0): give cards.split: train or test")
     }

@@ -332,8 +332,9 @@ final class PlantedTests: XCTestCase {
         let motifs = try database.plantedMotifs()
         let classOf = Dictionary(uniqueKeysWithValues: classes.map { ($0.ecLabel, $0.classIndex) })
         var checked = 0
-        for key in Set(list.map(\.neuron)).sorted() {
-            let card = try XCTUnwrap(try database.neuronCard(key))
+        /// A neuron's peak on every train sequence from the checkpoint (the stage's shards of 5, one
+        /// batch each), ties snapped, and the sequences in card order.
+        func recompute(_ key: NeuronKey) -> (peak: [(value: Float, residue: Int)], order: [Int]) {
             let site = ModuleSite(layer: key.layer, module: LinearModule(rawValue: key.module)!)
             var peak: [(value: Float, residue: Int)] = []
             for start in stride(from: 0, to: ids.count, by: 5) {
@@ -352,6 +353,13 @@ final class PlantedTests: XCTestCase {
             // Ties (equal snapped peaks) in the order of the IDs' FNV-1a hashes.
             let hash = ids.map(NeuronCards.fnv1a)
             let order = peak.indices.sorted { peak[$0].value != peak[$1].value ? peak[$0].value > peak[$1].value : (hash[$0], $0) < (hash[$1], $1) }
+            return (peak, order)
+        }
+        /// The planted motif at residue `p` (0-based) of train sequence `s`.
+        func motif(_ s: Int, _ p: Int) -> PlantedMotifRecord? { motifs.first { $0.sequenceID == ids[s] && $0.start <= p + 1 && p + 1 <= $0.end } }
+        for key in Set(list.map(\.neuron)).sorted() {
+            let card = try XCTUnwrap(try database.neuronCard(key))
+            let (peak, order) = recompute(key)
             let tops = card.examples.filter { $0.kind == "top" }
             XCTAssertEqual(tops.map(\.sequenceID), order.prefix(6).map { ids[$0] }, "\(key)")
             for (e, s) in zip(tops, order) {
@@ -360,7 +368,7 @@ final class PlantedTests: XCTestCase {
                 XCTAssertEqual(e.activation, Double(peak[s].value))
                 XCTAssertEqual(e.peakPosition, p + 1)
                 XCTAssertEqual(e.window, String(residues[max(0, p - 7) ..< min(residues.count, p + 8)]))
-                let m = motifs.first { $0.sequenceID == ids[s] && $0.start <= p + 1 && p + 1 <= $0.end }
+                let m = motif(s, p)
                 XCTAssertEqual(e.motifPattern, m?.pattern)
                 XCTAssertEqual(e.motifIsDecoy, m.map { $0.ecLabel == nil })
             }
@@ -395,7 +403,31 @@ final class PlantedTests: XCTestCase {
             windows += tops.count
             inMotif += tops.filter { $0.motifIsDecoy == false }.count
         }
-        XCTAssertTrue(report.contains("| integrated gradients | 4 | \(String(format: "%.0f", 100 * Double(inMotif) / Double(windows)))% | "), report)
+        XCTAssertTrue(report.contains("| integrated gradients | 4 | \(String(format: "%.0f", 100 * Double(inMotif) / Double(windows)))% (random "), report)
+        // The random-neuron control: every linear map's sample (100 of its neurons, or all), each control neuron's top
+        // windows recomputed from the checkpoint, and the test's null mean against its expectation from the pools.
+        let config = model.config
+        let controls = try database.query("SELECT layer, module, unit, n_windows, class_motif_windows, decoy_windows FROM card_controls ORDER BY 1, 2, 3").rows
+            .map { r in (key: NeuronKey(layer: Int(r[0]!)!, module: r[1]!, unit: Int(r[2]!)!), windows: Int(r[3]!)!, inClass: Int(r[4]!)!, decoy: Int(r[5]!)!) }
+        for m in LinearModule.allCases {
+            XCTAssertEqual(controls.filter { $0.key.module == m.rawValue }.count, min(100, config.numHiddenLayers * m.outFeatures(config)), "\(m)")
+        }
+        for c in stride(from: 0, to: controls.count, by: 7).map({ controls[$0] }) {
+            let (peak, order) = recompute(c.key)
+            let found = order.prefix(6).map { motif($0, tokens[ids[$0]]!.residueStart + peak[$0].residue) }
+            XCTAssertEqual([c.windows, c.inClass, c.decoy], [6, found.filter { $0?.ecLabel != nil }.count, found.filter { $0 != nil && $0!.ecLabel == nil }.count], "\(c.key)")
+        }
+        let test = try XCTUnwrap(try database.cardMotifTests().first { $0.ranking.method == "integrated_gradients" && $0.ranking.targetClass == -1 && $0.motif == "class" })
+        XCTAssertEqual(test.share, Double(inMotif) / Double(windows), accuracy: 1e-12)
+        var expected = 0.0
+        for (m, n) in Dictionary(grouping: list.filter { $0.ranking == test.ranking }, by: \.neuron.module).mapValues(\.count) {
+            let pool = controls.filter { $0.key.module == m }
+            expected += Double(n) * pool.reduce(0) { $0 + Double($1.inClass) / Double($1.windows) } / Double(pool.count)
+        }
+        expected /= Double(test.nNeurons)
+        XCTAssertEqual(test.randomMean, expected, accuracy: 4 * test.randomSD / Double(test.nRandom).squareRoot() + 1e-12, "\(test)")
+        XCTAssertTrue(test.pValue >= 1.0 / 1001 && test.pValue <= 1 && test.nRandom == 1000, "\(test)")
+        XCTAssertEqual(try database.cardMotifTests().filter { $0.motif == "own_class" }.count, 2 * classes.count, "own_class for per-class rankings only")
         // Other shards (16 sequences, batches of 8 instead of 5): the same cards (near-equal peaks are ties).
         let tables = ["SELECT * FROM neuron_examples ORDER BY 1, 2, 3, 4, 5", "SELECT * FROM neuron_enrichment ORDER BY 1, 2, 3, 4, 5",
                       "SELECT * FROM neuron_classes ORDER BY 1, 2, 3, 4", "SELECT * FROM neuron_positions ORDER BY 1, 2, 3, 4",

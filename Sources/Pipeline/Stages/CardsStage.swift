@@ -23,7 +23,10 @@ import Store
 /// -3 ... 3 from the peak against the split's residue composition (exact binomial test,
 /// Benjamini-Hochberg q), the relative position of the peak (ten bins), the classes and the EC
 /// numbers at level 2 and 3; over all sequences, per class the mean peak and the one-vs-rest
-/// AUROC of the peak. On a planted run each example says which planted motif holds its peak.
+/// AUROC of the peak. On a planted run each example says which planted motif holds its peak,
+/// and random control neurons of every linear map, measured in the same shards, test whether a
+/// ranking's card windows peak in the planted motifs more often than random neurons' do
+/// (`CardControls`; tables `card_controls`, `card_control_classes`, `card_motif_tests`).
 enum CardsStage: StageImplementation {
     /// Peak quantiles of the quantile examples.
     static let quantiles = [0.9, 0.75, 0.5, 0.25, 0.1]
@@ -33,7 +36,7 @@ enum CardsStage: StageImplementation {
     static func parameters(_ ctx: RunContext) throws -> [(name: String, value: String)] {
         let c = ctx.spec.cards
         return [("cards.split", c.split.rawValue), ("cards.top", "\(c.top)"), ("cards.examples", "\(c.examples)"),
-                ("cards.top_sequences", "\(c.topSequences)"), ("cards.shard_size", "\(c.shardSize)"),
+                ("cards.top_sequences", "\(c.topSequences)"), ("cards.shard_size", "\(c.shardSize)"), ("cards.control", "\(c.control)"),
                 ("cards.batch_size", "\(ctx.spec.train.batchSize)")]   // the batch shape changes the activations' last bits
     }
 
@@ -44,10 +47,14 @@ enum CardsStage: StageImplementation {
             StageRecord(stage: Stage.cards.rawValue, contentKey: key, rowsWritten: rows, seconds: Date().timeIntervalSince(start))
         }
         let model = try ModelStore.finalModel(ctx, stage: Stage.cards.rawValue)
-        let (list, units) = try cardList(ctx, config: model.config)
+        let (list, cardUnits) = try cardList(ctx, config: model.config)
         let ids = try ctx.db.sequenceIDs(split: spec.split.rawValue)
-        guard !units.isEmpty, !ids.isEmpty else {
-            ctx.log(units.isEmpty ? "  no ranking to make cards for (cards.top \(spec.top))" : "  the \(spec.split.rawValue) split is empty: no cards")
+        // On a planted run, random control neurons of every linear map, measured with the card neurons.
+        let planted = !(try ctx.db.plantedMotifs()).isEmpty
+        let controls = planted && spec.control > 0 && !cardUnits.isEmpty ? CardControls.sample(config: model.config, perModule: max(spec.control, spec.top)) : []
+        let units = Array(Set(cardUnits + controls)).sorted()
+        guard !cardUnits.isEmpty, !ids.isEmpty else {
+            ctx.log(cardUnits.isEmpty ? "  no ranking to make cards for (cards.top \(spec.top))" : "  the \(spec.split.rawValue) split is empty: no cards")
             try ctx.db.commitCards(neurons: [], cards: [], ledger: ledger(0))
             return 0
         }
@@ -61,7 +68,8 @@ enum CardsStage: StageImplementation {
         let stale = try ctx.db.discardCardShards(otherThan: key)
         if stale > 0 { ctx.log("  discarded \(stale) card shards computed with another model or other parameters") }
         let done = try ctx.db.cardShardIndices()
-        ctx.log("  cards for \(units.count) neurons of \(Set(list.map(\.ranking)).count) rankings on \(ids.count) \(spec.split.rawValue) sequences "
+        ctx.log("  cards for \(cardUnits.count) neurons of \(Set(list.map(\.ranking)).count) rankings"
+            + (controls.isEmpty ? "" : " (and \(units.count - cardUnits.count) more control neurons: \(max(spec.control, spec.top)) per linear map, \(controls.count) in all)") + " on \(ids.count) \(spec.split.rawValue) sequences "
             + "(\(shardCount) shards, \(done.count) done)")
         for shard in 0 ..< shardCount where !done.contains(shard) {
             let t0 = Date()
@@ -88,9 +96,32 @@ enum CardsStage: StageImplementation {
             }
         }
         let builder = try CardBuilder(ctx, ids: ids, tokens: tokens)
-        let cards = units.enumerated().map { builder.card(for: $1, index: $0, peaks: peaks[$0]) }
-        let rows = list.count + cards.reduce(0) { $0 + 1 + $1.examples.count + $1.enrichment.count + $1.positionBins.count + $1.classes.count + $1.subclasses.count }
-        try ctx.db.commitCards(neurons: list, cards: cards, ledger: ledger(rows))
+        let isCard = Set(cardUnits)
+        let cards = units.enumerated().filter { isCard.contains($0.element) }.map { builder.card(for: $0.element, index: $0.offset, peaks: peaks[$0.offset]) }
+        var rows = list.count + cards.reduce(0) { $0 + 1 + $1.examples.count + $1.enrichment.count + $1.positionBins.count + $1.classes.count + $1.subclasses.count }
+        // The control: where every card and control neuron's top windows peak, and the tests.
+        var controlRecords: [CardControlRecord] = [], tests: [CardMotifTestRecord] = []
+        if !controls.isEmpty {
+            let classOf = Dictionary(uniqueKeysWithValues: try ctx.db.classes().map { ($0.ecLabel, $0.classIndex) })
+            var motifs: [NeuronUnit: [PlantedMotifRecord?]] = [:]
+            for (i, u) in units.enumerated() { motifs[u] = builder.topMotifs(peaks: peaks[i]) }
+            let index = Dictionary(uniqueKeysWithValues: units.enumerated().map { ($1, $0) })
+            controlRecords = controls.map { u in
+                let m = motifs[u]!
+                var byClass: [Int: Int] = [:]
+                for label in m.compactMap({ $0?.ecLabel }) { if let c = classOf[label] { byClass[c, default: 0] += 1 } }
+                return CardControlRecord(neuron: NeuronKey(layer: u.layer, module: u.module.rawValue, unit: u.unit), cardIndex: index[u]!, windows: m.count,
+                                         classMotifWindows: m.filter { $0 != nil && $0!.ecLabel != nil }.count,
+                                         decoyWindows: m.filter { $0 != nil && $0!.ecLabel == nil }.count, classWindows: byClass)
+            }
+            tests = CardControls.tests(list: list, motifs: motifs, controls: controls, classOf: classOf)
+            rows += controlRecords.count + tests.count
+            for t in tests where t.motif == CardMotif.classMotif.rawValue && t.ranking.targetClass < 0 {
+                ctx.log(String(format: "  %@/%@: %.0f%% of card windows peak in a class motif, random neurons %.0f%% ± %.0f%% (p = %.3g)", t.ranking.method,
+                               t.ranking.granularity, 100 * t.share, 100 * t.randomMean, 100 * t.randomSD, t.pValue))
+            }
+        }
+        try ctx.db.commitCards(neurons: list, cards: cards, controls: controlRecords, motifTests: tests, ledger: ledger(rows))
         return rows
     }
 
@@ -192,6 +223,20 @@ struct CardBuilder {
         Array(Set(numbers.filter { $0.knownDepth >= level }.map { $0.truncated(toLevel: level).description })).sorted()
     }
 
+    /// The planted motif (class motif or decoy) holding 0-based residue `position` of sequence
+    /// `s` of the split, or nil.
+    func motif(sequence s: Int, position: Int) -> PlantedMotifRecord? {
+        motifs[ids[s]]?.first { $0.start <= position + 1 && position + 1 <= $0.end }
+    }
+
+    /// The planted motif holding the peak of each of a neuron's `examples` top sequences (nil:
+    /// none), in the order its card would list them (ties snapped and ordered as in `card`).
+    func topMotifs(peaks raw: [NeuronPeak]) -> [PlantedMotifRecord?] {
+        let snapped = NeuronCards.snapTies(raw.map(\.activation))
+        let peaks = zip(raw, snapped).map { NeuronPeak(activation: $1, residue: $0.residue) }
+        return NeuronCards.order(peaks, tieKeys: tieKeys).prefix(examples).map { motif(sequence: $0, position: residueStart[$0] + Int(peaks[$0].residue)) }
+    }
+
     /// The card of `neuron` (card index `index`) from its peak on every sequence of the split
     /// (near-equal peaks made equal first: `NeuronCards.snapTies`).
     func card(for neuron: NeuronUnit, index: Int, peaks raw: [NeuronPeak]) -> NeuronCardRecord {
@@ -231,7 +276,7 @@ struct CardBuilder {
             // Residues the model did not see (cropped away) in lower case.
             let cropStart = residueStart[s], cropEnd = residueStart[s] + kept[s].count
             let text = String(w.text.enumerated().map { i, ch in (w.start + i < cropStart || w.start + i >= cropEnd) ? Character(ch.lowercased()) : ch })
-            let motif = motifs[ids[s]]?.first { $0.start <= p + 1 && p + 1 <= $0.end }
+            let motif = motif(sequence: s, position: p)
             return .init(kind: kind, rank: rank, quantile: quantile, sequenceID: ids[s], ecLabel: ecLabel[s], peakPosition: p + 1,
                          activation: values[s], window: text, windowStart: w.start + 1,
                          motifPattern: motif?.pattern, motifIsDecoy: motif.map { $0.ecLabel == nil })

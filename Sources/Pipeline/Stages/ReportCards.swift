@@ -107,6 +107,16 @@ extension RunReport {
         md += "inside a decoy. A neuron peaking at random residues would land in a class motif \(fmt(100 * Double(inClass) / Double(residues), 1))% "
         md += "and in a decoy \(fmt(100 * Double(inDecoy) / Double(residues), 1))% of the time (the share of the \(split) residues there); "
         md += "in its own class's motif about 1/\(classes.count) of the class-motif share. View `card_motif_overlap`.\n\n"
+        let tests = try db.cardMotifTests()
+        func test(_ id: RankingID, _ kind: CardMotif) -> String {
+            guard let t = tests.first(where: { $0.ranking == id && $0.motif == kind.rawValue }) else { return "" }
+            return " (random \(pct(t.randomMean)) ± \(pct(t.randomSD)), p = \(t.pValue < 0.001 ? String(format: "%.1e", t.pValue) : fmt(t.pValue, 3)))"
+        }
+        if let t = tests.first {
+            md += "In brackets: the same share for \(t.nRandom) random sets of as many control neurons drawn module by module in the ranking's numbers "
+                + "(`cards.control` per linear map, measured with the cards; mean ± sd) and the one-sided permutation p-value (the smallest attainable "
+                + "is 1/\(t.nRandom + 1)); table `card_motif_tests`.\n\n"
+        }
         md += "| ranking | card neurons | peak in a class motif | 95% interval | in its own class's motif | in a decoy |\n|---|---|---|---|---|---|\n"
         var order: [RankingID] = []
         for r in list where !order.contains(r.ranking) { order.append(r.ranking) }
@@ -119,7 +129,8 @@ extension RunReport {
             let own = id.targetClass < 0 ? nil : classes.first { $0.classIndex == id.targetClass }.flatMap { patternOf[$0.ecLabel] }.map { p in share { $0.motifPattern == p } }
             let ci = EvidenceStatistics.bootstrapInterval(inMotif, resamples: 1000, seed: 1)
             func mean(_ v: [Double]) -> Double { v.reduce(0, +) / Double(v.count) }
-            md += "| \(ranking(id)) | \(windows.count) | \(pct(mean(inMotif))) | \(pct(ci.low)) ... \(pct(ci.high)) | \(own.map { pct(mean($0)) } ?? "") | \(pct(mean(decoy))) |\n"
+            md += "| \(ranking(id)) | \(windows.count) | \(pct(mean(inMotif)))\(test(id, .classMotif)) | \(pct(ci.low)) ... \(pct(ci.high)) | "
+                + "\(own.map { pct(mean($0)) + test(id, .ownClass) } ?? "") | \(pct(mean(decoy)))\(test(id, .decoy)) |\n"
         }
         return md + "\n"
     }
