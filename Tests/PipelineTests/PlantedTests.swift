@@ -403,7 +403,7 @@ final class PlantedTests: XCTestCase {
             windows += tops.count
             inMotif += tops.filter { $0.motifIsDecoy == false }.count
         }
-        XCTAssertTrue(report.contains("| integrated gradients | 4 | \(String(format: "%.0f", 100 * Double(inMotif) / Double(windows)))% (random "), report)
+        XCTAssertTrue(report.contains("| integrated gradients | 4 | \(String(format: "%.0f", 100 * Double(inMotif) / Double(windows)))% | "), report)
         // The random-neuron control: every linear map's sample (100 of its neurons, or all), each control neuron's top
         // windows recomputed from the checkpoint, and the test's null mean against its expectation from the pools.
         let config = model.config

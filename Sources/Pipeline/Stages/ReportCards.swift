@@ -81,7 +81,8 @@ extension RunReport {
     /// residue is inside a planted class motif (with a 95% bootstrap interval over its neurons,
     /// 1000 resamples: the windows of one neuron are not independent), inside the ranking's own
     /// class's motif (per-class rankings) and inside a decoy, beside the share of the card split's
-    /// residues inside them (what a neuron peaking at random residues would get); "" otherwise.
+    /// residues inside them (what a neuron peaking at random residues would get) and, for each,
+    /// random control neurons' share and the permutation p-value (`card_motif_tests`); "" otherwise.
     static func cardMotifOverlap(db: RunDatabase, split: String, list: [CardNeuronRecord], views: [NeuronKey: NeuronCardView],
                                  classes: [ClassRecord], ranking: (RankingID) -> String) throws -> String {
         let motifs = try db.plantedMotifs()
@@ -108,16 +109,18 @@ extension RunReport {
         md += "and in a decoy \(fmt(100 * Double(inDecoy) / Double(residues), 1))% of the time (the share of the \(split) residues there); "
         md += "in its own class's motif about 1/\(classes.count) of the class-motif share. View `card_motif_overlap`.\n\n"
         let tests = try db.cardMotifTests()
+        /// The control's columns for one motif kind: random mean ± sd and p (empty without a test).
         func test(_ id: RankingID, _ kind: CardMotif) -> String {
-            guard let t = tests.first(where: { $0.ranking == id && $0.motif == kind.rawValue }) else { return "" }
-            return " (random \(pct(t.randomMean)) ± \(pct(t.randomSD)), p = \(t.pValue < 0.001 ? String(format: "%.1e", t.pValue) : fmt(t.pValue, 3)))"
+            guard let t = tests.first(where: { $0.ranking == id && $0.motif == kind.rawValue }) else { return " | " }
+            return "\(fmt(100 * t.randomMean, 0))±\(fmt(100 * t.randomSD, 0))% | " + fmt(t.pValue, 3)   // p >= 1/1001: three decimals suffice
         }
         if let t = tests.first {
-            md += "In brackets: the same share for \(t.nRandom) random sets of as many control neurons drawn module by module in the ranking's numbers "
-                + "(`cards.control` per linear map, measured with the cards; mean ± sd) and the one-sided permutation p-value (the smallest attainable "
+            md += "`random`: the same share for \(t.nRandom) random sets of as many control neurons drawn module by module in the ranking's numbers "
+                + "(`cards.control` per linear map, measured with the cards; mean ± sd); `p`: one-sided permutation p-value (the smallest attainable "
                 + "is 1/\(t.nRandom + 1)); table `card_motif_tests`.\n\n"
         }
-        md += "| ranking | card neurons | peak in a class motif | 95% interval | in its own class's motif | in a decoy |\n|---|---|---|---|---|---|\n"
+        md += "| ranking | card neurons | peak in a class motif | 95% interval | random | p | in its own class's motif | random | p | in a decoy | random | p |\n"
+        md += "|---|---|---|---|---|---|---|---|---|---|---|---|\n"
         var order: [RankingID] = []
         for r in list where !order.contains(r.ranking) { order.append(r.ranking) }
         for id in order {
@@ -129,8 +132,8 @@ extension RunReport {
             let own = id.targetClass < 0 ? nil : classes.first { $0.classIndex == id.targetClass }.flatMap { patternOf[$0.ecLabel] }.map { p in share { $0.motifPattern == p } }
             let ci = EvidenceStatistics.bootstrapInterval(inMotif, resamples: 1000, seed: 1)
             func mean(_ v: [Double]) -> Double { v.reduce(0, +) / Double(v.count) }
-            md += "| \(ranking(id)) | \(windows.count) | \(pct(mean(inMotif)))\(test(id, .classMotif)) | \(pct(ci.low)) ... \(pct(ci.high)) | "
-                + "\(own.map { pct(mean($0)) + test(id, .ownClass) } ?? "") | \(pct(mean(decoy)))\(test(id, .decoy)) |\n"
+            md += "| \(ranking(id)) | \(windows.count) | \(pct(mean(inMotif))) | \(pct(ci.low)) ... \(pct(ci.high)) | \(test(id, .classMotif)) | "
+                + "\(own.map { pct(mean($0)) } ?? "") | \(own == nil ? " | " : test(id, .ownClass)) | \(pct(mean(decoy))) | \(test(id, .decoy)) |\n"
         }
         return md + "\n"
     }
