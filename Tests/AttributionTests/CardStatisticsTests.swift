@@ -158,4 +158,28 @@ final class CardStatisticsTests: XCTestCase {
             XCTAssertEqual(peaks[1][s].activation, values.max()!, accuracy: 1e-5 * max(1, abs(values.max()!)))
         }
     }
+
+    /// Sequence-logo columns against Schneider & Stephens' formula worked by hand: one residue
+    /// in all of n = 100 gives R = log2 20 - 19 / (200 ln 2) = 4.184872 bits, all of it on that
+    /// letter; two residues half and half, one bit less, split equally; 5 of each of the 20, R
+    /// below 0, clamped to 0; no counts, 0.
+    func testSequenceLogoColumnsMatchSchneiderAndStephens() {
+        func counts(_ pairs: [(Character, Int)]) -> [Int] {
+            var c = [Int](repeating: 0, count: 20)
+            for (a, k) in pairs { c[NeuronCards.aminoAcids.firstIndex(of: UInt8(a.asciiValue!))!] = k }
+            return c
+        }
+        let e = 19 / (2 * log(2.0) * 100)
+        let one = NeuronCards.logoColumn(counts([("W", 100)]))
+        XCTAssertEqual(one.information, log2(20.0) - e, accuracy: 1e-12)
+        XCTAssertEqual(one.information, 4.184872, accuracy: 1e-6)
+        XCTAssertEqual(one.heights.filter { $0 > 0 }.count, 1)
+        XCTAssertEqual(one.heights[NeuronCards.aminoAcids.firstIndex(of: UInt8(ascii: "W"))!], one.information, accuracy: 1e-12)
+        let two = NeuronCards.logoColumn(counts([("C", 50), ("A", 50)]))
+        XCTAssertEqual(two.information, log2(20.0) - 1 - e, accuracy: 1e-12)
+        XCTAssertEqual(two.heights[0], two.information / 2, accuracy: 1e-12)
+        XCTAssertEqual(two.heights[1], two.information / 2, accuracy: 1e-12)
+        XCTAssertEqual(NeuronCards.logoColumn([Int](repeating: 5, count: 20)).information, 0)
+        XCTAssertEqual(NeuronCards.logoColumn([Int](repeating: 0, count: 20)).information, 0)
+    }
 }

@@ -65,6 +65,27 @@ extension EndToEndTests {
             XCTAssertTrue(html.contains("<title>integrated gradients, top \(RunReport.pct(f.retentionFraction))</title>"))
         }
         XCTAssertTrue(html.contains("<title>random (seed 1), top 10%</title>"))
+        // The cards as figures: one panel per shown card (each true-class ranking's first 3); the first card's
+        // logo letter for its most frequent residue at the peak is as tall as Schneider & Stephens' formula,
+        // recomputed here from the stored enrichment counts; its top window shows the peak residue in bold.
+        let shown = try db.cardNeurons().filter { $0.ranking.targetClass < 0 && $0.cardRank <= 3 }
+        XCTAssertFalse(shown.isEmpty)
+        XCTAssertEqual(html.components(separatedBy: "<div class=\"card\">").count - 1, shown.count)
+        let firstCard = try XCTUnwrap(try db.neuronCard(shown[0].neuron))
+        let atPeak = firstCard.enrichment.filter { $0.offset == 0 }
+        let total = atPeak.reduce(0) { $0 + $1.count }
+        let entropy = atPeak.filter { $0.count > 0 }.reduce(0.0) { $0 - Double($1.count) / Double(total) * log2(Double($1.count) / Double(total)) }
+        let information = max(0, log2(20.0) - entropy - 19 / (2 * log(2.0) * Double(total)))
+        let mode = atPeak.max { ($0.count, $1.residue) < ($1.count, $0.residue) }!
+        if Double(mode.count) / Double(total) * information / log2(20.0) * 106 >= 0.5 {
+            XCTAssertTrue(html.contains("<title>offset 0: \(mode.residue) \(mode.count) of \(total), \(String(format: "%.2f", Double(mode.count) / Double(total) * information)) bits</title>"),
+                          "\(mode) of \(total), R = \(information)")
+        }
+        let window = firstCard.examples.first { $0.kind == "top" }!
+        let peakResidue = Array(window.window)[window.peakPosition - window.windowStart]
+        XCTAssertTrue(html.contains("<b>\(peakResidue)</b>") && html.contains(window.sequenceID))
+        XCTAssertTrue(html.contains("<title>class AUROC of the peak</title>") && html.contains("<title>where the peak falls</title>"))
+
         // The Markdown report carries the same facts as text.
         let md = try String(contentsOf: dir.appendingPathComponent("html.artifacts/report.md"), encoding: .utf8)
         for heading in ["## Top elements and how much the methods agree", "## How far to trust the integrated-gradients sums", "## Training",

@@ -237,6 +237,22 @@ public enum NeuronCards {
         return counts.reduce(0.0) { h, c in c == 0 ? h : h - Double(c) / total * log2(Double(c) / total) }
     }
 
+    /// One column of a sequence logo (Schneider & Stephens 1990, Nucleic Acids Res. 18:6097): the
+    /// information of the column R = log2(20) - (H + e(n)), H the Shannon entropy (bits) of the
+    /// amino-acid counts and e(n) = 19 / (2 ln 2 n) their small-sample correction (s = 20 letters),
+    /// clamped at 0, and each amino acid's letter height f_a R (f_a = count_a / n), in bits.
+    /// - Parameter counts: the 20 standard amino acids' counts, in `aminoAcids` order.
+    /// - Returns: (R, heights in `aminoAcids` order); (0, zeros) for no counts.
+    /// - Precondition: `counts.count == 20`.
+    public static func logoColumn(_ counts: [Int]) -> (information: Double, heights: [Double]) {
+        precondition(counts.count == aminoAcids.count, "one count per standard amino acid")
+        let n = counts.reduce(0, +)
+        guard n > 0 else { return (0, [Double](repeating: 0, count: counts.count)) }
+        let correction = Double(aminoAcids.count - 1) / (2 * log(2) * Double(n))
+        let r = max(0, log2(Double(aminoAcids.count)) - (entropyBits(counts) + correction))
+        return (r, counts.map { Double($0) / Double(n) * r })
+    }
+
     /// The residues `peak - half ... peak + half` of `residues` that exist, and the 0-based index
     /// of the first (an example window; the peak is at `peak - start` inside it).
     /// - Precondition: `peak` indexes `residues`.

@@ -347,6 +347,7 @@ enum HTMLReport {
         svg .ax{stroke:#333;stroke-width:1}svg .g{stroke:#e3e3e3;stroke-width:1}
         table{border-collapse:collapse;font-size:.86em;margin:.4em 0}td,th{border:1px solid #ccc;padding:2px 6px;text-align:right}td code{word-break:break-all}th{background:#f3f3f3}
         td:first-child,th:first-child{text-align:left}.wrap{overflow-x:auto;max-width:100%}
+        .card{border:1px solid #ddd;padding:4px 10px;margin:8px 0}.card p{margin:.2em 0}.win{font-size:.86em}.win code{white-space:pre;font-size:1.05em}.win b{background:#ffd966}
         .verdict{background:#f6f8fa;border-left:4px solid #0072B2;padding:6px 12px}details{margin:.3em 0 1em}summary{cursor:pointer;color:#0072B2}
         @media print{details{display:block}summary{display:none}.figs{display:block}.wrap{overflow:visible}}
         </style></head><body>
@@ -379,6 +380,7 @@ enum HTMLReport {
         h += try density(db: db, label: label)
         h += Self.positions(positions, label: label)
         h += MarkdownTables.html(try RunReport.cards(db: db, classes: classes, label: label))
+        h += try cardFigures(db: db, classes: classes, label: label)
         h += try training(db: db)
         h += try confusion(db: db, classes: classes, full: full)
         h += try completeness(db: db)
