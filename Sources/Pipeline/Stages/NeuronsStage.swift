@@ -77,7 +77,9 @@ enum NeuronsStage: StageImplementation {
         }
         let layout = try ScoreLayout(config: model.config, modules: LinearModule.allCases, granularity: .neuron)
         let residues = sequences.reduce(0) { $0 + $1.group.count }
-        let perShard = max(1, min(layout.count, Int(ctx.spec.neurons.memoryMB * 1_048_576 / Double(4 * max(1, residues)))))
+        // Neurons whose activations fit neurons.memory_mb, in Double (a huge memory_mb must not overflow Int).
+        let fit = ctx.spec.neurons.memoryMB * 1_048_576 / Double(4 * max(1, residues))
+        let perShard = fit >= Double(layout.count) ? layout.count : max(1, Int(fit))
         let stale = try ctx.db.discardSelectivityShards(otherThan: key)
         if stale > 0 { ctx.log("  discarded \(stale) selectivity shards computed with another model or other data") }
         // The neurons no finished shard covers, in runs of consecutive neurons cut into shards
