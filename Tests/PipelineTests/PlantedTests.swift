@@ -259,6 +259,45 @@ final class PlantedTests: XCTestCase {
         try checkSelectivityShards(spec: spec, path: path, layout: layout, database: database)
     }
 
+    /// A weight ranking in the recovery table: its top k are the output units of its best-ranked
+    /// weights, the first k distinct weight rows in rank order (recounted here from the stored
+    /// ranks), and its mean selectivity is theirs; its cards are the same units.
+    func testRecoveryOfAWeightRankingUsesTheOutputUnitsOfItsTopWeights() throws {
+        let (dir, w) = try plantedFixture("planted-weights", perClass: 12, length: 40, decoys: 1)
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let spec = dir.appendingPathComponent("w.yaml").path
+        try """
+        name: w
+        inputs: {fasta: [\(w.files[0])], labels: [\(w.files[1])], planted_motifs: \(w.files[2])}
+        split: {train: 0.6, select: 0.2, test: 0.2, seed: 1}
+        model: {preset: tiny, pooling: mean, max_length: 48, crop: center, seed: 2}
+        train: {epochs: 2, batch_size: 8, learning_rate: 0.002, seed: 1}
+        attribution: {methods: [activation], modules: [query, intermediate], granularity: [weight], targets: [true_class], max_sequences: 12}
+        selection: {retention_fractions: [0.5], random_seeds: [1, 2, 3]}
+        evidence: {fractions: [0.5], directions: [retain], random_rankings: 4, bootstrap_resamples: 200, edit_factors: []}
+        sanity: {model_randomization: false, label_randomization: false}
+        cards: {top: 10, examples: 6, top_sequences: 10, shard_size: 8}
+        """.write(toFile: spec, atomically: true, encoding: .utf8)
+        let database = try RunDatabase(path: dir.appendingPathComponent("w.sqlite").path)
+        let ctx = try RunContext(spec: try PipelineSpec.load(path: spec), specPath: spec, db: database, quiet: true)
+        _ = try PipelineRunner(context: ctx).run(Stage.allCases)
+        let recovery = try database.plantedRecovery()
+        XCTAssertEqual(recovery.map(\.ranking.granularity), ["weight", "weight"])
+        let ranked = try database.query("SELECT layer, module, row FROM neuron_scores WHERE method = 'activation' AND granularity = 'weight' AND seed = 0 ORDER BY rank").rows
+        var units: [[String]] = []
+        for r in ranked.map({ $0.map { $0! } }) where !units.contains(r) { units.append(r); if units.count == 50 { break } }
+        let selectivity = try database.motifSelectivity()
+        func best(_ u: [String]) -> Double {
+            selectivity.filter { "\($0.layer)" == u[0] && $0.module == u[1] && "\($0.unit)" == u[2] }.compactMap(\.auroc).max()!
+        }
+        for r in recovery {
+            XCTAssertEqual(r.meanSelectivity, units.prefix(r.k).map(best).reduce(0, +) / Double(r.k), accuracy: 1e-12, "k = \(r.k)")
+            XCTAssertTrue(r.pValue > 0 && r.pValue <= 1 && r.randomSD > 0, "\(r)")
+        }
+        XCTAssertEqual(try database.cardNeurons().map { ["\($0.neuron.layer)", $0.neuron.module, "\($0.neuron.unit)"] }, Array(units.prefix(10)))
+        XCTAssertTrue(try String(contentsOf: dir.appendingPathComponent("w.artifacts/report.md"), encoding: .utf8).contains("| activation (weights) | true class | 10 | "))
+    }
+
     /// The neurons stage in shards of neurons, killed and resumed: `kneuron run --force neurons`
     /// with `neurons.memory_mb` small enough for 10 neurons per shard, slowed per shard and killed
     /// with SIGKILL after at least two shards; then resumed with room for 7 per shard. The

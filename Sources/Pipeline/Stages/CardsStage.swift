@@ -125,6 +125,29 @@ enum CardsStage: StageImplementation {
         return rows
     }
 
+    /// The first `count` distinct output units of a ranking in rank order, with the rank of each
+    /// one's best element: for a neuron ranking its top `count` neurons; for a weight ranking the
+    /// rows of its best-ranked weights (fewer when the ranking has fewer units).
+    /// - Precondition: `layout` is the one `scores` were stored with.
+    static func topUnits(scores: [Float], layout: ScoreSetLayout, count: Int) -> [(neuron: NeuronKey, bestRank: Int)] {
+        let weights = (layout.blocks.first?.cols ?? 1) > 1
+        var fetch = min(scores.count, weights ? count * 8 : count)
+        var found: [NeuronKey: Int] = [:], order: [NeuronKey] = []
+        // Walk the ranking from the top, fetching more until `count` distinct units are found.
+        while true {
+            found = [:]; order = []
+            for (r, i) in ScoreRanking.top(scores, count: fetch).enumerated() {
+                let b = layout.blocks.last { $0.offset <= Int(i) }!
+                let k = NeuronKey(layer: b.layer, module: b.module, unit: (Int(i) - b.offset) / b.cols)
+                if found[k] == nil { found[k] = r + 1; order.append(k) }
+                if order.count == count { break }
+            }
+            if order.count == count || fetch >= scores.count { break }
+            fetch = min(scores.count, fetch * 4)
+        }
+        return order.map { ($0, found[$0]!) }
+    }
+
     /// Which neurons get cards (see the type's documentation): the rows of `card_neurons` and
     /// the distinct neurons among them in canonical order (their card index).
     /// - Throws: `StoreError.corrupt` for a stored layout that names an unknown module or does
@@ -142,22 +165,9 @@ enum CardsStage: StageImplementation {
             for b in layout.blocks where LinearModule(rawValue: b.module) == nil || b.layer >= config.numHiddenLayers {
                 throw StoreError.corrupt("the layout of \(id) names layer \(b.layer) \(b.module), which the model does not have")
             }
-            // Walk the ranking from the top until `top` distinct output units are found.
-            let weights = (layout.blocks.first?.cols ?? 1) > 1
-            var fetch = weights ? top * 8 : top
-            var found: [NeuronKey: Int] = [:], order: [NeuronKey] = []
-            while true {
-                found = [:]; order = []
-                for (r, i) in ScoreRanking.top(scores, count: fetch).enumerated() {
-                    let b = layout.blocks.last { $0.offset <= Int(i) }!
-                    let k = NeuronKey(layer: b.layer, module: b.module, unit: (Int(i) - b.offset) / b.cols)
-                    if found[k] == nil { found[k] = r + 1; order.append(k) }
-                    if order.count == top { break }
-                }
-                if order.count == top || fetch >= scores.count { break }
-                fetch = min(scores.count, fetch * 4)
+            for (c, u) in topUnits(scores: scores, layout: layout, count: top).enumerated() {
+                list.append(CardNeuronRecord(ranking: id, cardRank: c + 1, neuron: u.neuron, bestRank: u.bestRank))
             }
-            for (c, k) in order.enumerated() { list.append(CardNeuronRecord(ranking: id, cardRank: c + 1, neuron: k, bestRank: found[k]!)) }
         }
         let units = Set(list.map(\.neuron)).map { NeuronUnit(layer: $0.layer, module: LinearModule(rawValue: $0.module)!, unit: $0.unit) }.sorted()
         return (list, units)

@@ -144,35 +144,42 @@ enum NeuronsStage: StageImplementation {
         return records.count + recovery.count
     }
 
-    /// The recovery rows of every stored neuron ranking (see the type's documentation).
+    /// The recovery rows of every stored neuron or weight ranking (see the type's
+    /// documentation). A weight ranking's top k are the output units (weight rows) of its
+    /// best-ranked weights, the first k distinct ones in rank order (as its cards are), and its
+    /// random sets are drawn from every unit of its modules.
     static func recoveryTable(_ ctx: RunContext, lookup: [String: [Double?]], classes: [ClassRecord]) throws -> [RecoveryRecord] {
         let index = Dictionary(uniqueKeysWithValues: classes.enumerated().map { ($1.classIndex, $0) })
         var out: [RecoveryRecord] = []
-        for (n, id) in try ctx.db.scoreSets().filter({ $0.granularity == Granularity.neuron.rawValue && $0.method != Baseline.random && $0.seed == 0 }).enumerated() {
+        // Neuron rankings first (their random draws are seeded by their place in this list, as before weight rankings had rows).
+        let sets = try ctx.db.scoreSets().filter { $0.method != Baseline.random && $0.seed == 0 }
+        let ordered = sets.filter { $0.granularity == Granularity.neuron.rawValue } + sets.filter { $0.granularity == Granularity.weight.rawValue }
+        for (n, id) in ordered.enumerated() {
             guard let stored = try ctx.db.scoreLayout(id) else { continue }
             let scores = try ctx.db.scores(id)
-            // Each neuron's selectivity for this ranking and its module.
-            var selectivity: [Double] = [], module: [String] = []
+            guard let last = stored.blocks.last, last.offset + last.rows * last.cols == scores.count else {
+                throw StoreError.corrupt("the scores of \(id) number \(scores.count), not what its layout holds; run with --force attribute")
+            }
+            // Each output unit's selectivity for this ranking and its module, units in layout order.
+            var selectivity: [Double] = [], module: [String] = [], unitIndex: [NeuronKey: Int] = [:]
             var unmeasured = false
             for b in stored.blocks {
                 for u in 0 ..< b.rows {
                     let v = lookup["\(b.layer)/\(b.module)/\(u)"] ?? []
                     let s = id.targetClass < 0 ? v.compactMap { $0 }.max() : index[id.targetClass].flatMap { v.indices.contains($0) ? v[$0] : nil }
                     if s == nil { unmeasured = true }
+                    unitIndex[NeuronKey(layer: b.layer, module: b.module, unit: u)] = selectivity.count
                     selectivity.append(s ?? 0.5)
                     module.append(b.module)
                 }
             }
             // A ranking whose motif has no residue in the split has nothing to be compared on.
             if unmeasured { continue }
-            guard selectivity.count == scores.count else {
-                throw StoreError.corrupt("the scores of \(id) number \(scores.count), its layout \(selectivity.count); run with --force attribute")
-            }
             var pools: [String: [Int]] = [:]
             for (i, m) in module.enumerated() { pools[m, default: []].append(i) }
             var rng = SplitMix64(seed: 1 + UInt64(n))
-            for k in ks where k <= scores.count / 2 {
-                let top = ScoreRanking.top(scores, count: k).map(Int.init)
+            for k in ks where k <= selectivity.count / 2 {
+                let top = CardsStage.topUnits(scores: scores, layout: stored, count: k).map { unitIndex[$0.neuron]! }
                 func stats(_ set: [Int]) -> (mean: Double, precision: Double) {
                     (set.reduce(0) { $0 + selectivity[$1] } / Double(set.count), Double(set.filter { selectivity[$0] >= selective }.count) / Double(set.count))
                 }

@@ -216,20 +216,20 @@ extension RunReport {
         for (i, r) in selectivity.filter({ $0.auroc != nil }).sorted(by: { ($0.auroc!, -$0.layer) > ($1.auroc!, -$1.layer) }).prefix(10).enumerated() {
             md += "| \(i + 1) | \(r.layer) | \(r.module) | \(r.unit) | \(ec(r.classIndex)) | \(fmt(r.auroc!, 3)) |\n"
         }
-        guard !rows.isEmpty else { return md + "\nNo neuron ranking to compare (`attribution.granularity` without `neuron`).\n\n" }
+        guard !rows.isEmpty else { return md + "\nNo ranking to compare.\n\n" }
         let nRandom = rows.map(\.nRandom).max() ?? 0
-        md += "\nEach neuron ranking's top k against \(nRandom) random sets of k neurons drawn module by module in the same numbers (so preferring a "
-        md += "module earns nothing): mean selectivity (true-class rankings: each neuron's best class motif; per-class rankings: their class's "
+        md += "\nEach ranking's top k neurons (for a weight ranking: the output units of its best-ranked weights, the first k distinct ones) against "
+        md += "\(nRandom) random sets of k neurons drawn module by module in the same numbers (so preferring a module earns nothing): mean selectivity (true-class rankings: each neuron's best class motif; per-class rankings: their class's "
         md += "motif), one-sided permutation p-value, and the share of the top k with selectivity >= \(String(format: "%g", NeuronsStage.selective)) "
         md += "(precision at k) beside random's. Per-class rows are \(classes.count) tests per method and k: uncorrected, about 1 in 20 passes at p < 0.05 by chance.\n\n"
         md += "| ranking | target | k | mean selectivity | random (mean ± sd) | p | precision at k | random |\n|---|---|---|---|---|---|---|---|\n"
         for r in rows {
-            md += "| \(label(r.ranking.method)) | \(r.ranking.targetClass < 0 ? "true class" : ec(r.ranking.targetClass)) | \(r.k) | \(fmt(r.meanSelectivity, 3)) | "
+            md += "| \(label(r.ranking.method))\(r.ranking.granularity == Granularity.weight.rawValue ? " (weights)" : "") | \(r.ranking.targetClass < 0 ? "true class" : ec(r.ranking.targetClass)) | \(r.k) | \(fmt(r.meanSelectivity, 3)) | "
                 + "\(fmt(r.randomMean, 3)) ± \(fmt(r.randomSD, 3)) | \(p(r.pValue)) | \(fmt(r.precisionAtK, 2)) | \(fmt(r.randomPrecision, 2)) |\n"
         }
         let passing = rows.filter { $0.pValue < 0.05 }
         md += "\n\(passing.count) of \(rows.count) rows beat random at p < 0.05" + (passing.isEmpty ? "." : ": "
-            + passing.map { "\(label($0.ranking.method)) \($0.ranking.targetClass < 0 ? "true class" : ec($0.ranking.targetClass)) k = \($0.k)" }.joined(separator: "; ") + ".")
+            + passing.map { "\(label($0.ranking.method))\($0.ranking.granularity == Granularity.weight.rawValue ? " (weights)" : "") \($0.ranking.targetClass < 0 ? "true class" : ec($0.ranking.targetClass)) k = \($0.k)" }.joined(separator: "; ") + ".")
         return md + "\n\n"
     }
 }
