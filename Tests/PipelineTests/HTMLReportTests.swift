@@ -77,7 +77,7 @@ extension EndToEndTests {
         let entropy = atPeak.filter { $0.count > 0 }.reduce(0.0) { $0 - Double($1.count) / Double(total) * log2(Double($1.count) / Double(total)) }
         let information = max(0, log2(20.0) - entropy - 19 / (2 * log(2.0) * Double(total)))
         let mode = atPeak.max { ($0.count, $1.residue) < ($1.count, $0.residue) }!
-        if Double(mode.count) / Double(total) * information / log2(20.0) * 106 >= 0.5 {
+        if Double(mode.count) / Double(total) * information / log2(20.0) * 106 >= SVG.logoMinimumLetter {   // 106 px: the plot height
             XCTAssertTrue(html.contains("<title>offset 0: \(mode.residue) \(mode.count) of \(total), \(String(format: "%.2f", Double(mode.count) / Double(total) * information)) bits</title>"),
                           "\(mode) of \(total), R = \(information)")
         }

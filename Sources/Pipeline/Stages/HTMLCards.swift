@@ -21,6 +21,9 @@ extension SVG {
     /// stack of letters, each as tall as its share of it, the largest on top; the y axis runs to
     /// log2 20 = 4.32 bits, the most a column can hold.
     /// - Parameter columns: per offset, the 20 standard amino acids' counts (`NeuronCards.aminoAcids` order).
+    /// Letters shorter than this (px) are left out of a logo: smaller ones render as a smudge.
+    static let logoMinimumLetter = 3.0
+
     static func logo(title: String, columns: [(offset: Int, counts: [Int])], width: Double = 230, height: Double = 170) -> String {
         let left = 40.0, right = 8.0, top = 28.0, bottom = 36.0
         let pw = width - left - right, ph = height - top - bottom
@@ -36,8 +39,10 @@ extension SVG {
             s += "<text x=\"\(num(x, 1))\" y=\"\(num(top + ph + 14, 1))\" text-anchor=\"middle\" class=\"k\">\(c.offset > 0 ? "+" : "")\(c.offset)</text>"
             let column = NeuronCards.logoColumn(c.counts)
             var y = top + ph
-            // Smallest at the bottom, the largest on top; letters under half a pixel are not drawn.
-            for (a, h) in zip(NeuronCards.aminoAcids, column.heights).sorted(by: { ($0.1, $0.0) < ($1.1, $1.0) }) where h / maxBits * ph >= 0.5 {
+            // Smallest at the bottom, the largest on top; letters under `logoMinimumLetter` px are not drawn (their
+            // share of the column stays as empty space at the bottom, so the drawn letters keep their true heights).
+            for (a, h) in zip(NeuronCards.aminoAcids, column.heights).sorted(by: { ($0.1, $0.0) < ($1.1, $1.0) }) {
+                guard h / maxBits * ph >= logoMinimumLetter else { y -= h / maxBits * ph; continue }
                 let hp = h / maxBits * ph
                 let letter = Character(UnicodeScalar(a))
                 // A capital of a 100 px monospace font is about 72 px tall and 60 px wide.
@@ -91,13 +96,23 @@ extension HTMLReport {
         guard !list.isEmpty else { return "" }
         let esc = SVG.escape
         var h = "<h3>The cards shown, as figures</h3>\n<p>Per card: the sequence logo of the residues at offsets -3 ... +3 from the peak of its top "
-            + "sequences (letter height = share x information in bits, Schneider &amp; Stephens 1990; WebLogo colours), where the peak falls along "
-            + "the residues the model saw (dashed: the uniform 10%), how well the peak tells each class from the rest (AUROC; dashed: 0.5), and its "
-            + "top windows with the peak residue in bold.</p>\n"
+            + "sequences (letter height = share x information in bits, Schneider &amp; Stephens 1990; WebLogo colours; letters under "
+            + "\(Int(SVG.logoMinimumLetter)) px left out), where the peak falls along the residues the model saw (dashed: the uniform 10%), how well "
+            + "the peak tells each class from the rest (AUROC; dashed: 0.5), and its top windows with the peak residue highlighted. A card whose "
+            + "top sequences are those of a card drawn before it (detectors of the same residue, tied on the same sequences) is named, not drawn again.</p>\n"
+        var drawn: [[String]: String] = [:]   // top sequence IDs -> the card that drew them
         for r in list {
             guard let card = try db.neuronCard(r.neuron) else { continue }
             let k = r.neuron
             let name = "\(label(r.ranking.method))\(r.ranking.granularity == "weight" ? " (weights)" : "") #\(r.cardRank): layer \(k.layer) \(k.module) \(k.unit)"
+            let tops = card.examples.filter { $0.kind == "top" }.map(\.sequenceID)
+            if let earlier = drawn[tops] {
+                h += "<div class=\"card\"><p><b>\(esc(name))</b>: the same top sequences as \(esc(earlier)) (residues at the peak: "
+                    + card.enrichment.filter { $0.offset == 0 && $0.count > 0 }.sorted { $0.count > $1.count }.prefix(2).map { "\(esc($0.residue)) \($0.count)/\($0.n)" }.joined(separator: ", ")
+                    + "); not drawn again.</p></div>\n"
+                continue
+            }
+            drawn[tops] = name
             var columns: [(offset: Int, counts: [Int])] = []
             for o in -3 ... 3 {
                 var counts = [Int](repeating: 0, count: NeuronCards.aminoAcids.count)
@@ -108,13 +123,14 @@ extension HTMLReport {
             }
             let bins = card.positionBins, top = max(1, bins.reduce(0, +))
             let shares = bins.map { Double($0) / Double(top) }
+            let maxShare = max(0.2, (shares.max() ?? 0) * 1.1)
             let positions = SVG.bars(title: "where the peak falls", xLabel: "tenth of the sequence", yLabel: "share of top sequences",
                                      labels: (1 ... bins.count).map { $0 == 1 ? "N" : $0 == bins.count ? "C" : "" }, values: shares,
-                                     maxValue: max(0.2, (shares.max() ?? 0) * 1.1), ticks: [0, 0.1, 0.2, 0.4, 0.6, 0.8, 1].filter { $0 <= max(0.2, (shares.max() ?? 0) * 1.1) },
+                                     maxValue: maxShare, ticks: stride(from: 0.0, through: maxShare + 1e-9, by: maxShare <= 0.4 ? 0.1 : 0.2).map { $0 },
                                      reference: 0.1, tooltips: bins.enumerated().map { "tenth \($0 + 1): \($1) of \(top)" })
             let present = card.classes.sorted { $0.classIndex < $1.classIndex }
             let names = present.map { c in classes.first { $0.classIndex == c.classIndex }?.ecLabel ?? "\(c.classIndex)" }
-            let aurocs = SVG.bars(title: "class AUROC of the peak", xLabel: "EC class", yLabel: "AUROC", labels: names.map { String($0.prefix { $0 != "." }) },
+            let aurocs = SVG.bars(title: "class AUROC of the peak", xLabel: "class", yLabel: "AUROC", labels: names.map { String($0.prefix { $0 != "." }) },
                                   values: present.map(\.auroc), maxValue: 1, ticks: [0, 0.25, 0.5, 0.75, 1], reference: 0.5,
                                   tooltips: zip(names, present).map { "\($0): AUROC \($1.auroc.map { SVG.num($0, 3) } ?? "none"), \($1.nSequences) sequences" })
             h += "<div class=\"card\"><p><b>\(esc(name))</b></p><div class=\"figs\">"

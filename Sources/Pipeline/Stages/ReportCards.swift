@@ -112,7 +112,8 @@ extension RunReport {
         /// The control's columns for one motif kind: random mean ± sd and p (empty without a test).
         func test(_ id: RankingID, _ kind: CardMotif) -> String {
             guard let t = tests.first(where: { $0.ranking == id && $0.motif == kind.rawValue }) else { return " | " }
-            return "\(fmt(100 * t.randomMean, 0))±\(fmt(100 * t.randomSD, 0))% | " + fmt(t.pValue, 3)   // p >= 1/1001: three decimals suffice
+            // Four significant digits: 50/1001 prints as 0.04995, not a rounded 0.050 that reads as failing p < 0.05.
+            return "\(fmt(100 * t.randomMean, 0))±\(fmt(100 * t.randomSD, 0))% | " + String(format: "%.4g", t.pValue)
         }
         if let t = tests.first {
             md += "`random`: the same share for \(t.nRandom) random sets of as many control neurons drawn module by module in the ranking's numbers "

@@ -294,7 +294,8 @@ public struct RunReport: Sendable {
         }
         func ec(_ c: Int) -> String { classes.first { $0.classIndex == c }?.ecLabel ?? String(c) }
         func nats(_ x: Double) -> String { String(format: "%+.2f", x) }
-        func p(_ x: Double) -> String { x < 0.001 ? String(format: "%.1e", x) : String(format: "%.3f", x) }
+        // Three significant digits: 5/101 prints as 0.0495, not a rounded 0.050 that reads as failing p < 0.05.
+        func p(_ x: Double) -> String { x < 0.001 ? String(format: "%.1e", x) : String(format: "%.3g", x) }
         let own = edits.filter { $0.sequences == EditedSequences.ownClass.rawValue }
         let n = own.first?.nNeurons ?? 0, nRandom = own.compactMap(\.nRandom).max() ?? 0
         var md = "## Suppressing and amplifying each class's knowledge neurons\n\n"
