@@ -551,8 +551,9 @@ public struct CardsSpec: Codable, Sendable, Equatable {
     public var topSequences: Int = 100
     /// Sequences per resumable shard of the activation pass.
     public var shardSize: Int = 64
-    /// On a planted run, random control neurons per linear map (at least `top` are taken) for
-    /// the test of the cards' motif overlap (`card_motif_tests`); 0 turns the control off.
+    /// On a planted run, random control neurons per linear map (at least 5 x `top` are taken,
+    /// or all of the map's) for the test of the cards' motif overlap (`card_motif_tests`); 0
+    /// turns the control off. Ignored, and not part of the stage's key, without planted motifs.
     public var control: Int = 100
     enum CodingKeys: String, CodingKey, CaseIterable {
         case split, top, examples, topSequences = "top_sequences", shardSize = "shard_size", control

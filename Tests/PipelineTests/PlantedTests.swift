@@ -339,6 +339,8 @@ final class PlantedTests: XCTestCase {
         XCTAssertTrue(kept.count >= 2 && kept.count < (layout.count + 9) / 10, "killed after \(kept.count) shards")
         XCTAssertTrue(kept.allSatisfy { $0.count == 10 }, "\(kept.map(\.count))")
         XCTAssertNil(try killed.stage("neurons"))
+        let partial = try RunReport.recovery(db: killed, classes: try killed.classes(), label: { $0 })
+        XCTAssertTrue(partial.contains("Not finished: the neurons stage has the selectivity of \(kept.count * 10) neurons so far"), partial)
         let resumed = try RunDatabase(path: path)
         let ctx = try RunContext(spec: try PipelineSpec.load(path: try specFile(neuronsPerShard: 7)), specPath: spec, db: resumed, quiet: true)
         _ = try PipelineRunner(context: ctx).run(Stage.allCases)

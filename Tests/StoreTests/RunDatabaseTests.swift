@@ -63,6 +63,30 @@ final class RunDatabaseTests: XCTestCase {
         XCTAssertEqual(try db.query("SELECT log_odds_change, relative_change, random_mean FROM knowledge_edits").rows, [["-0.81", "-0.5", "-0.1"]])
     }
 
+    /// Migration 0016 asks a planted run (planted_motifs not empty) to redo its cards (the
+    /// control is new there) and keeps every other run's cards and card shards; every run writes
+    /// its report again.
+    func testMigration0016RedoesCardsOnlyOnPlantedRuns() throws {
+        for planted in [false, true] {
+            let path = try oldDatabase("v15-\(planted).sqlite", migrationsBefore: "0016") { db in
+                if planted {
+                    try db.execute(sql: "INSERT INTO classes VALUES (0, '1.-.-.-', 'Oxidoreductases')")
+                    try db.execute(sql: "INSERT INTO sequences (id, sequence, length, ec_label, source_file, source_line) VALUES ('P1', 'WCWCWK', 6, '1.-.-.-', 'a.fasta', 1)")
+                    try db.execute(sql: """
+                        INSERT INTO planted_motifs (sequence_id, start, "end", residues, pattern, ec_label, decoy) VALUES ('P1', 1, 5, 'WCWCW', 'W-C-W-C-W', '1.-.-.-', 0)
+                        """)
+                }
+                try db.execute(sql: "INSERT INTO card_shards (shard_index, content_key, n_sequences, peaks, seconds) VALUES (0, 'k', 1, x'0000000000000000', 0.1)")
+                for stage in ["neurons", "cards", "report"] {
+                    try db.execute(sql: "INSERT INTO stages (stage, content_key, rows_written, seconds, finished_at) VALUES (?, 'k', 1, 0.1, '2026-01-01')", arguments: [stage])
+                }
+            }
+            let db = try RunDatabase(path: path)
+            XCTAssertEqual(try db.stages().map(\.stage).sorted(), planted ? ["neurons"] : ["cards", "neurons"], "planted \(planted)")
+            XCTAssertEqual(try db.query("SELECT COUNT(*) FROM card_shards").rows, [[planted ? "0" : "1"]])
+        }
+    }
+
     /// Migration 0010 asks a recorded run to redo evaluate (to fill `predictions`) without losing its
     /// evaluations meanwhile; the redone stage's commit replaces them, and `confusion` counts the predictions.
     func testMigration0010RedoesEvaluateKeepingItsRowsUntilReplaced() throws {

@@ -28,6 +28,11 @@ enum CardControls {
     static let randomSets = 1000
     /// Seed of the control sample (fixed: the control does not change with the spec's seeds).
     static let seed: UInt64 = 12
+    /// Each map's control pool holds at least this many times `cards.top` neurons (or all of the
+    /// map's): random sets of up to `top` drawn without replacement from a pool of N neurons have
+    /// a spread sqrt((N - n) / (N - 1)) of the whole map's, at least 0.89 for N >= 5n, so the
+    /// null is not made narrower than it is by a small pool. A pool that is the whole map is exact.
+    static let poolFactor = 5
 
     /// `perModule` neurons of each of the six linear maps, drawn uniformly without replacement
     /// from the module's neurons of every layer (all of them when there are fewer), canonical order.

@@ -35,9 +35,11 @@ enum CardsStage: StageImplementation {
 
     static func parameters(_ ctx: RunContext) throws -> [(name: String, value: String)] {
         let c = ctx.spec.cards
+        // cards.control only acts on a planted run: elsewhere it is not part of the key.
         return [("cards.split", c.split.rawValue), ("cards.top", "\(c.top)"), ("cards.examples", "\(c.examples)"),
-                ("cards.top_sequences", "\(c.topSequences)"), ("cards.shard_size", "\(c.shardSize)"), ("cards.control", "\(c.control)"),
-                ("cards.batch_size", "\(ctx.spec.train.batchSize)")]   // the batch shape changes the activations' last bits
+                ("cards.top_sequences", "\(c.topSequences)"), ("cards.shard_size", "\(c.shardSize)")]
+            + (ctx.spec.inputs.plantedMotifs == nil ? [] : [("cards.control", "\(c.control)")])
+            + [("cards.batch_size", "\(ctx.spec.train.batchSize)")]   // the batch shape changes the activations' last bits
     }
 
     static func run(_ ctx: RunContext, key: String) throws -> Int {
@@ -51,7 +53,8 @@ enum CardsStage: StageImplementation {
         let ids = try ctx.db.sequenceIDs(split: spec.split.rawValue)
         // On a planted run, random control neurons of every linear map, measured with the card neurons.
         let planted = !(try ctx.db.plantedMotifs()).isEmpty
-        let controls = planted && spec.control > 0 && !cardUnits.isEmpty ? CardControls.sample(config: model.config, perModule: max(spec.control, spec.top)) : []
+        let perModule = max(spec.control, CardControls.poolFactor * spec.top)
+        let controls = planted && spec.control > 0 && !cardUnits.isEmpty ? CardControls.sample(config: model.config, perModule: perModule) : []
         let units = Array(Set(cardUnits + controls)).sorted()
         guard !cardUnits.isEmpty, !ids.isEmpty else {
             ctx.log(cardUnits.isEmpty ? "  no ranking to make cards for (cards.top \(spec.top))" : "  the \(spec.split.rawValue) split is empty: no cards")
@@ -69,7 +72,7 @@ enum CardsStage: StageImplementation {
         if stale > 0 { ctx.log("  discarded \(stale) card shards computed with another model or other parameters") }
         let done = try ctx.db.cardShardIndices()
         ctx.log("  cards for \(cardUnits.count) neurons of \(Set(list.map(\.ranking)).count) rankings"
-            + (controls.isEmpty ? "" : " (and \(units.count - cardUnits.count) more control neurons: \(max(spec.control, spec.top)) per linear map, \(controls.count) in all)") + " on \(ids.count) \(spec.split.rawValue) sequences "
+            + (controls.isEmpty ? "" : " (and \(units.count - cardUnits.count) more control neurons: \(perModule) per linear map or all its neurons, \(controls.count) in all)") + " on \(ids.count) \(spec.split.rawValue) sequences "
             + "(\(shardCount) shards, \(done.count) done)")
         for shard in 0 ..< shardCount where !done.contains(shard) {
             let t0 = Date()

@@ -117,7 +117,7 @@ extension HTMLReport {
             for o in -3 ... 3 {
                 var counts = [Int](repeating: 0, count: NeuronCards.aminoAcids.count)
                 for e in card.enrichment where e.offset == o {
-                    if let i = NeuronCards.aminoAcids.firstIndex(of: UInt8(ascii: e.residue.unicodeScalars.first ?? " ")) { counts[i] = e.count }
+                    if let b = e.residue.utf8.first, let i = NeuronCards.aminoAcids.firstIndex(of: b) { counts[i] = e.count }
                 }
                 columns.append((o, counts))
             }
@@ -125,7 +125,7 @@ extension HTMLReport {
             let shares = bins.map { Double($0) / Double(top) }
             let maxShare = max(0.2, (shares.max() ?? 0) * 1.1)
             let positions = SVG.bars(title: "where the peak falls", xLabel: "tenth of the sequence", yLabel: "share of top sequences",
-                                     labels: (1 ... bins.count).map { $0 == 1 ? "N" : $0 == bins.count ? "C" : "" }, values: shares,
+                                     labels: bins.indices.map { $0 == 0 ? "N" : $0 == bins.count - 1 ? "C" : "" }, values: shares,
                                      maxValue: maxShare, ticks: stride(from: 0.0, through: maxShare + 1e-9, by: maxShare <= 0.4 ? 0.1 : 0.2).map { $0 },
                                      reference: 0.1, tooltips: bins.enumerated().map { "tenth \($0 + 1): \($1) of \(top)" })
             let present = card.classes.sorted { $0.classIndex < $1.classIndex }

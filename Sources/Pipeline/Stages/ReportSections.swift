@@ -203,6 +203,12 @@ extension RunReport {
         let rows = try db.plantedRecovery()
         let selectivity = try db.motifSelectivity()
         guard !selectivity.isEmpty else { return "" }
+        // Shards commit their rows before the stage is recorded: a killed neurons stage leaves part of them.
+        guard try db.stage(Stage.neurons.rawValue) != nil else {
+            let done = try db.selectivityShards().map(\.count).reduce(0, +)
+            return "## Does a ranking find the planted knowledge?\n\nNot finished: the neurons stage has the selectivity of \(done) neurons so far "
+                + "and no recovery table. Run the spec again (`kneuron run SPEC`) to complete it.\n\n"
+        }
         func ec(_ c: Int) -> String { classes.first { $0.classIndex == c }?.ecLabel ?? String(c) }
         func p(_ x: Double) -> String { String(format: "%.2g", x) }
         var md = "## Does a ranking find the planted knowledge?\n\n"
