@@ -179,30 +179,40 @@ final class PlantedTests: XCTestCase {
         }
     }
 
+    /// A tiny planted run (12 sequences per class of 40 residues, one decoy; `tiny` model, two
+    /// epochs) through every stage with the given `attribution` and `cards` keys (YAML flow maps),
+    /// in its own temporary directory: the directory, spec path, database path, database and context.
+    func plantedRun(_ name: String, attribution: String, cards: String) throws -> (URL, String, String, RunDatabase, RunContext) {
+        let (dir, w) = try plantedFixture("planted-\(name)", perClass: 12, length: 40, decoys: 1)
+        let spec = dir.appendingPathComponent("\(name).yaml").path
+        try """
+        name: \(name)
+        inputs: {fasta: [\(w.files[0])], labels: [\(w.files[1])], planted_motifs: \(w.files[2])}
+        split: {train: 0.6, select: 0.2, test: 0.2, seed: 1}
+        model: {preset: tiny, pooling: mean, max_length: 48, crop: center, seed: 2}
+        train: {epochs: 2, batch_size: 8, learning_rate: 0.002, seed: 1}
+        attribution: \(attribution)
+        selection: {retention_fractions: [0.5], random_seeds: [1, 2, 3]}
+        evidence: {fractions: [0.5], directions: [retain], random_rankings: 4, bootstrap_resamples: 200, edit_factors: []}
+        sanity: {model_randomization: false, label_randomization: false}
+        cards: \(cards)
+        """.write(toFile: spec, atomically: true, encoding: .utf8)
+        let path = dir.appendingPathComponent("\(name).sqlite").path
+        let database = try RunDatabase(path: path)
+        let ctx = try RunContext(spec: try PipelineSpec.load(path: spec), specPath: spec, db: database, quiet: true)
+        _ = try PipelineRunner(context: ctx).run(Stage.allCases)
+        return (dir, spec, path, database, ctx)
+    }
+
     /// A whole planted run through the neurons stage: every stored selectivity equals an AUROC by
     /// pair counting of activations read back from the trained checkpoint (in the stage's batches),
     /// with the motif residues taken from `planted_motifs`; a recovery row's mean is the mean
     /// selectivity of the ranking's stored ranks 1 ... k.
     func testNeuronsStageSelectivityAndRecoveryAgreeWithARecomputation() throws {
-        let (dir, w) = try plantedFixture("planted-run", perClass: 12, length: 40, decoys: 1)
+        let (dir, spec, path, database, ctx) = try plantedRun("p",
+            attribution: "{methods: [activation, integrated_gradients], modules: [query, intermediate], granularity: [neuron], targets: [true_class, per_class], steps: 4, shard_size: 4, max_sequences: 12}",
+            cards: "{top: 4, examples: 6, top_sequences: 10, shard_size: 5}")
         defer { try? FileManager.default.removeItem(at: dir) }
-        let spec = dir.appendingPathComponent("p.yaml").path
-        try """
-        name: p
-        inputs: {fasta: [\(w.files[0])], labels: [\(w.files[1])], planted_motifs: \(w.files[2])}
-        split: {train: 0.6, select: 0.2, test: 0.2, seed: 1}
-        model: {preset: tiny, pooling: mean, max_length: 48, crop: center, seed: 2}
-        train: {epochs: 2, batch_size: 8, learning_rate: 0.002, seed: 1}
-        attribution: {methods: [activation, integrated_gradients], modules: [query, intermediate], granularity: [neuron], targets: [true_class, per_class], steps: 4, shard_size: 4, max_sequences: 12}
-        selection: {retention_fractions: [0.5], random_seeds: [1, 2, 3]}
-        evidence: {fractions: [0.5], directions: [retain], random_rankings: 4, bootstrap_resamples: 200, edit_factors: []}
-        sanity: {model_randomization: false, label_randomization: false}
-        cards: {top: 4, examples: 6, top_sequences: 10, shard_size: 5}
-        """.write(toFile: spec, atomically: true, encoding: .utf8)
-        let path = dir.appendingPathComponent("p.sqlite").path
-        let database = try RunDatabase(path: path)
-        let ctx = try RunContext(spec: try PipelineSpec.load(path: spec), specPath: spec, db: database, quiet: true)
-        _ = try PipelineRunner(context: ctx).run(Stage.allCases)
         let stored = try database.motifSelectivity()
         let classes = try database.classes()
         let layout = try ScoreLayout(config: try ESMConfig.preset("tiny", numLabels: 5), modules: LinearModule.allCases, granularity: .neuron)
@@ -263,24 +273,10 @@ final class PlantedTests: XCTestCase {
     /// weights, the first k distinct weight rows in rank order (recounted here from the stored
     /// ranks), and its mean selectivity is theirs; its cards are the same units.
     func testRecoveryOfAWeightRankingUsesTheOutputUnitsOfItsTopWeights() throws {
-        let (dir, w) = try plantedFixture("planted-weights", perClass: 12, length: 40, decoys: 1)
+        let (dir, _, _, database, _) = try plantedRun("w",
+            attribution: "{methods: [activation], modules: [query, intermediate], granularity: [weight], targets: [true_class], max_sequences: 12}",
+            cards: "{top: 10, examples: 6, top_sequences: 10, shard_size: 8}")
         defer { try? FileManager.default.removeItem(at: dir) }
-        let spec = dir.appendingPathComponent("w.yaml").path
-        try """
-        name: w
-        inputs: {fasta: [\(w.files[0])], labels: [\(w.files[1])], planted_motifs: \(w.files[2])}
-        split: {train: 0.6, select: 0.2, test: 0.2, seed: 1}
-        model: {preset: tiny, pooling: mean, max_length: 48, crop: center, seed: 2}
-        train: {epochs: 2, batch_size: 8, learning_rate: 0.002, seed: 1}
-        attribution: {methods: [activation], modules: [query, intermediate], granularity: [weight], targets: [true_class], max_sequences: 12}
-        selection: {retention_fractions: [0.5], random_seeds: [1, 2, 3]}
-        evidence: {fractions: [0.5], directions: [retain], random_rankings: 4, bootstrap_resamples: 200, edit_factors: []}
-        sanity: {model_randomization: false, label_randomization: false}
-        cards: {top: 10, examples: 6, top_sequences: 10, shard_size: 8}
-        """.write(toFile: spec, atomically: true, encoding: .utf8)
-        let database = try RunDatabase(path: dir.appendingPathComponent("w.sqlite").path)
-        let ctx = try RunContext(spec: try PipelineSpec.load(path: spec), specPath: spec, db: database, quiet: true)
-        _ = try PipelineRunner(context: ctx).run(Stage.allCases)
         let recovery = try database.plantedRecovery()
         XCTAssertEqual(recovery.map(\.ranking.granularity), ["weight", "weight"])
         let ranked = try database.query("SELECT layer, module, row FROM neuron_scores WHERE method = 'activation' AND granularity = 'weight' AND seed = 0 ORDER BY rank").rows
