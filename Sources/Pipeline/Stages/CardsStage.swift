@@ -245,18 +245,23 @@ struct CardBuilder {
     /// The planted motif holding the peak of each of a neuron's `examples` top sequences (nil:
     /// none), in the order its card would list them (ties snapped and ordered as in `card`).
     func topMotifs(peaks raw: [NeuronPeak]) -> [PlantedMotifRecord?] {
+        let (peaks, order) = ranked(raw)
+        return order.prefix(examples).map { motif(sequence: $0, position: residueStart[$0] + Int(peaks[$0].residue)) }
+    }
+
+    /// A neuron's peaks with near-equal ones made equal (`NeuronCards.snapTies`) and the
+    /// sequences in card order (highest peak first, ties by the FNV-1a hash of the ID).
+    func ranked(_ raw: [NeuronPeak]) -> (peaks: [NeuronPeak], order: [Int]) {
         let snapped = NeuronCards.snapTies(raw.map(\.activation))
         let peaks = zip(raw, snapped).map { NeuronPeak(activation: $1, residue: $0.residue) }
-        return NeuronCards.order(peaks, tieKeys: tieKeys).prefix(examples).map { motif(sequence: $0, position: residueStart[$0] + Int(peaks[$0].residue)) }
+        return (peaks, NeuronCards.order(peaks, tieKeys: tieKeys))
     }
 
     /// The card of `neuron` (card index `index`) from its peak on every sequence of the split
     /// (near-equal peaks made equal first: `NeuronCards.snapTies`).
     func card(for neuron: NeuronUnit, index: Int, peaks raw: [NeuronPeak]) -> NeuronCardRecord {
-        let snapped = NeuronCards.snapTies(raw.map(\.activation))
-        let peaks = zip(raw, snapped).map { NeuronPeak(activation: $1, residue: $0.residue) }
+        let (peaks, order) = ranked(raw)
         let n = peaks.count
-        let order = NeuronCards.order(peaks, tieKeys: tieKeys)
         let nTop = min(topSequences, n)
         let top = Array(order.prefix(nTop))
         let values = peaks.map { Double($0.activation) }
