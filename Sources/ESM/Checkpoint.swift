@@ -64,38 +64,113 @@ public enum Checkpoint {
     static let classifierTensors: [GlobalTensor] = [.classifierDenseWeight, .classifierDenseBias,
                                                      .classifierOutWeight, .classifierOutBias]
 
+    /// What a checkpoint directory holds, read from config.json and the tensor headers only
+    /// (no tensor values): the stored configuration, its weight files, whether it has a
+    /// classifier head, and the ignorable tensors it carries. Every tensor name and shape has
+    /// been checked against the configuration, so a later `load` of the same directory fails
+    /// only on I/O.
+    public struct Contents: Sendable {
+        /// The configuration as stored (its `numLabels` is the stored head's when there is one).
+        public var config: ESMConfig
+        /// The weight files read, in order (model.safetensors, or the index's shards).
+        public var weightFiles: [String]
+        /// True when the classifier head (`classifier.dense`, `classifier.out_proj`) is stored.
+        public var hasClassifier: Bool
+        /// Tensors skipped by name, counted by group: `lm_head` (EsmForMaskedLM's language-model
+        /// head), `contact_head`, `pooler`, `rotary inv_freq`, `position_ids`.
+        public var ignored: [String: Int]
+        /// config.json's `architectures`, when given (e.g. `EsmForMaskedLM`).
+        public var architectures: [String]
+        /// The stored head's labels in output order, from `id2label`; nil when config.json has
+        /// no `id2label` for every output, or there is no head.
+        public var headLabels: [String]? {
+            guard hasClassifier, let map = config.id2label else { return nil }
+            let labels = (0 ..< config.numLabels).map { map[String($0)] }
+            return labels.allSatisfy { $0 != nil } ? labels.map { $0! } : nil
+        }
+    }
+
+    /// Reads and checks what the HF ESM-2 directory `directory` holds, without reading tensor
+    /// values (safetensors files are memory-mapped; only their headers are parsed).
+    /// - Throws: the `CheckpointError`s of `load(directory:numLabels:seed:initialiseHead:)`
+    ///   except `.numLabelsRequired`, and `SafeTensorsError` for malformed files.
+    public static func inspect(directory: String) throws -> Contents {
+        let plan = try resolve(directory: directory, numLabels: nil, initialiseHead: false, requireLabels: false)
+        return plan.contents
+    }
+
     /// Loads an HF ESM-2 directory: config.json (with `id2label`) and model.safetensors or a
     /// sharded model.safetensors.index.json. Tensor names may carry the prefix `esm.`
     /// (EsmForSequenceClassification / EsmForMaskedLM) or none (EsmModel); `LayerNorm.gamma`
     /// and `LayerNorm.beta` (written by transformers 5.x) are aliases of `weight` and `bias`.
     /// Known ignorable extras are skipped: `*.rotary_embeddings.inv_freq` (recomputed),
-    /// `esm.contact_head.*`, `lm_head.*`, `esm.pooler.*`, `esm.embeddings.position_ids`.
-    /// Any other extra tensor is an error. F32, F16, BF16 and F64 tensors are converted
-    /// to Float32.
+    /// `esm.contact_head.*`, `lm_head.*`, `esm.pooler.*`, `esm.embeddings.position_ids`
+    /// (`inspect` counts them). Any other extra tensor is an error. F32, F16, BF16 and F64
+    /// tensors are converted to Float32.
     ///
-    /// When the checkpoint has no classifier (EsmForMaskedLM / EsmModel), `numLabels` must
-    /// be given; `classifier.{dense,out_proj}.weight` are then drawn from N(0, 0.02) with a
-    /// generator seeded by `seed`, the biases are zero, and their names are returned in
-    /// `initialisedTensors`. When `numLabels` is given it overrides config.json (and drops
-    /// its `id2label` when the count differs); a stored classifier of another size is then
-    /// a `wrongShape` error.
+    /// The classifier head (HF `EsmClassificationHead`: `classifier.dense` H x H and
+    /// `classifier.out_proj` numLabels x H) is initialised instead of loaded when the
+    /// checkpoint has none (EsmForMaskedLM / EsmModel) or `initialiseHead` is true:
+    /// `numLabels` must then be given; both weights are drawn from N(0, 0.02) (HF's
+    /// `initializer_range`) with a generator seeded by `seed`, the biases are zero, and their
+    /// names are returned in `initialisedTensors`. When `numLabels` is
+    /// given it overrides config.json (and drops its `id2label` when the
+    /// count differs); a stored classifier of another size is then a `wrongShape` error.
     ///
     /// - Returns: the configuration, every parameter in `ParameterLayout(config:)` order,
     ///   and the names of tensors initialised rather than loaded.
     /// - Throws: `CheckpointError` (`.missingConfig`, `.badConfig`, `.missingWeights`,
     ///   `.badIndex`, `.missingTensor`, `.wrongShape`, `.unexpectedTensor`,
     ///   `.duplicateTensor`, `.numLabelsRequired`) and `SafeTensorsError` for malformed files.
-    public static func load(directory: String, numLabels: Int? = nil, seed: UInt64 = 0) throws
+    public static func load(directory: String, numLabels: Int? = nil, seed: UInt64 = 0, initialiseHead: Bool = false) throws
         -> (config: ESMConfig, parameters: ParameterBuffer, initialisedTensors: [String]) {
+        let plan = try resolve(directory: directory, numLabels: numLabels, initialiseHead: initialiseHead, requireLabels: true)
+        let config = plan.config
+        let layout = ParameterLayout(config: config)
+        var parameters = ParameterBuffer(layout: layout)
+        for (spec, file, info) in plan.copies {
+            try parameters.values.withUnsafeMutableBufferPointer { all in
+                try file.copyFloats(info, into: UnsafeMutableBufferPointer(rebasing: all[spec.range]))
+            }
+        }
+        if !plan.initialised.isEmpty {
+            var rng = SeededNormal(seed: seed)
+            for g in [GlobalTensor.classifierDenseWeight, .classifierOutWeight] {
+                let range = layout.spec(g).range
+                for i in range { parameters.values[i] = 0.02 * rng.next() }
+            }
+        }
+        return (config, parameters, plan.initialised)
+    }
+
+    /// The checked plan of a load: configuration, which stored tensor fills which parameter,
+    /// and which head tensors are initialised.
+    private struct LoadPlan {
+        var contents: Contents
+        var config: ESMConfig
+        var copies: [(spec: TensorSpec, file: SafeTensorsFile, info: SafeTensorInfo)]
+        var initialised: [String]
+    }
+
+    /// Reads config.json and the tensor headers and matches every parameter of the layout to a
+    /// stored tensor (names via `canonicalName`, shapes checked). With `requireLabels` false a
+    /// headless checkpoint is checked with its config's `numLabels` (only the encoder matters).
+    private static func resolve(directory: String, numLabels: Int?, initialiseHead: Bool, requireLabels: Bool) throws -> LoadPlan {
         let dir = URL(fileURLWithPath: directory)
-        var config = try readConfig(dir.appendingPathComponent("config.json").path, directory: directory)
+        let configPath = dir.appendingPathComponent("config.json").path
+        var config = try readConfig(configPath, directory: directory)
+        let architectures = architectures(configPath)
 
         // Collect the stored tensors by canonical name.
         let files = try weightFiles(dir, directory: directory)
         var found: [String: (file: SafeTensorsFile, info: SafeTensorInfo)] = [:]
+        var ignored: [String: Int] = [:]
         for file in files {
             for stored in file.tensors.keys.sorted() {
-                guard let name = canonicalName(stored) else { continue }
+                guard let name = canonicalName(stored) else {
+                    ignored[ignoredGroup(stored), default: 0] += 1
+                    continue
+                }
                 if let previous = found[name] {
                     throw CheckpointError.duplicateTensor(name: name, files: [previous.file.path + ":" + previous.info.name,
                                                                               file.path + ":" + stored])
@@ -104,58 +179,67 @@ public enum Checkpoint {
             }
         }
 
-        let presentHead = classifierTensors.filter { found[$0.rawValue] != nil }
-        let hasHead = !presentHead.isEmpty
+        let hasHead = classifierTensors.contains { found[$0.rawValue] != nil }
+        let contents = Contents(config: config, weightFiles: files.map(\.path), hasClassifier: hasHead,
+                                ignored: ignored, architectures: architectures)
+        let initialiseHead = initialiseHead || !hasHead
         if let n = numLabels {
             if n != config.numLabels {
                 config.numLabels = n
                 if config.id2label?.count != n { config.id2label = nil }
             }
-        } else if !hasHead {
+        } else if initialiseHead && requireLabels {
             throw CheckpointError.numLabelsRequired(directory: directory)
         }
         do { try config.validate() } catch let e as ESMConfigError {
             if case .unsupported(let field, let value, let expected) = e {
-                throw CheckpointError.badConfig(path: dir.appendingPathComponent("config.json").path, field: field,
-                                                detail: "is \(value); expected \(expected)")
+                throw CheckpointError.badConfig(path: configPath, field: field, detail: "is \(value); expected \(expected)")
             }
             throw e
         }
 
         let layout = ParameterLayout(config: config)
-        var parameters = ParameterBuffer(layout: layout)
+        var copies: [(spec: TensorSpec, file: SafeTensorsFile, info: SafeTensorInfo)] = []
         var initialised: [String] = []
         var used = Set<String>()
         let firstFile = files.first?.path ?? directory
         for spec in layout.tensors {
+            let isHead = GlobalTensor(rawValue: spec.name).map { classifierTensors.contains($0) } ?? false
+            if isHead && initialiseHead {
+                initialised.append(spec.name)
+                if found[spec.name] != nil { used.insert(spec.name) }
+                continue
+            }
             guard let (file, info) = found[spec.name] else {
-                if !hasHead, let g = GlobalTensor(rawValue: spec.name), classifierTensors.contains(g) {
-                    initialised.append(spec.name)
-                    continue
-                }
                 throw CheckpointError.missingTensor(name: spec.name, file: firstFile)
             }
             guard info.shape == spec.shape else {
                 throw CheckpointError.wrongShape(name: spec.name, expected: spec.shape, found: info.shape, file: file.path)
             }
-            try parameters.values.withUnsafeMutableBufferPointer { all in
-                try file.copyFloats(info, into: UnsafeMutableBufferPointer(rebasing: all[spec.range]))
-            }
+            copies.append((spec, file, info))
             used.insert(spec.name)
         }
         if let extra = found.keys.sorted().first(where: { !used.contains($0) }) {
             let (file, info) = found[extra]!
             throw CheckpointError.unexpectedTensor(name: info.name, file: file.path)
         }
+        return LoadPlan(contents: contents, config: config, copies: copies, initialised: requireLabels ? initialised : [])
+    }
 
-        if !initialised.isEmpty {
-            var rng = SeededNormal(seed: seed)
-            for g in [GlobalTensor.classifierDenseWeight, .classifierOutWeight] {
-                let range = layout.spec(g).range
-                for i in range { parameters.values[i] = 0.02 * rng.next() }
-            }
-        }
-        return (config, parameters, initialised)
+    /// The group an ignored stored tensor is counted under in `Contents.ignored`.
+    private static func ignoredGroup(_ stored: String) -> String {
+        if stored.hasPrefix("lm_head.") { return "lm_head" }
+        if stored.contains("contact_head.") { return "contact_head" }
+        if stored.contains("pooler.") { return "pooler" }
+        if stored.hasSuffix("inv_freq") { return "rotary inv_freq" }
+        return "position_ids"
+    }
+
+    /// config.json's `architectures` list (empty when absent or not a list of strings).
+    private static func architectures(_ path: String) -> [String] {
+        guard let data = FileManager.default.contents(atPath: path),
+              let object = try? JSONSerialization.jsonObject(with: data) as? [String: Any] else { return [] }
+        return object["architectures"] as? [String] ?? []
     }
 
     /// Maps a stored tensor name to its `ParameterLayout` name, or nil for a known

@@ -55,6 +55,7 @@ func rejectDuplicates<T: Hashable & CustomStringConvertible>(_ values: [T], at p
 let enumChoices: [String: [String]] = [
     "CropPolicy": CropPolicy.allCases.map(\.rawValue),
     "Pooling": Pooling.allCases.map(\.rawValue),
+    "HeadPolicy": HeadPolicy.allCases.map(\.rawValue),
     "SelectOn": SelectOn.allCases.map(\.rawValue),
     "LRScheduleKind": LRScheduleKind.allCases.map(\.rawValue),
     "AttributionMethod": AttributionMethod.allCases.map(\.rawValue),
@@ -182,7 +183,12 @@ public struct ModelSpec: Codable, Sendable, Equatable {
     public var crop: CropPolicy = .head
     /// Seed of the random initialisation.
     public var seed: UInt64 = 0
-    enum CodingKeys: String, CodingKey, CaseIterable { case preset, checkpoint, pooling, maxLength = "max_length", crop, seed }
+    /// What to do with a checkpoint's classifier head (YAML `model.head`): nil (absent) keeps
+    /// it when its `id2label` names the data's classes (reordered to the data's order) and
+    /// initialises one when there is none; `keep` requires a stored head; `reinit` always
+    /// draws a new one. Only with `checkpoint`.
+    public var head: HeadPolicy?
+    enum CodingKeys: String, CodingKey, CaseIterable { case preset, checkpoint, pooling, maxLength = "max_length", crop, seed, head }
     /// Creates the defaults: preset `small`, no checkpoint, `cls` pooling, max length 1024, `head` crop, seed 0.
     public init() {}
     public init(from decoder: Decoder) throws {
@@ -194,6 +200,11 @@ public struct ModelSpec: Codable, Sendable, Equatable {
         maxLength = try c.decodeIfPresent(Int.self, forKey: .maxLength) ?? maxLength
         crop = try c.decodeIfPresent(CropPolicy.self, forKey: .crop) ?? crop
         seed = try c.decodeIfPresent(UInt64.self, forKey: .seed) ?? seed
+        head = try c.decodeIfPresent(HeadPolicy.self, forKey: .head)
+        if head != nil && checkpoint == nil {
+            throw SpecError.invalid(path: keyPath(c.codingPath + [CodingKeys.head]),
+                                    message: "model.head applies to a model.checkpoint; a preset's head is always drawn with model.seed, so remove it")
+        }
         if !(3 ... 1026).contains(maxLength) {
             throw SpecError.invalid(path: keyPath(c.codingPath + [CodingKeys.maxLength]), message: "expected 3...1026 tokens, got \(maxLength)")
         }
@@ -606,9 +617,14 @@ public struct PipelineSpec: Codable, Sendable, Equatable {
     public var neurons = NeuronsSpec()
     /// Cards-stage parameters (YAML `cards`; `CardsSpec` defaults when absent).
     public var cards = CardsSpec()
+    /// The classes to keep (YAML `classes`, e.g. `[1, 2, 3, 4, 5, 6]` as the paper, or
+    /// `[3.4.-.-, 3.1]` at label_level 2); nil keeps every class. An entry coarser than
+    /// `label_level` keeps every label under it (`3` at level 2 keeps `3.1.-.-`, `3.4.-.-`, ...);
+    /// ingest rejects the sequences of other classes, each with its reason, in `rejected_records`.
+    public var classes: [ECNumber]?
 
     enum CodingKeys: String, CodingKey, CaseIterable {
-        case name, inputs, labelLevel = "label_level", split, model, train, attribution, selection, evidence, evaluation, sanity, neurons, cards
+        case name, inputs, labelLevel = "label_level", classes, split, model, train, attribution, selection, evidence, evaluation, sanity, neurons, cards
     }
 
     /// Creates a spec with `name` and `inputs` and every other field at its default
@@ -645,6 +661,21 @@ public struct PipelineSpec: Codable, Sendable, Equatable {
         }
         if !(1 ... 4).contains(labelLevel) {
             throw SpecError.invalid(path: "label_level", message: "expected 1...4 (1 = EC class), got \(labelLevel)")
+        }
+        if let entries = try c.decodeIfPresent([String].self, forKey: .classes) {
+            guard !entries.isEmpty else { throw SpecError.invalid(path: "classes", message: "list at least one class, or remove the key to keep every class") }
+            var parsed: [ECNumber] = []
+            for (i, text) in entries.enumerated() {
+                guard let ec = try? ECNumber(text), ec.knownDepth >= 1 else {
+                    throw SpecError.invalid(path: "classes[\(i)]", message: "'\(text)' is not an EC class or label (write 3, 3.4 or 3.4.-.-)")
+                }
+                guard ec.knownDepth <= labelLevel else {
+                    throw SpecError.invalid(path: "classes[\(i)]", message: "\(ec) is finer than label_level \(labelLevel); give labels at that level (\(ec.truncated(toLevel: labelLevel))) or raise label_level")
+                }
+                parsed.append(ec)
+            }
+            try rejectDuplicates(parsed, at: [CodingKeys.classes])
+            classes = parsed
         }
         if name.isEmpty || name.contains("/") {
             throw SpecError.invalid(path: "name", message: "expected a non-empty name without '/'")

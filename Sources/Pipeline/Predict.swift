@@ -9,6 +9,8 @@ public enum PredictError: Error, CustomStringConvertible {
     case noClassifier(directory: String, initialised: [String])
     /// The output file cannot be written.
     case cannotWrite(path: String, reason: String)
+    /// `--max-length` is more than the model's positions (`max_position_embeddings`).
+    case maxLengthTooLong(asked: Int, limit: Int, directory: String)
 
     public var description: String {
         switch self {
@@ -17,20 +19,61 @@ public enum PredictError: Error, CustomStringConvertible {
                 + "give a fine-tuned EsmForSequenceClassification directory, e.g. <run>.artifacts/final"
         case .cannotWrite(let path, let reason):
             return "cannot write \(path): \(reason)"
+        case .maxLengthTooLong(let asked, let limit, let dir):
+            return "--max-length \(asked) is more than the \(limit) positions of the model in \(dir) (max_position_embeddings in config.json; ESM-2 has 1026); give --max-length \(limit) or less"
         }
     }
 }
 
+/// A sequence cropped to fit the tokenizer's maximum length, with where it came from.
+public struct CroppedSequence: Sendable, Equatable, CustomStringConvertible {
+    /// FASTA file and 1-based line of the record's header.
+    public var file: String
+    public var line: Int
+    /// The record's ID.
+    public var id: String
+    /// Residues before cropping.
+    public var originalLength: Int
+    /// Residues kept, 0-based half-open `[start, end)`.
+    public var start: Int
+    public var end: Int
+    /// The crop policy applied.
+    public var policy: CropPolicy
+
+    /// `FILE:LINE ID: N residues cropped to M (residues a-b, policy P)`.
+    public var description: String {
+        "\(file):\(line) \(id): \(originalLength) residues cropped to \(end - start) (residues \(start + 1)-\(end), policy \(policy.rawValue))"
+    }
+
+    /// The lines `predict` and `embed` print for `crops` of `total` sequences: a count, then the
+    /// first `limit` crops (file, line, ID, lengths), then how many more there are.
+    public static func report(_ crops: [CroppedSequence], total: Int, maxLength: Int, limit: Int = 5) -> [String] {
+        guard let first = crops.first else { return [] }
+        var lines = ["cropped: \(crops.count) of \(total) sequences are longer than \(maxLength - 2) residues (--max-length \(maxLength) tokens with <cls> and <eos>) and were cropped, policy \(first.policy.rawValue)"]
+        lines += crops.prefix(limit).map { "cropped: \($0)" }
+        if crops.count > limit { lines.append("cropped: ... and \(crops.count - limit) more") }
+        return lines
+    }
+}
+
+/// The tokenizer of `predict` and `embed` for the model `config` in `directory`: at most
+/// `maxLength` tokens (nil = the model's positions, at most 1024).
+/// - Throws: `PredictError.maxLengthTooLong` when `maxLength` exceeds the model's positions.
+func tokenizer(maxLength: Int?, crop: CropPolicy, config: ESMConfig, directory: String) throws -> Tokenizer {
+    let limit = config.maxPositionEmbeddings
+    if let m = maxLength, m > limit { throw PredictError.maxLengthTooLong(asked: m, limit: limit, directory: directory) }
+    return Tokenizer(maxLength: maxLength ?? min(1024, limit), cropPolicy: crop)
+}
+
 /// Reads FASTA files and tokenizes every record for `predict` and `embed`: usable records in
 /// input order, the rejected ones (reader rejections and tokenizer refusals, with file, line,
-/// ID and reason; a repeated ID is rejected, its first record kept) and one line per cropped
-/// sequence.
+/// ID and reason; a repeated ID is rejected, its first record kept) and the cropped ones.
 /// - Throws: FASTA read errors for a file that cannot be read at all.
 func readAndTokenize(_ fasta: [String], tokenizer: Tokenizer)
-    throws -> (rows: [(id: String, tokens: TokenizedSequence)], rejected: [RejectedRecord], crops: [String]) {
+    throws -> (rows: [(id: String, tokens: TokenizedSequence)], rejected: [RejectedRecord], crops: [CroppedSequence]) {
     var rows: [(id: String, tokens: TokenizedSequence)] = []
     var rejected: [RejectedRecord] = []
-    var crops: [String] = []
+    var crops: [CroppedSequence] = []
     var firstSeen: [String: String] = [:]   // id -> "file:line" of its first record
     for path in fasta {
         let read = try FastaReader.read(path: path)
@@ -45,7 +88,8 @@ func readAndTokenize(_ fasta: [String], tokenizer: Tokenizer)
             do {
                 let t = try tokenizer.encode(r.sequence)
                 if t.cropped {
-                    crops.append("\(r.id): \(t.originalLength) residues cropped to \(t.residueEnd - t.residueStart) (residues \(t.residueStart + 1)-\(t.residueEnd), policy \(tokenizer.cropPolicy.rawValue))")
+                    crops.append(CroppedSequence(file: path, line: r.line, id: r.id, originalLength: t.originalLength,
+                                                 start: t.residueStart, end: t.residueEnd, policy: tokenizer.cropPolicy))
                 }
                 rows.append((r.id, t))
             } catch {
@@ -71,15 +115,17 @@ public enum Predictor {
         public var predicted = 0
         /// Records not predicted, with file, line, ID and reason.
         public var rejected: [RejectedRecord] = []
-        /// `id: N residues cropped to M (policy)` lines.
-        public var crops: [String] = []
+        /// The cropped sequences, in input order.
+        public var crops: [CroppedSequence] = []
+        /// The tokenizer's maximum length, tokens.
+        public var maxLength = 0
     }
 
     /// Predicts every record of `fasta` with the checkpoint in `model`, writing the TSV to
     /// `output` (stdout when nil), in batches of `batchSize` sequences.
     /// - Throws: checkpoint errors (`CheckpointError`, `SafeTensorsError`), `PredictError`,
     ///   FASTA read errors for a file that cannot be read at all.
-    public static func run(model directory: String, fasta: [String], output: String?, maxLength: Int = 1024,
+    public static func run(model directory: String, fasta: [String], output: String?, maxLength: Int? = nil,
                            crop: CropPolicy = .head, batchSize: Int = 8) throws -> Summary {
         let loaded: (config: ESMConfig, parameters: ParameterBuffer, initialisedTensors: [String])
         do {
@@ -92,11 +138,12 @@ public enum Predictor {
         }
         let model = try ESMClassifier(config: loaded.config, parameters: loaded.parameters)
         let C = loaded.config.numLabels
-        let tokenizer = Tokenizer(maxLength: min(maxLength, loaded.config.maxPositionEmbeddings), cropPolicy: crop)
+        let tokenizer = try tokenizer(maxLength: maxLength, crop: crop, config: loaded.config, directory: directory)
         let input = try readAndTokenize(fasta, tokenizer: tokenizer)
         var summary = Summary()
         summary.rejected = input.rejected
         summary.crops = input.crops
+        summary.maxLength = tokenizer.maxLength
         let rows = input.rows.map { (id: $0.id, tokens: $0.tokens.ids) }
         var text = "id\t" + (0 ..< C).map { "logit_\($0)" }.joined(separator: "\t") + "\t"
             + (0 ..< C).map { "prob_\($0)" }.joined(separator: "\t") + "\tpredicted\n"
@@ -138,8 +185,10 @@ public enum Embedder {
         public var embedded = 0
         /// Records not embedded, with file, line, ID and reason.
         public var rejected: [RejectedRecord] = []
-        /// `id: N residues cropped to M (policy)` lines.
-        public var crops: [String] = []
+        /// The cropped sequences, in input order.
+        public var crops: [CroppedSequence] = []
+        /// The tokenizer's maximum length, tokens.
+        public var maxLength = 0
     }
 
     /// Embeds every usable record of `fasta` with the checkpoint in `model` and stores the
@@ -148,7 +197,7 @@ public enum Embedder {
     /// `num_hidden_layers` = HF `last_hidden_state` (after `emb_layer_norm_after`).
     /// - Throws: checkpoint errors (`CheckpointError`, `SafeTensorsError`), `StoreError`, FASTA
     ///   read errors, and `EmbedError.badLayer` for a layer outside 0...num_hidden_layers.
-    public static func run(model directory: String, fasta: [String], db: RunDatabase, layer: Int?, maxLength: Int = 1024,
+    public static func run(model directory: String, fasta: [String], db: RunDatabase, layer: Int?, maxLength: Int? = nil,
                            crop: CropPolicy = .head, batchSize: Int = 8) throws -> Summary {
         // Embeddings do not use the classification head: an EsmModel / EsmForMaskedLM
         // checkpoint gets a placeholder 2-class head that is never read.
@@ -163,11 +212,12 @@ public enum Embedder {
         guard chosen >= 0 && chosen <= L else { throw EmbedError.badLayer(layer: chosen, layers: L) }
         let model = try ESMClassifier(config: loaded.config, parameters: loaded.parameters)
         let sha = try Hashing.sha256(file: (directory as NSString).appendingPathComponent("model.safetensors")).hex
-        let tokenizer = Tokenizer(maxLength: min(maxLength, loaded.config.maxPositionEmbeddings), cropPolicy: crop)
+        let tokenizer = try tokenizer(maxLength: maxLength, crop: crop, config: loaded.config, directory: directory)
         let input = try readAndTokenize(fasta, tokenizer: tokenizer)
         var summary = Summary()
         summary.rejected = input.rejected
         summary.crops = input.crops
+        summary.maxLength = tokenizer.maxLength
         let rows = input.rows
         var records: [EmbeddingRecord] = []
         var start = 0

@@ -28,6 +28,10 @@ public enum PipelineError: Error, CustomStringConvertible {
     case diverged(epoch: Int, detail: String)
     /// An unknown stage name.
     case unknownStage(String)
+    /// A checkpoint's classifier head cannot be used for the data's classes as `model.head`
+    /// says (labels differ, no EC labels, nothing to keep); `detail` names both label lists
+    /// and what to change.
+    case headMismatch(checkpoint: String, detail: String)
 
     public var description: String {
         switch self {
@@ -46,6 +50,8 @@ public enum PipelineError: Error, CustomStringConvertible {
             return "checkpoint \(path) changed since it was recorded (sha256 \(recorded.prefix(12)) recorded, \(found.prefix(12)) found). Use `--force train` to retrain."
         case .empty(let stage, let what):
             return "stage \(stage): \(what)"
+        case .headMismatch(let checkpoint, let detail):
+            return "checkpoint \(checkpoint): \(detail)"
         case .badShardSelection(let index, let count):
             return "shard index \(index) with \(count) shards: give --num-shards N >= 1 and --shard-index in 0..<N"
         case .shardsLeft(let stage, let task, let left, let total, let unit):
@@ -177,6 +183,15 @@ public final class RunContext: @unchecked Sendable {
     /// What the ingest stage read, accepted and rejected per file; set when ingest ran in this
     /// process, nil otherwise.
     public internal(set) var ingestSummary: IngestSummary?
+    /// What the preflight read for the ingest stage (`IngestStage.read`), handed to the stage
+    /// so the inputs are parsed once.
+    var preread: IngestStage.Result?
+
+    /// The preflight's ingest result, once (the stage takes it).
+    func takePreread() -> IngestStage.Result? {
+        defer { preread = nil }
+        return preread
+    }
 
     /// Opens the run: loads nothing itself; registers the spec in the database.
     /// `specYAML` replaces the file's text in the `run` table (for specs built in memory).

@@ -1,3 +1,4 @@
+import ESM
 import Foundation
 import Store
 
@@ -157,6 +158,7 @@ public struct PipelineRunner {
                 guard p.contentKey == keys[prev]! else { throw changed(prev, p) }
             }
             if !recorded {
+                try preflight(stages.sorted().filter { $0 >= stage })
                 try context.recordRun()
                 recorded = true
             }
@@ -169,6 +171,30 @@ public struct PipelineRunner {
             outcomes.append(StageOutcome(stage: stage, ran: true, rows: rows, seconds: seconds))
         }
         return outcomes
+    }
+
+    /// The checks made before the first of `stages` runs, so that a run that cannot finish
+    /// fails before it writes anything: the inputs are read and assembled (when ingest is to
+    /// run; its stage then commits that result), and a checkpoint's config, tensor names and
+    /// shapes and its classifier's labels are checked against the data's classes (when train is
+    /// to run). The input files' readability was checked when the content keys were made.
+    /// - Throws: what the ingest readers, `Checkpoint.inspect` and `HeadMapping.decide` throw.
+    func preflight(_ stages: [Stage]) throws {
+        var classes: [ClassRecord]?
+        if stages.contains(.ingest) {
+            let result = try IngestStage.read(context)
+            context.preread = result
+            classes = result.classes
+        }
+        if stages.contains(.train), let dir = context.spec.model.checkpoint {
+            let contents = try Checkpoint.inspect(directory: context.resolve(dir))
+            let runClasses = try classes ?? context.db.classes()
+            if !runClasses.isEmpty {
+                let decision = try HeadMapping.decide(path: dir, contents: contents, classes: runClasses,
+                                                      level: context.spec.labelLevel, policy: context.spec.model.head)
+                context.log("checked checkpoint \(dir): \(contents.architectures.first ?? "ESM-2"), \(contents.config.numHiddenLayers) layers, hidden \(contents.config.hiddenSize); classifier head \(decision.name)")
+            }
+        }
     }
 
     private func execute(_ stage: Stage, key: String) throws -> Int {

@@ -40,9 +40,9 @@ public enum ProteinDataError: Error, CustomStringConvertible, Equatable, Sendabl
         case .unknownResidue(let letter, let position):
             return "unknown residue '\(letter)' at position \(position); allowed are the 20 standard amino acids and X B Z U O (uppercase) -- clean the sequence or replace it with X"
         case .tooLong(let length, let maxResidues):
-            return "sequence of \(length) residues is longer than the \(maxResidues) residues that fit; choose crop policy head or center, or raise maxLength"
+            return "sequence of \(length) residues is longer than the \(maxResidues) residues that fit in \(maxResidues + 2) tokens with <cls> and <eos>; choose the crop policy head or center, or raise the maximum length (model.max_length in a spec, --max-length for predict and embed; at most 1026)"
         case .invalidMaxLength(let n):
-            return "maxLength \(n) is too small: it counts <cls> and <eos>, so it must be at least 3 (ESM-2 allows up to 1026)"
+            return "maximum length \(n) is too small: it counts <cls> and <eos>, so it must be at least 3 (ESM-2 allows up to 1026)"
         case .unrecognisedHeader(let path, let header, let hint):
             return "unrecognised label-file header in '\(path)': '\(header)'; \(hint)"
         case .malformedFile(let path, let reason):

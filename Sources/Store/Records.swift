@@ -175,6 +175,38 @@ public struct EpochRecord: Sendable, Equatable {
     }
 }
 
+/// How the train stage obtained the classifier head of the initial model (table `model_head`
+/// and `model_head_classes`, migration 0017).
+public struct ModelHeadRecord: Sendable, Equatable {
+    /// One run class mapped to an output of the stored head.
+    public struct ClassMapping: Sendable, Equatable {
+        /// The run's class index (`classes.class_index`).
+        public var classIndex: Int
+        /// The stored head's output index it came from.
+        public var checkpointIndex: Int
+        /// The stored head's `id2label` text of that output.
+        public var checkpointLabel: String
+        /// Creates a mapping from its fields.
+        public init(classIndex: Int, checkpointIndex: Int, checkpointLabel: String) {
+            self.classIndex = classIndex; self.checkpointIndex = checkpointIndex; self.checkpointLabel = checkpointLabel
+        }
+    }
+    /// `preset NAME` or the checkpoint directory as given in the spec.
+    public var source: String
+    /// `preset`, `initialised`, `reinitialised`, `kept` or `reordered` (the SQL CHECK's values).
+    public var decision: String
+    /// The sentence the train stage printed.
+    public var detail: String
+    /// Stored tensors not loaded, e.g. `lm_head: 5 tensors`; empty when none.
+    public var ignored: String
+    /// Per class, for a kept or reordered head; empty otherwise.
+    public var classes: [ClassMapping]
+    /// Creates a record from its fields.
+    public init(source: String, decision: String, detail: String, ignored: String, classes: [ClassMapping]) {
+        self.source = source; self.decision = decision; self.detail = detail; self.ignored = ignored; self.classes = classes
+    }
+}
+
 /// A saved model directory.
 public struct CheckpointRecord: Sendable, Equatable {
     /// `initial` or `final`.

@@ -118,6 +118,8 @@ extension RunDatabase {
             ("attribute", "shards", sql("DELETE FROM shards")),
             ("train", "training_epochs", sql("DELETE FROM training_epochs")),
             ("train", "checkpoints", sql("DELETE FROM checkpoints")),
+            ("train", "model_head", sql("DELETE FROM model_head")),
+            ("train", "model_head_classes", sql("DELETE FROM model_head_classes")),
             ("split", "splits", sql("DELETE FROM splits")),
             ("tokenize", "tokens", sql("DELETE FROM tokens")),
             ("tokenize", "rejected_records (tokenize)", sql("DELETE FROM rejected_records WHERE reason LIKE 'tokenize:%'")),
@@ -321,13 +323,35 @@ extension RunDatabase {
     }
 
     /// Writes the checkpoints and the train ledger row in one transaction.
-    public func commitTraining(checkpoints: [CheckpointRecord], ledger: StageRecord) throws {
+    public func commitTraining(checkpoints: [CheckpointRecord], head: ModelHeadRecord? = nil, ledger: StageRecord) throws {
         try write("writing checkpoints") { db in
             for c in checkpoints {
                 try db.execute(sql: "INSERT OR REPLACE INTO checkpoints (name, directory, sha256, size_bytes) VALUES (?, ?, ?, ?)",
                                arguments: [c.name, c.directory, c.sha256, c.sizeBytes])
             }
+            if let head {
+                try db.execute(sql: "DELETE FROM model_head")
+                try db.execute(sql: "DELETE FROM model_head_classes")
+                try db.execute(sql: "INSERT INTO model_head (id, source, decision, detail, ignored) VALUES (1, ?, ?, ?, ?)",
+                               arguments: [head.source, head.decision, head.detail, head.ignored])
+                for m in head.classes {
+                    try db.execute(sql: "INSERT INTO model_head_classes (class_index, checkpoint_index, checkpoint_label) VALUES (?, ?, ?)",
+                                   arguments: [m.classIndex, m.checkpointIndex, m.checkpointLabel])
+                }
+            }
             try Self.insertLedger(db, ledger)
+        }
+    }
+
+    /// The recorded head of the run's initial model (migration 0017), nil before train.
+    /// - Throws: `StoreError` when the database cannot be read.
+    public func modelHead() throws -> ModelHeadRecord? {
+        try read("reading model_head") { db in
+            guard let row = try Row.fetchOne(db, sql: "SELECT source, decision, detail, ignored FROM model_head WHERE id = 1") else { return nil }
+            let classes = try Row.fetchAll(db, sql: "SELECT class_index, checkpoint_index, checkpoint_label FROM model_head_classes ORDER BY class_index").map {
+                ModelHeadRecord.ClassMapping(classIndex: $0[0], checkpointIndex: $0[1], checkpointLabel: $0[2])
+            }
+            return ModelHeadRecord(source: row[0], decision: row[1], detail: row[2], ignored: row[3], classes: classes)
         }
     }
 

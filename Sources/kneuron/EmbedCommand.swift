@@ -16,18 +16,18 @@ struct EmbedCommand: ParsableCommand {
     @Option(parsing: .upToNextOption, help: "FASTA file(s).") var fasta: [String]
     @Option(help: "SQLite database (created when missing; a run database works too).") var db: String
     @Option(help: "Layer: 0 ... num_hidden_layers (default: the last, after the final LayerNorm).") var layer: Int?
-    @Option(help: "Tokens per sequence including <cls> and <eos>.") var maxLength = 1024
+    @Option(help: "Tokens per sequence including <cls> and <eos> (default: the model's positions, at most 1024; more than the model's max_position_embeddings is an error).") var maxLength: Int?
     @Option(help: "Longer sequences: head, center or reject.") var crop: String = "head"
 
     func run() throws {
         guard let policy = CropPolicy(rawValue: crop) else {
             throw ValidationError("--crop must be one of \(CropPolicy.allCases.map(\.rawValue).joined(separator: ", "))")
         }
-        guard maxLength >= 3 else { throw ValidationError("--max-length must be at least 3") }
+        if let maxLength, maxLength < 3 { throw ValidationError("--max-length must be at least 3") }
         let database = try RunDatabase(path: db)
         let s = try Embedder.run(model: model, fasta: fasta, db: database, layer: layer, maxLength: maxLength, crop: policy)
         let err = FileHandle.standardError
-        for c in s.crops { err.write(Data("cropped: \(c)\n".utf8)) }
+        for line in CroppedSequence.report(s.crops, total: s.embedded, maxLength: s.maxLength) { err.write(Data((line + "\n").utf8)) }
         for r in s.rejected {
             err.write(Data("not embedded: \(r.file):\(r.line.map(String.init) ?? "?") \(r.id ?? "(no id)"): \(r.reason)\n".utf8))
         }

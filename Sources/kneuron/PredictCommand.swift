@@ -14,7 +14,7 @@ struct PredictCommand: ParsableCommand {
     var model: String
     @Option(parsing: .upToNextOption, help: "FASTA file(s).") var fasta: [String]
     @Option(help: "Output TSV (default: stdout).") var out: String?
-    @Option(help: "Tokens per sequence including <cls> and <eos> (at most the model's positions).") var maxLength = 1024
+    @Option(help: "Tokens per sequence including <cls> and <eos> (default: the model's positions, at most 1024; more than the model's max_position_embeddings is an error).") var maxLength: Int?
     @Option(help: "Longer sequences: head, center or reject.") var crop: String = "head"
     @Option(help: "Sequences per forward pass.") var batchSize = 8
 
@@ -22,10 +22,10 @@ struct PredictCommand: ParsableCommand {
         guard let policy = CropPolicy(rawValue: crop) else {
             throw ValidationError("--crop must be one of \(CropPolicy.allCases.map(\.rawValue).joined(separator: ", "))")
         }
-        guard maxLength >= 3 else { throw ValidationError("--max-length must be at least 3") }
+        if let maxLength, maxLength < 3 { throw ValidationError("--max-length must be at least 3") }
         let s = try Predictor.run(model: model, fasta: fasta, output: out, maxLength: maxLength, crop: policy, batchSize: batchSize)
         let err = FileHandle.standardError
-        for c in s.crops { err.write(Data("cropped: \(c)\n".utf8)) }
+        for line in CroppedSequence.report(s.crops, total: s.predicted, maxLength: s.maxLength) { err.write(Data((line + "\n").utf8)) }
         for r in s.rejected {
             err.write(Data("not predicted: \(r.file):\(r.line.map(String.init) ?? "?") \(r.id ?? "(no id)"): \(r.reason)\n".utf8))
         }

@@ -328,6 +328,17 @@ final class EndToEndTests: XCTestCase {
         XCTAssertEqual(summary.predicted, 280)
         XCTAssertEqual(summary.rejected.map(\.id), ["BAD1"])
         XCTAssertEqual(summary.crops.count, 280, "every sample sequence is longer than 38 residues")
+        // Reported as a count, the first five with file and header line, and the rest counted.
+        let fastaPath = data.appendingPathComponent("sample-test-280.fasta").path
+        let report = CroppedSequence.report(summary.crops, total: summary.predicted, maxLength: summary.maxLength)
+        XCTAssertEqual(report.count, 7)
+        XCTAssertEqual(report[0], "cropped: 280 of 280 sequences are longer than 38 residues (--max-length 40 tokens with <cls> and <eos>) and were cropped, policy head")
+        XCTAssertTrue(report[1].hasPrefix("cropped: \(fastaPath):1 "), report[1])
+        XCTAssertTrue(report[1].hasSuffix("cropped to 38 (residues 1-38, policy head)"), report[1])
+        XCTAssertEqual(report[6], "cropped: ... and 275 more")
+        XCTAssertThrowsError(try Predictor.run(model: dir.appendingPathComponent("predict.artifacts/final").path, fasta: [extra], output: nil, maxLength: 2000)) { error in
+            XCTAssertTrue("\(error)".contains("--max-length 2000 is more than the 1026 positions of the model"), "\(error)")
+        }
         let lines = try String(contentsOfFile: out, encoding: .utf8).split(separator: "\n").map { $0.split(separator: "\t", omittingEmptySubsequences: false) }
         let logitNames: [String] = (0 ..< 7).map { "logit_\($0)" }
         let probNames: [String] = (0 ..< 7).map { "prob_\($0)" }

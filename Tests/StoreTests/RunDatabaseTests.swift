@@ -117,11 +117,11 @@ final class RunDatabaseTests: XCTestCase {
 
     func testMigrationsAppliedOnceAndRecorded() throws {
         let db = try open()
-        XCTAssertEqual(try db.appliedMigrations(), ["0001_initial", "0002_embeddings", "0003_score_sets", "0004_excluded_sequences", "0005_accuracy_sd", "0006_attribution_engine", "0007_score_storage", "0008_evidence", "0009_edits_sanity", "0010_predictions", "0011_planted_motifs", "0012_neurons", "0013_cards", "0014_edit_log_odds", "0015_selectivity_shards", "0016_card_controls"])
+        XCTAssertEqual(try db.appliedMigrations(), ["0001_initial", "0002_embeddings", "0003_score_sets", "0004_excluded_sequences", "0005_accuracy_sd", "0006_attribution_engine", "0007_score_storage", "0008_evidence", "0009_edits_sanity", "0010_predictions", "0011_planted_motifs", "0012_neurons", "0013_cards", "0014_edit_log_odds", "0015_selectivity_shards", "0016_card_controls", "0017_model_head"])
         // Reopening applies nothing new and keeps the data.
         try ingestSample(db)
         let again = try open()
-        XCTAssertEqual(try again.appliedMigrations(), ["0001_initial", "0002_embeddings", "0003_score_sets", "0004_excluded_sequences", "0005_accuracy_sd", "0006_attribution_engine", "0007_score_storage", "0008_evidence", "0009_edits_sanity", "0010_predictions", "0011_planted_motifs", "0012_neurons", "0013_cards", "0014_edit_log_odds", "0015_selectivity_shards", "0016_card_controls"])
+        XCTAssertEqual(try again.appliedMigrations(), ["0001_initial", "0002_embeddings", "0003_score_sets", "0004_excluded_sequences", "0005_accuracy_sd", "0006_attribution_engine", "0007_score_storage", "0008_evidence", "0009_edits_sanity", "0010_predictions", "0011_planted_motifs", "0012_neurons", "0013_cards", "0014_edit_log_odds", "0015_selectivity_shards", "0016_card_controls", "0017_model_head"])
         XCTAssertEqual(try again.sequences().map(\.id), ["P1", "P2"])
         XCTAssertEqual(try again.query("SELECT journal_mode FROM pragma_journal_mode").rows, [["wal"]])
         XCTAssertEqual(try again.query("SELECT foreign_keys FROM pragma_foreign_keys").rows, [["1"]])
@@ -363,7 +363,7 @@ final class RunDatabaseTests: XCTestCase {
                 }
         }
         let db = try RunDatabase(path: path)
-        XCTAssertEqual(try db.appliedMigrations().last, "0016_card_controls")
+        XCTAssertEqual(try db.appliedMigrations().last, "0017_model_head")
         XCTAssertEqual(try db.scores(method: "activation"), (0 ..< 36).map { Float($0) })
         XCTAssertEqual(try db.ranks(method: "random", seed: 2), Array(1 ... 36))
         XCTAssertEqual(try db.query("SELECT layer, module, row, col, score, rank FROM neuron_scores WHERE method = 'random' AND rank = 20").rows,

@@ -23,6 +23,7 @@ enum IngestStage: StageImplementation {
             }
         }
         fields.append(("label_level", String(spec.labelLevel)))
+        if let classes = spec.classes { fields.append(("classes", classes.map(\.description).joined(separator: ", "))) }
         if let c = spec.inputs.idColumn { fields.append(("inputs.id_column", c)) }
         if let c = spec.inputs.ecColumn { fields.append(("inputs.ec_column", c)) }
         if let e = spec.inputs.enzymeDat {
@@ -36,8 +37,29 @@ enum IngestStage: StageImplementation {
         return fields
     }
 
-    static func run(_ ctx: RunContext, key: String) throws -> Int {
+    /// What ingest read from the inputs, ready to be committed: the rows of every ingest
+    /// table and the lines to print. `read` makes it without writing anything, so `kneuron
+    /// run` can check the inputs (and the checkpoint's labels against the classes) before the
+    /// first stage, and the stage then commits the same result.
+    struct Result {
+        var files: [InputFileRecord]
+        var classes: [ClassRecord]
+        var sequences: [SequenceRecord]
+        var excluded: [ExcludedSequenceRecord]
+        var rejected: [RejectedRow]
+        var planted: [PlantedMotifRecord]
+        var summary: IngestSummary
+        var log: [String]
+        var seconds: Double
+    }
+
+    /// Reads, checks and assembles the inputs (nothing is written).
+    /// - Throws: reader errors naming the file; `PipelineError.empty` when no sequence is usable
+    ///   or a `classes` entry matches none.
+    static func read(_ ctx: RunContext) throws -> Result {
         let start = Date()
+        var lines: [String] = []
+        func note(_ line: String) { lines.append(line) }
         let spec = ctx.spec
         let inputs = spec.inputs
         var files: [InputFileRecord] = []
@@ -51,7 +73,7 @@ enum IngestStage: StageImplementation {
             let n = try EnzymeNomenclature(enzymeDatPath: ctx.resolve(e))
             nomenclature = n
             let obsolete = n.entries.values.filter { if case .current = $0 { return false } else { return true } }.count
-            ctx.log("  \(ctx.resolve(e)): \(n.entries.count) enzyme.dat entries, \(obsolete) transferred or deleted")
+            note("  \(ctx.resolve(e)): \(n.entries.count) enzyme.dat entries, \(obsolete) transferred or deleted")
         }
         for p in inputs.fasta {
             let path = ctx.resolve(p)
@@ -62,7 +84,7 @@ enum IngestStage: StageImplementation {
             rejected += r.rejected
             fastaRejected += r.rejected
             counts.append(IngestSummary.File(path: path, role: "fasta", read: r.records.count + r.rejected.count))
-            ctx.log("  \(path): \(r.records.count) records read, \(r.rejected.count) rejected while reading")
+            note("  \(path): \(r.records.count) records read, \(r.rejected.count) rejected while reading")
         }
         for p in inputs.labels {
             let path = ctx.resolve(p)
@@ -82,10 +104,15 @@ enum IngestStage: StageImplementation {
             labels.append((path, records))
             rejected += fileRejected
             counts.append(IngestSummary.File(path: path, role: "labels", read: r.records.count + r.rejected.count))
-            ctx.log("  \(path): \(r.records.count) label rows read, \(r.rejected.count) rejected while reading\(rewritten)")
+            note("  \(path): \(r.records.count) label rows read, \(r.rejected.count) rejected while reading\(rewritten)")
         }
-        let assembled = DatasetAssembler.assemble(fasta: fasta, labels: labels, fastaRejected: fastaRejected, level: spec.labelLevel)
+        var assembled = DatasetAssembler.assemble(fasta: fasta, labels: labels, fastaRejected: fastaRejected, level: spec.labelLevel)
         rejected += assembled.rejected
+        if let keep = spec.classes {
+            let outside = try ClassFilter.apply(keep, to: &assembled.accepted)
+            rejected += outside
+            note("  classes \(keep.map(\.description).joined(separator: ", ")): \(outside.count) sequences of other classes rejected")
+        }
         guard !assembled.accepted.isEmpty || ctx.allowEmptyIngest else {
             throw PipelineError.empty(stage: "ingest", what: "no sequence could be used (\(rejected.count) rejected); check that FASTA IDs match the label file's Entry column")
         }
@@ -99,7 +126,7 @@ enum IngestStage: StageImplementation {
             planted = try PlantedDataset.readMotifTable(path: path, sequences: Dictionary(uniqueKeysWithValues: assembled.accepted.map {
                 ($0.id, ($0.sequence, $0.label.description))
             }))
-            ctx.log("  \(path): \(planted.count) planted motifs (\(planted.filter { $0.ecLabel == nil }.count) decoys)")
+            note("  \(path): \(planted.count) planted motifs (\(planted.filter { $0.ecLabel == nil }.count) decoys)")
         }
         let motifNames = Dictionary(planted.compactMap { m in m.ecLabel.map { ($0, "planted motif \(m.pattern)") } }) { a, _ in a }
         let classes = labelSet.sorted().enumerated().map { i, ec in
@@ -120,20 +147,55 @@ enum IngestStage: StageImplementation {
         let rows = rejected.map { RejectedRow(file: $0.file, line: $0.line ?? 0, recordID: $0.id ?? "", reason: $0.reason) }
         let summary = IngestSummary(files: counts, sequences: sequences.map { ($0.sourceFile) },
                                     rejected: rows.map { ($0.file, $0.reason) }, classes: classes.count, excluded: excluded.count)
-        ctx.ingestSummary = summary
         // The log line's counts by reason: the summary's per-file counts, added up.
         let reasons = summary.files.reduce(into: [String: Int]()) { total, f in
             for (kind, n) in f.rejectedByReason { total[kind, default: 0] += n }
         }
         if !excluded.isEmpty {
-            ctx.log("  \(excluded.count) sequences kept in the database but excluded from training (their ECs give different labels at level \(spec.labelLevel))")
+            note("  \(excluded.count) sequences kept in the database but excluded from training (their ECs give different labels at level \(spec.labelLevel))")
         }
-        ctx.log("  accepted \(sequences.count) sequences in \(classes.count) classes; rejected \(rejected.count)"
+        note("  accepted \(sequences.count) sequences in \(classes.count) classes; rejected \(rejected.count)"
             + (reasons.isEmpty ? "" : ": " + reasons.sorted { ($0.value, $1.key) > ($1.value, $0.key) }.map { "\($0.value) \($0.key)" }.joined(separator: ", ")))
-        let n = sequences.count + excluded.count + rows.count
-        try ctx.db.commitIngest(files: files, classes: classes, sequences: sequences, excluded: excluded, rejected: rows, plantedMotifs: planted,
-                                ledger: StageRecord(stage: "ingest", contentKey: key, rowsWritten: n, seconds: Date().timeIntervalSince(start)))
+        return Result(files: files, classes: classes, sequences: sequences, excluded: excluded, rejected: rows, planted: planted,
+                      summary: summary, log: lines, seconds: Date().timeIntervalSince(start))
+    }
+
+    static func run(_ ctx: RunContext, key: String) throws -> Int {
+        let start = Date()
+        let r = try ctx.takePreread() ?? read(ctx)
+        for line in r.log { ctx.log(line) }
+        ctx.ingestSummary = r.summary
+        let n = r.sequences.count + r.excluded.count + r.rejected.count
+        try ctx.db.commitIngest(files: r.files, classes: r.classes, sequences: r.sequences, excluded: r.excluded, rejected: r.rejected, plantedMotifs: r.planted,
+                                ledger: StageRecord(stage: "ingest", contentKey: key, rowsWritten: n, seconds: r.seconds + Date().timeIntervalSince(start)))
         return n
+    }
+}
+
+/// The spec's `classes`: which labels a run keeps.
+enum ClassFilter {
+    /// True when `label` (at the run's level) is `entry` or lies under it (`3.4.-.-` under `3`).
+    static func matches(_ label: ECNumber, _ entry: ECNumber) -> Bool {
+        label.truncated(toLevel: entry.knownDepth) == entry
+    }
+
+    /// Removes from `accepted` the sequences whose label matches no entry of `keep` and returns
+    /// them as rejections (file, line, ID, reason naming the label and the list).
+    /// - Throws: `PipelineError.empty` when an entry matches no accepted sequence (a typo, or a
+    ///   class the data lacks), naming the classes the data has.
+    static func apply(_ keep: [ECNumber], to accepted: inout [LabeledSequence]) throws -> [RejectedRecord] {
+        let list = keep.map(\.description).joined(separator: ", ")
+        let present = Set(accepted.map(\.label))
+        for entry in keep where !present.contains(where: { matches($0, entry) }) {
+            throw PipelineError.empty(stage: "ingest", what: "classes lists \(entry) but no accepted sequence has that label; the data's classes are \(present.sorted().map(\.description).joined(separator: ", "))")
+        }
+        var out: [RejectedRecord] = []
+        accepted.removeAll { s in
+            guard !keep.contains(where: { matches(s.label, $0) }) else { return false }
+            out.append(RejectedRecord(file: s.sourceFile, line: s.line, id: s.id, reason: "class \(s.label) is not among the spec's classes (\(list))"))
+            return true
+        }
+        return out
     }
 }
 
@@ -187,12 +249,15 @@ enum SplitStage: StageImplementation {
                                 fractions: (s.train, s.select, s.test), seed: s.seed)
         var counts: [String: Int] = [:]
         for v in assignment.values { counts[v, default: 0] += 1 }
-        ctx.log("  train \(counts["train"] ?? 0), select \(counts["select"] ?? 0), test \(counts["test"] ?? 0)")
+        let selectOn = s.selectOn.split.rawValue
+        ctx.log("  train \(counts["train"] ?? 0), select \(counts["select"] ?? 0), test \(counts["test"] ?? 0); neurons are selected on the \(selectOn) split"
+                + (s.selectOn == .test ? " (the paper's protocol: selection sees the test set)" : ""))
         let classCount = Set(sequences.map(\.ecLabel)).count
         guard classCount >= 2 else {
             throw PipelineError.empty(stage: "split", what: "the tokenized sequences span \(classCount) class(es); a classifier needs at least 2 (check label_level and the label files)")
         }
-        for name in ["train", "select", "test"] where counts[name, default: 0] == 0 {
+        // With select_on: test and select: 0 there is no select split (the paper's protocol).
+        for name in ["train", "select", "test"] where counts[name, default: 0] == 0 && !(name == "select" && s.select == 0) {
             throw PipelineError.empty(stage: "split", what: "the \(name) split would be empty (\(sequences.count) tokenized sequences, fractions \(s.train)/\(s.select)/\(s.test)); use more data or larger fractions")
         }
         try ctx.db.commitSplits(assignment, ledger: StageRecord(stage: "split", contentKey: key, rowsWritten: assignment.count, seconds: Date().timeIntervalSince(start)))

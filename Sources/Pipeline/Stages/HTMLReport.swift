@@ -14,7 +14,7 @@ enum SVG {
         case AttributionMethod.integratedGradients.rawValue: "#D55E00"
         case AttributionMethod.gradientXActivation.rawValue: "#009E73"
         case "train": "#0072B2"
-        case "select": "#D55E00"
+        case "select", "test": "#D55E00"
         default: "#7f7f7f"
         }
     }
@@ -359,6 +359,7 @@ enum HTMLReport {
             let model = spec.model.checkpoint.map { "checkpoint <code>\(esc($0))</code>, fine-tuned" }
                 ?? "preset <code>\(esc(spec.model.preset ?? "small"))</code> trained here from random weights (no pretrained ESM-2)"
             h += "<p>Model: \(model), \(spec.train.epochs) epochs, \(esc(spec.model.pooling.rawValue)) pooling, at most \(spec.model.maxLength) tokens. "
+            if let head = try db.modelHead(), head.decision != "preset" { h += "Classifier head: \(esc(head.detail)). " }
             h += "Methods: \(spec.attribution.methods.map { esc(label($0.rawValue)) }.joined(separator: ", ")) over \(spec.attribution.modules.map { esc($0.rawValue) }.joined(separator: ", ")) "
             h += "at \(spec.attribution.granularity.map(\.rawValue).joined(separator: " and ")) granularity, on the \(spec.split.selectOn.split.rawValue) split; "
             h += "integrated gradients with \(spec.attribution.steps) steps; submodels evaluated on test. kneuron \(esc(run?.kneuronVersion ?? "?")). "
@@ -381,7 +382,7 @@ enum HTMLReport {
         h += Self.positions(positions, label: label)
         h += MarkdownTables.html(try RunReport.cards(db: db, classes: classes, label: label))
         h += try cardFigures(db: db, classes: classes, label: label)
-        h += try training(db: db)
+        h += try training(db: db, split: spec?.split.selectOn.split.rawValue ?? "select")
         h += try confusion(db: db, classes: classes, full: full)
         h += try completeness(db: db)
         h += try agreement(db: db, label: label)
@@ -567,19 +568,19 @@ enum HTMLReport {
     }
 
     /// Figure 4: loss and accuracy per epoch on the train and select splits.
-    static func training(db: RunDatabase) throws -> String {
+    static func training(db: RunDatabase, split: String = "select") throws -> String {
         let epochs = try db.epochs()
         guard !epochs.isEmpty else { return "" }
         let x = epochs.map { Double($0.epoch) }
         let ticks = Array(Set([1] + stride(from: 10, through: epochs.count, by: max(10, epochs.count / 6 / 10 * 10)).map { $0 } + [epochs.count])).sorted().map(Double.init)
         func series(_ name: String, _ ys: [Double]) -> SVG.Series { SVG.Series(name: name, colour: SVG.colour(name), points: Array(zip(x, ys)).filter { $0.1.isFinite }.map { ($0.0, $0.1) }) }
-        var h = "<h2>Training</h2><p>Mean cross-entropy (nats) and accuracy per epoch on the train and select splits. The train numbers are "
-            + "averaged over the epoch's batches while the weights change (with dropout, if the model has any), the select numbers measured "
-            + "after the epoch, so select can lie above train early on. Every epoch in <a href=\"training.csv\">training.csv</a>.</p><div class=\"figs\">\n"
+        var h = "<h2>Training</h2><p>Mean cross-entropy (nats) and accuracy per epoch on the train and \(split) splits. The train numbers are "
+            + "averaged over the epoch's batches while the weights change (with dropout, if the model has any), the \(split) numbers measured "
+            + "after the epoch, so \(split) can lie above train early on. Every epoch in <a href=\"training.csv\">training.csv</a>.</p><div class=\"figs\">\n"
         h += SVG.chart(title: "cross-entropy per epoch", xLabel: "epoch", yLabel: "mean cross-entropy", logX: false, xTicks: ticks,
-                       series: [series("train", epochs.map(\.trainLoss)), series("select", epochs.map(\.selectLoss))]) + "\n"
+                       series: [series("train", epochs.map(\.trainLoss)), series(split, epochs.map(\.selectLoss))]) + "\n"
         h += SVG.chart(title: "accuracy per epoch", xLabel: "epoch", yLabel: "accuracy", logX: false, xTicks: ticks,
-                       series: [series("train", epochs.map(\.trainAccuracy)), series("select", epochs.map(\.selectAccuracy))]) + "\n"
+                       series: [series("train", epochs.map(\.trainAccuracy)), series(split, epochs.map(\.selectAccuracy))]) + "\n"
         h += "</div>\n"
         return h
     }

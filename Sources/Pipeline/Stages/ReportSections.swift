@@ -130,20 +130,21 @@ extension RunReport {
         return md
     }
 
-    /// The training in numbers: the first and last epoch's loss and accuracy on train and
-    /// select, and the epoch with the best select accuracy (the model evaluated is the last one).
+    /// The training in numbers: the first and last epoch's loss and accuracy on train and on
+    /// `split` (the split neurons are selected on: `select`, or `test` with `select_on: test`),
+    /// and the epoch with the best accuracy there (the model evaluated is the last one).
     /// - Throws: `StoreError` on read failures.
-    static func training(db: RunDatabase) throws -> String {
+    static func training(db: RunDatabase, split: String = "select") throws -> String {
         let epochs = try db.epochs()
         guard let first = epochs.first, let last = epochs.last else { return "" }
-        var md = "## Training\n\n| epoch | train loss | train accuracy | select loss | select accuracy |\n|---|---|---|---|---|\n"
+        var md = "## Training\n\n| epoch | train loss | train accuracy | \(split) loss | \(split) accuracy |\n|---|---|---|---|---|\n"
         func row(_ e: EpochRecord, _ note: String = "") -> String {
             "| \(e.epoch)\(note) | \(fmt(e.trainLoss, 3)) | \(fmt(e.trainAccuracy, 3)) | \(fmt(e.selectLoss, 3)) | \(fmt(e.selectAccuracy, 3)) |\n"
         }
         md += row(first)
         if let best = epochs.filter({ $0.selectAccuracy.isFinite }).max(by: { ($0.selectAccuracy, -$0.epoch) < ($1.selectAccuracy, -$1.epoch) }),
            best.epoch != first.epoch, best.epoch != last.epoch {
-            md += row(best, " (best select accuracy)")
+            md += row(best, " (best \(split) accuracy)")
         }
         if last.epoch != first.epoch { md += row(last, " (last: the model evaluated)") }
         md += "\nLoss: mean cross-entropy, nats. No early stopping: every later stage uses the model after the last epoch.\n\n"

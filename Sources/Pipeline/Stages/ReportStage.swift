@@ -57,6 +57,7 @@ public struct RunReport: Sendable {
             md += "Model: " + (spec.model.checkpoint.map { "checkpoint `\($0)`, fine-tuned" }
                 ?? "preset `\(spec.model.preset ?? "small")` trained here from random weights (no pretrained ESM-2)")
             md += " for \(spec.train.epochs) epochs, `\(spec.model.pooling.rawValue)` pooling, at most \(spec.model.maxLength) tokens. "
+            if let head = try db.modelHead(), head.decision != "preset" { md += "Classifier head: \(head.detail). " }
             md += "Spec `\(name)`, kneuron \(try db.run()?.kneuronVersion ?? "?"). Methods: "
                 + spec.attribution.methods.map { label($0.rawValue) }.joined(separator: ", ")
                 + " (docs/attribution.md), over \(spec.attribution.modules.map(\.rawValue).joined(separator: ", ")) at "
@@ -196,7 +197,7 @@ public struct RunReport: Sendable {
         md += try cards(db: db, classes: classes, label: label)
         md += try agreement(db: db, label: label)
         md += try completeness(db: db)
-        md += try training(db: db)
+        md += try training(db: db, split: spec?.split.selectOn.split.rawValue ?? "select")
         md += try confusion(db: db, classes: classes, full: full)
         let (evidenceMarkdown, curvesCSV) = try evidence(db: db, classes: classes, label: label)
         md += evidenceMarkdown

@@ -158,7 +158,7 @@ enum SanityStage: StageImplementation {
         let train = try SplitData.load(ctx, split: .train)
         let permutation = Trainer.order(count: train.examples.count, seed: seed, epoch: 0)
         let shuffled = train.examples.indices.map { Example(tokens: train.examples[$0].tokens, label: train.examples[permutation[$0]].label) }
-        let model = try ModelStore.initialModel(ctx, classes: try ctx.db.classes())
+        let model = try ModelStore.initialModel(ctx, classes: try ctx.db.classes()).model
         let trainer = TrainStage.makeTrainer(spec, model: model, examples: shuffled.count)
         let progress = ProgressReporter("sanity: training on shuffled labels", total: spec.epochs, unit: "epochs", quiet: ctx.quiet)
         for epoch in 0 ..< spec.epochs {

@@ -27,31 +27,49 @@ struct SplitData {
 
 /// Loading and saving models for the stages.
 enum ModelStore {
-    /// The initial model of the spec: an HF checkpoint or a seeded preset, with the run's classes.
-    static func initialModel(_ ctx: RunContext, classes: [ClassRecord]) throws -> ESMClassifier {
+    /// The initial model of the spec with the run's classes, and how its classifier head was
+    /// obtained: a seeded preset, or an HF checkpoint whose head is kept (its outputs permuted
+    /// to the run's class order by `HeadMapping.decide`), initialised (no head stored) or
+    /// re-initialised (`model.head: reinit`). The returned config's `id2label` is the run's
+    /// classes (`EC name`).
+    /// - Throws: `PipelineError.headMismatch` when the stored head's labels do not match the
+    ///   run's classes; `CheckpointError` / `SafeTensorsError` for an unreadable checkpoint.
+    static func initialModel(_ ctx: RunContext, classes: [ClassRecord]) throws -> (model: ESMClassifier, head: ModelHeadRecord) {
         let spec = ctx.spec.model
         var config: ESMConfig
         var parameters: ParameterBuffer?
+        let decision: HeadDecision
+        var ignored = ""
         if let dir = spec.checkpoint {
-            let loaded = try Checkpoint.load(directory: ctx.resolve(dir), numLabels: classes.count, seed: spec.seed)
-            if loaded.config.numLabels != classes.count {
-                throw PipelineError.empty(stage: "train", what: "checkpoint \(dir) predicts \(loaded.config.numLabels) classes but the data has \(classes.count)")
-            }
-            if !loaded.initialisedTensors.isEmpty {
-                ctx.log("  checkpoint has no classifier; initialised \(loaded.initialisedTensors.joined(separator: ", ")) with seed \(spec.seed)")
+            let path = ctx.resolve(dir)
+            let contents = try Checkpoint.inspect(directory: path)
+            decision = try HeadMapping.decide(path: dir, contents: contents, classes: classes, level: ctx.spec.labelLevel, policy: spec.head)
+            ignored = contents.ignored.sorted { $0.key < $1.key }.map { "\($0.key): \($0.value) tensor\($0.value == 1 ? "" : "s")" }.joined(separator: ", ")
+            var loaded = try decision.keepsHead
+                ? Checkpoint.load(directory: path)
+                : Checkpoint.load(directory: path, numLabels: classes.count, seed: spec.seed, initialiseHead: true)
+            if case .kept(let order, _) = decision, order != Array(order.indices) {
+                loaded.parameters.permuteClassifierOutputs(order)
             }
             config = loaded.config
             config.classifierPooling = spec.pooling
             parameters = loaded.parameters
         } else {
+            decision = .preset(spec.preset ?? "small")
             config = try ESMConfig.preset(spec.preset ?? "small", numLabels: classes.count, pooling: spec.pooling)
         }
         config.maxPositionEmbeddings = max(config.maxPositionEmbeddings, spec.maxLength)
         config.id2label = Dictionary(uniqueKeysWithValues: classes.map { c in (String(c.classIndex), c.name.map { n in "\(c.ecLabel) \(n)" } ?? c.ecLabel) })
-        if let p = parameters {
-            return try ESMClassifier(config: config, parameters: ParameterBuffer(layout: ParameterLayout(config: config), values: p.values))
+        var mapped: [ModelHeadRecord.ClassMapping] = []
+        if case .kept(let order, let labels) = decision {
+            mapped = classes.indices.map { ModelHeadRecord.ClassMapping(classIndex: classes[$0].classIndex, checkpointIndex: order[$0], checkpointLabel: labels[$0]) }
         }
-        return ESMClassifier(config: config, seed: spec.seed)
+        let head = ModelHeadRecord(source: spec.checkpoint ?? "preset \(spec.preset ?? "small")", decision: decision.name,
+                                   detail: HeadMapping.describe(decision, classes: classes, seed: spec.seed), ignored: ignored, classes: mapped)
+        if let p = parameters {
+            return (try ESMClassifier(config: config, parameters: ParameterBuffer(layout: ParameterLayout(config: config), values: p.values)), head)
+        }
+        return (ESMClassifier(config: config, seed: spec.seed), head)
     }
 
     /// Loads the fine-tuned model, checking its SHA-256 against the recorded one.
@@ -76,13 +94,26 @@ extension ParameterBuffer {
         self.init(layout: layout)
         self.values = values
     }
+
+    /// Permutes the classifier's outputs: output `i` becomes the stored output `order[i]`
+    /// (rows of `classifier.out_proj.weight`, numLabels x H, and entries of its bias).
+    mutating func permuteClassifierOutputs(_ order: [Int]) {
+        let w = layout.spec(.classifierOutWeight), b = layout.spec(.classifierOutBias)
+        let h = w.shape[1]
+        let oldW = tensor(w), oldB = tensor(b)
+        for (i, o) in order.enumerated() {
+            for j in 0 ..< h { values[w.range.lowerBound + i * h + j] = oldW[o * h + j] }
+            values[b.range.lowerBound + i] = oldB[o]
+        }
+    }
 }
 
 /// Stage 4: full fine-tuning with AdamW and cross-entropy. After every epoch the model and
 /// optimizer state are saved (`train-state/state.safetensors`, atomically) and the epoch's
 /// curve point recorded, so an interrupted run resumes from the last finished epoch.
 enum TrainStage: StageImplementation {
-    /// Every `model` and `train` key, and the SHA-256 of a checkpoint's model.safetensors.
+    /// Every `model` and `train` key, and the SHA-256 of a checkpoint's model.safetensors (of
+    /// each shard of a sharded one).
     static func parameters(_ ctx: RunContext) throws -> [(name: String, value: String)] {
         let spec = ctx.spec
         var fields = flatten(canonicalJSON(spec.model), prefix: "model") + flatten(canonicalJSON(spec.train), prefix: "train")
@@ -90,6 +121,11 @@ enum TrainStage: StageImplementation {
             let file = (ctx.resolve(ckpt) as NSString).appendingPathComponent("model.safetensors")
             if FileManager.default.fileExists(atPath: file) {
                 fields.append(("model.checkpoint file", "sha256 \(try Hashing.sha256(file: file).hex)"))
+            } else if let contents = try? Checkpoint.inspect(directory: ctx.resolve(ckpt)) {
+                // A sharded checkpoint: every shard (an unreadable one is reported by the preflight).
+                for (i, shard) in contents.weightFiles.enumerated() {
+                    fields.append(("model.checkpoint file[\(i)] \((shard as NSString).lastPathComponent)", "sha256 \(try Hashing.sha256(file: shard).hex)"))
+                }
             }
         }
         return fields
@@ -117,10 +153,12 @@ enum TrainStage: StageImplementation {
         let train = try SplitData.load(ctx, split: .train)
         let select = try SplitData.load(ctx, split: ctx.spec.split.selectOn.split)
         guard !train.examples.isEmpty else { throw PipelineError.empty(stage: "train", what: "the train split is empty") }
-        let model = try ModelStore.initialModel(ctx, classes: classes)
+        let (model, head) = try ModelStore.initialModel(ctx, classes: classes)
+        ctx.log("  head: \(head.detail)" + (head.ignored.isEmpty ? "" : "; not loaded: \(head.ignored)"))
         let trainer = makeTrainer(spec, model: model, examples: train.examples.count)
         ctx.log("  model \(ctx.spec.model.checkpoint ?? ctx.spec.model.preset ?? "?"): \(model.config.numHiddenLayers) layers, hidden \(model.config.hiddenSize), \(model.parameters.layout.count) parameters, \(classes.count) classes, pooling \(model.config.classifierPooling.rawValue)")
-        ctx.log("  train \(train.examples.count) sequences, select \(select.examples.count)")
+        let selectName = ctx.spec.split.selectOn.split.rawValue
+        ctx.log("  train \(train.examples.count) sequences; each epoch evaluated on the \(selectName) split (\(select.examples.count) sequences), the split neurons are selected on")
 
         let stateDir = (ctx.artifactsDirectory as NSString).appendingPathComponent("train-state")
         let statePath = (stateDir as NSString).appendingPathComponent("state.safetensors")
@@ -161,8 +199,8 @@ enum TrainStage: StageImplementation {
                                          selectLoss: sel?.loss ?? .nan, selectAccuracy: sel?.accuracy ?? .nan,
                                          seconds: Date().timeIntervalSince(t0))
                 try ctx.db.recordEpoch(record)
-                ctx.log(String(format: "  epoch %d: train loss %.4f acc %.3f | select loss %.4f acc %.3f | %.1f s",
-                               epoch, record.trainLoss, record.trainAccuracy, record.selectLoss, record.selectAccuracy, record.seconds))
+                ctx.log(String(format: "  epoch %d: train loss %.4f acc %.3f | %@ loss %.4f acc %.3f | %.1f s",
+                               epoch, record.trainLoss, record.trainAccuracy, selectName, record.selectLoss, record.selectAccuracy, record.seconds))
             }
         }
         let finalDir = (ctx.artifactsDirectory as NSString).appendingPathComponent("final")
@@ -171,7 +209,7 @@ enum TrainStage: StageImplementation {
         let h = try Hashing.sha256(file: (finalDir as NSString).appendingPathComponent("model.safetensors"))
         let epochs = try ctx.db.epochs()
         try ctx.db.commitTraining(checkpoints: [CheckpointRecord(name: "final", directory: finalDirAbsolute, sha256: h.hex, sizeBytes: h.size)],
-                                  ledger: StageRecord(stage: "train", contentKey: key, rowsWritten: epochs.count + 1,
+                                  head: head, ledger: StageRecord(stage: "train", contentKey: key, rowsWritten: epochs.count + 1,
                                                       seconds: epochs.reduce(0) { $0 + $1.seconds } + Date().timeIntervalSince(start) - epochs.filter { $0.epoch >= firstEpoch }.reduce(0) { $0 + $1.seconds }))
         ctx.log("  saved \(finalDir) (sha256 \(h.hex.prefix(12)))")
         return epochs.count + 1
