@@ -7,7 +7,7 @@ public enum CheckpointError: Error, CustomStringConvertible, Equatable {
     case missingConfig(directory: String)
     /// config.json is unreadable, not JSON, or a field is missing, mistyped or unsupported.
     case badConfig(path: String, field: String, detail: String)
-    /// The directory has neither model.safetensors nor model.safetensors.index.json.
+    /// The directory has no weight file kneuron reads.
     case missingWeights(directory: String)
     /// model.safetensors.index.json is malformed.
     case badIndex(path: String, detail: String)
@@ -34,7 +34,7 @@ public enum CheckpointError: Error, CustomStringConvertible, Equatable {
         case .badConfig(let path, let field, let detail):
             return "\(path): field '\(field)': \(detail)"
         case .missingWeights(let dir):
-            return "\(dir): neither model.safetensors nor model.safetensors.index.json; convert pytorch_model.bin to safetensors first (e.g. save_pretrained(..., safe_serialization=True))"
+            return "\(dir): no weights: kneuron reads model.safetensors, model.safetensors.index.json, pytorch_model.bin or pytorch_model.bin.index.json in a HuggingFace directory, or a fair-esm ESM-2 .pt file given as the path itself"
         case .badIndex(let path, let detail):
             return "\(path): \(detail)"
         case .missingTensor(let name, let file):
@@ -42,7 +42,7 @@ public enum CheckpointError: Error, CustomStringConvertible, Equatable {
         case .wrongShape(let name, let expected, let found, let file):
             return "\(file): tensor '\(name)' has shape \(found) but config.json implies \(expected)"
         case .unexpectedTensor(let name, let file):
-            return "\(file): unexpected tensor '\(name)'; kneuron reads HuggingFace ESM-2 names (EsmModel, EsmForMaskedLM or EsmForSequenceClassification); fair-esm .pt files must be converted with transformers first"
+            return "\(file): unexpected tensor '\(name)'; kneuron reads HuggingFace ESM-2 names (EsmModel, EsmForMaskedLM or EsmForSequenceClassification) and fair-esm ESM-2 names (give the .pt file itself)"
         case .duplicateTensor(let name, let files):
             return "tensor '\(name)' is stored more than once (\(files.joined(separator: ", "))), e.g. as both LayerNorm.gamma and LayerNorm.weight"
         case .numLabelsRequired(let dir):
@@ -157,12 +157,26 @@ public enum Checkpoint {
     /// headless checkpoint is checked with its config's `numLabels` (only the encoder matters).
     private static func resolve(directory: String, numLabels: Int?, initialiseHead: Bool, requireLabels: Bool) throws -> LoadPlan {
         let dir = URL(fileURLWithPath: directory)
-        let configPath = dir.appendingPathComponent("config.json").path
-        var config = try readConfig(configPath, directory: directory)
-        let architectures = architectures(configPath)
+        var isDirectory: ObjCBool = false
+        let configPath: String
+        var config: ESMConfig
+        let architectures: [String]
+        let files: [SafeTensorsFile]
+        if FileManager.default.fileExists(atPath: directory, isDirectory: &isDirectory), !isDirectory.boolValue {
+            // A fair-esm checkpoint file (`esm.pretrained`'s esm2_*.pt).
+            configPath = directory
+            let fair = try fairESM(path: directory)
+            config = fair.config
+            files = [fair.file]
+            architectures = ["fair-esm ESM2"]
+        } else {
+            configPath = dir.appendingPathComponent("config.json").path
+            config = try readConfig(configPath, directory: directory)
+            architectures = Self.architectures(configPath)
+            files = try weightFiles(dir, directory: directory)
+        }
 
         // Collect the stored tensors by canonical name.
-        let files = try weightFiles(dir, directory: directory)
         var found: [String: (file: SafeTensorsFile, info: SafeTensorInfo)] = [:]
         var ignored: [String: Int] = [:]
         for file in files {
@@ -226,6 +240,57 @@ public enum Checkpoint {
         return LoadPlan(contents: contents, config: config, copies: copies, initialised: requireLabels ? initialised : [])
     }
 
+    /// A `torch.save`d state_dict (HF `pytorch_model.bin`, or `torch.save(model.state_dict())`)
+    /// as a safetensors image, read by the restricted unpickler (`TorchCheckpoint`).
+    /// - Throws: `TorchCheckpointError`; `.badTensor` when the file holds something other than
+    ///   a dict of tensors.
+    static func stateDict(path: String) throws -> SafeTensorsFile {
+        let (object, archive, prefix) = try TorchCheckpoint.read(path: path)
+        guard case .dict(let state) = object else {
+            throw TorchCheckpointError.badTensor(path: path, detail: "holds a \(object.kind), not a state_dict (a dict of name -> tensor)")
+        }
+        return try TorchCheckpoint.safetensors(state, archive: archive, prefix: prefix, path: path)
+    }
+
+    /// A fair-esm ESM-2 checkpoint (`esm.pretrained`'s `esm2_t6_8M_UR50D.pt`: a dict with the
+    /// state_dict under `model` and the architecture under `cfg` -> `model`, an
+    /// `argparse.Namespace` with `encoder_layers`, `encoder_embed_dim`,
+    /// `encoder_attention_heads`, `token_dropout`), read as fair-esm's
+    /// `_load_model_and_alphabet_core_v2` does: the prefixes `encoder.sentence_encoder.` and
+    /// `encoder.` are removed, then `canonicalName` maps fair-esm's names to HF's (as
+    /// transformers' `convert_esm.py`). The configuration is HF's for ESM-2: vocabulary 33,
+    /// `<pad>` 1, `<mask>` 32, rotary positions up to 1026, LayerNorm eps 1e-5, FFN size from
+    /// `fc1`; no classifier head.
+    /// - Throws: `TorchCheckpointError`; `CheckpointError.badConfig` when `cfg` lacks a field or
+    ///   the file is an ESM-1 checkpoint (`args` only).
+    static func fairESM(path: String) throws -> (config: ESMConfig, file: SafeTensorsFile) {
+        let (object, archive, prefix) = try TorchCheckpoint.read(path: path)
+        guard case .dict(let top) = object, case .dict(let state)? = top["model"] else {
+            throw CheckpointError.badConfig(path: path, field: "model", detail: "is missing: a fair-esm checkpoint is a dict with the state_dict under 'model' (for a HuggingFace model give its directory)")
+        }
+        guard case .dict(let cfg)? = top["cfg"], case .namespace(let model)? = cfg["model"] else {
+            let detail = top["args"] != nil ? "is missing and 'args' is present: an ESM-1 / ESM-1b checkpoint, not ESM-2" : "is missing: no cfg['model'] with the architecture"
+            throw CheckpointError.badConfig(path: path, field: "cfg.model", detail: detail)
+        }
+        func int(_ key: String) throws -> Int {
+            guard let v = model[key]?.int, v > 0 else { throw CheckpointError.badConfig(path: path, field: "cfg.model.\(key)", detail: "is missing or not a positive integer") }
+            return v
+        }
+        let layers = try int("encoder_layers"), hidden = try int("encoder_embed_dim"), heads = try int("encoder_attention_heads")
+        var tokenDropout = true
+        if case .bool(let b)? = model["token_dropout"] { tokenDropout = b }
+        let file = try TorchCheckpoint.safetensors(state, archive: archive, prefix: prefix, path: path) { name in
+            for p in ["encoder.sentence_encoder.", "encoder."] where name.hasPrefix(p) { return String(name.dropFirst(p.count)) }
+            return name
+        }
+        let intermediate = file.tensors["layers.0.fc1.weight"]?.shape.first ?? 4 * hidden
+        let vocab = file.tensors["embed_tokens.weight"]?.shape.first ?? 33
+        let config = ESMConfig(vocabSize: vocab, hiddenSize: hidden, numHiddenLayers: layers, numAttentionHeads: heads,
+                               intermediateSize: intermediate, maxPositionEmbeddings: 1026, layerNormEps: 1e-5,
+                               tokenDropout: tokenDropout, maskTokenId: 32, padTokenId: 1, numLabels: 2)
+        return (config, file)
+    }
+
     /// The group an ignored stored tensor is counted under in `Contents.ignored`.
     private static func ignoredGroup(_ stored: String) -> String {
         if stored.hasPrefix("lm_head.") { return "lm_head" }
@@ -248,6 +313,23 @@ public enum Checkpoint {
     /// - `...LayerNorm.gamma`/`.beta` (and `layer_norm`) become `.weight`/`.bias`.
     static func canonicalName(_ stored: String) -> String? {
         var name = stored
+        // fair-esm ESM-2 names (after `fairESM` removed `encoder.sentence_encoder.`), as
+        // transformers' models/esm/convert_esm.py maps them.
+        if name.hasPrefix("layers.") {
+            let parts = name.split(separator: ".", maxSplits: 2).map(String.init)
+            guard parts.count == 3 else { return name }
+            if parts[2].hasSuffix("rot_emb.inv_freq") { return nil }
+            let map = [("self_attn.q_proj.", "attention.self.query."), ("self_attn.k_proj.", "attention.self.key."),
+                       ("self_attn.v_proj.", "attention.self.value."), ("self_attn.out_proj.", "attention.output.dense."),
+                       ("self_attn_layer_norm.", "attention.LayerNorm."), ("final_layer_norm.", "LayerNorm."),
+                       ("fc1.", "intermediate.dense."), ("fc2.", "output.dense.")]
+            for (fair, hf) in map where parts[2].hasPrefix(fair) {
+                return "esm.encoder.layer.\(parts[1]).\(hf)\(parts[2].dropFirst(fair.count))"
+            }
+            return name
+        }
+        if name == "embed_tokens.weight" { return "esm.embeddings.word_embeddings.weight" }
+        if name.hasPrefix("emb_layer_norm_after.") { return "esm.encoder." + name }
         for p in ["embeddings.", "encoder.", "contact_head.", "pooler.", "rotary_embeddings."] where name.hasPrefix(p) {
             name = "esm." + name
         }
@@ -411,7 +493,14 @@ public enum Checkpoint {
     private static func weightFiles(_ dir: URL, directory: String) throws -> [SafeTensorsFile] {
         let single = dir.appendingPathComponent("model.safetensors").path
         if FileManager.default.fileExists(atPath: single) { return [try SafeTensorsFile(path: single)] }
-        let indexPath = dir.appendingPathComponent("model.safetensors.index.json").path
+        var indexPath = dir.appendingPathComponent("model.safetensors.index.json").path
+        var pickled = false
+        if !FileManager.default.fileExists(atPath: indexPath) {
+            let bin = dir.appendingPathComponent("pytorch_model.bin").path
+            if FileManager.default.fileExists(atPath: bin) { return [try stateDict(path: bin)] }
+            indexPath = dir.appendingPathComponent("pytorch_model.bin.index.json").path
+            pickled = true
+        }
         guard FileManager.default.fileExists(atPath: indexPath) else { throw CheckpointError.missingWeights(directory: directory) }
         let map: [String: String]
         do {
@@ -435,7 +524,7 @@ public enum Checkpoint {
             guard FileManager.default.fileExists(atPath: path) else {
                 throw CheckpointError.badIndex(path: indexPath, detail: "shard '\(name)' does not exist")
             }
-            files.append(try SafeTensorsFile(path: path))
+            files.append(try pickled ? stateDict(path: path) : SafeTensorsFile(path: path))
         }
         for (tensor, shard) in map.sorted(by: { $0.key < $1.key }) {
             guard let file = files.first(where: { URL(fileURLWithPath: $0.path).lastPathComponent == shard }),

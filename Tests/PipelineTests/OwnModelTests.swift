@@ -227,4 +227,65 @@ final class OwnModelTests: XCTestCase {
         let level2 = try PipelineSpec.parse(yaml: "name: x\ninputs: {fasta: [a], labels: [b]}\nlabel_level: 2\nclasses: [3, 3.4.-.-]\n")
         XCTAssertEqual(level2.classes?.map(\.description), ["3.-.-.-", "3.4.-.-"])
     }
+
+    /// `kneuron predict` on a HuggingFace directory holding only pytorch_model.bin (torch.save of
+    /// the state_dict) writes transformers' logits (parity.json, 1e-5).
+    func testPredictOnPytorchModelBinGivesTransformersLogits() throws {
+        let parity = try JSONDecoder().decode(Parity.self, from: Data(contentsOf: Self.fixture.appendingPathComponent("parity.json")))
+        var fasta = ""
+        var expected: [String: [Double]] = [:]
+        for (b, ids) in parity.input_ids.enumerated() {
+            let n = parity.attention_mask[b].reduce(0, +)
+            guard !ids[1 ..< n - 1].contains(Int(ESMAlphabet.mask)) else { continue }
+            fasta += ">S\(b)\n" + String(ids[1 ..< n - 1].map { Character(ESMAlphabet.tokens[$0]) }) + "\n"
+            expected["S\(b)"] = parity.logits[b]
+        }
+        let fastaPath = dir.appendingPathComponent("parity.fasta").path
+        try fasta.write(toFile: fastaPath, atomically: true, encoding: .utf8)
+        let out = dir.appendingPathComponent("pred.tsv").path
+        let bin = Self.fixture.deletingLastPathComponent().appendingPathComponent("tiny-esm-bin").path
+        let summary = try Predictor.run(model: bin, fasta: [fastaPath], output: out)
+        XCTAssertEqual(summary.predicted, 3)
+        var worst = 0.0
+        for line in try String(contentsOfFile: out, encoding: .utf8).split(separator: "\n").dropFirst() {
+            let f = line.split(separator: "\t")
+            let want = try XCTUnwrap(expected[String(f[0])])
+            for k in 0 ..< 7 { worst = max(worst, abs(Double(f[1 + k])! - want[k])) }
+        }
+        XCTAssertLessThan(worst, 1e-5)
+    }
+
+    /// `kneuron embed` on a fair-esm .pt file gives transformers' last_hidden_state, averaged
+    /// over the residues (tiny-esm2.json, 1e-5); a run on it initialises the head and says the
+    /// lm_head was not loaded.
+    func testFairESMFileEmbedsAsTransformersAndTrainsWithANewHead() throws {
+        struct Reference: Decodable { let input_ids: [[Int]]; let last_hidden_state: [[[Double]]] }
+        let pt = Self.fixture.deletingLastPathComponent().appendingPathComponent("tiny-esm2.pt").path
+        let reference = try JSONDecoder().decode(Reference.self, from: Data(contentsOf: Self.fixture.deletingLastPathComponent().appendingPathComponent("tiny-esm2.json")))
+        var fasta = ""
+        for (i, ids) in reference.input_ids.enumerated() {
+            fasta += ">R\(i)\n" + String(ids.dropFirst().dropLast().map { Character(ESMAlphabet.tokens[$0]) }) + "\n"
+        }
+        let fastaPath = dir.appendingPathComponent("fair.fasta").path
+        try fasta.write(toFile: fastaPath, atomically: true, encoding: .utf8)
+        let db = try RunDatabase(path: dir.appendingPathComponent("embed.sqlite").path)
+        let summary = try Embedder.run(model: pt, fasta: [fastaPath], db: db, layer: nil)
+        XCTAssertEqual(summary.embedded, reference.input_ids.count)
+        let sha = try Hashing.sha256(file: pt).hex
+        let means = try db.embeddings(modelSHA256: sha, layer: 2, pooling: "mean")
+        var worst = 0.0
+        for (i, states) in reference.last_hidden_state.enumerated() {
+            let got = try XCTUnwrap(means["R\(i)"])
+            for h in 0 ..< 32 {
+                let mean = states.dropFirst().dropLast().map { $0[h] }.reduce(0, +) / Double(states.count - 2)
+                worst = max(worst, abs(Double(got[h]) - mean))
+            }
+        }
+        XCTAssertLessThan(worst, 1e-5)
+
+        let run = try train(try spec(model: pt, classes: [1, 2, 3]))
+        let head = try XCTUnwrap(try run.modelHead())
+        XCTAssertEqual(head.decision, "initialised")
+        XCTAssertTrue(head.ignored.contains("lm_head: 6 tensors"), head.ignored)
+    }
 }
