@@ -32,6 +32,8 @@ public enum PipelineError: Error, CustomStringConvertible {
     /// says (labels differ, no EC labels, nothing to keep); `detail` names both label lists
     /// and what to change.
     case headMismatch(checkpoint: String, detail: String)
+    /// The run's estimated memory (`MemoryPlan`) exceeds what this process may use.
+    case insufficientMemory(needed: String, limit: String, detail: String)
 
     public var description: String {
         switch self {
@@ -52,6 +54,10 @@ public enum PipelineError: Error, CustomStringConvertible {
             return "stage \(stage): \(what)"
         case .headMismatch(let checkpoint, let detail):
             return "checkpoint \(checkpoint): \(detail)"
+        case .insufficientMemory(let needed, let limit, let detail):
+            return "the run needs \(needed) of memory but this process may use \(limit) (the smaller of the machine's memory and its cgroup limit, e.g. Slurm's --mem): \(detail). "
+                + "Lower train.batch_size (training activations grow with it) or model.max_length (activations grow with it, attention scratch with its square), "
+                + "or run where there is more memory. Nothing was written. (KNEURON_SKIP_MEMORY_CHECK=1 skips this check if the estimate is wrong.)"
         case .badShardSelection(let index, let count):
             return "shard index \(index) with \(count) shards: give --num-shards N >= 1 and --shard-index in 0..<N"
         case .shardsLeft(let stage, let task, let left, let total, let unit):

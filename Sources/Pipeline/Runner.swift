@@ -177,14 +177,31 @@ public struct PipelineRunner {
     /// fails before it writes anything: the inputs are read and assembled (when ingest is to
     /// run; its stage then commits that result), and a checkpoint's config, tensor names and
     /// shapes and its classifier's labels are checked against the data's classes (when train is
-    /// to run). The input files' readability was checked when the content keys were made.
-    /// - Throws: what the ingest readers, `Checkpoint.inspect` and `HeadMapping.decide` throw.
+    /// to run), and the memory the model stages will need (`MemoryPlan`) against what this
+    /// process may use. The input files' readability was checked when the content keys were made.
+    /// - Throws: what the ingest readers, `Checkpoint.inspect` and `HeadMapping.decide` throw;
+    ///   `PipelineError.insufficientMemory`.
     func preflight(_ stages: [Stage]) throws {
         var classes: [ClassRecord]?
         if stages.contains(.ingest) {
             let result = try IngestStage.read(context)
             context.preread = result
             classes = result.classes
+        }
+        var config: ESMConfig?
+        if let dir = context.spec.model.checkpoint, stages.contains(where: { $0 >= .train && $0 < .report }) {
+            config = try Checkpoint.inspect(directory: context.resolve(dir)).config
+        } else if context.spec.model.checkpoint == nil {
+            config = try? ESMConfig.preset(context.spec.model.preset ?? "small", numLabels: 2)
+        }
+        if var c = config, stages.contains(where: { $0 >= .train && $0 < .report }) {
+            c.maxPositionEmbeddings = max(c.maxPositionEmbeddings, context.spec.model.maxLength)
+            let plan = MemoryPlan(config: c, spec: context.spec)
+            let (limit, free) = MemoryPlan.available()
+            context.log("memory: \(plan.summary); this process may use \(limit.map(MemoryPlan.mb) ?? "?")\(free.map { ", \(MemoryPlan.mb($0)) free now" } ?? "")")
+            if let limit, plan.total > limit, ProcessInfo.processInfo.environment["KNEURON_SKIP_MEMORY_CHECK"] != "1" {
+                throw PipelineError.insufficientMemory(needed: MemoryPlan.mb(plan.total), limit: MemoryPlan.mb(limit), detail: plan.summary)
+            }
         }
         if stages.contains(.train), let dir = context.spec.model.checkpoint {
             let contents = try Checkpoint.inspect(directory: context.resolve(dir))

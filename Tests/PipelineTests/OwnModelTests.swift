@@ -288,4 +288,32 @@ final class OwnModelTests: XCTestCase {
         XCTAssertEqual(head.decision, "initialised")
         XCTAssertTrue(head.ignored.contains("lm_head: 6 tensors"), head.ignored)
     }
+
+    /// A run whose model cannot fit stops before any work with the estimate and what to change;
+    /// the estimate's parts on the t6_8M shape are the formula's, worked by hand (python:
+    /// P = 7,513,927 parameters with 7 classes; integrated gradients 4 x (2P + 4,096 x 37,760
+    /// + 4 x 256^2) bytes).
+    func testMemoryIsPlannedBeforeWork() throws {
+        var spec = try PipelineSpec.parse(yaml: "name: m\ninputs: {fasta: [a], labels: [b]}\nmodel: {preset: esm2_t6_8M, max_length: 256}\ntrain: {batch_size: 8}\n")
+        let config = try ESMConfig.preset("esm2_t6_8M", numLabels: 7)
+        let plan = MemoryPlan(config: config, spec: spec)
+        XCTAssertEqual(plan.attribution, 4 * (2 * 7_513_927 + 4096 * 37_760 + 4 * 256 * 256))
+        XCTAssertEqual(plan.trainingActivations, 4 * (2048 * 37_760 + 4 * 256 * 256))
+        XCTAssertEqual(plan.training, 4 * 5 * 7_513_927)
+        spec.train.batchSize = 4096
+        XCTAssertEqual(MemoryPlan(config: config, spec: spec).trainingActivations, 4 * (4096 * 256 * 37_760 + 4 * 256 * 256), "158 GB for 4096 x 256 tokens per step")
+
+        let refused = try RunDatabase(path: dir.appendingPathComponent("big.sqlite").path)
+        let big = try self.spec(model: "preset esm2_t33_650M", classes: [1, 2])
+        var text = try String(contentsOfFile: big, encoding: .utf8)
+        text = text.replacingOccurrences(of: "max_length: 32", with: "max_length: 1024").replacingOccurrences(of: "batch_size: 4", with: "batch_size: 4096")
+        try text.write(toFile: big, atomically: true, encoding: .utf8)
+        XCTAssertThrowsError(try train(big, db: refused)) { error in
+            let message = "\(error)"
+            XCTAssertTrue(message.contains("of memory but this process may use"), message)
+            XCTAssertTrue(message.contains("Lower train.batch_size"), message)
+        }
+        XCTAssertEqual(try refused.stages().count, 0)
+        XCTAssertNil(try refused.run())
+    }
 }
