@@ -14,7 +14,8 @@ public struct RunStatus: Sendable {
         public var rows: Int
         /// Recorded wall time, seconds; 0 when not done.
         public var seconds: Double
-        /// Progress note: for `train` the epochs recorded and the last select accuracy, for
+        /// Progress note: for `train` the epochs recorded and the last accuracy on the split
+        /// neurons are selected on (select, or test with `select_on: test`), for
         /// `attribute` the shards done per method (each only when there are any); otherwise empty.
         public var detail: String
     }
@@ -81,8 +82,10 @@ public struct RunStatus: Sendable {
             case .train:
                 let epochs = try db.epochs()
                 if let last = epochs.last {
-                    detail = String(format: "%d epochs recorded (%.1f s); last select accuracy %.3f", epochs.count,
-                                    epochs.map(\.seconds).reduce(0, +), last.selectAccuracy)
+                    // The split each epoch was evaluated on: select, or test with `select_on: test`.
+                    let split = (try? db.run()).flatMap { $0 }.flatMap { try? PipelineSpec.parse(yaml: $0.specYAML) }?.split.selectOn.split.rawValue ?? "select"
+                    detail = String(format: "%d epochs recorded (%.1f s); last %@ accuracy %.3f", epochs.count,
+                                    epochs.map(\.seconds).reduce(0, +), split, last.selectAccuracy)
                 }
             case .attribute:
                 var jobs: [String] = []
