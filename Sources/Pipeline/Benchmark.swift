@@ -3,10 +3,11 @@ import ESM
 import Foundation
 import Store
 
-/// The timed workloads of `kneuron bench` (issue: faster than PyTorch on the same CPU), on the
-/// ESM-2 t6_8M shape (6 layers, hidden 320, 20 heads, FFN 1280) with seeded random weights,
-/// float32, 7 classes, `<cls>` pooling, no padding. `bench/compare-torch.sh` runs the same
-/// workloads in PyTorch.
+/// The timed workloads of `kneuron bench` (issue: faster than PyTorch on the same CPU), by
+/// default on the ESM-2 t6_8M shape (6 layers, hidden 320, 20 heads, FFN 1280; `BenchSetup`
+/// chooses another preset's shape, the tokens per sequence and the batch) with seeded random
+/// weights, float32, 7 classes, `<cls>` pooling, no padding. `bench/compare-torch.sh` runs the
+/// same workloads in PyTorch.
 public enum BenchWorkload: String, CaseIterable, Sendable {
     /// Classifier logits for a batch of 8 x 256 tokens.
     case forward
@@ -20,14 +21,28 @@ public enum BenchWorkload: String, CaseIterable, Sendable {
     /// to a fresh SQLite database in one transaction (`RunDatabase.commitScores`).
     case sqlite
 
-    /// Batch rows B and tokens per row T of the workload.
-    public var shape: (batch: Int, tokens: Int) {
+    /// Batch rows B and tokens per row T of the workload under `setup` (ig: one sequence).
+    public func shape(_ setup: BenchSetup = BenchSetup()) -> (batch: Int, tokens: Int) {
         switch self {
-        case .forward, .train: return (8, 256)
-        case .ig: return (1, 256)
+        case .forward, .train: return (setup.batch, setup.tokens)
+        case .ig: return (1, setup.tokens)
         case .sqlite: return (0, 0)
         }
     }
+}
+
+/// The model shape and input size of the forward, train and ig workloads.
+public struct BenchSetup: Sendable, Equatable {
+    /// A preset of `ESMConfig.preset` (`esm2_t6_8M`, `esm2_t12_35M`, `esm2_t30_150M`, `esm2_t33_650M`, ...).
+    public var shape = "esm2_t6_8M"
+    /// Tokens per sequence, `<cls>` and `<eos>` included (3 ... 1026).
+    public var tokens = 256
+    /// Sequences per forward of the forward and train workloads.
+    public var batch = 8
+    /// The defaults: t6_8M, 8 x 256 tokens.
+    public init() {}
+    /// A setup from its fields.
+    public init(shape: String, tokens: Int, batch: Int) { self.shape = shape; self.tokens = tokens; self.batch = batch }
 }
 
 /// One workload's timings.
@@ -54,10 +69,13 @@ public struct BenchResult: Sendable {
 
 /// Runs the bench workloads.
 public enum Benchmark {
-    /// The t6_8M-shaped classifier with random weights (seed 1), 7 classes.
-    /// - Throws: only if the preset table were broken (`ESMConfigError`).
-    public static func model() throws -> ESMClassifier {
-        ESMClassifier(config: try ESMConfig.preset("esm2_t6_8M", numLabels: 7), seed: 1)
+    /// A classifier of the preset `shape` (default t6_8M) with random weights (seed 1), 7 classes,
+    /// positions for `tokens` tokens.
+    /// - Throws: `ESMConfigError.unknownPreset`.
+    public static func model(_ shape: String = "esm2_t6_8M", tokens: Int = 256) throws -> ESMClassifier {
+        var config = try ESMConfig.preset(shape, numLabels: 7)
+        config.maxPositionEmbeddings = max(config.maxPositionEmbeddings, tokens)
+        return ESMClassifier(config: config, seed: 1)
     }
 
     /// Deterministic token rows: `<cls>`, T-2 residue ids in 4..<24, `<eos>`.
@@ -70,13 +88,13 @@ public enum Benchmark {
     /// projections 8NH^2, the FFN 4NHI, attention scores and mixing 4BT^2H; plus the head.
     /// Backward counts twice the forward; IG counts (steps + 2/3) forward+backward-equivalents
     /// of one row (the 2 endpoint rows are forward only).
-    public static func flops(_ w: BenchWorkload, config c: ESMConfig, steps: Int = 20) -> Double {
+    public static func flops(_ w: BenchWorkload, config c: ESMConfig, steps: Int = 20, setup: BenchSetup = BenchSetup()) -> Double {
         func forward(_ B: Int, _ T: Int) -> Double {
             let N = Double(B * T), H = Double(c.hiddenSize), I = Double(c.intermediateSize)
             let layer = 8 * N * H * H + 4 * N * H * I + 4 * Double(B) * Double(T * T) * H
             return Double(c.numHiddenLayers) * layer + 2 * Double(B) * H * (H + Double(c.numLabels))
         }
-        let (B, T) = w.shape
+        let (B, T) = w.shape(setup)
         switch w {
         case .forward: return forward(B, T)
         case .train: return 3 * forward(B, T)
@@ -87,13 +105,14 @@ public enum Benchmark {
 
     /// Times `repeats` runs of `workload` after one warm-up run (`igSteps`: Riemann steps of
     /// the `ig` workload; `modules` and `granularity`: its score layout, default the paper's
-    /// query/key/value weights).
+    /// query/key/value weights; `setup`: the model shape and input size).
     /// - Throws: `StoreError` for the `sqlite` workload when the temporary database fails;
     ///   `AttributionError.noModules` for an empty module list.
     public static func run(_ workload: BenchWorkload, repeats: Int, igSteps: Int = 20,
-                           modules: [LinearModule] = LinearModule.attention, granularity: Granularity = .weight) throws -> BenchResult {
-        let model = try model()
-        let (B, T) = workload.shape
+                           modules: [LinearModule] = LinearModule.attention, granularity: Granularity = .weight,
+                           setup: BenchSetup = BenchSetup()) throws -> BenchResult {
+        let model = try model(setup.shape, tokens: setup.tokens)
+        let (B, T) = workload.shape(setup)
         let rows = tokens(batch: B, length: T)
         let batch = TokenBatch(sequences: rows, padTokenId: Int32(model.config.padTokenId))
         var grads = ParameterBuffer(layout: model.parameters.layout)
@@ -126,7 +145,7 @@ public enum Benchmark {
         }
         // The analytic count is one weight path; neuron granularity runs one shorter path per
         // (layer, module), which it does not count.
-        let count = workload == .ig && granularity == .neuron ? Double.nan : flops(workload, config: model.config, steps: igSteps)
+        let count = workload == .ig && granularity == .neuron ? Double.nan : flops(workload, config: model.config, steps: igSteps, setup: setup)
         return BenchResult(workload: workload, milliseconds: times, flops: count,
                            peakRSSBytes: peakRSS())
     }
