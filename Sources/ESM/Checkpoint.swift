@@ -81,6 +81,10 @@ public enum Checkpoint {
         public var ignored: [String: Int]
         /// config.json's `architectures`, when given (e.g. `EsmForMaskedLM`).
         public var architectures: [String]
+        /// What a user should know about tensors that were not loaded: a stored rotary
+        /// `inv_freq` that differs from the exact 1 / 10000^(2i/d) (rounded when the checkpoint
+        /// was saved in F16 or BF16; kneuron recomputes it, transformers uses the stored one).
+        public var notes: [String] = []
         /// The stored head's labels in output order, from `id2label`; nil when config.json has
         /// no `id2label` for every output, or there is no head.
         public var headLabels: [String]? {
@@ -179,10 +183,18 @@ public enum Checkpoint {
         // Collect the stored tensors by canonical name.
         var found: [String: (file: SafeTensorsFile, info: SafeTensorInfo)] = [:]
         var ignored: [String: Int] = [:]
+        var worstInvFreq: Float = 0
         for file in files {
             for stored in file.tensors.keys.sorted() {
                 guard let name = canonicalName(stored) else {
                     ignored[ignoredGroup(stored), default: 0] += 1
+                    if stored.hasSuffix("inv_freq"), let values = try? file.floats(stored), config.numAttentionHeads > 0 {
+                        let d = config.hiddenSize / config.numAttentionHeads
+                        for (i, v) in values.enumerated() where i < d / 2 {
+                            let exact = Float(1) / powf(10000, Float(2 * i) / Float(d))
+                            worstInvFreq = max(worstInvFreq, abs(v - exact) / exact)
+                        }
+                    }
                     continue
                 }
                 if let previous = found[name] {
@@ -194,8 +206,11 @@ public enum Checkpoint {
         }
 
         let hasHead = classifierTensors.contains { found[$0.rawValue] != nil }
-        let contents = Contents(config: config, weightFiles: files.map(\.path), hasClassifier: hasHead,
+        var contents = Contents(config: config, weightFiles: files.map(\.path), hasClassifier: hasHead,
                                 ignored: ignored, architectures: architectures)
+        if worstInvFreq > 1e-6 {
+            contents.notes.append(String(format: "the stored rotary inv_freq differs from the exact 1/10000^(2i/d) by up to %.2g (relative; rounded when the checkpoint was saved in a lower precision): kneuron recomputes it exactly, so its outputs differ slightly from transformers', which uses the stored values", Double(worstInvFreq)))
+        }
         let initialiseHead = initialiseHead || !hasHead
         if let n = numLabels {
             if n != config.numLabels {

@@ -130,7 +130,7 @@ public enum HeadMapping {
                 return "the stored classifier head is kept: its \(order.count) outputs are the data's classes in the same order (id2label matches)"
             }
             let moves = zip(classes, zip(order, labels)).map { c, o in "\(c.ecLabel) <- output \(o.0) (\(o.1))" }
-            return "the stored classifier head is kept, its outputs reordered to the data's class order by EC label: " + moves.joined(separator: ", ")
+            return "the stored classifier head is kept, its outputs reordered to the data's class order by their id2label: " + moves.joined(separator: ", ")
         }
     }
 }

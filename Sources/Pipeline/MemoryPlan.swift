@@ -83,12 +83,15 @@ public struct MemoryPlan: Sendable, Equatable {
         return (limit, meminfo("MemAvailable"))
     }
 
-    /// `n` bytes in MB, rounded.
-    static func mb(_ n: Int64) -> String { "\((n + (1 << 19)) >> 20) MB" }
+    /// `n` bytes in MB, rounded (one decimal below 10 MB).
+    static func mb(_ n: Int64) -> String {
+        n < 10 << 20 ? String(format: "%.1f MB", Double(n) / 1_048_576) : "\((n + (1 << 19)) >> 20) MB"
+    }
 
-    /// One line: the estimate and its parts.
+    /// One line: the estimate and its parts (the stages run one after another, so the peak is
+    /// the larger of training and integrated gradients, plus the base).
     public var summary: String {
-        "about \(Self.mb(total)) (training: weights and optimizer \(Self.mb(training)) + activations \(Self.mb(trainingActivations)); "
-            + "integrated gradients \(Self.mb(attribution)); base \(Self.mb(base)))"
+        "about \(Self.mb(total)) at the peak: the larger of training (weights and optimizer \(Self.mb(training)) + activations \(Self.mb(trainingActivations))) "
+            + "and integrated gradients (\(Self.mb(attribution))), plus \(Self.mb(base)) base"
     }
 }

@@ -113,12 +113,16 @@ public enum Predictor {
     public struct Summary: Sendable {
         /// Rows written.
         public var predicted = 0
+        /// The class of each `logit_i` / `prob_i` column: the checkpoint's `id2label` (its index when absent).
+        public var classes: [String] = []
         /// Records not predicted, with file, line, ID and reason.
         public var rejected: [RejectedRecord] = []
         /// The cropped sequences, in input order.
         public var crops: [CroppedSequence] = []
         /// The tokenizer's maximum length, tokens.
         public var maxLength = 0
+        /// What the checkpoint's reader noted (`Checkpoint.Contents.notes`).
+        public var notes: [String] = []
     }
 
     /// Predicts every record of `fasta` with the checkpoint in `model`, writing the TSV to
@@ -144,6 +148,8 @@ public enum Predictor {
         summary.rejected = input.rejected
         summary.crops = input.crops
         summary.maxLength = tokenizer.maxLength
+        summary.notes = (try? Checkpoint.inspect(directory: directory))?.notes ?? []
+        summary.classes = (0 ..< C).map { loaded.config.id2label?[String($0)] ?? String($0) }
         let rows = input.rows.map { (id: $0.id, tokens: $0.tokens.ids) }
         var text = "id\t" + (0 ..< C).map { "logit_\($0)" }.joined(separator: "\t") + "\t"
             + (0 ..< C).map { "prob_\($0)" }.joined(separator: "\t") + "\tpredicted\n"
@@ -189,6 +195,8 @@ public enum Embedder {
         public var crops: [CroppedSequence] = []
         /// The tokenizer's maximum length, tokens.
         public var maxLength = 0
+        /// What the checkpoint's reader noted (`Checkpoint.Contents.notes`).
+        public var notes: [String] = []
     }
 
     /// Embeds every usable record of `fasta` with the checkpoint in `model` and stores the
@@ -219,6 +227,7 @@ public enum Embedder {
         summary.rejected = input.rejected
         summary.crops = input.crops
         summary.maxLength = tokenizer.maxLength
+        summary.notes = (try? Checkpoint.inspect(directory: directory))?.notes ?? []
         let rows = input.rows
         var records: [EmbeddingRecord] = []
         var start = 0

@@ -12,7 +12,7 @@ struct EmbedCommand: ParsableCommand {
         abstract: "Store per-sequence mean-over-residues and <cls> embeddings of one layer in SQLite.",
         discussion: "Layer 0 = embeddings, i = output of block i, default = last_hidden_state (after the final LayerNorm). Vectors are little-endian float32 BLOBs in table `embeddings`.")
 
-    @Option(help: "ESM-2 checkpoint directory (config.json + model.safetensors).") var model: String
+    @Option(help: "ESM-2 checkpoint: a HuggingFace directory (config.json + model.safetensors or pytorch_model.bin) or a fair-esm ESM-2 .pt file.") var model: String
     @Option(parsing: .upToNextOption, help: "FASTA file(s).") var fasta: [String]
     @Option(help: "SQLite database (created when missing; a run database works too).") var db: String
     @Option(help: "Layer: 0 ... num_hidden_layers (default: the last, after the final LayerNorm).") var layer: Int?
@@ -27,6 +27,7 @@ struct EmbedCommand: ParsableCommand {
         let database = try RunDatabase(path: db)
         let s = try Embedder.run(model: model, fasta: fasta, db: database, layer: layer, maxLength: maxLength, crop: policy)
         let err = FileHandle.standardError
+        for note in s.notes { err.write(Data("note: \(note)\n".utf8)) }
         for line in CroppedSequence.report(s.crops, total: s.embedded, maxLength: s.maxLength) { err.write(Data((line + "\n").utf8)) }
         for r in s.rejected {
             err.write(Data("not embedded: \(r.file):\(r.line.map(String.init) ?? "?") \(r.id ?? "(no id)"): \(r.reason)\n".utf8))

@@ -10,7 +10,7 @@ struct PredictCommand: ParsableCommand {
         abstract: "Classify the sequences of FASTA files with a fine-tuned checkpoint (TSV of logits, probabilities, predicted class).",
         discussion: "Crops and records that cannot be used are reported on stderr with file, line and reason.")
 
-    @Option(help: "Fine-tuned EsmForSequenceClassification directory (config.json + model.safetensors), e.g. runs/NAME.artifacts/final.")
+    @Option(help: "Fine-tuned EsmForSequenceClassification: a HuggingFace directory (config.json + model.safetensors or pytorch_model.bin), e.g. runs/NAME.artifacts/final.")
     var model: String
     @Option(parsing: .upToNextOption, help: "FASTA file(s).") var fasta: [String]
     @Option(help: "Output TSV (default: stdout).") var out: String?
@@ -25,10 +25,12 @@ struct PredictCommand: ParsableCommand {
         if let maxLength, maxLength < 3 { throw ValidationError("--max-length must be at least 3") }
         let s = try Predictor.run(model: model, fasta: fasta, output: out, maxLength: maxLength, crop: policy, batchSize: batchSize)
         let err = FileHandle.standardError
+        for note in s.notes { err.write(Data("note: \(note)\n".utf8)) }
         for line in CroppedSequence.report(s.crops, total: s.predicted, maxLength: s.maxLength) { err.write(Data((line + "\n").utf8)) }
         for r in s.rejected {
             err.write(Data("not predicted: \(r.file):\(r.line.map(String.init) ?? "?") \(r.id ?? "(no id)"): \(r.reason)\n".utf8))
         }
+        err.write(Data(("columns logit_i / prob_i are the classes " + s.classes.enumerated().map { "\($0.offset) = \($0.element)" }.joined(separator: ", ") + " (the checkpoint's id2label)\n").utf8))
         err.write(Data("predicted \(s.predicted) sequences\(out.map { " into \($0)" } ?? ""); \(s.crops.count) cropped; \(s.rejected.count) not predicted\n".utf8))
     }
 }

@@ -111,4 +111,18 @@ final class TorchCheckpointTests: XCTestCase {
         print("damaged files: \(loaded) loaded (a changed value or an unread byte), \(refused) refused")
         XCTAssertGreaterThan(refused, cuts.count)
     }
+
+    /// A stored rotary inv_freq rounded to F16 is noted (kneuron recomputes it; transformers uses
+    /// the stored values, so their outputs differ): the F16 fixture's inv_freq (head dim 8: 1, 0.1,
+    /// 0.01, 0.001) is stored as the nearest halves, the largest relative error 4.04e-4 at 0.001
+    /// (numpy: float16(0.001) = 0.0010004); the F32 fixture's is exact.
+    func testRoundedInvFreqIsNoted() throws {
+        XCTAssertEqual(try Checkpoint.inspect(directory: Fixture.tinyESM.path).notes, [])
+        let dir = try temporaryDirectory(self)
+        try FileManager.default.copyItem(at: Fixture.tinyESM.appendingPathComponent("config.json"), to: dir.appendingPathComponent("config.json"))
+        try FileManager.default.copyItem(at: Fixture.tinyESM.appendingPathComponent("model-f16.safetensors"), to: dir.appendingPathComponent("model.safetensors"))
+        let notes = try Checkpoint.inspect(directory: dir.path).notes
+        XCTAssertEqual(notes.count, 1)
+        XCTAssertTrue(notes.first?.contains("differs from the exact 1/10000^(2i/d) by up to 0.0004 ") ?? false, "\(notes)")
+    }
 }

@@ -358,7 +358,7 @@ enum HTMLReport {
         if let spec {
             let model = spec.model.checkpoint.map { "checkpoint <code>\(esc($0))</code>, fine-tuned" }
                 ?? "preset <code>\(esc(spec.model.preset ?? "small"))</code> trained here from random weights (no pretrained ESM-2)"
-            h += "<p>Model: \(model), \(spec.train.epochs) epochs, \(esc(spec.model.pooling.rawValue)) pooling, at most \(spec.model.maxLength) tokens. "
+            h += "<p>Model: \(model), \(spec.train.epochs) epoch\(spec.train.epochs == 1 ? "" : "s"), \(esc(spec.model.pooling.rawValue)) pooling, at most \(spec.model.maxLength) tokens. "
             if let head = try db.modelHead(), head.decision != "preset" { h += "Classifier head: \(esc(head.detail)). " }
             h += "Methods: \(spec.attribution.methods.map { esc(label($0.rawValue)) }.joined(separator: ", ")) over \(spec.attribution.modules.map { esc($0.rawValue) }.joined(separator: ", ")) "
             h += "at \(spec.attribution.granularity.map(\.rawValue).joined(separator: " and ")) granularity, on the \(spec.split.selectOn.split.rawValue) split; "

@@ -56,7 +56,7 @@ public struct RunReport: Sendable {
         if let spec {
             md += "Model: " + (spec.model.checkpoint.map { "checkpoint `\($0)`, fine-tuned" }
                 ?? "preset `\(spec.model.preset ?? "small")` trained here from random weights (no pretrained ESM-2)")
-            md += " for \(spec.train.epochs) epochs, `\(spec.model.pooling.rawValue)` pooling, at most \(spec.model.maxLength) tokens. "
+            md += " for \(spec.train.epochs) epoch\(spec.train.epochs == 1 ? "" : "s"), `\(spec.model.pooling.rawValue)` pooling, at most \(spec.model.maxLength) tokens. "
             if let head = try db.modelHead(), head.decision != "preset" { md += "Classifier head: \(head.detail). " }
             md += "Spec `\(name)`, kneuron \(try db.run()?.kneuronVersion ?? "?"). Methods: "
                 + spec.attribution.methods.map { label($0.rawValue) }.joined(separator: ", ")

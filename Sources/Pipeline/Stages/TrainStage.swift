@@ -45,6 +45,7 @@ enum ModelStore {
             let contents = try Checkpoint.inspect(directory: path)
             decision = try HeadMapping.decide(path: dir, contents: contents, classes: classes, level: ctx.spec.labelLevel, policy: spec.head)
             ignored = contents.ignored.sorted { $0.key < $1.key }.map { "\($0.key): \($0.value) tensor\($0.value == 1 ? "" : "s")" }.joined(separator: ", ")
+            for note in contents.notes { ctx.log("  note: \(note)") }
             var loaded = try decision.keepsHead
                 ? Checkpoint.load(directory: path)
                 : Checkpoint.load(directory: path, numLabels: classes.count, seed: spec.seed, initialiseHead: true)
