@@ -5,6 +5,8 @@ import Foundation
 public enum CheckpointError: Error, CustomStringConvertible, Equatable {
     /// The directory has no config.json.
     case missingConfig(directory: String)
+    /// The checkpoint path does not exist.
+    case notFound(path: String)
     /// config.json is unreadable, not JSON, or a field is missing, mistyped or unsupported.
     case badConfig(path: String, field: String, detail: String)
     /// The directory has no weight file kneuron reads.
@@ -29,6 +31,8 @@ public enum CheckpointError: Error, CustomStringConvertible, Equatable {
 
     public var description: String {
         switch self {
+        case .notFound(let path):
+            return "\(path): no such file or directory; model.checkpoint (or --model) names a HuggingFace ESM-2 directory or a fair-esm .pt file"
         case .missingConfig(let dir):
             return "\(dir): no config.json; a HuggingFace ESM-2 checkpoint directory holds config.json and model.safetensors"
         case .badConfig(let path, let field, let detail):
@@ -162,6 +166,7 @@ public enum Checkpoint {
     private static func resolve(directory: String, numLabels: Int?, initialiseHead: Bool, requireLabels: Bool) throws -> LoadPlan {
         let dir = URL(fileURLWithPath: directory)
         var isDirectory: ObjCBool = false
+        guard FileManager.default.fileExists(atPath: directory) else { throw CheckpointError.notFound(path: directory) }
         let configPath: String
         var config: ESMConfig
         let architectures: [String]
@@ -227,6 +232,12 @@ public enum Checkpoint {
             throw e
         }
 
+        // The stored layers must be the configured ones before the layout is built for them.
+        let lastLayer = "esm.encoder.layer.\(config.numHiddenLayers - 1).\(LayerTensor.queryWeight.rawValue)"
+        guard found[lastLayer] != nil else { throw CheckpointError.missingTensor(name: lastLayer, file: files.first?.path ?? directory) }
+        if let extra = found["esm.encoder.layer.\(config.numHiddenLayers).\(LayerTensor.queryWeight.rawValue)"] {
+            throw CheckpointError.unexpectedTensor(name: extra.info.name, file: extra.file.path)
+        }
         let layout = ParameterLayout(config: config)
         var copies: [(spec: TensorSpec, file: SafeTensorsFile, info: SafeTensorInfo)] = []
         var initialised: [String] = []
@@ -260,11 +271,12 @@ public enum Checkpoint {
     /// - Throws: `TorchCheckpointError`; `.badTensor` when the file holds something other than
     ///   a dict of tensors.
     static func stateDict(path: String) throws -> SafeTensorsFile {
-        let (object, archive, prefix) = try TorchCheckpoint.read(path: path)
-        guard case .dict(let state) = object else {
-            throw TorchCheckpointError.badTensor(path: path, detail: "holds a \(object.kind), not a state_dict (a dict of name -> tensor)")
+        try TorchCheckpoint.read(path: path) { object, archive, prefix in
+            guard case .dict(let state) = object else {
+                throw TorchCheckpointError.badTensor(path: path, detail: "holds a \(object.kind), not a state_dict (a dict of name -> tensor)")
+            }
+            return try TorchCheckpoint.safetensors(state, archive: archive, prefix: prefix, path: path)
         }
-        return try TorchCheckpoint.safetensors(state, archive: archive, prefix: prefix, path: path)
     }
 
     /// A fair-esm ESM-2 checkpoint (`esm.pretrained`'s `esm2_t6_8M_UR50D.pt`: a dict with the
@@ -279,7 +291,11 @@ public enum Checkpoint {
     /// - Throws: `TorchCheckpointError`; `CheckpointError.badConfig` when `cfg` lacks a field or
     ///   the file is an ESM-1 checkpoint (`args` only).
     static func fairESM(path: String) throws -> (config: ESMConfig, file: SafeTensorsFile) {
-        let (object, archive, prefix) = try TorchCheckpoint.read(path: path)
+        try TorchCheckpoint.read(path: path) { object, archive, prefix in try fairESM(path: path, object: object, archive: archive, prefix: prefix) }
+    }
+
+    /// `fairESM(path:)` on the unpickled top-level `object`.
+    private static func fairESM(path: String, object: PickleValue, archive: ZipEntries, prefix: String) throws -> (config: ESMConfig, file: SafeTensorsFile) {
         guard case .dict(let top) = object, case .dict(let state)? = top["model"] else {
             throw CheckpointError.badConfig(path: path, field: "model", detail: "is missing: a fair-esm checkpoint is a dict with the state_dict under 'model' (for a HuggingFace model give its directory)")
         }

@@ -166,6 +166,22 @@ public struct ESMConfig: Codable, Sendable, Equatable {
                           ("num_labels", numLabels), ("vocab_size", vocabSize)] where v <= 0 {
             throw ESMConfigError.unsupported(field: name, value: "\(v)", expected: "a positive number")
         }
+        // Bounds far above every ESM-2 (the largest: 48 layers, hidden 5120, FFN 20480), so that a
+        // hostile config.json cannot make the parameter layout allocate without limit.
+        for (name, v, limit) in [("num_hidden_layers", numHiddenLayers, 1024), ("hidden_size", hiddenSize, 65_536),
+                                 ("intermediate_size", intermediateSize, 262_144), ("num_labels", numLabels, 100_000),
+                                 ("vocab_size", vocabSize, 1_000_000), ("max_position_embeddings", maxPositionEmbeddings, 1_000_000)] where v > limit {
+            throw ESMConfigError.unsupported(field: name, value: "\(v)", expected: "at most \(limit)")
+        }
+        if vocabSize < 33 {
+            throw ESMConfigError.unsupported(field: "vocab_size", value: "\(vocabSize)", expected: "at least 33 (ESM-2's alphabet: <cls> <pad> <eos> <unk>, 25 residue letters, . - <null_1> <mask>)")
+        }
+        if maxPositionEmbeddings < 3 {
+            throw ESMConfigError.unsupported(field: "max_position_embeddings", value: "\(maxPositionEmbeddings)", expected: "at least 3 (<cls>, one residue, <eos>)")
+        }
+        if !(layerNormEps > 0) || !layerNormEps.isFinite {
+            throw ESMConfigError.unsupported(field: "layer_norm_eps", value: "\(layerNormEps)", expected: "a positive number")
+        }
         if hiddenSize % numAttentionHeads != 0 || headDim % 2 != 0 {
             throw ESMConfigError.unsupported(field: "num_attention_heads", value: "\(numAttentionHeads)",
                                              expected: "a divisor of hidden_size \(hiddenSize) giving an even head dimension")

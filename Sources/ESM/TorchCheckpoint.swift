@@ -42,7 +42,9 @@ public enum TorchCheckpointError: Error, CustomStringConvertible, Equatable {
         case .badPickle(let path, let offset, let detail):
             return "\(path): data.pkl is malformed at byte \(offset): \(detail); the file is truncated or corrupt"
         case .forbiddenGlobal(let path, let name):
-            return "\(path): refused: the pickle calls \(name), which is not a tensor, storage or plain container; kneuron never runs code from a checkpoint (re-save the state_dict alone, or convert it to safetensors with transformers)"
+            return name.hasPrefix("torch.")
+                ? "\(path): refused: the pickle uses \(name), a tensor type or layout this reader does not support (it reads dense tensors of float, integer and bool storages); convert the checkpoint to float32 safetensors with transformers"
+                : "\(path): refused: the pickle calls \(name), which is not a tensor, storage or plain container; kneuron never runs code from a checkpoint (re-save the state_dict alone, or convert it to safetensors with transformers)"
         case .unsupportedOpcode(let path, let offset, let opcode):
             return "\(path): data.pkl uses pickle opcode 0x\(String(opcode, radix: 16)) at byte \(offset), which this reader does not support; re-save the checkpoint with torch.save (protocol 2) or convert it to safetensors"
         case .badTensor(let path, let detail):
@@ -59,7 +61,7 @@ indirect enum PickleValue {
     case float(Double)
     case string(String)
     case bytes([UInt8])
-    case tuple([PickleValue])
+    case tuple(PickleTuple)
     case list(PickleList)
     case dict(PickleDict)
     /// An allowed class or function, `module.name`.
@@ -85,7 +87,7 @@ indirect enum PickleValue {
     /// The elements of a tuple or list.
     var elements: [PickleValue]? {
         switch self {
-        case .tuple(let v): return v
+        case .tuple(let t): return t.items
         case .list(let l): return l.items
         default: return nil
         }
@@ -112,32 +114,46 @@ indirect enum PickleValue {
     }
 }
 
+/// A pickled tuple (immutable) and how deeply tuples nest inside it (lists and dicts, emptied
+/// by `TorchPickle.release`, do not count), so that nesting can be capped: a value nested
+/// thousands of levels deep would overflow the stack when it is freed.
+final class PickleTuple {
+    let items: [PickleValue]
+    let depth: Int
+    init(_ items: [PickleValue]) {
+        self.items = items
+        depth = 1 + items.reduce(0) { d, v in if case .tuple(let t) = v { return max(d, t.depth) } else { return d } }
+    }
+}
+
 /// A pickled list (a reference: APPEND mutates the object the memo also holds).
 final class PickleList {
     var items: [PickleValue] = []
     init(_ items: [PickleValue] = []) { self.items = items }
 }
 
-/// A pickled dict (a reference, as `PickleList`); keys in insertion order.
+/// A pickled dict (a reference, as `PickleList`); keys in insertion order, string keys indexed.
 final class PickleDict {
     var keys: [PickleValue] = []
     var values: [PickleValue] = []
+    private var index: [String: Int] = [:]
     init() {}
 
     func set(_ key: PickleValue, _ value: PickleValue) {
-        if case .string(let s) = key, let i = keys.firstIndex(where: { if case .string(s) = $0 { return true } else { return false } }) {
+        if case .string(let s) = key, let i = index[s] {
             values[i] = value
-        } else {
-            keys.append(key)
-            values.append(value)
+            return
         }
+        if case .string(let s) = key { index[s] = keys.count }
+        keys.append(key)
+        values.append(value)
     }
 
+    /// Drops every entry (see `TorchPickle.release`).
+    func removeAll() { keys = []; values = []; index = [:] }
+
     /// The value of a string key.
-    subscript(_ key: String) -> PickleValue? {
-        for (k, v) in zip(keys, values) { if case .string(key) = k { return v } }
-        return nil
-    }
+    subscript(_ key: String) -> PickleValue? { index[key].map { values[$0] } }
 }
 
 /// A tensor of a PyTorch checkpoint: a strided view of one storage.
@@ -169,6 +185,11 @@ struct TorchPickle {
     private var stack: [PickleValue] = []
     private var marks: [Int] = []
     private var memo: [Int: PickleValue] = [:]
+    /// Every list and dict made, emptied by `release` so that freeing them never recurses deeply.
+    private var lists: [PickleList] = []
+    private var dicts: [PickleDict] = []
+    /// Tuples nested deeper than this are refused (state_dicts nest a few levels).
+    static let maxDepth = 1000
 
     init(path: String, bytes: [UInt8]) {
         self.path = path
@@ -176,6 +197,33 @@ struct TorchPickle {
     }
 
     private func fail(_ detail: String) -> TorchCheckpointError { .badPickle(path: path, offset: pos, detail: detail) }
+
+    /// Empties every list and dict the machine made (and its stack and memo), so that the
+    /// values are freed without deep recursion whatever the pickle nested. Call it when the
+    /// loaded value is no longer needed.
+    mutating func release() {
+        for l in lists { l.items = [] }
+        for d in dicts { d.removeAll() }
+        lists = []; dicts = []; stack = []; memo = [:]
+    }
+
+    private mutating func tuple(_ items: [PickleValue]) throws -> PickleValue {
+        let t = PickleTuple(items)
+        guard t.depth <= Self.maxDepth else { throw fail("tuples nested more than \(Self.maxDepth) levels deep") }
+        return .tuple(t)
+    }
+
+    private mutating func newList(_ items: [PickleValue] = []) -> PickleValue {
+        let l = PickleList(items)
+        lists.append(l)
+        return .list(l)
+    }
+
+    private mutating func newDict() -> PickleDict {
+        let d = PickleDict()
+        dicts.append(d)
+        return d
+    }
 
     private mutating func take(_ n: Int) throws -> ArraySlice<UInt8> {
         guard n >= 0, pos <= bytes.count - n else { throw fail("needs \(n) more bytes but the data ends") }
@@ -236,9 +284,9 @@ struct TorchPickle {
         switch name {
         case "collections.OrderedDict":
             guard args.isEmpty else { throw fail("OrderedDict with arguments") }
-            return .dict(PickleDict())
+            return .dict(newDict())
         case "argparse.Namespace":
-            return .namespace(PickleDict())
+            return .namespace(newDict())
         case "_codecs.encode":
             guard args.count == 2, case .string(let s) = args[0], case .string(let enc) = args[1], enc == "latin1" || enc == "latin-1" else {
                 throw fail("_codecs.encode takes a str and 'latin1'")
@@ -293,18 +341,18 @@ struct TorchPickle {
             case 0x42: try push(.bytes(Array(try take(try length(4)))))       // BINBYTES
             case 0x55: try push(.string(String(decoding: try take(try length(1)), as: UTF8.self)))   // SHORT_BINSTRING
             case 0x54: try push(.string(String(decoding: try take(try length(4)), as: UTF8.self)))   // BINSTRING
-            case 0x29: try push(.tuple([]))                                   // EMPTY_TUPLE
-            case 0x85: try push(.tuple([try pop()]))                          // TUPLE1
-            case 0x86: let b = try pop(), a = try pop(); try push(.tuple([a, b]))              // TUPLE2
-            case 0x87: let c = try pop(), b = try pop(), a = try pop(); try push(.tuple([a, b, c]))   // TUPLE3
-            case 0x74: try push(.tuple(try popMark()))                        // TUPLE
-            case 0x5D: try push(.list(PickleList()))                          // EMPTY_LIST
-            case 0x6C: try push(.list(PickleList(try popMark())))             // LIST
-            case 0x7D: try push(.dict(PickleDict()))                          // EMPTY_DICT
+            case 0x29: try push(try tuple([]))                                // EMPTY_TUPLE
+            case 0x85: try push(try tuple([try pop()]))                       // TUPLE1
+            case 0x86: let b = try pop(), a = try pop(); try push(try tuple([a, b]))           // TUPLE2
+            case 0x87: let c = try pop(), b = try pop(), a = try pop(); try push(try tuple([a, b, c]))   // TUPLE3
+            case 0x74: try push(try tuple(try popMark()))                     // TUPLE
+            case 0x5D: try push(newList())                                    // EMPTY_LIST
+            case 0x6C: try push(newList(try popMark()))                       // LIST
+            case 0x7D: try push(.dict(newDict()))                             // EMPTY_DICT
             case 0x64:                                                        // DICT
                 let items = try popMark()
                 guard items.count % 2 == 0 else { throw fail("DICT with an odd number of items") }
-                let d = PickleDict()
+                let d = newDict()
                 for i in stride(from: 0, to: items.count, by: 2) { d.set(items[i], items[i + 1]) }
                 try push(.dict(d))
             case 0x61:                                                        // APPEND
@@ -457,9 +505,11 @@ struct ZipEntries {
 /// PyTorch checkpoint files (`torch.save`) read as safetensors images, so that `Checkpoint`
 /// loads them exactly as it loads `model.safetensors`.
 public enum TorchCheckpoint {
-    /// Reads `path` and returns the top-level object and a reader of its tensors.
-    /// - Throws: `TorchCheckpointError`.
-    static func read(path: String) throws -> (object: PickleValue, archive: ZipEntries, prefix: String) {
+    /// Reads `path` and passes the top-level object, the archive and the entries' prefix
+    /// (`archive/`) to `body`; the unpickled values are released (without deep recursion) when
+    /// `body` returns or anything throws.
+    /// - Throws: `TorchCheckpointError`, and what `body` throws.
+    static func read<T>(path: String, _ body: (PickleValue, ZipEntries, String) throws -> T) throws -> T {
         let data: Data
         do { data = try Data(contentsOf: URL(fileURLWithPath: path), options: .mappedIfSafe) } catch {
             throw TorchCheckpointError.io(path: path, detail: error.localizedDescription)
@@ -470,8 +520,9 @@ public enum TorchCheckpoint {
         }
         let prefix = String(pkl.dropLast("data.pkl".count))
         var machine = TorchPickle(path: path, bytes: [UInt8](data[zip.entries[pkl]!]))
+        defer { machine.release() }
         let object = try machine.load()
-        return (object, zip, prefix)
+        return try body(object, zip, prefix)
     }
 
     /// The tensors of `state` (name -> tensor; other values are skipped when `skipOthers`,
@@ -493,13 +544,25 @@ public enum TorchCheckpoint {
             guard let range = archive.entries[prefix + "data/" + t.storageKey] else {
                 throw TorchCheckpointError.badTensor(path: path, detail: "tensor '\(stored)': its storage \(t.storageKey) has no data file \(prefix)data/\(t.storageKey)")
             }
+            // Every product below is checked: this module is compiled with -Ounchecked.
             let size = t.dtype.size
-            guard range.count >= t.storageCount * size else {
+            let (storageBytes, storageOverflow) = t.storageCount.multipliedReportingOverflow(by: size)
+            guard t.storageCount >= 0, !storageOverflow, range.count >= storageBytes else {
                 throw TorchCheckpointError.badTensor(path: path, detail: "tensor '\(stored)': storage \(t.storageKey) holds \(range.count) bytes, fewer than its \(t.storageCount) elements of \(size) bytes")
             }
-            let count = t.shape.reduce(1) { $0.multipliedReportingOverflow(by: $1).overflow ? Int.max : $0 * $1 }
-            guard t.shape.allSatisfy({ $0 >= 0 }), t.stride.allSatisfy({ $0 >= 0 }), t.offset >= 0, count < Int.max else {
-                throw TorchCheckpointError.badTensor(path: path, detail: "tensor '\(stored)' has a negative or overflowing size, stride or offset")
+            guard t.shape.allSatisfy({ $0 >= 0 }), t.stride.allSatisfy({ $0 >= 0 }), t.offset >= 0 else {
+                throw TorchCheckpointError.badTensor(path: path, detail: "tensor '\(stored)' has a negative size, stride or offset")
+            }
+            var count = 1
+            for n in t.shape {
+                let (c, o) = count.multipliedReportingOverflow(by: n)
+                guard !o else { throw TorchCheckpointError.badTensor(path: path, detail: "tensor '\(stored)' of shape \(t.shape) has more elements than can be counted") }
+                count = c
+            }
+            // A weight has no more elements than its storage; a broadcast view (stride 0) that
+            // expands a few values into many is refused, so memory stays bounded by the file.
+            guard count <= t.storageCount else {
+                throw TorchCheckpointError.badTensor(path: path, detail: "tensor '\(stored)' of shape \(t.shape) has \(count) elements but its storage only \(t.storageCount) (an expanded, broadcast view); re-save it with .contiguous()")
             }
             // The last element's index in the storage must be inside it.
             guard let last = lastElement(t), count == 0 || last < t.storageCount else {

@@ -46,17 +46,27 @@ public enum HeadMapping {
     /// The EC number a checkpoint label names: the label's first
     /// word (an optional `EC`/`EC:` prefix allowed), as kneuron writes them (`1.-.-.-
     /// Oxidoreductases`) and as label files have them (`3.4.-.-`, `3.4`); at `level` 1 also an
-    /// ExPASy class name alone (`Hydrolases`, any case). nil for anything else (`LABEL_0`).
+    /// ExPASy class name alone (`Hydrolases`, any case). nil for anything else (`LABEL_0`), and
+    /// for a label whose EC and class name disagree (`1.-.-.- Hydrolases`).
     public static func ecLabel(_ text: String, level: Int) -> ECNumber? {
-        let words = text.split(whereSeparator: { $0 == " " || $0 == "\t" }).map(String.init)
+        let words = text.split(whereSeparator: { $0.isWhitespace }).map(String.init)
         guard let first = words.first else { return nil }
         var candidates = [first]
-        if first.uppercased() == "EC" || first.uppercased() == "EC:", words.count > 1 { candidates = [first + " " + words[1]] }
+        var rest = Array(words.dropFirst())
+        if first.uppercased() == "EC" || first.uppercased() == "EC:", words.count > 1 {
+            candidates = [first + " " + words[1]]
+            rest = Array(words.dropFirst(2))
+        }
         for c in candidates {
-            if let ec = try? ECNumber(c) { return ec }
+            if let ec = try? ECNumber(c) {
+                // "1.-.-.- Hydrolases" contradicts itself: neither is trusted.
+                let name = rest.joined(separator: " ").lowercased()
+                if let (k, _) = ECClassNames.builtinClassNames.first(where: { $0.value.lowercased() == name }), ec.ecClass != k { return nil }
+                return ec
+            }
         }
         if level == 1 {
-            let name = text.trimmingCharacters(in: .whitespaces).lowercased()
+            let name = text.trimmingCharacters(in: .whitespacesAndNewlines).lowercased()
             if let (k, _) = ECClassNames.builtinClassNames.first(where: { $0.value.lowercased() == name }) { return try? ECNumber("\(k)") }
         }
         return nil

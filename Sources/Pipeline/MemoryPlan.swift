@@ -30,24 +30,28 @@ public struct MemoryPlan: Sendable, Equatable {
     /// Fixed overhead, bytes.
     public var base: Int64 = 100 << 20
     /// The peak: base + the larger of training and attribution.
-    public var total: Int64 { base + max(training + trainingActivations, attribution) }
+    public var total: Int64 { Self.bytes(Double(base) + max(Double(training) + Double(trainingActivations), Double(attribution))) }
 
-    /// Activation floats of one forward + backward of `tokens` tokens of sequences of `length` tokens.
-    static func activationFloats(_ c: ESMConfig, tokens: Int, length: Int, workers: Int) -> Int64 {
-        let L = Int64(c.numHiddenLayers), H = Int64(c.hiddenSize), I = Int64(c.intermediateSize)
-        return Int64(tokens) * (H * (8 * L + 10) + I * (2 * L + 3)) + 2 * Int64(max(1, workers)) * Int64(length) * Int64(length)
+    /// Activation floats of one forward + backward of `tokens` tokens of sequences of `length`
+    /// tokens (in Double: a spec's batch size may be absurd; the result is clamped by `bytes`).
+    static func activationFloats(_ c: ESMConfig, tokens: Double, length: Int, workers: Int) -> Double {
+        let L = Double(c.numHiddenLayers), H = Double(c.hiddenSize), I = Double(c.intermediateSize)
+        return tokens * (H * (8 * L + 10) + I * (2 * L + 3)) + 2 * Double(max(1, workers)) * Double(length) * Double(length)
     }
+
+    /// `x` bytes as an Int64, at most Int64.max.
+    static func bytes(_ x: Double) -> Int64 { x >= 9.0e18 ? Int64(9.0e18) : Int64(x.rounded(.up)) }
 
     /// The plan for `config` under `spec` (`model.max_length`, `train.batch_size`, whether the
     /// spec trains and attributes with integrated gradients).
     public init(config: ESMConfig, spec: PipelineSpec, workers: Int = 2) {
-        let P = Int64(ParameterLayout(config: config).count)
+        let P = Double(ParameterLayout(config: config).count)
         let T = spec.model.maxLength
-        training = spec.train.epochs > 0 || spec.sanity.labelRandomization ? 4 * 5 * P : 4 * 2 * P
-        trainingActivations = 4 * Self.activationFloats(config, tokens: spec.train.batchSize * T, length: T, workers: workers)
-        let igTokens = max(IntegratedGradientsAttributor.tokensPerChunk, T)
+        training = Self.bytes(spec.train.epochs > 0 || spec.sanity.labelRandomization ? 4 * 5 * P : 4 * 2 * P)
+        trainingActivations = Self.bytes(4 * Self.activationFloats(config, tokens: Double(spec.train.batchSize) * Double(T), length: T, workers: workers))
+        let igTokens = Double(max(IntegratedGradientsAttributor.tokensPerChunk, T))
         attribution = spec.attribution.methods.contains(.integratedGradients) || spec.attribution.methods.contains(.gradientXActivation)
-            ? 4 * (2 * P + Self.activationFloats(config, tokens: igTokens, length: T, workers: workers)) : 0
+            ? Self.bytes(4 * (2 * P + Self.activationFloats(config, tokens: igTokens, length: T, workers: workers))) : 0
     }
 
     /// The memory this process may use, bytes: the smallest cgroup `memory.max` (v2) or

@@ -201,6 +201,10 @@ public struct ModelSpec: Codable, Sendable, Equatable {
         crop = try c.decodeIfPresent(CropPolicy.self, forKey: .crop) ?? crop
         seed = try c.decodeIfPresent(UInt64.self, forKey: .seed) ?? seed
         head = try c.decodeIfPresent(HeadPolicy.self, forKey: .head)
+        if checkpoint != nil, c.contains(.preset) {
+            throw SpecError.invalid(path: keyPath(c.codingPath + [CodingKeys.preset]),
+                                    message: "give either model.preset (a model drawn from random weights) or model.checkpoint (a model you have), not both; the checkpoint's config.json decides its shape")
+        }
         if head != nil && checkpoint == nil {
             throw SpecError.invalid(path: keyPath(c.codingPath + [CodingKeys.head]),
                                     message: "model.head applies to a model.checkpoint; a preset's head is always drawn with model.seed, so remove it")

@@ -115,6 +115,8 @@ public enum Predictor {
         public var predicted = 0
         /// The class of each `logit_i` / `prob_i` column: the checkpoint's `id2label` (its index when absent).
         public var classes: [String] = []
+        /// Sequences whose logits are not finite (`predicted` is then `NaN`).
+        public var nonFinite = 0
         /// Records not predicted, with file, line, ID and reason.
         public var rejected: [RejectedRecord] = []
         /// The cropped sequences, in input order.
@@ -162,7 +164,10 @@ public enum Predictor {
                 let l = logits[(b * C) ..< ((b + 1) * C)], p = probabilities[(b * C) ..< ((b + 1) * C)]
                 var best = 0
                 for c in 1 ..< max(1, C) where l[l.startIndex + c] > l[l.startIndex + best] { best = c }
-                let name = loaded.config.id2label?[String(best)] ?? String(best)
+                // A NaN logit (a broken checkpoint) has no class; a label's tabs and newlines would break the TSV.
+                let finite = l.allSatisfy(\.isFinite)
+                if !finite { summary.nonFinite += 1 }
+                let name = finite ? (loaded.config.id2label?[String(best)] ?? String(best)).map { $0 == "\t" || $0 == "\n" || $0 == "\r" ? " " : $0 }.reduce("") { $0 + String($1) } : "NaN"
                 text += row.id + "\t" + l.map { String($0) }.joined(separator: "\t") + "\t"
                     + p.map { String($0) }.joined(separator: "\t") + "\t" + name + "\n"
             }

@@ -187,6 +187,11 @@ public struct PipelineRunner {
             let result = try IngestStage.read(context)
             context.preread = result
             classes = result.classes
+            // The split's checks, on the sequences ingest accepts (tokenize refuses some only
+            // with crop: reject, so the check waits for the split stage then).
+            if stages.contains(.split), context.spec.model.crop != .reject, !context.allowEmptyIngest {
+                try SplitStage.check(result.sequences.map { (id: $0.id, sequence: $0.sequence, label: $0.ecLabel) }, context.spec.split)
+            }
         }
         var config: ESMConfig?
         if let dir = context.spec.model.checkpoint, stages.contains(where: { $0 >= .train && $0 < .report }) {

@@ -1,4 +1,5 @@
 import ArgumentParser
+import ESM
 import Foundation
 import Pipeline
 import ProteinData
@@ -24,6 +25,8 @@ struct EmbedCommand: ParsableCommand {
             throw ValidationError("--crop must be one of \(CropPolicy.allCases.map(\.rawValue).joined(separator: ", "))")
         }
         if let maxLength, maxLength < 3 { throw ValidationError("--max-length must be at least 3") }
+        // A checkpoint that cannot be read is reported before the database is created.
+        _ = try Checkpoint.inspect(directory: model)
         let database = try RunDatabase(path: db)
         let s = try Embedder.run(model: model, fasta: fasta, db: database, layer: layer, maxLength: maxLength, crop: policy)
         let err = FileHandle.standardError

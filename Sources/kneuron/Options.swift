@@ -64,12 +64,17 @@ struct OperationalError: Error, CustomStringConvertible {
 /// a bad label file) leaves no empty run behind.
 enum FreshDatabase {
     nonisolated(unsafe) static var path: String?
+    /// The database's directory, when this process created it (removed with the database when empty).
+    nonisolated(unsafe) static var directory: String?
 
     /// Deletes the database created by this process (with its -wal, -shm and lock files) when
     /// no stage is recorded in it; leaves anything else alone.
     static func removeIfEmpty() {
         guard let path, let db = try? RunDatabase(path: path, readOnly: true), (try? db.stages().isEmpty) == true else { return }
         for suffix in ["", "-wal", "-shm", ".lock"] { try? FileManager.default.removeItem(atPath: path + suffix) }
+        if let dir = directory, (try? FileManager.default.contentsOfDirectory(atPath: dir).isEmpty) == true {
+            try? FileManager.default.removeItem(atPath: dir)
+        }
     }
 }
 
@@ -83,7 +88,10 @@ enum RunLock {
     static func acquire(databasePath: String, suffix: String = "") throws {
         if descriptor >= 0 { return }
         let dir = (databasePath as NSString).deletingLastPathComponent
-        if !dir.isEmpty { try? FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true) }
+        if !dir.isEmpty && !FileManager.default.fileExists(atPath: dir) {
+            try? FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+            FreshDatabase.directory = dir
+        }
         let lockPath = databasePath + suffix + ".lock"
         let fd = open(lockPath, O_CREAT | O_RDWR | O_CLOEXEC, 0o644)
         guard fd >= 0 else {

@@ -31,6 +31,9 @@ struct PredictCommand: ParsableCommand {
             err.write(Data("not predicted: \(r.file):\(r.line.map(String.init) ?? "?") \(r.id ?? "(no id)"): \(r.reason)\n".utf8))
         }
         err.write(Data(("columns logit_i / prob_i are the classes " + s.classes.enumerated().map { "\($0.offset) = \($0.element)" }.joined(separator: ", ") + " (the checkpoint's id2label)\n").utf8))
+        if s.nonFinite > 0 {
+            err.write(Data("warning: \(s.nonFinite) sequences have non-finite logits (NaN or infinite): their predicted class is NaN; the checkpoint's weights or config (e.g. layer_norm_eps) are broken\n".utf8))
+        }
         err.write(Data("predicted \(s.predicted) sequences\(out.map { " into \($0)" } ?? ""); \(s.crops.count) cropped; \(s.rejected.count) not predicted\n".utf8))
     }
 }

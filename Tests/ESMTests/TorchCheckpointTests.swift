@@ -79,6 +79,13 @@ final class TorchCheckpointTests: XCTestCase {
         refused("reduce-not-callable.bin") { "\($0)".contains("REDUCE applies a str, which is not an allowed callable") }
         refused("truncated.bin") { if case .badArchive = $0 { return true } else { return false } }
         refused("short-storage.bin") { "\($0)".contains("holds 8 bytes, fewer than its 4 elements of 4 bytes") }
+        // Sizes that overflow or would expand a few bytes into gigabytes (this module is built
+        // with -Ounchecked, so only explicit checks stand between them and memory corruption).
+        refused("size-overflow.bin") { "\($0)".contains("has more elements than can be counted") || "\($0)".contains("an expanded, broadcast view") }
+        refused("numel-overflow.bin") { "\($0)".contains("fewer than its 4611686018427387904 elements") }
+        refused("broadcast.bin") { "\($0)".contains("has 4294967296 elements but its storage only 1 (an expanded, broadcast view)") }
+        refused("deep-tuples.bin") { "\($0)".contains("tuples nested more than 1000 levels deep") }
+        refused("deep-lists.bin") { "\($0)".contains("holds a list, not a state_dict") }
         // A legacy (pre-zip) torch.save file starts with a pickle.
         let legacy = try temporaryDirectory(self).appendingPathComponent("legacy.bin")
         try Data([0x80, 0x02, 0x8A, 0x0A] + [UInt8](repeating: 0, count: 40)).write(to: legacy)
@@ -124,5 +131,21 @@ final class TorchCheckpointTests: XCTestCase {
         let notes = try Checkpoint.inspect(directory: dir.path).notes
         XCTAssertEqual(notes.count, 1)
         XCTAssertTrue(notes.first?.contains("differs from the exact 1/10000^(2i/d) by up to 0.0004 ") ?? false, "\(notes)")
+    }
+
+    /// A config.json whose sizes are absurd, or whose vocabulary is smaller than ESM-2's
+    /// alphabet, is refused before any layout is built.
+    func testAbsurdConfigsAreRefusedBeforeAllocating() throws {
+        let base = try XCTUnwrap(JSONSerialization.jsonObject(with: Data(contentsOf: Fixture.tinyESM.appendingPathComponent("config.json"))) as? [String: Any])
+        for (key, value, message) in [("num_hidden_layers", 1_000_000_000, "at most 1024"), ("vocab_size", 20, "at least 33"),
+                                      ("max_position_embeddings", -5, "at least 3"), ("num_hidden_layers", 3, "esm.encoder.layer.2.attention.self.query.weight' is missing")] {
+            let dir = try temporaryDirectory(self)
+            var config = base
+            config[key] = value
+            try JSONSerialization.data(withJSONObject: config).write(to: dir.appendingPathComponent("config.json"))
+            try FileManager.default.copyItem(at: Fixture.tinyESM.appendingPathComponent("model.safetensors"), to: dir.appendingPathComponent("model.safetensors"))
+            XCTAssertThrowsError(try Checkpoint.inspect(directory: dir.path)) { XCTAssertTrue("\($0)".contains(message), "\(key): \($0)") }
+        }
+        XCTAssertThrowsError(try Checkpoint.inspect(directory: "/nonexistent/esm2")) { XCTAssertTrue("\($0)".contains("no such file or directory"), "\($0)") }
     }
 }

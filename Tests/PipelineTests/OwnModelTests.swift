@@ -106,6 +106,8 @@ final class OwnModelTests: XCTestCase {
         XCTAssertNil(HeadMapping.ecLabel("hydrolases", level: 2), "a class name says nothing about subclasses")
         XCTAssertNil(HeadMapping.ecLabel("LABEL_0", level: 1))
         XCTAssertNil(HeadMapping.ecLabel("", level: 1))
+        XCTAssertEqual(HeadMapping.ecLabel("\t1.-.-.-\n", level: 1)?.description, "1.-.-.-")
+        XCTAssertNil(HeadMapping.ecLabel("1.-.-.- Hydrolases", level: 1), "the EC and the name disagree")
     }
 
     /// Same labels (the fixture's ExPASy class names, in EC order): the head is kept unchanged;
@@ -224,6 +226,14 @@ final class OwnModelTests: XCTestCase {
                 XCTAssertTrue("\(error)".contains(message), "\(yaml): \(error)")
             }
         }
+        // One class left, or an empty split: refused before ingest writes anything.
+        let one = try self.spec(model: "preset tiny", classes: [1, 2], extra: "classes: [1]")
+        let oneDB = try RunDatabase(path: dir.appendingPathComponent("one.sqlite").path)
+        XCTAssertThrowsError(try train(one, db: oneDB)) { XCTAssertTrue("\($0)".contains("span 1 class(es); a classifier needs at least 2"), "\($0)") }
+        XCTAssertEqual(try oneDB.stages().count, 0)
+        XCTAssertThrowsError(try PipelineSpec.parse(yaml: "name: x\ninputs: {fasta: [a], labels: [b]}\nmodel: {preset: tiny, checkpoint: c}\n")) {
+            XCTAssertTrue("\($0)".contains("give either model.preset"), "\($0)")
+        }
         let level2 = try PipelineSpec.parse(yaml: "name: x\ninputs: {fasta: [a], labels: [b]}\nlabel_level: 2\nclasses: [3, 3.4.-.-]\n")
         XCTAssertEqual(level2.classes?.map(\.description), ["3.-.-.-", "3.4.-.-"])
     }
@@ -302,6 +312,8 @@ final class OwnModelTests: XCTestCase {
         XCTAssertEqual(plan.training, 4 * 5 * 7_513_927)
         spec.train.batchSize = 4096
         XCTAssertEqual(MemoryPlan(config: config, spec: spec).trainingActivations, 4 * (4096 * 256 * 37_760 + 4 * 256 * 256), "158 GB for 4096 x 256 tokens per step")
+        spec.train.batchSize = Int.max
+        XCTAssertEqual(MemoryPlan(config: config, spec: spec).total, Int64(9.0e18), "an absurd batch saturates instead of overflowing")
 
         let refused = try RunDatabase(path: dir.appendingPathComponent("big.sqlite").path)
         let big = try self.spec(model: "preset esm2_t33_650M", classes: [1, 2])

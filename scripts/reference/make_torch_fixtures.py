@@ -158,4 +158,29 @@ with zipfile.ZipFile(io.BytesIO(buf.getvalue())) as z:
 with zipfile.ZipFile(os.path.join(hostile, "short-storage.bin"), "w", compression=zipfile.ZIP_STORED) as z:
     for n, v in entries.items():
         z.writestr(n, v[:8] if n.endswith("/data/0") else v)
+
+
+# Hand-made pickles whose sizes would overflow or exhaust memory (the breaker's recipes).
+def long1(n):
+    b = pickle.encode_long(n)
+    return b"\x8a" + bytes([len(b)]) + b
+
+
+def tup(items):
+    return b"(" + b"".join(items) + b"t"
+
+
+def tensor_pickle(size, stride, offset, numel):
+    p = b"\x80\x02}X\x01\x00\x00\x00w" + b"ctorch._utils\n_rebuild_tensor_v2\n("
+    p += b"(X\x07\x00\x00\x00storagectorch\nFloatStorage\nX\x01\x00\x00\x000X\x03\x00\x00\x00cpu" + long1(numel) + b"tQ"
+    p += long1(offset) + tup([long1(x) for x in size]) + tup([long1(x) for x in stride])
+    p += b"\x89ccollections\nOrderedDict\n)RtRs."
+    return p
+
+
+zipped("size-overflow.bin", tensor_pickle([2**62 + 2], [0], 0, 1), {"0": b"\0" * 4})
+zipped("numel-overflow.bin", tensor_pickle([4], [1], 20, 2**62), {"0": b"\0" * 16})
+zipped("broadcast.bin", tensor_pickle([2**16, 2**16], [0, 0], 0, 1), {"0": b"\0" * 4})
+zipped("deep-tuples.bin", b"\x80\x02)" + b"\x85" * 50000 + b".")
+zipped("deep-lists.bin", b"\x80\x02" + b"]" * 100000 + b"a" * 99999 + b".")
 print("wrote", ", ".join(sorted(os.listdir(fixtures))), "and hostile/:", ", ".join(sorted(os.listdir(hostile))))

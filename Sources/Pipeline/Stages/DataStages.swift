@@ -252,16 +252,26 @@ enum SplitStage: StageImplementation {
         let selectOn = s.selectOn.split.rawValue
         ctx.log("  train \(counts["train"] ?? 0), select \(counts["select"] ?? 0), test \(counts["test"] ?? 0); neurons are selected on the \(selectOn) split"
                 + (s.selectOn == .test ? " (the paper's protocol: selection sees the test set)" : ""))
-        let classCount = Set(sequences.map(\.ecLabel)).count
-        guard classCount >= 2 else {
-            throw PipelineError.empty(stage: "split", what: "the tokenized sequences span \(classCount) class(es); a classifier needs at least 2 (check label_level and the label files)")
-        }
-        // With select_on: test and select: 0 there is no select split (the paper's protocol).
-        for name in ["train", "select", "test"] where counts[name, default: 0] == 0 && !(name == "select" && s.select == 0) {
-            throw PipelineError.empty(stage: "split", what: "the \(name) split would be empty (\(sequences.count) tokenized sequences, fractions \(s.train)/\(s.select)/\(s.test)); use more data or larger fractions")
-        }
+        try check(sequences.map { (id: $0.id, sequence: $0.sequence, label: $0.ecLabel) }, s, assignment: assignment)
         try ctx.db.commitSplits(assignment, ledger: StageRecord(stage: "split", contentKey: key, rowsWritten: assignment.count, seconds: Date().timeIntervalSince(start)))
         return assignment.count
+    }
+
+    /// The split's requirements on `items` (the sequences to split): at least 2 classes, and no
+    /// empty train, test or (unless `select` is 0) select split under `spec`'s fractions.
+    /// - Throws: `PipelineError.empty` naming what to change.
+    static func check(_ items: [(id: String, sequence: String, label: String)], _ spec: SplitSpec, assignment: [String: String]? = nil) throws {
+        let classCount = Set(items.map(\.label)).count
+        guard classCount >= 2 else {
+            throw PipelineError.empty(stage: "split", what: "the sequences span \(classCount) class(es); a classifier needs at least 2 (check label_level, classes and the label files)")
+        }
+        let assigned = assignment ?? assign(items, fractions: (spec.train, spec.select, spec.test), seed: spec.seed)
+        var counts: [String: Int] = [:]
+        for v in assigned.values { counts[v, default: 0] += 1 }
+        // With select_on: test and select: 0 there is no select split (the paper's protocol).
+        for name in ["train", "select", "test"] where counts[name, default: 0] == 0 && !(name == "select" && spec.select == 0) {
+            throw PipelineError.empty(stage: "split", what: "the \(name) split would be empty (\(items.count) sequences, fractions \(spec.train)/\(spec.select)/\(spec.test)); use more data or larger fractions")
+        }
     }
 
     /// Assigns groups of identical sequences to splits, per class: groups are shuffled with
