@@ -14,7 +14,8 @@ import Foundation
 /// - training: the weights, their gradients and AdamW's two moments (4P floats), and one more
 ///   copy of the weights while a checkpoint is written (P);
 /// - integrated gradients: alpha steps run as batch rows of `IntegratedGradientsAttributor.tokensPerChunk`
-///   (4,096) tokens, at least one sequence, with one gradient buffer (P);
+///   (4,096) tokens, at least one sequence, with one gradient buffer (P), and the scores being
+///   summed in float64 (a sequence's and the running sum, per target group);
 /// - 100 MB for the runtime, SQLite and the data.
 /// Measured on the t6_8M shape with `kneuron bench` (2-core AMD EPYC with AVX-512): peak RSS
 /// 336 MB for a forward of 8 x 256 tokens (this formula: 371 MB), 377 MB for forward and
@@ -50,8 +51,15 @@ public struct MemoryPlan: Sendable, Equatable {
         training = Self.bytes(spec.train.epochs > 0 || spec.sanity.labelRandomization ? 4 * 5 * P : 4 * 2 * P)
         trainingActivations = Self.bytes(4 * Self.activationFloats(config, tokens: Double(spec.train.batchSize) * Double(T), length: T, workers: workers))
         let igTokens = Double(max(IntegratedGradientsAttributor.tokensPerChunk, T))
+        // The scores being summed: float64, a sequence's and the running sum, per group (the true
+        // class, and with per_class each class too), for the largest granularity.
+        let groups = 1.0 + (spec.attribution.targets.contains(.perClass) ? Double(config.numLabels) : 0)
+        let scored = spec.attribution.granularity.map { g in
+            Double((try? ScoreLayout(config: config, modules: spec.attribution.modules, granularity: g))?.count ?? 0)
+        }.max() ?? 0
+        let sums = 8 * 2 * scored * groups
         attribution = spec.attribution.methods.contains(.integratedGradients) || spec.attribution.methods.contains(.gradientXActivation)
-            ? Self.bytes(4 * (2 * P + Self.activationFloats(config, tokens: igTokens, length: T, workers: workers))) : 0
+            ? Self.bytes(4 * (2 * P + Self.activationFloats(config, tokens: igTokens, length: T, workers: workers)) + sums) : Self.bytes(sums)
     }
 
     /// The memory this process may use, bytes: the smallest cgroup `memory.max` (v2) or

@@ -302,12 +302,14 @@ final class OwnModelTests: XCTestCase {
     /// A run whose model cannot fit stops before any work with the estimate and what to change;
     /// the estimate's parts on the t6_8M shape are the formula's, worked by hand (python:
     /// P = 7,513,927 parameters with 7 classes; integrated gradients 4 x (2P + 4,096 x 37,760
-    /// + 4 x 256^2) bytes).
+    /// + 4 x 256^2) bytes plus 16 bytes per scored q/k/v weight).
     func testMemoryIsPlannedBeforeWork() throws {
         var spec = try PipelineSpec.parse(yaml: "name: m\ninputs: {fasta: [a], labels: [b]}\nmodel: {preset: esm2_t6_8M, max_length: 256}\ntrain: {batch_size: 8}\n")
         let config = try ESMConfig.preset("esm2_t6_8M", numLabels: 7)
         let plan = MemoryPlan(config: config, spec: spec)
-        XCTAssertEqual(plan.attribution, 4 * (2 * 7_513_927 + 4096 * 37_760 + 4 * 256 * 256))
+        let igBytes: Int64 = 4 * (2 * 7_513_927 + 4096 * 37_760 + 4 * 256 * 256)
+        let sumBytes: Int64 = 16 * (6 * 3 * 320 * 320)
+        XCTAssertEqual(plan.attribution, igBytes + sumBytes, "+ float64 sums of the q/k/v weights")
         XCTAssertEqual(plan.trainingActivations, 4 * (2048 * 37_760 + 4 * 256 * 256))
         XCTAssertEqual(plan.training, 4 * 5 * 7_513_927)
         spec.train.batchSize = 4096
