@@ -266,6 +266,31 @@ public enum Checkpoint {
         return LoadPlan(contents: contents, config: config, copies: copies, initialised: requireLabels ? initialised : [])
     }
 
+    /// The weight files of the checkpoint at `path`, found by name without reading them: the
+    /// file itself (a fair-esm .pt), or a directory's model.safetensors, the shards its index
+    /// names, pytorch_model.bin, or the shards of pytorch_model.bin.index.json; empty when there
+    /// are none (`inspect` then says why). For content keys: hashing these is cheap, where
+    /// `inspect` reads a pickled checkpoint whole.
+    public static func weightFilePaths(_ path: String) -> [String] {
+        var isDirectory: ObjCBool = false
+        guard FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory) else { return [] }
+        guard isDirectory.boolValue else { return [path] }
+        let dir = URL(fileURLWithPath: path)
+        func shards(_ index: String) -> [String] {
+            guard let data = FileManager.default.contents(atPath: dir.appendingPathComponent(index).path),
+                  let object = try? JSONSerialization.jsonObject(with: data) as? [String: Any],
+                  let map = object["weight_map"] as? [String: String] else { return [] }
+            return Set(map.values).sorted().filter { !$0.contains("/") }.map { dir.appendingPathComponent($0).path }
+        }
+        // The order weightFiles reads them in.
+        for (name, isIndex) in [("model.safetensors", false), ("model.safetensors.index.json", true),
+                                ("pytorch_model.bin", false), ("pytorch_model.bin.index.json", true)]
+        where FileManager.default.fileExists(atPath: dir.appendingPathComponent(name).path) {
+            return isIndex ? shards(name) : [dir.appendingPathComponent(name).path]
+        }
+        return []
+    }
+
     /// A `torch.save`d state_dict (HF `pytorch_model.bin`, or `torch.save(model.state_dict())`)
     /// as a safetensors image, read by the restricted unpickler (`TorchCheckpoint`).
     /// - Throws: `TorchCheckpointError`; `.badTensor` when the file holds something other than

@@ -225,7 +225,8 @@ public enum Embedder {
         guard chosen >= 0 && chosen <= L else { throw EmbedError.badLayer(layer: chosen, layers: L) }
         let model = try ESMClassifier(config: loaded.config, parameters: loaded.parameters)
         // The model's identity: the SHA-256 of its (first) weight file, as stored.
-        let sha = try Hashing.sha256(file: try Checkpoint.inspect(directory: directory).weightFiles[0]).hex
+        guard let first = Checkpoint.weightFilePaths(directory).first else { throw CheckpointError.missingWeights(directory: directory) }
+        let sha = try Hashing.sha256(file: first).hex
         let tokenizer = try tokenizer(maxLength: maxLength, crop: crop, config: loaded.config, directory: directory)
         let input = try readAndTokenize(fasta, tokenizer: tokenizer)
         var summary = Summary()

@@ -193,11 +193,15 @@ public struct PipelineRunner {
                 try SplitStage.check(result.sequences.map { (id: $0.id, sequence: $0.sequence, label: $0.ecLabel) }, context.spec.split)
             }
         }
+        // The model's shape: the spec's checkpoint when train is to run (it is checked then); after
+        // train, the run's own fine-tuned model (the spec's checkpoint may be gone by now).
         var config: ESMConfig?
-        if let dir = context.spec.model.checkpoint, stages.contains(where: { $0 >= .train && $0 < .report }) {
+        if let dir = context.spec.model.checkpoint, stages.contains(.train) {
             config = try Checkpoint.inspect(directory: context.resolve(dir)).config
         } else if context.spec.model.checkpoint == nil {
             config = try? ESMConfig.preset(context.spec.model.preset ?? "small", numLabels: 2)
+        } else {
+            config = (try? Checkpoint.inspect(directory: (context.artifactsDirectory as NSString).appendingPathComponent("final")))?.config
         }
         if var c = config, stages.contains(where: { $0 >= .train && $0 < .report }) {
             c.maxPositionEmbeddings = max(c.maxPositionEmbeddings, context.spec.model.maxLength)

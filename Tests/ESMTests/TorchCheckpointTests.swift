@@ -148,4 +148,13 @@ final class TorchCheckpointTests: XCTestCase {
         }
         XCTAssertThrowsError(try Checkpoint.inspect(directory: "/nonexistent/esm2")) { XCTAssertTrue("\($0)".contains("no such file or directory"), "\($0)") }
     }
+
+    /// The weight files of each layout, found by name (the content key hashes them).
+    func testWeightFilePathsByLayout() {
+        let f = Self.fixtures
+        XCTAssertEqual(Checkpoint.weightFilePaths(f.appendingPathComponent("tiny-esm").path), [f.appendingPathComponent("tiny-esm/model.safetensors").path])
+        XCTAssertEqual(Checkpoint.weightFilePaths(f.appendingPathComponent("tiny-esm-bin").path), [f.appendingPathComponent("tiny-esm-bin/pytorch_model.bin").path])
+        XCTAssertEqual(Checkpoint.weightFilePaths(f.appendingPathComponent("tiny-esm2.pt").path), [f.appendingPathComponent("tiny-esm2.pt").path])
+        XCTAssertEqual(Checkpoint.weightFilePaths("/nonexistent/x"), [])
+    }
 }

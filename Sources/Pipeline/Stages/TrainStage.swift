@@ -122,9 +122,10 @@ enum TrainStage: StageImplementation {
             let file = (ctx.resolve(ckpt) as NSString).appendingPathComponent("model.safetensors")
             if FileManager.default.fileExists(atPath: file) {
                 fields.append(("model.checkpoint file", "sha256 \(try Hashing.sha256(file: file).hex)"))
-            } else if let contents = try? Checkpoint.inspect(directory: ctx.resolve(ckpt)) {
-                // A sharded checkpoint: every shard (an unreadable one is reported by the preflight).
-                for (i, shard) in contents.weightFiles.enumerated() {
+            } else {
+                // A sharded, pickled or fair-esm checkpoint: every weight file (found by name; an
+                // unreadable one is reported by the preflight).
+                for (i, shard) in Checkpoint.weightFilePaths(ctx.resolve(ckpt)).enumerated() where FileManager.default.isReadableFile(atPath: shard) {
                     fields.append(("model.checkpoint file[\(i)] \((shard as NSString).lastPathComponent)", "sha256 \(try Hashing.sha256(file: shard).hex)"))
                 }
             }
