@@ -33,16 +33,19 @@ require_swift() {
     exit 1
 }
 
+# find_mirror: prints the absolute path of a local data mirror (KNEURON_SHARED_DATA, ../shared/data
+# next to the checkout, or the machines' /work/shared/data), or nothing.
+find_mirror() {
+    for candidate in "${KNEURON_SHARED_DATA:-}" ../shared/data /work/shared/data; do
+        if [[ -n "$candidate" && -d "$candidate/swissprot-ec" ]]; then (cd "$candidate" && pwd); return 0; fi
+    done
+}
+
 # fetch_data [DIR]: puts the Swiss-Prot data into data/ unless it is there: copied from DIR, else
-# from KNEURON_SHARED_DATA, ../shared/data or /work/shared/data (the machines' mirror), else
-# downloaded from UniProt (data/fetch.sh).
+# from the local mirror (find_mirror), else downloaded from UniProt (data/fetch.sh).
 fetch_data() {
     local from=${1:-}
     if [[ -z "$from" && -f data/swissprot-ec/sample-train-840.fasta ]]; then return 0; fi
-    if [[ -z "$from" ]]; then
-        for candidate in "${KNEURON_SHARED_DATA:-}" ../shared/data /work/shared/data; do
-            if [[ -n "$candidate" && -d "$candidate/swissprot-ec" ]]; then from=$candidate; break; fi
-        done
-    fi
+    [[ -n "$from" ]] || from=$(find_mirror)
     if [[ -n "$from" ]]; then data/fetch.sh --from "$from"; else data/fetch.sh; fi
 }

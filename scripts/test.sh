@@ -16,12 +16,8 @@ require_packages "${KNEURON_PACKAGES[@]}" chromium python3-venv
 # Real data for the end-to-end tests: copied from the machine's mirror when there is one
 # (KNEURON_SHARED_DATA, else ../shared/data next to the checkout, else the machines' /work/shared/data),
 # and the parser tests pointed at it (they read its quirks/ files directly); else downloaded.
-for candidate in "${KNEURON_SHARED_DATA:-}" ../shared/data /work/shared/data; do
-    if [[ -n "$candidate" && -d "$candidate/swissprot-ec" ]]; then
-        export KNEURON_SHARED_DATA="$(cd "$candidate" && pwd)"
-        break
-    fi
-done
+mirror=$(find_mirror)
+if [[ -n "$mirror" ]]; then export KNEURON_SHARED_DATA="$mirror"; fi
 fetch_data "${KNEURON_SHARED_DATA:-}" || echo "WARNING: the data could not be fetched: the end-to-end tests will be skipped" >&2
 if [[ -z "${KNEURON_SHARED_DATA:-}" ]]; then
     echo "WARNING: no shared data directory found: the parser tests on real-world file quirks will be skipped" >&2

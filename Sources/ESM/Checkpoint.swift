@@ -132,6 +132,15 @@ public enum Checkpoint {
     ///   `.duplicateTensor`, `.numLabelsRequired`) and `SafeTensorsError` for malformed files.
     public static func load(directory: String, numLabels: Int? = nil, seed: UInt64 = 0, initialiseHead: Bool = false) throws
         -> (config: ESMConfig, parameters: ParameterBuffer, initialisedTensors: [String]) {
+        let (config, parameters, initialised, _) = try loadWithContents(directory: directory, numLabels: numLabels, seed: seed, initialiseHead: initialiseHead)
+        return (config, parameters, initialised)
+    }
+
+    /// `load` that also returns what `inspect` would, from the same single read of the files
+    /// (a pickled checkpoint is unpickled once).
+    /// - Throws: as `load`.
+    public static func loadWithContents(directory: String, numLabels: Int? = nil, seed: UInt64 = 0, initialiseHead: Bool = false) throws
+        -> (config: ESMConfig, parameters: ParameterBuffer, initialisedTensors: [String], contents: Contents) {
         let plan = try resolve(directory: directory, numLabels: numLabels, initialiseHead: initialiseHead, requireLabels: true)
         let config = plan.config
         let layout = ParameterLayout(config: config)
@@ -148,7 +157,7 @@ public enum Checkpoint {
                 for i in range { parameters.values[i] = 0.02 * rng.next() }
             }
         }
-        return (config, parameters, plan.initialised)
+        return (config, parameters, plan.initialised, plan.contents)
     }
 
     /// The checked plan of a load: configuration, which stored tensor fills which parameter,

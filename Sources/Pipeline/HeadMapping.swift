@@ -51,19 +51,12 @@ public enum HeadMapping {
     public static func ecLabel(_ text: String, level: Int) -> ECNumber? {
         let words = text.split(whereSeparator: { $0.isWhitespace }).map(String.init)
         guard let first = words.first else { return nil }
-        var candidates = [first]
-        var rest = Array(words.dropFirst())
-        if first.uppercased() == "EC" || first.uppercased() == "EC:", words.count > 1 {
-            candidates = [first + " " + words[1]]
-            rest = Array(words.dropFirst(2))
-        }
-        for c in candidates {
-            if let ec = try? ECNumber(c) {
-                // "1.-.-.- Hydrolases" contradicts itself: neither is trusted.
-                let name = rest.joined(separator: " ").lowercased()
-                if let (k, _) = ECClassNames.builtinClassNames.first(where: { $0.value.lowercased() == name }), ec.ecClass != k { return nil }
-                return ec
-            }
+        let prefixed = (first.uppercased() == "EC" || first.uppercased() == "EC:") && words.count > 1
+        if let ec = try? ECNumber(prefixed ? first + " " + words[1] : first) {
+            // "1.-.-.- Hydrolases" contradicts itself: neither is trusted.
+            let name = words.dropFirst(prefixed ? 2 : 1).joined(separator: " ").lowercased()
+            if let (k, _) = ECClassNames.builtinClassNames.first(where: { $0.value.lowercased() == name }), ec.ecClass != k { return nil }
+            return ec
         }
         if level == 1 {
             let name = text.trimmingCharacters(in: .whitespacesAndNewlines).lowercased()

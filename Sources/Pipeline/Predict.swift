@@ -133,9 +133,9 @@ public enum Predictor {
     ///   FASTA read errors for a file that cannot be read at all.
     public static func run(model directory: String, fasta: [String], output: String?, maxLength: Int? = nil,
                            crop: CropPolicy = .head, batchSize: Int = 8) throws -> Summary {
-        let loaded: (config: ESMConfig, parameters: ParameterBuffer, initialisedTensors: [String])
+        let loaded: (config: ESMConfig, parameters: ParameterBuffer, initialisedTensors: [String], contents: Checkpoint.Contents)
         do {
-            loaded = try Checkpoint.load(directory: directory)
+            loaded = try Checkpoint.loadWithContents(directory: directory)
         } catch CheckpointError.numLabelsRequired {
             throw PredictError.noClassifier(directory: directory, initialised: ["classifier.*"])
         }
@@ -150,7 +150,7 @@ public enum Predictor {
         summary.rejected = input.rejected
         summary.crops = input.crops
         summary.maxLength = tokenizer.maxLength
-        summary.notes = (try? Checkpoint.inspect(directory: directory))?.notes ?? []
+        summary.notes = loaded.contents.notes
         summary.classes = (0 ..< C).map { loaded.config.id2label?[String($0)] ?? String($0) }
         let rows = input.rows.map { (id: $0.id, tokens: $0.tokens.ids) }
         var text = "id\t" + (0 ..< C).map { "logit_\($0)" }.joined(separator: "\t") + "\t"
@@ -167,7 +167,8 @@ public enum Predictor {
                 // A NaN logit (a broken checkpoint) has no class; a label's tabs and newlines would break the TSV.
                 let finite = l.allSatisfy(\.isFinite)
                 if !finite { summary.nonFinite += 1 }
-                let name = finite ? (loaded.config.id2label?[String(best)] ?? String(best)).map { $0 == "\t" || $0 == "\n" || $0 == "\r" ? " " : $0 }.reduce("") { $0 + String($1) } : "NaN"
+                let label = loaded.config.id2label?[String(best)] ?? String(best)
+                let name = finite ? String(label.map { $0 == "\t" || $0.isNewline ? " " : $0 }) : "NaN"
                 text += row.id + "\t" + l.map { String($0) }.joined(separator: "\t") + "\t"
                     + p.map { String($0) }.joined(separator: "\t") + "\t" + name + "\n"
             }
@@ -214,11 +215,11 @@ public enum Embedder {
                            crop: CropPolicy = .head, batchSize: Int = 8) throws -> Summary {
         // Embeddings do not use the classification head: an EsmModel / EsmForMaskedLM
         // checkpoint gets a placeholder 2-class head that is never read.
-        let loaded: (config: ESMConfig, parameters: ParameterBuffer, initialisedTensors: [String])
+        let loaded: (config: ESMConfig, parameters: ParameterBuffer, initialisedTensors: [String], contents: Checkpoint.Contents)
         do {
-            loaded = try Checkpoint.load(directory: directory)
+            loaded = try Checkpoint.loadWithContents(directory: directory)
         } catch CheckpointError.numLabelsRequired {
-            loaded = try Checkpoint.load(directory: directory, numLabels: 2)
+            loaded = try Checkpoint.loadWithContents(directory: directory, numLabels: 2)
         }
         let L = loaded.config.numHiddenLayers, H = loaded.config.hiddenSize
         let chosen = layer ?? L
@@ -233,7 +234,7 @@ public enum Embedder {
         summary.rejected = input.rejected
         summary.crops = input.crops
         summary.maxLength = tokenizer.maxLength
-        summary.notes = (try? Checkpoint.inspect(directory: directory))?.notes ?? []
+        summary.notes = loaded.contents.notes
         let rows = input.rows
         var records: [EmbeddingRecord] = []
         var start = 0

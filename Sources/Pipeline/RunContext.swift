@@ -1,4 +1,5 @@
 import Crypto
+import ESM
 import Foundation
 import Store
 
@@ -192,6 +193,9 @@ public final class RunContext: @unchecked Sendable {
     /// What the preflight read for the ingest stage (`IngestStage.read`), handed to the stage
     /// so the inputs are parsed once.
     var preread: IngestStage.Result?
+    /// What the preflight read of the spec's checkpoint (`Checkpoint.inspect`), so the train
+    /// stage does not read it again.
+    var checkpointContents: Checkpoint.Contents?
 
     /// The preflight's ingest result, once (the stage takes it).
     func takePreread() -> IngestStage.Result? {

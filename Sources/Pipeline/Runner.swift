@@ -197,7 +197,9 @@ public struct PipelineRunner {
         // train, the run's own fine-tuned model (the spec's checkpoint may be gone by now).
         var config: ESMConfig?
         if let dir = context.spec.model.checkpoint, stages.contains(.train) {
-            config = try Checkpoint.inspect(directory: context.resolve(dir)).config
+            let contents = try Checkpoint.inspect(directory: context.resolve(dir))
+            context.checkpointContents = contents
+            config = contents.config
         } else if context.spec.model.checkpoint == nil {
             config = try? ESMConfig.preset(context.spec.model.preset ?? "small", numLabels: 2)
         } else {
@@ -212,8 +214,7 @@ public struct PipelineRunner {
                 throw PipelineError.insufficientMemory(needed: MemoryPlan.mb(plan.total), limit: MemoryPlan.mb(limit), detail: plan.summary)
             }
         }
-        if stages.contains(.train), let dir = context.spec.model.checkpoint {
-            let contents = try Checkpoint.inspect(directory: context.resolve(dir))
+        if stages.contains(.train), let dir = context.spec.model.checkpoint, let contents = context.checkpointContents {
             let runClasses = try classes ?? context.db.classes()
             if !runClasses.isEmpty {
                 let decision = try HeadMapping.decide(path: dir, contents: contents, classes: runClasses,

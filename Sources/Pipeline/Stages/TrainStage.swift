@@ -42,7 +42,7 @@ enum ModelStore {
         var ignored = ""
         if let dir = spec.checkpoint {
             let path = ctx.resolve(dir)
-            let contents = try Checkpoint.inspect(directory: path)
+            let contents = try ctx.checkpointContents ?? Checkpoint.inspect(directory: path)
             decision = try HeadMapping.decide(path: dir, contents: contents, classes: classes, level: ctx.spec.labelLevel, policy: spec.head)
             ignored = contents.ignored.sorted { $0.key < $1.key }.map { "\($0.key): \($0.value) tensor\($0.value == 1 ? "" : "s")" }.joined(separator: ", ")
             for note in contents.notes { ctx.log("  note: \(note)") }
